@@ -1,0 +1,31 @@
+using HyperSd.Diffusion.Verification;
+using Xunit.Abstractions;
+
+namespace HyperSd.Diffusion.Tests;
+
+/// <summary>Locates ../shared/fixtures beside the checkout (or $HYPERSD_FIXTURES) and runs fixture suites.</summary>
+public static class Fixtures
+{
+    public static string Root { get; } = Locate();
+
+    public static string Path(params string[] parts) => System.IO.Path.Combine([Root, .. parts]);
+
+    static string Locate()
+    {
+        var env = Environment.GetEnvironmentVariable("HYPERSD_FIXTURES");
+        if (!string.IsNullOrEmpty(env)) return env;
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+            if (File.Exists(System.IO.Path.Combine(dir.FullName, "HyperSd.Pipeline.sln")))
+                return System.IO.Path.GetFullPath(System.IO.Path.Combine(dir.FullName, "..", "shared", "fixtures"));
+        throw new DirectoryNotFoundException("cannot find the repository root (HyperSd.Pipeline.sln) above " + AppContext.BaseDirectory);
+    }
+
+    /// <summary>Runs a suite on the shared fixture folder, logs every check and asserts that all pass.</summary>
+    public static void AssertSuite(string folder, ITestOutputHelper output)
+    {
+        var checks = FixtureVerifier.Suite(folder).Run(Path(folder)).ToList();
+        foreach (var c in checks) output.WriteLine(c.ToString());
+        Assert.NotEmpty(checks);
+        Assert.All(checks, c => Assert.True(c.Passed, c.ToString()));
+    }
+}
