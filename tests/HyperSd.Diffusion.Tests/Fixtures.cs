@@ -20,10 +20,12 @@ public static class Fixtures
         throw new DirectoryNotFoundException("cannot find the repository root (HyperSd.Pipeline.sln) above " + AppContext.BaseDirectory);
     }
 
-    /// <summary>Runs a suite on the shared fixture folder, logs every check and asserts that all pass.</summary>
-    public static void AssertSuite(string folder, ITestOutputHelper output)
+    /// <summary>Runs the suite of type <typeparamref name="TSuite"/> on its shared fixture folder, logs every check
+    /// and asserts that all pass.</summary>
+    public static void AssertSuite<TSuite>(ITestOutputHelper output) where TSuite : IFixtureSuite, new()
     {
-        var checks = FixtureVerifier.Suite(folder).Run(Path(folder)).ToList();
+        var suite = new TSuite();
+        var checks = suite.Run(Path(suite.Folder)).ToList();
         foreach (var c in checks) output.WriteLine(c.ToString());
         Assert.NotEmpty(checks);
         Assert.All(checks, c => Assert.True(c.Passed, c.ToString()));

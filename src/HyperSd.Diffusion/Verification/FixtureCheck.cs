@@ -49,10 +49,12 @@ public static class FixtureVerifier
     public static IReadOnlyList<IFixtureSuite> Suites { get; } = typeof(IFixtureSuite).Assembly.GetTypes()
         .Where(t => typeof(IFixtureSuite).IsAssignableFrom(t) && t is { IsAbstract: false, IsInterface: false })
         .Select(t => (IFixtureSuite)Activator.CreateInstance(t)!)
-        .OrderBy(s => s.Folder, StringComparer.Ordinal).ToList();
+        .OrderBy(s => s.Folder, StringComparer.Ordinal).ThenBy(s => s.GetType().Name, StringComparer.Ordinal).ToList();
 
-    public static IFixtureSuite Suite(string folder) =>
-        Suites.FirstOrDefault(s => s.Folder == folder) ?? throw new ArgumentException($"no fixture suite for folder '{folder}'");
+    /// <summary>The suites checking one folder (several may share one, e.g. <c>layouts</c>).</summary>
+    public static IReadOnlyList<IFixtureSuite> SuitesFor(string folder) =>
+        Suites.Where(s => s.Folder == folder).ToList() is { Count: > 0 } found
+            ? found : throw new ArgumentException($"no fixture suite for folder '{folder}'");
 
     public static IEnumerable<FixtureCheck> RunAll(string fixturesDir)
     {
