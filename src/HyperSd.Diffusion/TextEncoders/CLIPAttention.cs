@@ -1,0 +1,36 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace HyperSd.Diffusion.TextEncoders;
+
+/// <summary>Multi-head self-attention with CLIP's causal mask (each token sees itself and the tokens before it).</summary>
+public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
+{
+    readonly Linear k_proj;
+    readonly Linear v_proj;
+    readonly Linear q_proj;
+    readonly Linear out_proj;
+    readonly int heads;
+
+    public CLIPAttention(CLIPTextConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPAttention))
+    {
+        int width = config.HiddenSize;
+        heads = config.NumAttentionHeads;
+        k_proj = nn.Linear(width, width, device: device, dtype: dtype);
+        v_proj = nn.Linear(width, width, device: device, dtype: dtype);
+        q_proj = nn.Linear(width, width, device: device, dtype: dtype);
+        out_proj = nn.Linear(width, width, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden_states)
+    {
+        using var scope = NewDisposeScope();
+        long batch = hidden_states.shape[0], length = hidden_states.shape[1], width = hidden_states.shape[2];
+        Tensor Heads(Linear proj) => proj.forward(hidden_states).view(batch, length, heads, -1).transpose(1, 2);
+        // the default scale 1/sqrt(head_dim) is CLIP's
+        var attended = nn.functional.scaled_dot_product_attention(Heads(q_proj), Heads(k_proj), Heads(v_proj), is_casual: true);
+        return out_proj.forward(attended.transpose(1, 2).reshape(batch, length, width)).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,30 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace HyperSd.Diffusion.TextEncoders;
+
+/// <summary>A pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)).</summary>
+public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
+{
+    readonly CLIPAttention self_attn;
+    readonly LayerNorm layer_norm1;
+    readonly CLIPMLP mlp;
+    readonly LayerNorm layer_norm2;
+
+    public CLIPEncoderLayer(CLIPTextConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPEncoderLayer))
+    {
+        self_attn = new CLIPAttention(config, device, dtype);
+        layer_norm1 = CLIPTextTransformer.LayerNorm(config, device, dtype);
+        mlp = new CLIPMLP(config, device, dtype);
+        layer_norm2 = CLIPTextTransformer.LayerNorm(config, device, dtype);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden_states)
+    {
+        using var scope = NewDisposeScope();
+        var h = hidden_states + self_attn.forward(layer_norm1.forward(hidden_states));
+        return (h + mlp.forward(layer_norm2.forward(h))).MoveToOuterDisposeScope();
+    }
+}
