@@ -119,11 +119,13 @@ public static class SafeTensors
     public static void CheckNotPickle(string path)
     {
         var ext = Path.GetExtension(path).ToLowerInvariant();
-        Span<byte> head = stackalloc byte[2];
+        Span<byte> head = stackalloc byte[9];
         using (var f = File.OpenRead(path)) head = head[..f.Read(head)];
-        bool zip = head.Length == 2 && head[0] == (byte)'P' && head[1] == (byte)'K';
+        // A safetensors file has '{' after its 8-byte header length (which itself may start with any byte).
+        bool safetensors = head.Length == 9 && head[8] == (byte)'{';
+        bool zip = head.Length >= 2 && head[0] == (byte)'P' && head[1] == (byte)'K';
         bool pickle = head.Length >= 1 && head[0] == 0x80; // pickle protocol opcode
-        if (ext is ".ckpt" or ".pt" or ".pth" or ".bin" or ".pkl" || zip || pickle)
+        if (ext is ".ckpt" or ".pt" or ".pth" or ".bin" or ".pkl" || (!safetensors && (zip || pickle)))
             throw new NotSupportedException(
                 $"{path}: pickle checkpoints are refused (loading them can execute arbitrary code); convert it to .safetensors first");
     }
