@@ -1,0 +1,45 @@
+using HyperSd.Diffusion.Models.Resnets;
+using HyperSd.Diffusion.Models.Transformers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace HyperSd.Diffusion.Models.Unets;
+
+/// <summary>diffusers' CrossAttnUpBlock2D: per layer, concatenate the next skip connection (last first), resnet,
+/// Transformer2DModel; then an optional upsampler.</summary>
+public sealed class CrossAttnUpBlock2D : UNetUpBlock
+{
+    readonly ModuleList<Transformer2DModel> attentions;
+    readonly ModuleList<ResnetBlock2D> resnets;
+    readonly ModuleList<Upsample2D>? upsamplers;
+
+    public CrossAttnUpBlock2D(long inChannels, long prevOutputChannel, long outChannels, int numLayers, int transformerLayers,
+        int numAttentionHeads, long crossAttentionDim, bool addUpsample, UNetBlockOptions o) : base(nameof(CrossAttnUpBlock2D))
+    {
+        resnets = nn.ModuleList(Enumerable.Range(0, numLayers).Select(i => new ResnetBlock2D(
+            (i == 0 ? prevOutputChannel : outChannels) + (i == numLayers - 1 ? inChannels : outChannels),
+            outChannels, o.TembChannels, o.ResnetGroups, o.ResnetEps, o.Dropout, o.ResnetActFn, device: o.Device, dtype: o.DType)).ToArray());
+        attentions = nn.ModuleList(Enumerable.Range(0, numLayers).Select(_ => new Transformer2DModel(numAttentionHeads,
+            outChannels / numAttentionHeads, outChannels, transformerLayers, crossAttentionDim, o.ResnetGroups, o.UseLinearProjection,
+            o.Dropout, o.Device, o.DType)).ToArray());
+        if (addUpsample) upsamplers = nn.ModuleList(new Upsample2D(outChannels, outChannels, o.Device, o.DType));
+        RegisterComponents();
+    }
+
+    public override int ResnetCount => resnets.Count;
+
+    public override Tensor forward(Tensor hiddenStates, IReadOnlyList<Tensor> resHiddenStates, Tensor? temb, Tensor? encoderHiddenStates,
+        long[]? upsampleSize)
+    {
+        for (int i = 0; i < resnets.Count; i++)
+        {
+            using var joined = torch.cat([hiddenStates, resHiddenStates[^(i + 1)]], 1);
+            using var resnetOutput = resnets[i].forward(joined, temb);
+            hiddenStates = attentions[i].forward(resnetOutput, encoderHiddenStates);
+        }
+        if (upsamplers is not null)
+            foreach (var upsampler in upsamplers) hiddenStates = upsampler.forward(hiddenStates, upsampleSize);
+        return hiddenStates;
+    }
+}
