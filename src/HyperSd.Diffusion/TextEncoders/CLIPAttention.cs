@@ -28,9 +28,9 @@ public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long batch = hidden_states.shape[0], length = hidden_states.shape[1], width = hidden_states.shape[2];
-        Tensor Heads(Linear proj) => proj.forward(hidden_states).view(batch, length, heads, -1).transpose(1, 2);
+        Tensor Heads(Linear proj) => proj.call(hidden_states).view(batch, length, heads, -1).transpose(1, 2);
         // the default scale 1/sqrt(head_dim) is CLIP's
         var attended = nn.functional.scaled_dot_product_attention(Heads(q_proj), Heads(k_proj), Heads(v_proj), is_casual: true);
-        return out_proj.forward(attended.transpose(1, 2).reshape(batch, length, width)).MoveToOuterDisposeScope();
+        return out_proj.call(attended.transpose(1, 2).reshape(batch, length, width)).MoveToOuterDisposeScope();
     }
 }

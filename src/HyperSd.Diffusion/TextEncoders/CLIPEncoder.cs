@@ -18,7 +18,7 @@ public sealed class CLIPEncoder : nn.Module<Tensor, IReadOnlyList<Tensor>>
     public override IReadOnlyList<Tensor> forward(Tensor inputs_embeds)
     {
         var hidden = new List<Tensor> { inputs_embeds };
-        foreach (var layer in layers) hidden.Add(layer.forward(hidden[^1]));
+        foreach (var layer in layers) hidden.Add(layer.call(hidden[^1]));
         return hidden;
     }
 }

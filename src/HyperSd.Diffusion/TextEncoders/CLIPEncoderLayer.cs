@@ -24,7 +24,7 @@ public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hidden_states)
     {
         using var scope = NewDisposeScope();
-        var h = hidden_states + self_attn.forward(layer_norm1.forward(hidden_states));
-        return (h + mlp.forward(layer_norm2.forward(h))).MoveToOuterDisposeScope();
+        var h = hidden_states + self_attn.call(layer_norm1.call(hidden_states));
+        return (h + mlp.call(layer_norm2.call(h))).MoveToOuterDisposeScope();
     }
 }

@@ -21,9 +21,9 @@ public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor hidden_states)
     {
-        using var h = fc1.forward(hidden_states);
+        using var h = fc1.call(hidden_states);
         using var a = activation(h);
-        return fc2.forward(a);
+        return fc2.call(a);
     }
 
     /// <summary>transformers' ACT2FN entries that CLIP checkpoints use.</summary>

@@ -23,8 +23,8 @@ public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
         if (length > max)
             throw new ArgumentException($"input_ids has {length} tokens, the text encoder has {max} positions (max_position_embeddings)");
         using var positions = arange(length, dtype: ScalarType.Int64, device: input_ids.device);
-        using var tokens = token_embedding.forward(input_ids);
-        using var position = position_embedding.forward(positions);
+        using var tokens = token_embedding.call(input_ids);
+        using var position = position_embedding.call(positions);
         return tokens + position;
     }
 }

@@ -18,7 +18,7 @@ public sealed class CLIPTextModel : nn.Module<Tensor, CLIPTextModelOutput>
     }
 
     /// <param name="input_ids">[batch, tokens] int64 token ids (tokens ≤ max_position_embeddings).</param>
-    public override CLIPTextModelOutput forward(Tensor input_ids) => text_model.forward(input_ids);
+    public override CLIPTextModelOutput forward(Tensor input_ids) => text_model.call(input_ids);
 
     /// <summary>Loads a text_encoder folder (config.json + model.safetensors) in eval mode.</summary>
     public static CLIPTextModel FromPretrained(string dir, Device? device = null, ScalarType? dtype = null)

@@ -25,8 +25,8 @@ public sealed class CLIPTextModelWithProjection : nn.Module<Tensor, CLIPTextMode
     /// <param name="input_ids">[batch, tokens] int64 token ids (tokens ≤ max_position_embeddings).</param>
     public override CLIPTextModelOutput forward(Tensor input_ids)
     {
-        var output = text_model.forward(input_ids);
-        return output with { TextEmbeds = text_projection.forward(output.PoolerOutput) };
+        var output = text_model.call(input_ids);
+        return output with { TextEmbeds = text_projection.call(output.PoolerOutput) };
     }
 
     /// <summary>Loads a text_encoder_2 folder (config.json + model.safetensors) in eval mode.</summary>

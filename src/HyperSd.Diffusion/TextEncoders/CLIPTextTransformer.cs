@@ -26,8 +26,8 @@ public sealed class CLIPTextTransformer : nn.Module<Tensor, CLIPTextModelOutput>
     public override CLIPTextModelOutput forward(Tensor input_ids)
     {
         using var scope = NewDisposeScope();
-        var hidden = encoder.forward(embeddings.forward(input_ids));
-        var last = final_layer_norm.forward(hidden[^1]);
+        var hidden = encoder.call(embeddings.call(input_ids));
+        var last = final_layer_norm.call(hidden[^1]);
         var ids = input_ids.to(ScalarType.Int32, last.device);
         // eos_token_id 2 is the value of configs written before transformers PR #24773 (SD1.x among them): those pool at
         // the largest id, which is CLIP's eos; newer configs pool at the first eos.

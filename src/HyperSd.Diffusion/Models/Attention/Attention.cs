@@ -43,16 +43,16 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
         var residual = hiddenStates;
         var shape4 = hiddenStates.dim() == 4 ? hiddenStates.shape : null;
         var x = shape4 is null ? hiddenStates : hiddenStates.flatten(2).transpose(1, 2);
-        if (group_norm is not null) x = group_norm.forward(x.transpose(1, 2)).transpose(1, 2);
+        if (group_norm is not null) x = group_norm.call(x.transpose(1, 2)).transpose(1, 2);
 
         var context = encoderHiddenStates ?? x;
         long batch = x.shape[0];
-        var q = SplitHeads(to_q.forward(x), batch);
-        var k = SplitHeads(to_k.forward(context), batch);
-        var v = SplitHeads(to_v.forward(context), batch);
+        var q = SplitHeads(to_q.call(x), batch);
+        var k = SplitHeads(to_k.call(context), batch);
+        var v = SplitHeads(to_v.call(context), batch);
         var attended = nn.functional.scaled_dot_product_attention(q, k, v);
         var output = attended.transpose(1, 2).reshape(batch, -1, attended.shape[1] * attended.shape[3]);
-        foreach (var layer in to_out) output = layer.forward(output);
+        foreach (var layer in to_out) output = layer.call(output);
 
         if (shape4 is not null) output = output.transpose(-1, -2).reshape(shape4);
         if (residualConnection) output = output + residual;

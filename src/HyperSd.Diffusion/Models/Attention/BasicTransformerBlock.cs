@@ -32,9 +32,9 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
     public override Tensor forward(Tensor hiddenStates, Tensor? encoderHiddenStates)
     {
         using var scope = NewDisposeScope();
-        var x = attn1.forward(norm1.forward(hiddenStates), null) + hiddenStates;
-        x = attn2.forward(norm2.forward(x), encoderHiddenStates) + x;
-        x = ff.forward(norm3.forward(x)) + x;
+        var x = attn1.call(norm1.call(hiddenStates), null) + hiddenStates;
+        x = attn2.call(norm2.call(x), encoderHiddenStates) + x;
+        x = ff.call(norm3.call(x)) + x;
         return x.MoveToOuterDisposeScope();
     }
 }

@@ -24,7 +24,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var x = hiddenStates;
-        foreach (var layer in net) x = layer.forward(x);
+        foreach (var layer in net) x = layer.call(x);
         return x.MoveToOuterDisposeScope();
     }
 }

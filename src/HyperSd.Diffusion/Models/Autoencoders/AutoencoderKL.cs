@@ -40,8 +40,8 @@ public sealed class AutoencoderKL : nn.Module
     public DiagonalGaussianDistribution Encode(Tensor image)
     {
         using var scope = NewDisposeScope();
-        var moments = encoder.forward(image);
-        if (quant_conv is not null) moments = quant_conv.forward(moments);
+        var moments = encoder.call(image);
+        if (quant_conv is not null) moments = quant_conv.call(moments);
         var posterior = new DiagonalGaussianDistribution(moments);
         foreach (var t in new[] { posterior.Mean, posterior.LogVar, posterior.Std, posterior.Var }) t.MoveToOuterDisposeScope();
         return posterior;
@@ -51,7 +51,7 @@ public sealed class AutoencoderKL : nn.Module
     public Tensor Decode(Tensor latents)
     {
         using var scope = NewDisposeScope();
-        var z = post_quant_conv is null ? latents : post_quant_conv.forward(latents);
-        return decoder.forward(z).MoveToOuterDisposeScope();
+        var z = post_quant_conv is null ? latents : post_quant_conv.call(latents);
+        return decoder.call(z).MoveToOuterDisposeScope();
     }
 }

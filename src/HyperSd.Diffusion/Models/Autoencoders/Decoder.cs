@@ -35,8 +35,8 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor sample)
     {
         using var scope = NewDisposeScope();
-        var x = mid_block.forward(conv_in.forward(sample));
-        foreach (var block in up_blocks) x = block.forward(x);
-        return conv_out.forward(conv_act.forward(conv_norm_out.forward(x))).MoveToOuterDisposeScope();
+        var x = mid_block.forward(conv_in.call(sample));
+        foreach (var block in up_blocks) x = block.call(x);
+        return conv_out.call(conv_act.call(conv_norm_out.call(x))).MoveToOuterDisposeScope();
     }
 }

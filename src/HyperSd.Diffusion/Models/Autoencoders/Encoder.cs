@@ -36,9 +36,9 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor sample)
     {
         using var scope = NewDisposeScope();
-        var x = conv_in.forward(sample);
-        foreach (var block in down_blocks) x = block.forward(x);
+        var x = conv_in.call(sample);
+        foreach (var block in down_blocks) x = block.call(x);
         x = mid_block.forward(x);
-        return conv_out.forward(conv_act.forward(conv_norm_out.forward(x))).MoveToOuterDisposeScope();
+        return conv_out.call(conv_act.call(conv_norm_out.call(x))).MoveToOuterDisposeScope();
     }
 }

@@ -27,8 +27,8 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor sample)
     {
         using var scope = NewDisposeScope();
-        var x = linear_2.forward(act.forward(linear_1.forward(sample)));
-        if (post_act is not null) x = post_act.forward(x);
+        var x = linear_2.call(act.call(linear_1.call(sample)));
+        if (post_act is not null) x = post_act.call(x);
         return x.MoveToOuterDisposeScope();
     }
 }

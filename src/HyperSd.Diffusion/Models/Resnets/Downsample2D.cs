@@ -21,8 +21,8 @@ public sealed class Downsample2D : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor hiddenStates)
     {
-        if (padding != 0) return conv.forward(hiddenStates);
+        if (padding != 0) return conv.call(hiddenStates);
         using var padded = nn.functional.pad(hiddenStates, [0, 1, 0, 1]);
-        return conv.forward(padded);
+        return conv.call(padded);
     }
 }

@@ -41,11 +41,11 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
     public override Tensor forward(Tensor input, Tensor? temb)
     {
         using var scope = NewDisposeScope();
-        var h = conv1.forward(nonlinearity.forward(norm1.forward(input)));
+        var h = conv1.call(nonlinearity.call(norm1.call(input)));
         if (time_emb_proj is not null && temb is not null)
-            h = h + time_emb_proj.forward(nonlinearity.forward(temb)).unsqueeze(-1).unsqueeze(-1);
-        h = conv2.forward(dropout.forward(nonlinearity.forward(norm2.forward(h))));
-        var shortcut = conv_shortcut is null ? input : conv_shortcut.forward(input);
+            h = h + time_emb_proj.call(nonlinearity.call(temb)).unsqueeze(-1).unsqueeze(-1);
+        h = conv2.call(dropout.call(nonlinearity.call(norm2.call(h))));
+        var shortcut = conv_shortcut is null ? input : conv_shortcut.call(input);
         var output = shortcut + h;
         if (outputScaleFactor != 1.0) output = output / outputScaleFactor;
         return output.MoveToOuterDisposeScope();

@@ -22,6 +22,6 @@ public sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>
         using var upsampled = outputSize is null
             ? nn.functional.interpolate(hiddenStates, scale_factor: [2.0, 2.0], mode: InterpolationMode.Nearest)
             : nn.functional.interpolate(hiddenStates, size: outputSize, mode: InterpolationMode.Nearest);
-        return conv.forward(upsampled);
+        return conv.call(upsampled);
     }
 }

@@ -38,14 +38,14 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor>
     {
         using var scope = NewDisposeScope();
         long batch = hiddenStates.shape[0], height = hiddenStates.shape[2], width = hiddenStates.shape[3];
-        var x = norm.forward(hiddenStates);
+        var x = norm.call(hiddenStates);
         // tokens = pixels: (batch, h·w, inner); the projection happens before or after flattening
-        if (useLinearProjection) x = proj_in.forward(ToTokens(x));
-        else x = ToTokens(proj_in.forward(x));
-        foreach (var block in transformer_blocks) x = block.forward(x, encoderHiddenStates);
+        if (useLinearProjection) x = proj_in.call(ToTokens(x));
+        else x = ToTokens(proj_in.call(x));
+        foreach (var block in transformer_blocks) x = block.call(x, encoderHiddenStates);
         x = useLinearProjection
-            ? ToImage(proj_out.forward(x), batch, height, width)
-            : proj_out.forward(ToImage(x, batch, height, width));
+            ? ToImage(proj_out.call(x), batch, height, width)
+            : proj_out.call(ToImage(x, batch, height, width));
         return (x + hiddenStates).MoveToOuterDisposeScope();
     }
 

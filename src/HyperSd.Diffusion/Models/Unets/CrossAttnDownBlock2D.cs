@@ -30,12 +30,12 @@ public sealed class CrossAttnDownBlock2D : UNetDownBlock
         var outputs = new List<Tensor>();
         for (int i = 0; i < resnets.Count; i++)
         {
-            using var resnetOutput = resnets[i].forward(hiddenStates, temb);
-            outputs.Add(hiddenStates = attentions[i].forward(resnetOutput, encoderHiddenStates));
+            using var resnetOutput = resnets[i].call(hiddenStates, temb);
+            outputs.Add(hiddenStates = attentions[i].call(resnetOutput, encoderHiddenStates));
         }
         if (downsamplers is not null)
         {
-            foreach (var downsampler in downsamplers) hiddenStates = downsampler.forward(hiddenStates);
+            foreach (var downsampler in downsamplers) hiddenStates = downsampler.call(hiddenStates);
             outputs.Add(hiddenStates);
         }
         return (hiddenStates, outputs);

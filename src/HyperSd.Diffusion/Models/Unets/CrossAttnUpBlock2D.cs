@@ -35,11 +35,11 @@ public sealed class CrossAttnUpBlock2D : UNetUpBlock
         for (int i = 0; i < resnets.Count; i++)
         {
             using var joined = torch.cat([hiddenStates, resHiddenStates[^(i + 1)]], 1);
-            using var resnetOutput = resnets[i].forward(joined, temb);
-            hiddenStates = attentions[i].forward(resnetOutput, encoderHiddenStates);
+            using var resnetOutput = resnets[i].call(joined, temb);
+            hiddenStates = attentions[i].call(resnetOutput, encoderHiddenStates);
         }
         if (upsamplers is not null)
-            foreach (var upsampler in upsamplers) hiddenStates = upsampler.forward(hiddenStates, upsampleSize);
+            foreach (var upsampler in upsamplers) hiddenStates = upsampler.call(hiddenStates, upsampleSize);
         return hiddenStates;
     }
 }

@@ -23,10 +23,10 @@ public sealed class DownBlock2D : UNetDownBlock
     public override (Tensor Hidden, IReadOnlyList<Tensor> ResSamples) forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
     {
         var outputs = new List<Tensor>();
-        foreach (var resnet in resnets) outputs.Add(hiddenStates = resnet.forward(hiddenStates, temb));
+        foreach (var resnet in resnets) outputs.Add(hiddenStates = resnet.call(hiddenStates, temb));
         if (downsamplers is not null)
         {
-            foreach (var downsampler in downsamplers) hiddenStates = downsampler.forward(hiddenStates);
+            foreach (var downsampler in downsamplers) hiddenStates = downsampler.call(hiddenStates);
             outputs.Add(hiddenStates);
         }
         return (hiddenStates, outputs);

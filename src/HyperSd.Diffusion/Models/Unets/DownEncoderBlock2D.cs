@@ -23,9 +23,9 @@ public sealed class DownEncoderBlock2D : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor hiddenStates)
     {
-        foreach (var resnet in resnets) hiddenStates = resnet.forward(hiddenStates, null);
+        foreach (var resnet in resnets) hiddenStates = resnet.call(hiddenStates, null);
         if (downsamplers is not null)
-            foreach (var downsampler in downsamplers) hiddenStates = downsampler.forward(hiddenStates);
+            foreach (var downsampler in downsamplers) hiddenStates = downsampler.call(hiddenStates);
         return hiddenStates;
     }
 }

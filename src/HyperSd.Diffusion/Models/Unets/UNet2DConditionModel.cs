@@ -117,11 +117,11 @@ public sealed class UNet2DConditionModel : nn.Module
         long batch = sample.shape[0];
         if (Config.CenterInputSample) sample = 2 * sample - 1.0;
 
-        var emb = time_embedding.forward(time_proj.forward(BatchTimesteps(timestep, batch, sample.device)).to(sample.dtype));
+        var emb = time_embedding.call(time_proj.call(BatchTimesteps(timestep, batch, sample.device)).to(sample.dtype));
         if (add_embedding is not null) emb = emb + TextTimeEmbedding(added, batch, emb.dtype);
-        if (time_embed_act is not null) emb = time_embed_act.forward(emb);
+        if (time_embed_act is not null) emb = time_embed_act.call(emb);
 
-        var hidden = conv_in.forward(sample);
+        var hidden = conv_in.call(sample);
         var skips = new List<Tensor> { hidden };
         foreach (var block in down_blocks)
         {
@@ -149,7 +149,7 @@ public sealed class UNet2DConditionModel : nn.Module
             features?.Up.Add(hidden);
         }
 
-        var output = conv_out.forward(conv_act.forward(conv_norm_out.forward(hidden)));
+        var output = conv_out.call(conv_act.call(conv_norm_out.call(hidden)));
         if (features is not null)
             foreach (var t in features.All) t.MoveToOuterDisposeScope();
         return output.MoveToOuterDisposeScope();
@@ -174,7 +174,7 @@ public sealed class UNet2DConditionModel : nn.Module
         if (textEmbeds.dim() != 2 || textEmbeds.shape[0] != batch || timeIds.numel() % batch != 0 || got != expected)
             throw new ArgumentException($"{what}: text_embeds [{string.Join(", ", textEmbeds.shape)}] and time_ids [{string.Join(", ", timeIds.shape)}] " +
                                         $"give {got} features for batch {batch}; projection_class_embeddings_input_dim is {expected}");
-        var timeEmbeds = add_time_proj!.forward(timeIds.flatten()).reshape(batch, -1);
-        return add_embedding!.forward(cat([textEmbeds, timeEmbeds.to(textEmbeds.dtype)], -1).to(dtype));
+        var timeEmbeds = add_time_proj!.call(timeIds.flatten()).reshape(batch, -1);
+        return add_embedding!.call(cat([textEmbeds, timeEmbeds.to(textEmbeds.dtype)], -1).to(dtype));
     }
 }

@@ -28,11 +28,11 @@ public sealed class UNetMidBlock2D : UNetMidBlock
 
     public override Tensor forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
     {
-        hiddenStates = resnets[0].forward(hiddenStates, temb);
+        hiddenStates = resnets[0].call(hiddenStates, temb);
         for (int i = 1; i < resnets.Count; i++)
         {
-            if (attentions.Count > 0) hiddenStates = attentions[i - 1].forward(hiddenStates, null);
-            hiddenStates = resnets[i].forward(hiddenStates, temb);
+            if (attentions.Count > 0) hiddenStates = attentions[i - 1].call(hiddenStates, null);
+            hiddenStates = resnets[i].call(hiddenStates, temb);
         }
         return hiddenStates;
     }

@@ -25,9 +25,9 @@ public sealed class UNetMidBlock2DCrossAttn : UNetMidBlock
 
     public override Tensor forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
     {
-        hiddenStates = resnets[0].forward(hiddenStates, temb);
+        hiddenStates = resnets[0].call(hiddenStates, temb);
         for (int i = 0; i < attentions.Count; i++)
-            hiddenStates = resnets[i + 1].forward(attentions[i].forward(hiddenStates, encoderHiddenStates), temb);
+            hiddenStates = resnets[i + 1].call(attentions[i].call(hiddenStates, encoderHiddenStates), temb);
         return hiddenStates;
     }
 }

@@ -30,10 +30,10 @@ public sealed class UpBlock2D : UNetUpBlock
         for (int i = 0; i < resnets.Count; i++)
         {
             using var joined = torch.cat([hiddenStates, resHiddenStates[^(i + 1)]], 1);
-            hiddenStates = resnets[i].forward(joined, temb);
+            hiddenStates = resnets[i].call(joined, temb);
         }
         if (upsamplers is not null)
-            foreach (var upsampler in upsamplers) hiddenStates = upsampler.forward(hiddenStates, upsampleSize);
+            foreach (var upsampler in upsamplers) hiddenStates = upsampler.call(hiddenStates, upsampleSize);
         return hiddenStates;
     }
 }

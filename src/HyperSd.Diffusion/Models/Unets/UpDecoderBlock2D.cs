@@ -22,9 +22,9 @@ public sealed class UpDecoderBlock2D : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor hiddenStates)
     {
-        foreach (var resnet in resnets) hiddenStates = resnet.forward(hiddenStates, null);
+        foreach (var resnet in resnets) hiddenStates = resnet.call(hiddenStates, null);
         if (upsamplers is not null)
-            foreach (var upsampler in upsamplers) hiddenStates = upsampler.forward(hiddenStates, null);
+            foreach (var upsampler in upsamplers) hiddenStates = upsampler.call(hiddenStates, null);
         return hiddenStates;
     }
 }
