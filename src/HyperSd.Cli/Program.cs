@@ -1,4 +1,5 @@
 using System.CommandLine;
+using HyperSd.Cli.Commands;
 
 namespace HyperSd.Cli;
 
@@ -6,8 +7,11 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        var root = new RootCommand("hypersd: Hyper-SD distillation, generation and evaluation");
-        root.Subcommands.Add(VerifyFixturesCommand.Create());
+        var root = new RootCommand("hypersd: Hyper-SD distillation, generation and evaluation")
+        {
+            VerifyFixturesCommand.Create(),
+            BenchCommand.Create(),
+        };
         return root.Parse(args).Invoke();
     }
 }

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using HyperSd.Diffusion.Verification;
 
-namespace HyperSd.Cli;
+namespace HyperSd.Cli.Commands;
 
 /// <summary><c>hypersd verify-fixtures DIR</c>: every parity check against a folder laid out like ../shared/fixtures.</summary>
 public static class VerifyFixturesCommand
