@@ -1,5 +1,8 @@
 using System.Text.Json.Nodes;
 using HyperSd.Diffusion.IO;
+using HyperSd.Diffusion.Models.Autoencoders;
+using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Diffusion.TextEncoders;
 using static TorchSharp.torch;
 
 namespace HyperSd.Diffusion.Loaders.SingleFile;
@@ -21,6 +24,9 @@ public sealed record SingleFileTarget(Component Component, string DiffusersKey, 
     }
 
     public Tensor Convert(Tensor tensor) => ConvertShape(tensor.shape) is var s && s.Length != tensor.dim() ? tensor.reshape(s) : tensor;
+
+    /// <summary>The inverse of <see cref="Convert"/>: a diffusers Linear weight back to the [out, in, 1, 1] conv ldm stores.</summary>
+    public Tensor ConvertBack(Tensor tensor) => SqueezeConv1x1 && tensor.dim() == 2 ? tensor.reshape(tensor.shape[0], tensor.shape[1], 1, 1) : tensor;
 }
 
 /// <summary>
@@ -37,6 +43,7 @@ public sealed class SingleFileKeyMap
     const string UnetPrefix = "model.diffusion_model.";
     const string VaePrefix = "first_stage_model.";
     // transformers < 4.? saved CLIPTextModel without the text_model level; both layouts occur in published files.
+    // The first (that of the released SD1.5 checkpoints) is the one Join writes.
     static readonly string[] TextPrefixes = ["cond_stage_model.transformer.", "cond_stage_model.transformer.text_model."];
 
     /// <summary>Non-weight entries of SD1.x files: the EMA copy (flattened names, <c>model_ema.decay</c>,
@@ -60,6 +67,8 @@ public sealed class SingleFileKeyMap
         [("norm1", "norm1"), ("conv1", "conv1"), ("norm2", "norm2"), ("conv2", "conv2"), ("nin_shortcut", "conv_shortcut")];
 
     readonly Dictionary<string, (Component Component, string Module, bool Squeeze)> rules = new(StringComparer.Ordinal);
+    // The same rules read backwards; where several ldm names map onto one module the first added is the export name.
+    readonly Dictionary<(Component, string), string> inverse = new();
 
     SingleFileKeyMap() { }
 
@@ -73,6 +82,37 @@ public sealed class SingleFileKeyMap
             if (rules.TryGetValue(singleFileKey[..end], out var rule))
                 return new(rule.Component, rule.Module + singleFileKey[end..], rule.Squeeze && singleFileKey[end..] == ".weight");
         return null;
+    }
+
+    /// <summary>The single-file key <paramref name="diffusersKey"/> of <paramref name="component"/> is saved under (the
+    /// inverse of <see cref="Map"/>), or null when no rule knows it.</summary>
+    public string? Unmap(Component component, string diffusersKey)
+    {
+        for (int end = diffusersKey.LastIndexOf('.'); end > 0; end = diffusersKey.LastIndexOf('.', end - 1))
+            if (inverse.TryGetValue((component, diffusersKey[..end]), out var ldm))
+                return ldm + diffusersKey[end..];
+        return null;
+    }
+
+    /// <summary>The inverse of <see cref="Split"/>: joins per-component diffusers dictionaries into one single-file
+    /// checkpoint (1×1 attention convs unsqueezed). Throws naming every key it cannot map.</summary>
+    public Dictionary<string, Tensor> Join(IReadOnlyDictionary<Component, Dictionary<string, Tensor>> components)
+    {
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var problems = new List<string>();
+        foreach (var (component, tensors) in components)
+            foreach (var (key, tensor) in tensors)
+            {
+                if (Unmap(component, key) is { } singleFileKey && Map(singleFileKey) is { } target)
+                    result[singleFileKey] = target.ConvertBack(tensor);
+                else
+                    problems.Add($"{component} '{key}'");
+            }
+        if (problems.Count > 0)
+            throw new InvalidDataException(
+                $"cannot write these keys in the single-file Stable Diffusion layout: {problems.Count} key(s):\n  "
+                + string.Join("\n  ", problems.Take(20)) + (problems.Count > 20 ? $"\n  … and {problems.Count - 20} more" : ""));
+        return result;
     }
 
     /// <summary>Splits a single-file checkpoint into per-component dictionaries with diffusers keys (1×1 attention convs
@@ -140,6 +180,18 @@ public sealed class SingleFileKeyMap
             Field(unet, "block_out_channels", "UNet").AsArray().Count, Field(unet, "layers_per_block", "UNet").GetValue<int>(), down, up,
             Field(vae, "block_out_channels", "VAE").AsArray().Count, Field(vae, "layers_per_block", "VAE").GetValue<int>(),
             Field(textEncoder, "num_hidden_layers", "text encoder").GetValue<int>());
+    }
+
+    /// <summary>The map for components described by their config records.</summary>
+    public static SingleFileKeyMap FromConfigs(UNet2DConditionConfig unet, AutoencoderKLConfig vae, CLIPTextConfig textEncoder)
+    {
+        // ldm's num_res_blocks is one number for every level.
+        if (unet.LayersPerBlock.Values.Distinct().Count() != 1)
+            throw new ArgumentException($"UNet config field 'layers_per_block' is [{string.Join(", ", unet.LayersPerBlock.Values)}]; " +
+                                        "the single-file layout needs the same count for every block");
+        return ForStableDiffusion15(unet.BlockCount, unet.LayersPerBlock[0],
+            unet.DownBlockTypes.Select(HasAttention).ToArray(), unet.UpBlockTypes.Select(HasAttention).ToArray(),
+            vae.BlockOutChannels.Length, vae.LayersPerBlock, textEncoder.NumHiddenLayers);
     }
 
     void AddUnet(int levels, int layers, IReadOnlyList<bool> downAttention, IReadOnlyList<bool> upAttention)
@@ -231,8 +283,11 @@ public sealed class SingleFileKeyMap
         }
     }
 
-    void Add(string ldmModule, Component component, string diffusersModule, bool squeeze = false) =>
+    void Add(string ldmModule, Component component, string diffusersModule, bool squeeze = false)
+    {
         rules.Add(ldmModule, (component, diffusersModule, squeeze));
+        inverse.TryAdd((component, diffusersModule), ldmModule);
+    }
 
     void AddAll(string ldmModule, Component component, string diffusersModule, (string Ldm, string Diffusers)[] children)
     {
