@@ -11,6 +11,7 @@ public static class Program
         {
             VerifyFixturesCommand.Create(),
             BenchCommand.Create(),
+            GenerateCommand.Create(),
         };
         return root.Parse(args).Invoke();
     }

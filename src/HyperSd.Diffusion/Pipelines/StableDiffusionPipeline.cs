@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using HyperSd.Diffusion.Images;
+using HyperSd.Diffusion.Loaders.SingleFile;
 using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Models.Autoencoders;
 using HyperSd.Diffusion.Models.Unets;
@@ -126,6 +127,25 @@ public sealed class StableDiffusionPipeline : IDisposable
             CLIPTextModel.FromPretrained(Path.Combine(dir, "text_encoder"), device, dtype),
             CLIPTokenizer.FromPretrained(Path.Combine(dir, "tokenizer")),
             SchedulerFactory.FromPretrained(Path.Combine(dir, "scheduler"), scheduler), device, dtype);
+    }
+
+    /// <summary>SD1.x's noise schedule (its scheduler_config.json), for checkpoints that come without one.</summary>
+    public static JsonObject StableDiffusion15Schedule => new()
+    {
+        ["_class_name"] = "DDIMScheduler", ["num_train_timesteps"] = 1000, ["beta_start"] = 0.00085, ["beta_end"] = 0.012,
+        ["beta_schedule"] = "scaled_linear", ["clip_sample"] = false, ["set_alpha_to_one"] = false, ["steps_offset"] = 1,
+        ["prediction_type"] = "epsilon",
+    };
+
+    /// <summary>Loads an original single-file SD1.x checkpoint (.safetensors) with a CLIP tokenizer folder
+    /// (vocab.json + merges.txt, which such files lack) and SD1.x's noise schedule.</summary>
+    public static StableDiffusionPipeline FromSingleFile(string path, string tokenizerDir, string scheduler = "DDIMScheduler",
+        SingleFileConfigs? configs = null, Device? device = null, ScalarType? dtype = null)
+    {
+        var tokenizer = CLIPTokenizer.FromPretrained(tokenizerDir);
+        var models = StableDiffusionSingleFile.Load(path, configs, device, dtype);
+        return new StableDiffusionPipeline(models.Unet, models.Vae, models.TextEncoder, tokenizer,
+            SchedulerFactory.FromConfig(SchedulerConfig.FromJson(StableDiffusion15Schedule, scheduler, "SD1.x noise schedule")), device, dtype);
     }
 
     /// <summary>Attaches a LoRA file (kohya or PEFT) to the UNet with a scale; several may be active at once.</summary>

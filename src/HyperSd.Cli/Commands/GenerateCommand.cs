@@ -1,0 +1,78 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Diffusion.Schedulers;
+
+namespace HyperSd.Cli.Commands;
+
+/// <summary><c>hypersd generate</c>: prompts to PNGs with a diffusers folder or a single-file checkpoint, any
+/// scheduler, optional LoRAs; each PNG carries the parameters that reproduce it.</summary>
+public static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "a diffusers pipeline folder, or a single-file SD1.x .safetensors", Required = true };
+        var tokenizer = new Option<DirectoryInfo?>("--tokenizer") { Description = "CLIP tokenizer folder (needed with a single-file checkpoint)" };
+        var prompts = new Option<string[]>("--prompt", "-p") { Description = "a prompt (repeat for several)", AllowMultipleArgumentsPerToken = false };
+        var promptFile = new Option<FileInfo?>("--prompts-file") { Description = "a text file with one prompt per line" };
+        var negative = new Option<string>("--negative") { Description = "negative prompt for every image", DefaultValueFactory = _ => "" };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 4 };
+        var guidance = new Option<double>("--guidance") { Description = "CFG scale; ≤ 1 turns guidance off", DefaultValueFactory = _ => 1.0 };
+        var scheduler = new Option<string?>("--scheduler") { Description = $"one of: {string.Join(", ", SchedulerFactory.Supported)}" };
+        var spacing = new Option<string?>("--timestep-spacing") { Description = "leading, trailing or linspace (Hyper-SD LoRAs: trailing)" };
+        var eta = new Option<double?>("--eta") { Description = "DDIM eta or TCD gamma" };
+        var seed = new Option<long>("--seed") { Description = "seed of the first image; image i uses seed + i", DefaultValueFactory = _ => 0 };
+        var size = new Option<int>("--size") { Description = "height and width", DefaultValueFactory = _ => 512 };
+        var loras = new Option<string[]>("--lora") { Description = "a LoRA file, optionally with :scale (repeat for several)" };
+        var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 4 };
+        var output = new Option<DirectoryInfo>("--out", "-o") { DefaultValueFactory = _ => new DirectoryInfo("outputs") };
+        var devices = new DeviceOptions();
+        var command = new Command("generate", "generate images from prompts")
+        {
+            model, tokenizer, prompts, promptFile, negative, steps, guidance, scheduler, spacing, eta, seed, size, loras, batch, output,
+        };
+        devices.AddTo(command);
+        command.SetAction(parse =>
+        {
+            var (device, dtype) = devices.Resolve(parse);
+            var all = (parse.GetValue(prompts) ?? []).ToList();
+            if (parse.GetValue(promptFile) is { } file) all.AddRange(File.ReadAllLines(file.FullName).Where(l => l.Trim().Length > 0));
+            if (all.Count == 0) throw new ArgumentException("no prompts: give --prompt or --prompts-file");
+            var modelPath = parse.GetValue(model)!;
+            using var pipeline = File.Exists(modelPath)
+                ? StableDiffusionPipeline.FromSingleFile(modelPath,
+                    parse.GetValue(tokenizer)?.FullName ?? throw new ArgumentException("--tokenizer is needed with a single-file checkpoint"),
+                    device: device, dtype: dtype)
+                : StableDiffusionPipeline.FromPretrained(modelPath, device, dtype);
+            if (parse.GetValue(scheduler) is not null || parse.GetValue(spacing) is not null)
+            {
+                var config = System.Text.Json.JsonSerializer.SerializeToNode(pipeline.Scheduler.Config, HyperSd.Diffusion.IO.ModelConfig.Json)!.AsObject();
+                if (parse.GetValue(spacing) is { } s) config["timestep_spacing"] = s;
+                pipeline.Scheduler = SchedulerFactory.FromConfig(SchedulerConfig.FromJson(config, parse.GetValue(scheduler) ?? pipeline.Scheduler.Config.ClassName));
+            }
+            foreach (var spec in parse.GetValue(loras) ?? [])
+            {
+                int colon = spec.LastIndexOf(':');
+                bool scaled = colon > 0 && double.TryParse(spec[(colon + 1)..], CultureInfo.InvariantCulture, out _);
+                pipeline.LoadLora(scaled ? spec[..colon] : spec, scaled ? double.Parse(spec[(colon + 1)..], CultureInfo.InvariantCulture) : 1.0);
+            }
+            int n = parse.GetValue(batch), px = parse.GetValue(size);
+            long firstSeed = parse.GetValue(seed);
+            var outDir = parse.GetValue(output)!.FullName;
+            for (int start = 0; start < all.Count; start += n)
+            {
+                var chunk = all.Skip(start).Take(n).ToList();
+                using var result = pipeline.Generate(new GenerationRequest
+                {
+                    Prompts = chunk, NegativePrompts = chunk.Select(_ => parse.GetValue(negative)!).ToList(),
+                    Steps = parse.GetValue(steps), GuidanceScale = parse.GetValue(guidance), Eta = parse.GetValue(eta),
+                    Height = px, Width = px, Seeds = chunk.Select((_, i) => firstSeed + start + i).ToList(),
+                    ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)),
+                });
+                foreach (var path in result.SavePngs(outDir, $"image-{start:D5}")) Console.WriteLine(path);
+            }
+        });
+        return command;
+    }
+}
