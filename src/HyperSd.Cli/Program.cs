@@ -13,6 +13,16 @@ public static class Program
             BenchCommand.Create(),
             GenerateCommand.Create(),
         };
-        return root.Parse(args).Invoke();
+        try
+        {
+            return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or NotSupportedException
+                                       or InvalidOperationException or UnauthorizedAccessException)
+        {
+            // Bad input is the user's to fix: say what is wrong, without a stack trace.
+            Console.Error.WriteLine($"hypersd: error: {e.Message}");
+            return 2;
+        }
     }
 }
