@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using HyperSd.Diffusion.IO;
 using HyperSd.Diffusion.Images;
 using HyperSd.Diffusion.Loaders.SingleFile;
 using HyperSd.Diffusion.Lora;
@@ -127,6 +128,27 @@ public sealed class StableDiffusionPipeline : IDisposable
             CLIPTextModel.FromPretrained(Path.Combine(dir, "text_encoder"), device, dtype),
             CLIPTokenizer.FromPretrained(Path.Combine(dir, "tokenizer")),
             SchedulerFactory.FromPretrained(Path.Combine(dir, "scheduler"), scheduler), device, dtype);
+    }
+
+    /// <summary>Writes the pipeline in the diffusers folder layout (model_index.json and one folder per component).</summary>
+    public void SavePretrained(string dir)
+    {
+        Unet.SavePretrained(Path.Combine(dir, "unet"));
+        Vae.SavePretrained(Path.Combine(dir, "vae"));
+        TextEncoder.SavePretrained(Path.Combine(dir, "text_encoder"));
+        Tokenizer.SavePretrained(Path.Combine(dir, "tokenizer"));
+        var schedulerClass = Scheduler.GetType().Name;
+        ModelConfig.Write(Path.Combine(dir, "scheduler", "scheduler_config.json"), Scheduler.Config with { ClassName = schedulerClass });
+        var index = new JsonObject
+        {
+            ["_class_name"] = nameof(StableDiffusionPipeline),
+            ["unet"] = new JsonArray("diffusers", nameof(UNet2DConditionModel)),
+            ["vae"] = new JsonArray("diffusers", nameof(AutoencoderKL)),
+            ["text_encoder"] = new JsonArray("transformers", nameof(CLIPTextModel)),
+            ["tokenizer"] = new JsonArray("transformers", nameof(CLIPTokenizer)),
+            ["scheduler"] = new JsonArray("diffusers", schedulerClass),
+        };
+        File.WriteAllText(Path.Combine(dir, "model_index.json"), index.ToJsonString(ModelConfig.Json));
     }
 
     /// <summary>SD1.x's noise schedule (its scheduler_config.json), for checkpoints that come without one.</summary>

@@ -21,6 +21,7 @@ public sealed partial class CLIPTokenizer
     readonly string[] byteEncoder = BytesToUnicode();
     readonly ConcurrentDictionary<string, string[]> cache = new();
     readonly string[] specialTokens;
+    readonly (string Bos, string Eos, string Pad, string Unk) tokens;
 
     public int ModelMaxLength { get; }
     public int BosTokenId { get; }
@@ -38,12 +39,27 @@ public sealed partial class CLIPTokenizer
         foreach (var pair in merges) bpeRanks.TryAdd(pair, bpeRanks.Count);
         if (modelMaxLength < 2) throw new ArgumentException($"model_max_length must leave room for bos and eos, got {modelMaxLength}");
         ModelMaxLength = modelMaxLength;
+        tokens = (bosToken, eosToken, padToken, unkToken);
         BosTokenId = SpecialId(bosToken, "bos_token");
         EosTokenId = SpecialId(eosToken, "eos_token");
         PadTokenId = SpecialId(padToken, "pad_token");
         UnkTokenId = SpecialId(unkToken, "unk_token");
         // longest first, so a special token that contains another one wins
         specialTokens = new[] { bosToken, eosToken, padToken, unkToken }.Distinct().OrderByDescending(t => t.Length).ToArray();
+    }
+
+    /// <summary>Writes <c>vocab.json</c>, <c>merges.txt</c> and <c>tokenizer_config.json</c> as transformers lays them out.</summary>
+    public void SavePretrained(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "vocab.json"), JsonSerializer.Serialize(encoder.OrderBy(kv => kv.Value).ToDictionary()));
+        File.WriteAllLines(Path.Combine(dir, "merges.txt"),
+            bpeRanks.OrderBy(kv => kv.Value).Select(kv => $"{kv.Key.Item1} {kv.Key.Item2}").Prepend("#version: 0.2"));
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["model_max_length"] = ModelMaxLength, ["bos_token"] = tokens.Bos, ["eos_token"] = tokens.Eos,
+            ["unk_token"] = tokens.Unk, ["pad_token"] = tokens.Pad, ["do_lower_case"] = true, ["tokenizer_class"] = nameof(CLIPTokenizer),
+        }));
     }
 
     /// <summary>Loads a tokenizer folder: <c>vocab.json</c>, <c>merges.txt</c> and (optional) <c>tokenizer_config.json</c>.</summary>

@@ -80,6 +80,21 @@ public class StableDiffusionPipelineTests : IDisposable
     }
 
     [Fact]
+    public void Save_then_load_gives_the_same_images()
+    {
+        var request = new GenerationRequest { Prompts = ["a green square at the top left"], Steps = 2, Height = 64, Width = 64, Seeds = [3] };
+        using var pipe = StableDiffusionPipeline.FromPretrained(TinyPipelineFolder(Path.Combine(dir, "a")), scheduler: "TCDScheduler");
+        pipe.SavePretrained(Path.Combine(dir, "b"));
+        using var reloaded = StableDiffusionPipeline.FromPretrained(Path.Combine(dir, "b"));
+        Assert.IsType<Diffusion.Schedulers.TCDScheduler>(reloaded.Scheduler);
+        using var a = pipe.Generate(request);
+        using var b = reloaded.Generate(request);
+        Assert.True(a.Images.eq(b.Images).all().item<bool>());
+        Assert.Equal(File.ReadAllLines(Fixtures.Path("text_sd15", "tokenizer", "merges.txt")).Where(l => l.Length > 0),
+            File.ReadAllLines(Path.Combine(dir, "b", "tokenizer", "merges.txt")));
+    }
+
+    [Fact]
     public void A_folder_without_model_index_is_a_clear_error()
     {
         var e = Assert.Throws<FileNotFoundException>(() => StableDiffusionPipeline.FromPretrained(dir));
