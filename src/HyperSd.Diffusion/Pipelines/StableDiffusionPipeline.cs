@@ -93,7 +93,7 @@ public sealed record GenerationParameters(string Prompt, string NegativePrompt, 
 public sealed class StableDiffusionPipeline : IDisposable
 {
     public UNet2DConditionModel Unet { get; }
-    public AutoencoderKL Vae { get; }
+    public IAutoencoder Vae { get; }
     public CLIPTextModel TextEncoder { get; }
     public CLIPTokenizer Tokenizer { get; }
     public IScheduler Scheduler { get; set; }
@@ -101,7 +101,7 @@ public sealed class StableDiffusionPipeline : IDisposable
     public ScalarType DType { get; }
     readonly List<(LoraAdapter Adapter, LoraReference Reference)> loras = [];
 
-    public StableDiffusionPipeline(UNet2DConditionModel unet, AutoencoderKL vae, CLIPTextModel textEncoder, CLIPTokenizer tokenizer,
+    public StableDiffusionPipeline(UNet2DConditionModel unet, IAutoencoder vae, CLIPTextModel textEncoder, CLIPTokenizer tokenizer,
         IScheduler scheduler, Device? device = null, ScalarType? dtype = null)
     {
         if (unet.Config.AdditionEmbedType is not null)
@@ -110,7 +110,7 @@ public sealed class StableDiffusionPipeline : IDisposable
         Unet = unet; Vae = vae; TextEncoder = textEncoder; Tokenizer = tokenizer; Scheduler = scheduler;
         Device = device ?? CPU;
         DType = dtype ?? float32;
-        foreach (var m in new nn.Module[] { unet, vae, textEncoder }) { m.to(Device, DType); m.eval(); }
+        foreach (var m in new[] { unet, vae as nn.Module, textEncoder }.OfType<nn.Module>()) { m.to(Device, DType); m.eval(); }
     }
 
     /// <summary>Loads a diffusers pipeline folder (model_index.json with unet/, vae/, text_encoder/, tokenizer/, scheduler/).
@@ -124,7 +124,7 @@ public sealed class StableDiffusionPipeline : IDisposable
             if (!components.ContainsKey(name)) throw new InvalidDataException($"{index}: no '{name}' component");
         return new StableDiffusionPipeline(
             UNet2DConditionModel.FromPretrained(Path.Combine(dir, "unet"), device, dtype),
-            AutoencoderKL.FromPretrained(Path.Combine(dir, "vae"), device, dtype),
+            Autoencoders.FromPretrained(Path.Combine(dir, "vae"), device, dtype),
             CLIPTextModel.FromPretrained(Path.Combine(dir, "text_encoder"), device, dtype),
             CLIPTokenizer.FromPretrained(Path.Combine(dir, "tokenizer")),
             SchedulerFactory.FromPretrained(Path.Combine(dir, "scheduler"), scheduler), device, dtype);
@@ -143,7 +143,7 @@ public sealed class StableDiffusionPipeline : IDisposable
         {
             ["_class_name"] = nameof(StableDiffusionPipeline),
             ["unet"] = new JsonArray("diffusers", nameof(UNet2DConditionModel)),
-            ["vae"] = new JsonArray("diffusers", nameof(AutoencoderKL)),
+            ["vae"] = new JsonArray("diffusers", Vae.GetType().Name),
             ["text_encoder"] = new JsonArray("transformers", nameof(CLIPTextModel)),
             ["tokenizer"] = new JsonArray("transformers", nameof(CLIPTokenizer)),
             ["scheduler"] = new JsonArray("diffusers", schedulerClass),
@@ -195,7 +195,7 @@ public sealed class StableDiffusionPipeline : IDisposable
         return output.LastHiddenState.alias();
     }
 
-    public int VaeScaleFactor => 1 << (Vae.Config.BlockOutChannels.Length - 1);
+    public int VaeScaleFactor => Vae.ScaleFactor;
 
     public GenerationResult Generate(GenerationRequest request)
     {
@@ -238,10 +238,9 @@ public sealed class StableDiffusionPipeline : IDisposable
                 var chunks = noisePred.chunk(2);
                 noisePred = chunks[0] + request.GuidanceScale * (chunks[1] - chunks[0]);
             }
-            // Per-image noise from each image's generator (or replayed), so seeds stay independent of batching.
-            var noise = request.StepNoise?.Invoke(draws)?.to(Device)
-                        ?? stack(generators.Select(g => randn(shape[1..], generator: g))).to(Device);
-            var output = Scheduler.Step(noisePred, t, latents, noise: noise);
+            // Replayed noise when given, else each image's own generator: seeds stay independent of batching.
+            var replay = request.StepNoise?.Invoke(draws)?.to(Device);
+            var output = Scheduler.Step(noisePred, t, latents, noise: replay, generators: replay is null ? generators : null);
             if (output.Noise is not null) draws++;
             latents = output.PrevSample;
         }
@@ -265,20 +264,17 @@ public sealed class StableDiffusionPipeline : IDisposable
         }
     }
 
-    /// <summary>Latents → images in [0, 1] (undoing the VAE's scaling and shift).</summary>
+    /// <summary>Latents → images in [0, 1].</summary>
     public Tensor DecodeLatents(Tensor latents)
     {
-        using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var z = latents / Vae.Config.ScalingFactor;
-        if (Vae.Config.ShiftFactor is { } shift) z = z + shift;
-        var image = Vae.Decode(z.to(DType)).to(float32);
-        return (image / 2 + 0.5).clamp(0, 1).MoveToOuterDisposeScope();
+        using var decoded = Vae.DecodeLatents(latents.to(DType));
+        return decoded.to(float32);
     }
 
     public void Dispose()
     {
         UnloadLoras();
-        Unet.Dispose(); Vae.Dispose(); TextEncoder.Dispose();
+        Unet.Dispose(); (Vae as IDisposable)?.Dispose(); TextEncoder.Dispose();
     }
 }

@@ -85,5 +85,6 @@ public abstract class ConsistencyScheduler : DDPMScheduler, IScheduler
 
     public Tensor ScaleModelInput(Tensor sample, double timestep) => sample;
 
-    public abstract SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null);
+    public abstract SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null,
+        IReadOnlyList<Generator>? generators = null);
 }

@@ -27,12 +27,13 @@ public sealed class DDIMScheduler : DDPMScheduler, IScheduler
 
     public Tensor ScaleModelInput(Tensor sample, double timestep) => sample;
 
-    public SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null)
+    public SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null,
+        IReadOnlyList<Generator>? generators = null)
     {
         int steps = NumInferenceSteps ?? throw new InvalidOperationException("call SetTimesteps before Step");
         long t = TimestepIndex.Integral(timestep);
         long prev = t - NumTrainTimesteps / steps;
-        var drawn = Eta > 0 ? StepNoise.Take(modelOutput, generator, noise) : null;
+        var drawn = Eta > 0 ? StepNoise.Take(modelOutput, generator, noise, generators) : null;
 
         using var scope = NewDisposeScope();
         using var tt = tensor(t);

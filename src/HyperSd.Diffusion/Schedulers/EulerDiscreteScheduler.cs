@@ -104,7 +104,8 @@ public sealed class EulerDiscreteScheduler : IScheduler
         return sample / MathF.Sqrt(sigma * sigma + 1);
     }
 
-    public SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null)
+    public SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null,
+        IReadOnlyList<Generator>? generators = null)
     {
         if (NumInferenceSteps is null) throw new InvalidOperationException("call SetTimesteps before Step");
         int index = BeginStep(timestep);
@@ -112,7 +113,7 @@ public sealed class EulerDiscreteScheduler : IScheduler
         float sigma = sigmaValues[index];
         double gamma = STmin <= sigma && sigma <= STmax ? Math.Min(SChurn / (sigmaValues.Length - 1), Math.Sqrt(2) - 1) : 0.0;
         float sigmaHat = sigma * (float)(gamma + 1);
-        var drawn = gamma > 0 ? StepNoise.Take(modelOutput, generator, noise) : null;
+        var drawn = gamma > 0 ? StepNoise.Take(modelOutput, generator, noise, generators) : null;
 
         using var scope = NewDisposeScope();
         var x = sample.to(float32);

@@ -26,8 +26,10 @@ public interface IScheduler
 
     /// <summary>One sampling step at <paramref name="timestep"/> (a value of <see cref="Timesteps"/>). A stochastic step
     /// takes its standard normal noise from <paramref name="noise"/> when given (to replay recorded draws), else
-    /// draws it from <paramref name="generator"/> (the default generator when null).</summary>
-    SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null);
+    /// draws it from <paramref name="generator"/> (the default generator when null), or sample i from
+    /// <paramref name="generators"/>[i] (per-image seeds, as diffusers does with a list of generators).</summary>
+    SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null,
+        IReadOnlyList<Generator>? generators = null);
 
     /// <summary>Noises clean samples to <paramref name="timesteps"/> (one per sample), as img2img starts do.</summary>
     Tensor AddNoise(Tensor originalSamples, Tensor noise, Tensor timesteps);

@@ -17,12 +17,13 @@ public sealed class LCMScheduler(SchedulerConfig config) : ConsistencyScheduler(
         return (SigmaData * SigmaData / denominator, scaled / MathF.Sqrt(denominator));
     }
 
-    public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null)
+    public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null,
+        IReadOnlyList<Generator>? generators = null)
     {
         var (steps, index) = BeginStep(timestep);
         long t = TimestepIndex.Integral(timestep);
         long prev = index + 1 < TimestepValues.Length ? TimestepValues[index + 1] : t;
-        var drawn = index != steps - 1 ? StepNoise.Take(modelOutput, generator, noise) : null;
+        var drawn = index != steps - 1 ? StepNoise.Take(modelOutput, generator, noise, generators) : null;
 
         using var scope = NewDisposeScope();
         var (cSkip, cOut) = GetScalingsForBoundaryConditionDiscrete(t);

@@ -20,7 +20,8 @@ public sealed class TCDScheduler(SchedulerConfig config) : ConsistencyScheduler(
         return (grid, originalInferenceSteps ?? NumTrainTimesteps);
     }
 
-    public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null)
+    public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null,
+        IReadOnlyList<Generator>? generators = null)
     {
         if (Eta is < 0 or > 1 || double.IsNaN(Eta))
             throw new ArgumentOutOfRangeException(nameof(Eta), $"TCD's eta (gamma) must be in [0, 1], got {Eta}");
@@ -28,7 +29,7 @@ public sealed class TCDScheduler(SchedulerConfig config) : ConsistencyScheduler(
         long t = TimestepIndex.Integral(timestep);
         long prev = index + 1 < TimestepValues.Length ? TimestepValues[index + 1] : 0;
         long s = (long)MathF.Floor((float)(1 - Eta) * prev);  // float32, as torch computes it
-        var drawn = Eta > 0 && index != steps - 1 ? StepNoise.Take(modelOutput, generator, noise) : null;
+        var drawn = Eta > 0 && index != steps - 1 ? StepNoise.Take(modelOutput, generator, noise, generators) : null;
 
         using var scope = NewDisposeScope();
         using var ts = tensor(s);

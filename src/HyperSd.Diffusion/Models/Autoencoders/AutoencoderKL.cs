@@ -6,7 +6,7 @@ namespace HyperSd.Diffusion.Models.Autoencoders;
 
 /// <summary>diffusers' AutoencoderKL (the Stable Diffusion VAE): encoder → quant_conv → posterior;
 /// post_quant_conv → decoder. Images are in [−1, 1]; scaling/shift factors are applied by the caller (pipelines).</summary>
-public sealed class AutoencoderKL : nn.Module
+public sealed class AutoencoderKL : nn.Module, IAutoencoder
 {
     public AutoencoderKLConfig Config { get; }
 
@@ -35,6 +35,26 @@ public sealed class AutoencoderKL : nn.Module
         PretrainedModel.Load<AutoencoderKLConfig, AutoencoderKL>(dir, c => new AutoencoderKL(c, device, dtype), variant);
 
     public void SavePretrained(string dir) => PretrainedModel.Save(this, Config, dir);
+
+    public int LatentChannels => Config.LatentChannels;
+    public int ScaleFactor => 1 << (Config.BlockOutChannels.Length - 1);
+
+    public Tensor EncodeLatents(Tensor images, Generator? generator = null)
+    {
+        using var scope = NewDisposeScope();
+        using var posterior = Encode(images * 2 - 1);
+        var z = posterior.Sample(generator);
+        if (Config.ShiftFactor is { } shift) z = z - shift;
+        return (z * Config.ScalingFactor).MoveToOuterDisposeScope();
+    }
+
+    public Tensor DecodeLatents(Tensor latents)
+    {
+        using var scope = NewDisposeScope();
+        var z = latents / Config.ScalingFactor;
+        if (Config.ShiftFactor is { } shift) z = z + shift;
+        return (Decode(z) / 2 + 0.5).clamp(0, 1).MoveToOuterDisposeScope();
+    }
 
     /// <summary>Encodes images (batch, in_channels, H, W) in [−1, 1] to the latent posterior.</summary>
     public DiagonalGaussianDistribution Encode(Tensor image)
