@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using HyperSd.Diffusion.IO;
 using HyperSd.Diffusion.Images;
 using HyperSd.Diffusion.Loaders.SingleFile;
 using HyperSd.Diffusion.Lora;
