@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using HyperSd.Diffusion.IO;
 using HyperSd.Diffusion.Images;
 using HyperSd.Diffusion.Loaders.SingleFile;
 using HyperSd.Diffusion.Lora;
@@ -99,7 +98,7 @@ public sealed class StableDiffusionPipeline : IDisposable
     public IScheduler Scheduler { get; set; }
     public Device Device { get; }
     public ScalarType DType { get; }
-    readonly List<(LoraAdapter Adapter, LoraReference Reference)> loras = [];
+    readonly PipelineLoras loras = new();
 
     public StableDiffusionPipeline(UNet2DConditionModel unet, IAutoencoder vae, CLIPTextModel textEncoder, CLIPTokenizer tokenizer,
         IScheduler scheduler, Device? device = null, ScalarType? dtype = null)
@@ -117,11 +116,7 @@ public sealed class StableDiffusionPipeline : IDisposable
     /// <paramref name="scheduler"/> overrides the folder's scheduler class (e.g. "TCDScheduler").</summary>
     public static StableDiffusionPipeline FromPretrained(string dir, Device? device = null, ScalarType? dtype = null, string? scheduler = null)
     {
-        var index = Path.Combine(dir, "model_index.json");
-        if (!File.Exists(index)) throw new FileNotFoundException($"not a diffusers pipeline folder: {index} is missing", index);
-        var components = JsonNode.Parse(File.ReadAllText(index))!.AsObject();
-        foreach (var name in new[] { "unet", "vae", "text_encoder", "tokenizer", "scheduler" })
-            if (!components.ContainsKey(name)) throw new InvalidDataException($"{index}: no '{name}' component");
+        TextToImage.ReadModelIndex(dir, "unet", "vae", "text_encoder", "tokenizer", "scheduler");
         return new StableDiffusionPipeline(
             UNet2DConditionModel.FromPretrained(Path.Combine(dir, "unet"), device, dtype),
             Autoencoders.FromPretrained(Path.Combine(dir, "vae"), device, dtype),
@@ -137,18 +132,13 @@ public sealed class StableDiffusionPipeline : IDisposable
         Vae.SavePretrained(Path.Combine(dir, "vae"));
         TextEncoder.SavePretrained(Path.Combine(dir, "text_encoder"));
         Tokenizer.SavePretrained(Path.Combine(dir, "tokenizer"));
-        var schedulerClass = Scheduler.GetType().Name;
-        ModelConfig.Write(Path.Combine(dir, "scheduler", "scheduler_config.json"), Scheduler.Config with { ClassName = schedulerClass });
-        var index = new JsonObject
+        TextToImage.SaveSchedulerAndIndex(dir, Scheduler, nameof(StableDiffusionPipeline), new JsonObject
         {
-            ["_class_name"] = nameof(StableDiffusionPipeline),
             ["unet"] = new JsonArray("diffusers", nameof(UNet2DConditionModel)),
             ["vae"] = new JsonArray("diffusers", Vae.GetType().Name),
             ["text_encoder"] = new JsonArray("transformers", nameof(CLIPTextModel)),
             ["tokenizer"] = new JsonArray("transformers", nameof(CLIPTokenizer)),
-            ["scheduler"] = new JsonArray("diffusers", schedulerClass),
-        };
-        File.WriteAllText(Path.Combine(dir, "model_index.json"), index.ToJsonString(ModelConfig.Json));
+        });
     }
 
     /// <summary>SD1.x's noise schedule (its scheduler_config.json), for checkpoints that come without one.</summary>
@@ -171,20 +161,9 @@ public sealed class StableDiffusionPipeline : IDisposable
     }
 
     /// <summary>Attaches a LoRA file (kohya or PEFT) to the UNet with a scale; several may be active at once.</summary>
-    public LoraAdapter LoadLora(string path, double scale = 1.0, string? id = null)
-    {
-        var adapter = LoraFormats.Load(path, Unet, Device, DType);
-        adapter.Weight = scale;
-        adapter.Attach(Unet);
-        loras.Add((adapter, new LoraReference(id ?? Path.GetFileNameWithoutExtension(path), scale)));
-        return adapter;
-    }
+    public LoraAdapter LoadLora(string path, double scale = 1.0, string? id = null) => loras.Load(Unet, path, scale, id, Device, DType);
 
-    public void UnloadLoras()
-    {
-        foreach (var (adapter, _) in loras) adapter.Dispose();
-        loras.Clear();
-    }
+    public void UnloadLoras() => loras.Unload();
 
     /// <summary>Text embeddings (last hidden state) for prompts, truncated/padded to the tokenizer's length.</summary>
     public Tensor EncodePrompt(IReadOnlyList<string> prompts)
@@ -199,78 +178,20 @@ public sealed class StableDiffusionPipeline : IDisposable
 
     public GenerationResult Generate(GenerationRequest request)
     {
-        int n = request.Prompts.Count;
-        if (n == 0) throw new ArgumentException("no prompts");
-        int f = VaeScaleFactor;
-        if (request.Height % f != 0 || request.Width % f != 0)
-            throw new ArgumentException($"height and width must be divisible by {f}, got {request.Height}x{request.Width}");
-        if (request.Steps < 1) throw new ArgumentException($"steps must be at least 1, got {request.Steps}");
-        if (request.NegativePrompts is { } neg && neg.Count != n)
-            throw new ArgumentException($"{neg.Count} negative prompts for {n} prompts");
-        var seeds = request.Seeds ?? Enumerable.Range(0, n).Select(i => (long)i).ToList();
-        if (seeds.Count != n) throw new ArgumentException($"{seeds.Count} seeds for {n} prompts");
-        var negatives = request.NegativePrompts ?? Enumerable.Repeat("", n).ToList();
-        bool guided = request.GuidanceScale > 1.0;
-
+        var (seeds, negatives) = TextToImage.Check(request, VaeScaleFactor);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var cond = EncodePrompt(request.Prompts);
-        var context = guided ? cat([EncodePrompt(negatives), cond]) : cond;
-        var generators = seeds.Select(s => new Generator((ulong)s)).ToList();
-
-        long[] shape = [n, Unet.Config.InChannels, request.Height / f, request.Width / f];
-        var latents = request.Latents?.to(float32, Device)
-                      ?? stack(generators.Select(g => randn(shape[1..], generator: g))).to(Device);
-        if (!latents.shape.SequenceEqual(shape))
-            throw new ArgumentException($"latents have shape [{string.Join(", ", latents.shape)}], expected [{string.Join(", ", shape)}]");
-
-        var eta = SetEta(request.Eta);
-        Scheduler.SetTimesteps(request.Steps, Device);
-        latents = latents * Scheduler.InitNoiseSigma;
-        int draws = 0;
-        foreach (var t in Scheduler.Timesteps.to(float64).data<double>().ToArray())
-        {
-            var input = Scheduler.ScaleModelInput(guided ? cat([latents, latents]) : latents, t);
-            var timestep = full([input.shape[0]], t, dtype: float32, device: Device);
-            var noisePred = Unet.forward(input.to(DType), timestep, context).to(float32);
-            if (guided)
-            {
-                var chunks = noisePred.chunk(2);
-                noisePred = chunks[0] + request.GuidanceScale * (chunks[1] - chunks[0]);
-            }
-            // Replayed noise when given, else each image's own generator: seeds stay independent of batching.
-            var replay = request.StepNoise?.Invoke(draws)?.to(Device);
-            var output = Scheduler.Step(noisePred, t, latents, noise: replay, generators: replay is null ? generators : null);
-            if (output.Noise is not null) draws++;
-            latents = output.PrevSample;
-        }
-
+        var context = TextToImage.Guided(request) ? cat([EncodePrompt(negatives), cond]) : cond;
+        var eta = TextToImage.SetEta(Scheduler, request.Eta);
+        var latents = TextToImage.Denoise(Unet, Scheduler, request, seeds, VaeScaleFactor, context, null, Device, DType);
         var images = DecodeLatents(latents);
-        var parameters = Enumerable.Range(0, n).Select(i => new GenerationParameters(
-            request.Prompts[i], negatives[i], request.Steps, Scheduler.GetType().Name, request.GuidanceScale, seeds[i],
-            request.Width, request.Height, request.ModelId, loras.Select(l => l.Reference).ToList(), eta)).ToList();
+        var parameters = TextToImage.Parameters(request, seeds, negatives, Scheduler, loras.References, eta);
         return new GenerationResult(images.MoveToOuterDisposeScope(), parameters);
     }
 
-    double? SetEta(double? eta)
-    {
-        switch (Scheduler)
-        {
-            case TCDScheduler tcd: tcd.Eta = eta ?? tcd.Eta; return tcd.Eta;
-            case DDIMScheduler ddim: ddim.Eta = eta ?? ddim.Eta; return ddim.Eta;
-            default:
-                if (eta is not null) throw new ArgumentException($"{Scheduler.GetType().Name} takes no eta");
-                return null;
-        }
-    }
-
     /// <summary>Latents → images in [0, 1].</summary>
-    public Tensor DecodeLatents(Tensor latents)
-    {
-        using var _ = no_grad();
-        using var decoded = Vae.DecodeLatents(latents.to(DType));
-        return decoded.to(float32);
-    }
+    public Tensor DecodeLatents(Tensor latents) => TextToImage.Decode(Vae, latents, DType);
 
     public void Dispose()
     {
