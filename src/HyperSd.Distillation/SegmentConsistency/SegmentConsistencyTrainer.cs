@@ -167,13 +167,15 @@ public static class SegmentConsistencyTrainer
             var input = config.PerturbationScale > 0
                 ? xt + config.PerturbationScale * randn(xt.shape, xt.dtype, generator: generator).to(device)
                 : xt;
-            var prediction = ConsistencyTarget.JumpToEnd(scheduler, student.Predict(input, t, cond), t, input, end);
+            // the target first: swapping EMA weights in and out bumps the parameters' versions, which a graph
+            // already recorded through them would refuse
             Tensor target;
             using (no_grad())
             {
                 var jumped = WithTargetWeights(() => ConsistencyTarget.JumpToEnd(scheduler, student.Predict(xPrev, tPrev, cond), tPrev, xPrev, end));
                 target = ConsistencyTarget.Select(onBoundary, xPrev, jumped);
             }
+            var prediction = ConsistencyTarget.JumpToEnd(scheduler, student.Predict(input, t, cond), t, input, end);
             var consistency = ConsistencyTarget.Loss(prediction, target, config.HuberC);
             var loss = consistency * config.Weights.Mse;
 
