@@ -1,0 +1,362 @@
+using System.Diagnostics;
+using System.Text.Json;
+using HyperSd.Diffusion.IO;
+using HyperSd.Diffusion.Lora;
+using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Diffusion.Schedulers;
+using HyperSd.Diffusion.TextEncoders;
+using HyperSd.Distillation.Trajectories;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace HyperSd.Distillation.SegmentConsistency;
+
+/// <summary>The losses of one training step (the adversarial ones are null while its weight is 0).</summary>
+public sealed record StepLosses(double Consistency, double? Generator, double? Discriminator);
+
+/// <summary>Reported after every step.</summary>
+public sealed record SegmentProgress(int Segments, int Step, int TotalSteps, StepLosses Losses, double StepsPerSecond);
+
+/// <summary>A finished stage: the consistency loss averaged over the first and last tenth of the steps, the last tenth's
+/// adversarial losses, the speed of the last (possibly resumed) run, and every step's losses.</summary>
+public sealed record SegmentStageMetrics(int Segments, int Steps, double InitialLoss, double FinalLoss, double? FinalGeneratorLoss,
+    double? FinalDiscriminatorLoss, double StepsPerSecond, IReadOnlyList<StepLosses> History);
+
+public sealed record SegmentStageResult(SegmentStudent Student, SegmentStageMetrics Metrics)
+{
+    public LoraAdapter? Lora => Student.Lora;
+}
+
+/// <summary>
+/// Trajectory Segmented Consistency Distillation (Hyper-SD §3.1, in PCM's phased form). One stage with k segments:
+/// the student's prediction at x_t, jumped by DDIM to its segment's end, is pulled towards the target model's jump
+/// from the teacher's x_{t−s} to the same end (x_{t−s} itself when it already is the end), by a Huber/MSE term and an
+/// adversarial term whose discriminator heads read the frozen teacher's features of both, re-noised to t_adv in the
+/// segment. Generator and discriminator steps alternate within each step. All randomness comes from one seeded
+/// generator that checkpoints save, so a resumed stage ends bit-identical to an uninterrupted one.
+/// </summary>
+public static class SegmentConsistencyTrainer
+{
+    const string CheckpointFolder = "checkpoint", FinalFolder = "final";
+
+    /// <summary>Runs (or resumes, or returns the finished result of) one stage in <paramref name="checkpointDir"/>.</summary>
+    /// <param name="student">The weights to start from (the previous stage's student, trained in place); null = a new
+    /// student from <see cref="SegmentStageConfig.Lora"/> (or a full copy of the teacher), seeded by the stage seed.</param>
+    public static SegmentStageResult Train(SegmentStageConfig config, UNet2DConditionModel teacher, CLIPTextModel textEncoder,
+        DDPMScheduler scheduler, IReadOnlyList<TrajectoryShard> shards, string checkpointDir, Action<SegmentProgress>? progress = null,
+        CancellationToken cancellationToken = default, SegmentStudent? student = null)
+    {
+        config.Validate();
+        using var run = new StageRun(config, teacher, textEncoder, scheduler, shards, checkpointDir, student);
+        return run.Execute(progress, cancellationToken);
+    }
+
+    /// <summary>Runs every stage of <paramref name="config"/> in order (stage k in <c>rootDir/stage-k{k}</c>), each starting
+    /// from the previous stage's student; finished stages are loaded, an interrupted one resumes.</summary>
+    public static IReadOnlyList<SegmentStageResult> TrainStages(TscdConfig config, UNet2DConditionModel teacher, CLIPTextModel textEncoder,
+        DDPMScheduler scheduler, IReadOnlyList<TrajectoryShard> shards, string rootDir, Action<SegmentProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        var results = new List<SegmentStageResult>();
+        SegmentStudent? student = null;
+        foreach (var k in config.Stages)
+        {
+            var result = Train(config.StageFor(k), teacher, textEncoder, scheduler, shards, Path.Combine(rootDir, $"stage-k{k}"),
+                progress, cancellationToken, student);
+            student = result.Student;
+            results.Add(result);
+        }
+        return results;
+    }
+
+    /// <summary>The stage's state: student, EMA, optimisers, discriminator, generator and history.</summary>
+    sealed class StageRun : IDisposable
+    {
+        readonly SegmentStageConfig config;
+        readonly UNet2DConditionModel teacher;
+        readonly CLIPTextModel textEncoder;
+        readonly DDPMScheduler scheduler;
+        readonly SegmentSchedule schedule;
+        readonly TrajectoryShard data;
+        readonly bool ownsData;
+        readonly string dir;
+        readonly Device device;
+        readonly Generator generator;
+        readonly SegmentStudent student;
+        readonly List<(string Name, Parameter Param)> trainable;
+        readonly Dictionary<string, Tensor>? ema;
+        readonly OptimizerHelper optimizer;
+        readonly SegmentDiscriminator? discriminator;
+        readonly OptimizerHelper? discriminatorOptimizer;
+        readonly List<StepLosses> history = [];
+        readonly Tensor gridTimesteps;
+        int step;
+
+        public StageRun(SegmentStageConfig config, UNet2DConditionModel teacher, CLIPTextModel textEncoder, DDPMScheduler scheduler,
+            IReadOnlyList<TrajectoryShard> shards, string dir, SegmentStudent? student)
+        {
+            this.config = config; this.teacher = teacher; this.textEncoder = textEncoder; this.scheduler = scheduler; this.dir = dir;
+            schedule = new SegmentSchedule(scheduler.NumTrainTimesteps, config.SolverSteps, config.Segments);
+            data = shards.Count == 1 ? shards[0] : TrajectoryShard.Concat(shards);
+            ownsData = shards.Count != 1;
+            if (data.SolverSteps != config.SolverSteps || data.NumTrainTimesteps != scheduler.NumTrainTimesteps)
+                throw new ArgumentException($"the trajectories were made on a {data.NumTrainTimesteps}/{data.SolverSteps} grid, the stage uses " +
+                                            $"{scheduler.NumTrainTimesteps}/{config.SolverSteps} (num_train_timesteps/solver steps)");
+            device = teacher.parameters().First().device;
+            textEncoder.eval();
+            generator = new Generator((ulong)config.Seed, CPU);
+            this.student = student
+                ?? (config.Lora is { } lora ? SegmentStudent.WithLora(teacher, lora, generator) : SegmentStudent.FullCopy(teacher));
+            trainable = this.student.Trainable.named_parameters().ToList();
+            foreach (var (_, p) in trainable) p.requires_grad = true;
+            ema = config.EmaDecay > 0 ? trainable.ToDictionary(p => p.Name, p => p.Param.detach().clone()) : null;
+            optimizer = optim.AdamW(trainable.Select(p => p.Param), config.LearningRate, weight_decay: config.WeightDecay);
+            if (config.Weights.Adversarial > 0)
+            {
+                discriminator = new SegmentDiscriminator(teacher.Config, config.DiscriminatorChannels, generator, device);
+                discriminatorOptimizer = optim.Adam(discriminator.parameters(), config.DiscriminatorLearningRate, beta1: 0, beta2: 0.999);
+            }
+            gridTimesteps = tensor(schedule.Timesteps.Select(t => (long)t).ToArray());
+        }
+
+        public SegmentStageResult Execute(Action<SegmentProgress>? progress, CancellationToken cancellationToken)
+        {
+            var final = Path.Combine(dir, FinalFolder);
+            if (File.Exists(Path.Combine(final, MetricsFile)))
+            {
+                LoadInto(student.Trainable, Path.Combine(final, StudentFile));
+                return new SegmentStageResult(student, ReadJson<SegmentStageMetrics>(Path.Combine(final, MetricsFile)));
+            }
+            LoadCheckpoint();
+            int first = step;
+            var clock = Stopwatch.StartNew();
+            while (step < config.Steps)
+            {
+                if (cancellationToken.IsCancellationRequested)
+                {
+                    if (step > first) SaveCheckpoint();
+                    cancellationToken.ThrowIfCancellationRequested();
+                }
+                var losses = TrainStep();
+                history.Add(losses);
+                step++;
+                progress?.Invoke(new SegmentProgress(config.Segments, step, config.Steps, losses, (step - first) / clock.Elapsed.TotalSeconds));
+                if (step % config.CheckpointEvery == 0 && step < config.Steps) SaveCheckpoint();
+            }
+            var metrics = Metrics((step - first) / Math.Max(clock.Elapsed.TotalSeconds, 1e-9));
+            SaveFinal(metrics);
+            return new SegmentStageResult(student, metrics);
+        }
+
+        StepLosses TrainStep()
+        {
+            using var scope = NewDisposeScope();
+            // one fixed draw order per step: rows, perturbation, adversarial timestep and noise
+            var rows = randint(0, data.Count, [config.BatchSize], int64, generator: generator);
+            var xt = data.NoisyLatents.index_select(0, rows).to(device);
+            var grid = data.GridIndices.index_select(0, rows);
+            var t = gridTimesteps.index_select(0, grid).to(device);
+            var xPrev = data.PrevLatents.index_select(0, rows).to(device);
+            var tPrev = data.PrevTimesteps.index_select(0, rows).to(device);
+            var end = schedule.EndFor(grid).to(device);
+            var onBoundary = schedule.PrevIsOnBoundary(grid).to(device);
+            Tensor cond;
+            using (no_grad()) cond = textEncoder.call(data.InputIds.index_select(0, rows).to(device)).LastHiddenState;
+
+            var input = config.PerturbationScale > 0
+                ? xt + config.PerturbationScale * randn(xt.shape, xt.dtype, generator: generator).to(device)
+                : xt;
+            // the target first: swapping EMA weights in and out bumps the parameters' versions, which a graph
+            // already recorded through them would refuse
+            Tensor target;
+            using (no_grad())
+            {
+                var jumped = WithTargetWeights(() => ConsistencyTarget.JumpToEnd(scheduler, student.Predict(xPrev, tPrev, cond), tPrev, xPrev, end));
+                target = ConsistencyTarget.Select(onBoundary, xPrev, jumped);
+            }
+            var prediction = ConsistencyTarget.JumpToEnd(scheduler, student.Predict(input, t, cond), t, input, end);
+            var consistency = ConsistencyTarget.Loss(prediction, target, config.HuberC);
+            var loss = consistency * config.Weights.Mse;
+
+            Tensor? generatorLoss = null, fake = null, real = null, tAdv = null;
+            if (discriminator is not null)
+            {
+                tAdv = (end + randint(0, schedule.SegmentLength, [config.BatchSize], int64, generator: generator).to(device))
+                    .clamp_max(scheduler.NumTrainTimesteps - 1);
+                var z = randn(prediction.shape, prediction.dtype, generator: generator).to(device);
+                fake = ConsistencyTarget.Renoise(scheduler, prediction, end, tAdv, z);
+                real = ConsistencyTarget.Renoise(scheduler, target, end, tAdv, z);
+                // the features stay in the step's scope: backward still needs them
+                generatorLoss = discriminator.GeneratorLoss(SegmentDiscriminator.Features(teacher, fake, tAdv, cond));
+                loss = loss + generatorLoss * config.Weights.Adversarial;
+            }
+            optimizer.zero_grad();
+            loss.backward();
+            nn.utils.clip_grad_norm_(trainable.Select(p => p.Param), config.MaxGradNorm);
+            optimizer.step();
+            UpdateEma();
+
+            double? discriminatorLoss = null;
+            if (discriminator is not null)
+            {
+                UNetFeatures fakeFeatures, realFeatures;
+                using (no_grad())
+                {
+                    fakeFeatures = SegmentDiscriminator.Features(teacher, fake!.detach(), tAdv!, cond);
+                    realFeatures = SegmentDiscriminator.Features(teacher, real!, tAdv!, cond);
+                }
+                using (fakeFeatures)
+                using (realFeatures)
+                {
+                    var d = discriminator.DiscriminatorLoss(fakeFeatures, realFeatures);
+                    discriminatorOptimizer!.zero_grad();
+                    d.backward();
+                    discriminatorOptimizer.step();
+                    discriminatorLoss = d.item<float>();
+                }
+            }
+            return new StepLosses(consistency.item<float>(), generatorLoss?.item<float>(), discriminatorLoss);
+        }
+
+        /// <summary>Runs <paramref name="f"/> with the EMA weights in the student (decay 0: the online weights).</summary>
+        Tensor WithTargetWeights(Func<Tensor> f)
+        {
+            if (ema is null) return f();
+            var online = trainable.Select(p => p.Param.detach().clone()).ToList();
+            using (no_grad()) foreach (var (name, p) in trainable) p.copy_(ema[name]);
+            try { return f(); }
+            finally
+            {
+                using (no_grad()) for (int i = 0; i < trainable.Count; i++) trainable[i].Param.copy_(online[i]);
+                foreach (var o in online) o.Dispose();
+            }
+        }
+
+        void UpdateEma()
+        {
+            if (ema is null) return;
+            using var _ = no_grad();
+            foreach (var (name, p) in trainable) ema[name].mul_(config.EmaDecay).add_(p, alpha: 1 - config.EmaDecay);
+        }
+
+        SegmentStageMetrics Metrics(double stepsPerSecond)
+        {
+            int window = Math.Max(1, history.Count / 10);
+            double? Mean(IEnumerable<double?> xs) => xs.All(x => x is not null) ? xs.Average(x => x!.Value) : null;
+            var last = history.TakeLast(window).ToList();
+            return new SegmentStageMetrics(config.Segments, history.Count, history.Take(window).Average(h => h.Consistency),
+                last.Average(h => h.Consistency), Mean(last.Select(h => h.Generator)), Mean(last.Select(h => h.Discriminator)),
+                stepsPerSecond, history.ToList());
+        }
+
+        const string StudentFile = "student.safetensors", EmaFile = "ema.safetensors", OptimizerFile = "optimizer.bin",
+            DiscriminatorFile = "discriminator.safetensors", DiscriminatorOptimizerFile = "discriminator_optimizer.bin",
+            RngFile = "rng.safetensors", StateFile = "state.json", MetricsFile = "metrics.json", LoraFile = "lora.safetensors";
+
+        sealed record CheckpointState(int Segments, int Step, long Seed, List<StepLosses> History);
+
+        /// <summary>Writes the checkpoint beside the current one, then swaps it in, so a crash leaves one whole checkpoint.</summary>
+        void SaveCheckpoint()
+        {
+            var target = Path.Combine(dir, CheckpointFolder);
+            var tmp = target + ".tmp";
+            var old = target + ".old";
+            if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
+            Directory.CreateDirectory(tmp);
+            SafeTensors.Save(Path.Combine(tmp, StudentFile), StateDict.Of(student.Trainable));
+            if (ema is not null) SafeTensors.Save(Path.Combine(tmp, EmaFile), ema);
+            optimizer.save_state_dict(Path.Combine(tmp, OptimizerFile));
+            if (discriminator is not null)
+            {
+                SafeTensors.Save(Path.Combine(tmp, DiscriminatorFile), StateDict.Of(discriminator));
+                discriminatorOptimizer!.save_state_dict(Path.Combine(tmp, DiscriminatorOptimizerFile));
+            }
+            using (var rng = generator.get_state()) SafeTensors.Save(Path.Combine(tmp, RngFile), new Dictionary<string, Tensor> { ["state"] = rng });
+            WriteJson(Path.Combine(tmp, StateFile), new CheckpointState(config.Segments, step, config.Seed, history));
+            if (Directory.Exists(old)) Directory.Delete(old, true);
+            if (Directory.Exists(target)) Directory.Move(target, old);
+            Directory.Move(tmp, target);
+            if (Directory.Exists(old)) Directory.Delete(old, true);
+        }
+
+        void LoadCheckpoint()
+        {
+            var path = Path.Combine(dir, CheckpointFolder);
+            if (!Directory.Exists(path) && Directory.Exists(path + ".old")) path += ".old"; // a crash between the two moves
+            if (!Directory.Exists(path)) return;
+            var state = ReadJson<CheckpointState>(Path.Combine(path, StateFile));
+            if (state.Segments != config.Segments || state.Seed != config.Seed)
+                throw new InvalidDataException($"{path}: the checkpoint is of a stage with k = {state.Segments}, seed {state.Seed}; " +
+                                               $"this stage has k = {config.Segments}, seed {config.Seed}");
+            LoadInto(student.Trainable, Path.Combine(path, StudentFile));
+            if (ema is not null)
+            {
+                var saved = SafeTensors.Load(Path.Combine(path, EmaFile));
+                using var _ = no_grad();
+                foreach (var (name, value) in ema)
+                    value.copy_(saved.TryGetValue(name, out var s) ? s : throw new InvalidDataException($"{path}/{EmaFile}: missing EMA tensor '{name}'"));
+                foreach (var s in saved.Values) s.Dispose();
+            }
+            optimizer.load_state_dict(Path.Combine(path, OptimizerFile));
+            if (discriminator is not null)
+            {
+                LoadInto(discriminator, Path.Combine(path, DiscriminatorFile));
+                discriminatorOptimizer!.load_state_dict(Path.Combine(path, DiscriminatorOptimizerFile));
+            }
+            var rng = SafeTensors.Load(Path.Combine(path, RngFile));
+            generator.set_state(rng["state"]);
+            rng["state"].Dispose();
+            step = state.Step;
+            history.Clear();
+            history.AddRange(state.History);
+        }
+
+        void SaveFinal(SegmentStageMetrics metrics)
+        {
+            var final = Path.Combine(dir, FinalFolder);
+            Directory.CreateDirectory(final);
+            SafeTensors.Save(Path.Combine(final, StudentFile), StateDict.Of(student.Trainable));
+            if (student.Lora is { } lora)
+                LoraFormats.Save(lora, Path.Combine(final, LoraFile), config.LoraFormat, new Dictionary<string, string>
+                {
+                    ["hypersd_method"] = "tscd", ["hypersd_segments"] = config.Segments.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                });
+            else
+                student.Unet!.SavePretrained(Path.Combine(final, "unet"));
+            WriteJson(Path.Combine(final, MetricsFile), metrics); // written last: its presence marks the stage done
+            var checkpoint = Path.Combine(dir, CheckpointFolder);
+            if (Directory.Exists(checkpoint)) Directory.Delete(checkpoint, true);
+        }
+
+        static void LoadInto(nn.Module module, string path)
+        {
+            var tensors = SafeTensors.Load(path);
+            StateDict.Load(module, tensors, new WeightSource(path));
+            foreach (var t in tensors.Values) t.Dispose();
+        }
+
+        static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+        static void WriteJson<T>(string path, T value)
+        {
+            var tmp = path + ".tmp";
+            File.WriteAllText(tmp, JsonSerializer.Serialize(value, Json));
+            File.Move(tmp, path, overwrite: true);
+        }
+
+        static T ReadJson<T>(string path) => JsonSerializer.Deserialize<T>(File.ReadAllText(path))
+            ?? throw new InvalidDataException($"{path}: empty JSON");
+
+        public void Dispose()
+        {
+            generator.Dispose();
+            gridTimesteps.Dispose();
+            optimizer.Dispose();
+            discriminatorOptimizer?.Dispose();
+            discriminator?.Dispose();
+            if (ema is not null) foreach (var t in ema.Values) t.Dispose();
+            if (ownsData) data.Dispose();
+        }
+    }
+}

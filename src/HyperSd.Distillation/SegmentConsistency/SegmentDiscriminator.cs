@@ -1,0 +1,115 @@
+using HyperSd.Diffusion.Models.Unets;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace HyperSd.Distillation.SegmentConsistency;
+
+/// <summary>PCM's discriminator head on one UNet feature map: conv 3×3 → GroupNorm → LeakyReLU twice, the second
+/// with a residual, then a 1×1 conv to per-pixel logits.</summary>
+public sealed class DiscriminatorHead : nn.Module<Tensor, Tensor>
+{
+    readonly Conv2d conv1;
+    readonly GroupNorm norm1;
+    readonly Conv2d conv2;
+    readonly GroupNorm norm2;
+    readonly Conv2d conv_out;
+
+    public DiscriminatorHead(long inChannels, long channels, Device? device = null) : base(nameof(DiscriminatorHead))
+    {
+        conv1 = nn.Conv2d(inChannels, channels, 3, padding: 1, device: device);
+        norm1 = nn.GroupNorm(Groups(channels), channels, device: device);
+        conv2 = nn.Conv2d(channels, channels, 3, padding: 1, device: device);
+        norm2 = nn.GroupNorm(Groups(channels), channels, device: device);
+        conv_out = nn.Conv2d(channels, 1, 1, device: device);
+        RegisterComponents();
+    }
+
+    /// <summary>PCM uses 32 groups; tiny models have fewer channels, so the largest divisor of the width up to 32.</summary>
+    static long Groups(long channels) => Enumerable.Range(1, 32).Last(g => channels % g == 0);
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = nn.functional.leaky_relu(norm1.call(conv1.call(x)), 0.01);
+        h = nn.functional.leaky_relu(norm2.call(conv2.call(h)), 0.01) + h;
+        return conv_out.call(h).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>PyTorch's default initialisation (uniform ±1/√fan_in for conv weights and biases) from
+    /// <paramref name="generator"/>, so a seed fixes the heads; GroupNorm affine ones/zeros.</summary>
+    public void Reset(Generator generator)
+    {
+        using var _ = no_grad();
+        foreach (var conv in new[] { conv1, conv2, conv_out })
+        {
+            double bound = 1 / Math.Sqrt(conv.weight!.numel() / conv.weight.shape[0]);
+            conv.weight.uniform_(-bound, bound, generator);
+            conv.bias!.uniform_(-bound, bound, generator);
+        }
+        foreach (var norm in new[] { norm1, norm2 })
+        {
+            norm.weight!.fill_(1);
+            norm.bias!.fill_(0);
+        }
+    }
+}
+
+/// <summary>
+/// PCM's adversarial discriminator: the frozen teacher UNet is the backbone, and one trainable
+/// <see cref="DiscriminatorHead"/> reads each down-block, mid-block and up-block output. Hinge losses:
+/// D = mean(relu(1 + D(fake))) + mean(relu(1 − D(real))), G = mean(relu(1 − D(fake))), averaged over heads.
+/// </summary>
+public sealed class SegmentDiscriminator : nn.Module
+{
+    readonly ModuleList<DiscriminatorHead> heads;
+
+    /// <param name="headChannels">Inner width of every head; null = the width of the feature it reads.</param>
+    public SegmentDiscriminator(UNet2DConditionConfig unet, int? headChannels, Generator generator, Device? device = null)
+        : base(nameof(SegmentDiscriminator))
+    {
+        heads = new ModuleList<DiscriminatorHead>();
+        foreach (var c in FeatureChannels(unet))
+            heads.Add(new DiscriminatorHead(c, headChannels ?? c, device));
+        RegisterComponents();
+        foreach (var h in heads) h.Reset(generator);
+    }
+
+    /// <summary>Channels of <see cref="UNetFeatures.All"/>: each down block's output, the mid block's, each up block's.</summary>
+    public static IEnumerable<long> FeatureChannels(UNet2DConditionConfig unet)
+    {
+        var ch = unet.BlockOutChannels;
+        IEnumerable<long> down = ch.Select(c => (long)c);
+        IEnumerable<long> mid = unet.MidBlockType is null ? [] : [ch[^1]];
+        return down.Concat(mid).Concat(ch.Reverse().Select(c => (long)c));
+    }
+
+    /// <summary>The backbone: the frozen teacher's features of <paramref name="sample"/> at <paramref name="timesteps"/>.</summary>
+    public static UNetFeatures Features(UNet2DConditionModel teacher, Tensor sample, Tensor timesteps, Tensor encoderHiddenStates)
+    {
+        var features = new UNetFeatures();
+        teacher.forward(sample, timesteps, encoderHiddenStates, features: features).Dispose();
+        return features;
+    }
+
+    IEnumerable<Tensor> Logits(UNetFeatures features)
+    {
+        var all = features.All.ToList();
+        if (all.Count != heads.Count)
+            throw new ArgumentException($"the discriminator has {heads.Count} heads but the UNet gave {all.Count} feature maps");
+        return all.Select((f, i) => heads[i].call(f));
+    }
+
+    public Tensor GeneratorLoss(UNetFeatures fake)
+    {
+        using var scope = NewDisposeScope();
+        return stack(Logits(fake).Select(l => nn.functional.relu(1 - l).mean()).ToArray()).mean().MoveToOuterDisposeScope();
+    }
+
+    public Tensor DiscriminatorLoss(UNetFeatures fake, UNetFeatures real)
+    {
+        using var scope = NewDisposeScope();
+        var terms = Logits(fake).Zip(Logits(real), (f, r) => nn.functional.relu(1 + f).mean() + nn.functional.relu(1 - r).mean());
+        return stack(terms.ToArray()).mean().MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,86 @@
+using HyperSd.Diffusion.Lora;
+
+namespace HyperSd.Distillation.SegmentConsistency;
+
+/// <summary>The weights of TSCD's two loss terms in one stage.</summary>
+public sealed record LossWeights(double Mse, double Adversarial);
+
+/// <summary>One TSCD stage: k segments on a solver grid, trained for <see cref="Steps"/> steps from trajectory shards.
+/// Defaults follow PCM's SD1.5 script where it has one (Huber c = 0.001, AdamW weight decay 1e-3, D Adam lr 1e-5,
+/// EMA decay 0 = the online student as target, LoRA rank 64 / alpha 8).</summary>
+public sealed record SegmentStageConfig
+{
+    public int Segments { get; init; } = 8;
+    public int SolverSteps { get; init; } = 50;
+    public int Steps { get; init; } = 1000;
+    public int BatchSize { get; init; } = 8;
+    public long Seed { get; init; }
+    public double LearningRate { get; init; } = 5e-6;
+    public double WeightDecay { get; init; } = 1e-3;
+    public double MaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>EMA of the student used for targets; 0 = the online student under no-grad (PCM).</summary>
+    public double EmaDecay { get; init; }
+
+    /// <summary>ζ: the student sees x_t + ζ·z (Hyper-SD's noise perturbation); 0 = off.</summary>
+    public double PerturbationScale { get; init; }
+
+    /// <summary>Pseudo-Huber c; null = plain MSE.</summary>
+    public double? HuberC { get; init; } = 0.001;
+
+    public LossWeights Weights { get; init; } = new(1, 0);
+    public double DiscriminatorLearningRate { get; init; } = 1e-5;
+
+    /// <summary>Inner width of the discriminator heads; null = the width of the feature each reads.</summary>
+    public int? DiscriminatorChannels { get; init; }
+
+    /// <summary>The LoRA to train; null = full fine-tuning of a teacher copy.</summary>
+    public LoraConfig? Lora { get; init; } = new(64, 8);
+
+    public int CheckpointEvery { get; init; } = 500;
+    public LoraFileFormat LoraFormat { get; init; } = LoraFileFormat.Kohya;
+
+    public void Validate()
+    {
+        void Require(bool ok, string field, object value, string expected)
+        {
+            if (!ok) throw new ArgumentException($"TSCD stage config: '{field}' must be {expected}, got {value}");
+        }
+        Require(Segments >= 1, "segments", Segments, "at least 1");
+        Require(Segments <= SolverSteps, "segments", Segments, $"at most solver_steps ({SolverSteps})");
+        Require(Steps >= 1, "steps", Steps, "at least 1");
+        Require(BatchSize >= 1, "batch_size", BatchSize, "at least 1");
+        Require(LearningRate > 0, "learning_rate", LearningRate, "positive");
+        Require(MaxGradNorm > 0, "max_grad_norm", MaxGradNorm, "positive");
+        Require(EmaDecay is >= 0 and < 1, "ema_decay", EmaDecay, "in [0, 1)");
+        Require(PerturbationScale >= 0, "perturbation_scale", PerturbationScale, "non-negative");
+        Require(HuberC is null or > 0, "huber_c", HuberC!, "positive or null (MSE)");
+        Require(Weights.Mse >= 0 && Weights.Adversarial >= 0, "weights", Weights, "non-negative");
+        Require(CheckpointEvery >= 1, "checkpoint_every", CheckpointEvery, "at least 1");
+    }
+}
+
+/// <summary>The whole TSCD schedule: stages k = 8 → 4 → 2 → 1, each from the last stage's weights, with loss weights
+/// keyed by k (MSE high while segments are short, the adversarial term rising as they lengthen).</summary>
+public sealed record TscdConfig
+{
+    public IReadOnlyList<int> Stages { get; init; } = [8, 4, 2, 1];
+
+    /// <summary>Settings shared by every stage (its Segments and Weights are replaced per stage).</summary>
+    public SegmentStageConfig Stage { get; init; } = new();
+
+    public IReadOnlyDictionary<int, LossWeights> Weights { get; init; } = DefaultWeights;
+
+    /// <summary>Defaults: pure MSE/Huber at k = 8, then PCM's 0.1 adversarial weight reached by k = 1.</summary>
+    public static readonly IReadOnlyDictionary<int, LossWeights> DefaultWeights = new Dictionary<int, LossWeights>
+    {
+        [8] = new(1.0, 0.0), [4] = new(1.0, 0.02), [2] = new(0.8, 0.05), [1] = new(0.6, 0.1),
+    };
+
+    public SegmentStageConfig StageFor(int segments) => Stage with
+    {
+        Segments = segments,
+        Weights = Weights.TryGetValue(segments, out var w) ? w
+            : throw new ArgumentException($"TSCD config: no loss weights for k = {segments} (weights are given for k = {string.Join(", ", Weights.Keys)})"),
+    };
+}

@@ -1,0 +1,91 @@
+using HyperSd.Distillation.Trajectories;
+using static TorchSharp.torch;
+
+namespace HyperSd.Distillation.Tests.Trajectories;
+
+public class TeacherTrajectoriesTests : IDisposable
+{
+    readonly TinyTeacher tiny = new();
+    readonly string dir = Directory.CreateTempSubdirectory("traj-").FullName;
+
+    public void Dispose()
+    {
+        tiny.Dispose();
+        Directory.Delete(dir, true);
+    }
+
+    TrajectoryShard Generate(TrajectoryOptions options) =>
+        TeacherTrajectories.Generate(tiny.Unet, tiny.TextEncoder, tiny.Scheduler, tiny.Dataset, tiny.EmptyPromptIds, options);
+
+    static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
+
+    [Fact]
+    public void A_seed_fixes_the_samples()
+    {
+        var options = new TrajectoryOptions(Count: 10, Seed: 3, BatchSize: 4);
+        using var a = Generate(options);
+        using var b = Generate(options);
+        using var c = Generate(options with { Seed = 4 });
+        Assert.Equal(10, a.Count);
+        foreach (var (x, y) in new[] { (a.NoisyLatents, b.NoisyLatents), (a.PrevLatents, b.PrevLatents), (a.Guidance, b.Guidance), (a.InputIds, b.InputIds) })
+            Assert.True(Same(x, y));
+        Assert.False(Same(a.NoisyLatents, c.NoisyLatents));
+    }
+
+    [Fact]
+    public void Rows_hold_the_grid_the_captions_and_the_guidance_range()
+    {
+        using var s = Generate(new TrajectoryOptions(Count: 12, Seed: 1, BatchSize: 5, GuidanceMin: 2, GuidanceMax: 3));
+        var grid = s.GridIndices.data<long>().ToArray();
+        var t = s.Timesteps.data<long>().ToArray();
+        var prev = s.PrevTimesteps.data<long>().ToArray();
+        for (int i = 0; i < grid.Length; i++)
+        {
+            Assert.Equal((grid[i] + 1) * 20 - 1, t[i]);
+            Assert.Equal(Math.Max(t[i] - 20, 0), prev[i]);
+        }
+        using var ids = tiny.Dataset.InputIds.index_select(0, s.DatasetIndices);
+        Assert.True(Same(ids, s.InputIds));
+        Assert.True(s.Guidance.min().item<float>() >= 2 && s.Guidance.max().item<float>() <= 3);
+    }
+
+    [Fact]
+    public void The_previous_latent_is_one_guided_DDIM_step_of_the_teacher()
+    {
+        using var s = Generate(new TrajectoryOptions(Count: 6, Seed: 5, BatchSize: 4));
+        using var _ = no_grad();
+        var alphas = tiny.Scheduler.AlphasCumprod;
+        for (int i = 0; i < s.Count; i++)
+        {
+            var x = s.NoisyLatents[i].unsqueeze(0);
+            long t = s.Timesteps[i].item<long>(), tp = s.PrevTimesteps[i].item<long>();
+            double w = s.Guidance[i].item<float>();
+            var cond = tiny.TextEncoder.call(s.InputIds[i].unsqueeze(0)).LastHiddenState;
+            var uncond = tiny.TextEncoder.call(tiny.EmptyPromptIds).LastHiddenState;
+            var tt = tensor(new[] { t });
+            var epsC = tiny.Unet.forward(x, tt, cond);
+            var epsU = tiny.Unet.forward(x, tt, uncond);
+            double a = alphas[t].item<float>(), ap = alphas[tp].item<float>();
+            Tensor X0(Tensor eps) => (x - Math.Sqrt(1 - a) * eps) / Math.Sqrt(a);
+            var x0 = X0(epsC) + w * (X0(epsC) - X0(epsU));
+            var eps = epsC + w * (epsC - epsU);
+            var expected = Math.Sqrt(ap) * x0 + Math.Sqrt(1 - ap) * eps;
+            var err = (expected - s.PrevLatents[i].unsqueeze(0)).abs().max().item<float>();
+            Assert.True(err < 1e-4, $"row {i}: max error {err}");
+        }
+    }
+
+    [Fact]
+    public void Empty_prompts_replace_captions_and_shards_round_trip()
+    {
+        using var s = Generate(new TrajectoryOptions(Count: 5, Seed: 2, EmptyPromptProbability: 1));
+        Assert.True(Same(s.InputIds, tiny.EmptyPromptIds.expand(5, -1)));
+        var path = Path.Combine(dir, "shard.safetensors");
+        s.Save(path);
+        using var loaded = TrajectoryShard.Load(path);
+        Assert.Equal((1000, 50), (loaded.NumTrainTimesteps, loaded.SolverSteps));
+        Assert.True(Same(s.PrevLatents, loaded.PrevLatents) && Same(s.Timesteps, loaded.Timesteps) && Same(s.GridIndices, loaded.GridIndices));
+        using var both = TrajectoryShard.Concat([s, loaded]);
+        Assert.Equal(10, both.Count);
+    }
+}
