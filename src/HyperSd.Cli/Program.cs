@@ -12,6 +12,7 @@ public static class Program
             VerifyFixturesCommand.Create(),
             BenchCommand.Create(),
             GenerateCommand.Create(),
+            ToyCommand.Create(),
         };
         try
         {

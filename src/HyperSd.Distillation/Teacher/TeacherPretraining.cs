@@ -71,9 +71,13 @@ public static class TeacherPretraining
             foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
             optimizer.step();
             if (ema != null)
+            {
+                // diffusers' EMAModel warm-up: a short run must not keep much of the random initialisation.
+                double decay = Math.Min(options.EmaDecay, (1.0 + step) / (10.0 + step));
                 using (no_grad())
                     for (int i = 0; i < parameters.Count; i++)
-                        ema[i].lerp_(parameters[i], 1 - options.EmaDecay);
+                        ema[i].lerp_(parameters[i], 1 - decay);
+            }
 
             lossSum += loss.item<float>();
             lossCount++;

@@ -1,0 +1,99 @@
+using HyperSd.Diffusion.Models.Autoencoders;
+using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Diffusion.Schedulers;
+using HyperSd.Diffusion.TextEncoders;
+using HyperSd.Distillation.Data;
+using HyperSd.Distillation.Evaluation;
+using HyperSd.Distillation.Metrics;
+using HyperSd.Distillation.Teacher;
+using HyperSd.Distillation.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace HyperSd.Distillation.Toy;
+
+/// <summary>
+/// The toy world's models as the real ones are laid out: a diffusers pipeline folder whose UNet, text encoder and
+/// tokenizer are tiny and whose autoencoder is the exact pixel-unshuffle one (32×32×3 → 48×8×8), so that every
+/// measured difference comes from the UNet. The teacher is trained from scratch here and then reused.
+/// </summary>
+public static class ToyWorld
+{
+    public static PixelUnshuffleAutoencoderConfig AutoencoderConfig { get; } = new() { Factor = 4 };
+
+    /// <summary>A small SD-topology UNet on 48×8×8 latents: cross-attention at both levels and in the mid block.</summary>
+    public static UNet2DConditionConfig TeacherUnetConfig { get; } = new()
+    {
+        InChannels = 48, OutChannels = 48, SampleSize = 8, BlockOutChannels = [64, 96], LayersPerBlock = 1,
+        DownBlockTypes = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], UpBlockTypes = ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        AttentionHeadDim = 4, CrossAttentionDim = 32, NormNumGroups = 16,
+    };
+
+    /// <summary>SD's noise schedule (scaled-linear betas 0.00085–0.012), as the real models use.</summary>
+    public static SchedulerConfig Schedule(string className = "DDIMScheduler") =>
+        SchedulerConfig.FromJson(StableDiffusionPipeline.StableDiffusion15Schedule, className, "toy noise schedule");
+
+    /// <summary>Encodes <paramref name="count"/> generated scenes (seeded) into a latent dataset with labels.</summary>
+    public static LatentDataset CreateDataset(int count, int seed, CLIPTokenizer tokenizer, IAutoencoder autoencoder)
+    {
+        var (images, scenes) = ToyShapes.Generate(count, seed);
+        using (images)
+        using (no_grad())
+        {
+            var captions = scenes.Select(s => s.Caption).ToList();
+            return new LatentDataset(autoencoder.EncodeLatents(images), tokenizer.Encode(captions), captions,
+                scenes.Select(s => (string?)s.ToJson()).ToList());
+        }
+    }
+
+    /// <summary>Trains the toy teacher from scratch and writes it as a diffusers pipeline folder in <paramref name="dir"/>.</summary>
+    public static StableDiffusionPipeline TrainTeacher(string dir, LatentDataset data, TeacherPretrainingOptions options,
+        Action<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        var tokenizer = ToyVocabulary.CreateTokenizer();
+        manual_seed(options.Seed);
+        // The text encoder stays at its seeded random initialisation: distinct, frozen token features are all the
+        // toy teacher needs from it, and it keeps the teacher reproducible from the seed alone.
+        var textEncoder = new CLIPTextModel(ToyVocabulary.TextConfig(tokenizer));
+        var unet = new UNet2DConditionModel(TeacherUnetConfig);
+        var schedule = new DDPMScheduler(Schedule("DDPMScheduler"));
+        TeacherPretraining.Train(unet, textEncoder, tokenizer, data, schedule, options, progress, cancellation);
+        var pipeline = new StableDiffusionPipeline(unet, new PixelUnshuffleAutoencoder(AutoencoderConfig), textEncoder, tokenizer,
+            SchedulerFactory.FromConfig(Schedule()));
+        var tmp = dir.TrimEnd('/') + ".partial";
+        if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
+        pipeline.SavePretrained(tmp);
+        if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        Directory.Move(tmp, dir); // a half-written teacher never looks finished
+        return pipeline;
+    }
+
+    /// <summary>Held-out evaluation prompts (a seed disjoint from training data seeds by convention).</summary>
+    public static IReadOnlyList<string> EvaluationPrompts(int count, int seed = 7_000_001) =>
+        ToyShapes.RandomScenes(count, seed).Select(s => s.Caption).ToList();
+}
+
+/// <summary>The toy recognizer as the evaluator's feature model and prompt-adherence judge.</summary>
+public sealed class ToyRecognizerMetrics(ToyRecognizer recognizer, bool matchSize = true) : IImageFeatures, IPromptAdherence
+{
+    public Tensor Features(Tensor images)
+    {
+        using var _ = no_grad();
+        return recognizer.Features(images);
+    }
+
+    public IReadOnlyList<bool> Matches(IReadOnlyList<string> prompts, Tensor images)
+    {
+        using var _ = no_grad();
+        var seen = recognizer.Recognize(images);
+        return prompts.Select((p, i) => PromptAdherence.Matches(ToyShapes.ParseCaption(p), seen[i], matchSize)).ToList();
+    }
+
+    /// <summary>Features of <paramref name="count"/> real toy images (seeded): the reference set for the Fréchet distance.</summary>
+    public Tensor RealFeatures(int count, int seed)
+    {
+        var (images, _) = ToyShapes.Generate(count, seed);
+        using (images) return Features(images);
+    }
+}
