@@ -5,9 +5,9 @@ namespace HyperSd.Distillation.Toy;
 
 public sealed record ToyRecognizerTrainingOptions
 {
-    public int Steps { get; init; } = 300;
-    public int BatchSize { get; init; } = 64;
-    public double LearningRate { get; init; } = 3e-3;
+    public int Steps { get; init; } = 600;
+    public int BatchSize { get; init; } = 32;
+    public double LearningRate { get; init; } = 5e-3;
     public int Seed { get; init; }
     /// <summary>Training images get Gaussian noise with a standard deviation drawn per image from [0, max_noise], so the
     /// recognizer also reads the imperfect images a diffusion model makes.</summary>

@@ -14,6 +14,7 @@ public enum ToySize { Small, Large }
 public sealed record ToyObject(ToyShape Shape, ToyColor Color, ToyPosition Position, ToySize Size)
 {
     /// <summary>"a large red circle at the top left".</summary>
+    [JsonIgnore]
     public string Phrase => $"a {ToyShapes.Word(Size)} {ToyShapes.Word(Color)} {ToyShapes.Word(Shape)} {ToyShapes.Word(Position)}";
 }
 
@@ -52,9 +53,10 @@ public sealed record ToyScene
         catch (ArgumentException e) { throw new InvalidDataException($"invalid toy labels '{json}': {e.Message}", e); }
     }
 
-    public bool Equals(ToyScene? other) => other is not null && Objects.SequenceEqual(other.Objects);
+    /// <summary>Same objects, in any order (the order only changes the caption, not the image).</summary>
+    public bool Equals(ToyScene? other) => other is not null && other.Objects.Count == Objects.Count && Objects.All(other.Objects.Contains);
+    public override int GetHashCode() => Objects.Aggregate(0, (hash, o) => hash ^ o.GetHashCode());
     public override string ToString() => Caption;
-    public override int GetHashCode() => Objects.Aggregate(0, HashCode.Combine);
 
     sealed record Labels(IReadOnlyList<ToyObject> Objects);
 
@@ -81,9 +83,10 @@ public static class ToyShapes
     static readonly string[] SizeWords = ["small", "large"];
 
     static readonly float[][] Rgb = [[0.95f, 0.1f, 0.1f], [0.1f, 0.85f, 0.15f], [0.15f, 0.3f, 1f], [0.95f, 0.9f, 0.1f]];
-    // cell centres 10 px apart; a large shape (8 px) leaves two empty pixels to its neighbour and to the border
+    // Cells 10 px wide that meet only diagonally (a corner cell and the center), so a large shape can fill its cell.
+    // Sizes are whole pixels so that squares are crisp and tell apart from circles even when small.
     static readonly (float X, float Y)[] Centres = [(6, 6), (26, 6), (6, 26), (26, 26), (16, 16)];
-    static readonly float[] HalfSizes = [2.5f, 4f];
+    static readonly float[] HalfSizes = [3f, 5f];
     const int Supersampling = 4;
 
     public static string Word(ToyShape shape) => ShapeWords[(int)shape];
