@@ -14,9 +14,14 @@ public static class Program
             GenerateCommand.Create(),
             ToyCommand.Create(),
         };
+        // Tensor threads: on a shared or small machine fewer threads than cores avoids thrashing.
+        var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work (default: LibTorch's)", Recursive = true };
+        root.Options.Add(threads);
         try
         {
-            return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            var parse = root.Parse(args);
+            if (parse.GetValue(threads) is int n and > 0) TorchSharp.torch.set_num_threads(n);
+            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or NotSupportedException
                                        or InvalidOperationException or UnauthorizedAccessException)

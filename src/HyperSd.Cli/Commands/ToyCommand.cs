@@ -18,8 +18,6 @@ public static class ToyCommand
         return command;
     }
 
-    public static readonly Option<int> Threads = new("--threads") { Description = "CPU threads for tensor work", DefaultValueFactory = _ => Environment.ProcessorCount };
-
     static Command Teacher()
     {
         var output = new Option<DirectoryInfo>("--out") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/teacher") };
@@ -27,10 +25,9 @@ public static class ToyCommand
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 64 };
         var dataset = new Option<int>("--dataset") { Description = "training images", DefaultValueFactory = _ => 20000 };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
-        var command = new Command("teacher", "train the toy teacher from scratch (a diffusers pipeline folder)") { output, steps, batch, dataset, seed, Threads };
+        var command = new Command("teacher", "train the toy teacher from scratch (a diffusers pipeline folder)") { output, steps, batch, dataset, seed };
         command.SetAction(parse =>
         {
-            set_num_threads(parse.GetValue(Threads));
             var watch = Stopwatch.StartNew();
             using var data = ToyWorld.CreateDataset(parse.GetValue(dataset), (int)parse.GetValue(seed), ToyVocabulary.CreateTokenizer(),
                 new HyperSd.Diffusion.Models.Autoencoders.PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig));
@@ -52,11 +49,10 @@ public static class ToyCommand
         var variants = new Option<string[]>("--variant") { Description = "which variants (by index 0..2; default all)" };
         var command = new Command("distill", "toy distillation: trajectories, each variant's training, evaluation and the results table")
         {
-            teacher, recognizer, work, stageSteps, trajectories, variants, Threads,
+            teacher, recognizer, work, stageSteps, trajectories, variants
         };
         command.SetAction(parse =>
         {
-            set_num_threads(parse.GetValue(Threads));
             var watch = Stopwatch.StartNew();
             using var pipeline = HyperSd.Diffusion.Pipelines.StableDiffusionPipeline.FromPretrained(parse.GetValue(teacher)!.FullName);
             using var model = ToyRecognizer.FromPretrained(parse.GetValue(recognizer)!.FullName);
@@ -78,10 +74,9 @@ public static class ToyCommand
     {
         var output = new Option<DirectoryInfo>("--out") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/recognizer") };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 300 };
-        var command = new Command("recognizer", "train the toy recognizer (features for toy-FID, prompt adherence)") { output, steps, Threads };
+        var command = new Command("recognizer", "train the toy recognizer (features for toy-FID, prompt adherence)") { output, steps };
         command.SetAction(parse =>
         {
-            set_num_threads(parse.GetValue(Threads));
             var watch = Stopwatch.StartNew();
             using var model = ToyRecognizerTrainer.Train(new ToyRecognizerTrainingOptions { Steps = parse.GetValue(steps) });
             var (images, scenes) = ToyShapes.Generate(1000, 99_000_001);

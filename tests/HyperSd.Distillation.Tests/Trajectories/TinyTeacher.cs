@@ -22,9 +22,6 @@ public sealed class TinyTeacher : IDisposable
     public LatentDataset Dataset { get; }
     public Tensor EmptyPromptIds { get; } = tensor(new long[] { Bos, Eos, Eos, Eos, Eos, Eos, Eos, Eos }).view(1, Tokens);
 
-    // tiny models on a shared CPU: extra intra-op threads only spin against each other (measured 300x slower at load 7 on 2 cores)
-    static TinyTeacher() => torch.set_num_threads(1);
-
     public TinyTeacher(long seed = 1, int rows = 16)
     {
         using var g = new Generator((ulong)seed, CPU);
