@@ -1,0 +1,58 @@
+using HyperSd.Diffusion.Images;
+using HyperSd.Distillation.Evaluation;
+using HyperSd.Distillation.Toy;
+using static TorchSharp.torch;
+
+namespace HyperSd.Distillation.Tests.Evaluation;
+
+[Collection(GlobalRngCollection.Name)]
+public class EvaluatorTests : IDisposable
+{
+    readonly string dir = Directory.CreateTempSubdirectory("eval-").FullName;
+    public void Dispose() => Directory.Delete(dir, true);
+
+    /// <summary>Mean colour per 8×8 block: a cheap stand-in feature model for the evaluator's plumbing.</summary>
+    sealed class BlockColours : IImageFeatures, IPromptAdherence
+    {
+        public Tensor Features(Tensor images) => nn.functional.avg_pool2d(images, 8).flatten(1);
+        public IReadOnlyList<bool> Matches(IReadOnlyList<string> prompts, Tensor images) => prompts.Select((_, i) => i % 2 == 0).ToList();
+    }
+
+    [Fact]
+    public void Rows_per_step_count_and_metric_and_a_prompt_by_step_grid()
+    {
+        using var pipeline = TinyToyPipeline.Create();
+        var features = new BlockColours();
+        var (real, _) = ToyShapes.Generate(64, 3);
+        var evaluator = new Evaluator(features, features.Features(real), features);
+        var prompts = ToyWorld.EvaluationPrompts(6);
+        var grid = Path.Combine(dir, "grid.png");
+        var rows = evaluator.Evaluate("untrained", pipeline, prompts, SamplerSpec.Tcd(0.3),
+            new EvaluationOptions { Steps = [1, 2], BatchSize = 4, GridPrompts = 3 }, grid);
+
+        Assert.Equal(4, rows.Count);
+        Assert.All(rows, r => Assert.Equal(("untrained", "tcd-eta0.3"), (r.Model, r.Sampler)));
+        Assert.Equal([1, 1, 2, 2], rows.Select(r => r.Steps));
+        Assert.All(rows.Where(r => r.Metric == "fd"), r => Assert.True(r.Value > 0 && double.IsFinite(r.Value)));
+        Assert.All(rows.Where(r => r.Metric == "adherence"), r => Assert.Equal(0.5, r.Value));
+        using var image = ImageFiles.LoadRgb(grid);
+        Assert.Equal(new long[] { 3, 3 * 34 + 2, 2 * 34 + 2 }, image.shape); // 3 prompts × 2 step counts of 32 px, 2 px gaps
+        Assert.Equal("tcd-eta0.3", ImageFiles.ReadPngText(grid)["sampler"]);
+    }
+
+    [Fact]
+    public void The_same_seeds_give_the_same_rows_and_real_images_score_near_zero()
+    {
+        using var pipeline = TinyToyPipeline.Create();
+        var features = new BlockColours();
+        var (real, _) = ToyShapes.Generate(128, 4);
+        var evaluator = new Evaluator(features, features.Features(real));
+        var prompts = ToyWorld.EvaluationPrompts(8);
+        var options = new EvaluationOptions { Steps = [2], BatchSize = 8 };
+        var a = evaluator.Evaluate("m", pipeline, prompts, SamplerSpec.DdimTrailing(), options);
+        var b = evaluator.Evaluate("m", pipeline, prompts, SamplerSpec.DdimTrailing(), options);
+        Assert.Equal(a, b);
+        var self = evaluator.Measure("real", "-", 0, prompts, real).Single();
+        Assert.InRange(self.Value, 0, 1e-6);
+    }
+}
