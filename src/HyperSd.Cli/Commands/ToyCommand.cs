@@ -11,7 +11,7 @@ public static class ToyCommand
 {
     public static Command Create()
     {
-        var command = new Command("toy", "toy-world models: the teacher and the recognizer");
+        var command = new Command("toy", "the toy world: teacher, recognizer, and the distillation experiment");
         command.Subcommands.Add(Teacher());
         command.Subcommands.Add(Recognizer());
         command.Subcommands.Add(Distill());
@@ -21,22 +21,37 @@ public static class ToyCommand
     static Command Teacher()
     {
         var output = new Option<DirectoryInfo>("--out") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/teacher") };
-        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 4000 };
-        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 64 };
-        var dataset = new Option<int>("--dataset") { Description = "training images", DefaultValueFactory = _ => 20000 };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => DefaultTeacher.Steps };
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => DefaultTeacher.BatchSize };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
-        var command = new Command("teacher", "train the toy teacher from scratch (a diffusers pipeline folder)") { output, steps, batch, dataset, seed };
-        command.SetAction(parse =>
-        {
-            var watch = Stopwatch.StartNew();
-            using var data = ToyWorld.CreateDataset(parse.GetValue(dataset), (int)parse.GetValue(seed), ToyVocabulary.CreateTokenizer(),
-                new HyperSd.Diffusion.Models.Autoencoders.PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig));
-            Console.WriteLine($"dataset: {data.Count} images in {watch.Elapsed.TotalSeconds:F1} s");
-            var options = new TeacherPretrainingOptions { Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), Seed = parse.GetValue(seed) };
-            using var teacher = ToyWorld.TrainTeacher(parse.GetValue(output)!.FullName, data, options, p => Console.WriteLine(p));
-            Console.WriteLine($"teacher written to {parse.GetValue(output)!.FullName} in {watch.Elapsed.TotalSeconds:F1} s");
-        });
+        var command = new Command("teacher", "train the toy teacher from scratch (a diffusers pipeline folder)") { output, steps, batch, seed };
+        command.SetAction(parse => TrainTeacher(parse.GetValue(output)!.FullName,
+            DefaultTeacher with { Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), Seed = parse.GetValue(seed) }).Dispose());
         return command;
+    }
+
+    static readonly TeacherPretrainingOptions DefaultTeacher = new() { Steps = 2000, BatchSize = 64 };
+    const int TeacherDatasetSize = 20000;
+
+    static HyperSd.Diffusion.Pipelines.StableDiffusionPipeline TrainTeacher(string dir, TeacherPretrainingOptions options)
+    {
+        var watch = Stopwatch.StartNew();
+        using var data = ToyWorld.CreateDataset(TeacherDatasetSize, (int)options.Seed, ToyVocabulary.CreateTokenizer(),
+            new HyperSd.Diffusion.Models.Autoencoders.PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig));
+        var teacher = ToyWorld.TrainTeacher(dir, data, options, p => Console.WriteLine(p));
+        Console.WriteLine($"teacher written to {dir} in {watch.Elapsed.TotalSeconds:F1} s");
+        return teacher;
+    }
+
+    static ToyRecognizer TrainRecognizer(string dir, int steps)
+    {
+        var watch = Stopwatch.StartNew();
+        var model = ToyRecognizerTrainer.Train(new ToyRecognizerTrainingOptions { Steps = steps });
+        var (images, scenes) = ToyShapes.Generate(1000, 99_000_001);
+        using (images)
+            Console.WriteLine($"recognizer accuracy on 1000 held-out images: {ToyRecognizerTrainer.Evaluate(model, images, scenes)} ({watch.Elapsed.TotalSeconds:F1} s)");
+        model.SavePretrained(dir);
+        return model;
     }
 
     static Command Distill()
@@ -54,8 +69,13 @@ public static class ToyCommand
         command.SetAction(parse =>
         {
             var watch = Stopwatch.StartNew();
-            using var pipeline = HyperSd.Diffusion.Pipelines.StableDiffusionPipeline.FromPretrained(parse.GetValue(teacher)!.FullName);
-            using var model = ToyRecognizer.FromPretrained(parse.GetValue(recognizer)!.FullName);
+            // The teacher and the recognizer are trained once and reused from their artifact folders.
+            var teacherDir = parse.GetValue(teacher)!.FullName;
+            var recognizerDir = parse.GetValue(recognizer)!.FullName;
+            using var pipeline = Directory.Exists(teacherDir)
+                ? HyperSd.Diffusion.Pipelines.StableDiffusionPipeline.FromPretrained(teacherDir) : TrainTeacher(teacherDir, DefaultTeacher);
+            using var model = Directory.Exists(recognizerDir)
+                ? ToyRecognizer.FromPretrained(recognizerDir) : TrainRecognizer(recognizerDir, new ToyRecognizerTrainingOptions().Steps);
             var options = new ToyDistillationOptions { StageSteps = parse.GetValue(stageSteps), TrajectoryCount = parse.GetValue(trajectories) };
             var chosen = parse.GetValue(variants) is { Length: > 0 } picked
                 ? picked.Select(i => options.Variants[int.Parse(i, System.Globalization.CultureInfo.InvariantCulture)]).ToList()
@@ -73,16 +93,9 @@ public static class ToyCommand
     static Command Recognizer()
     {
         var output = new Option<DirectoryInfo>("--out") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/recognizer") };
-        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 300 };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => new ToyRecognizerTrainingOptions().Steps };
         var command = new Command("recognizer", "train the toy recognizer (features for toy-FID, prompt adherence)") { output, steps };
-        command.SetAction(parse =>
-        {
-            var watch = Stopwatch.StartNew();
-            using var model = ToyRecognizerTrainer.Train(new ToyRecognizerTrainingOptions { Steps = parse.GetValue(steps) });
-            var (images, scenes) = ToyShapes.Generate(1000, 99_000_001);
-            Console.WriteLine($"accuracy on 1000 held-out images: {ToyRecognizerTrainer.Evaluate(model, images, scenes)} ({watch.Elapsed.TotalSeconds:F1} s)");
-            model.SavePretrained(parse.GetValue(output)!.FullName);
-        });
+        command.SetAction(parse => TrainRecognizer(parse.GetValue(output)!.FullName, parse.GetValue(steps)).Dispose());
         return command;
     }
 }
