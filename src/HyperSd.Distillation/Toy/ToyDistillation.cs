@@ -132,9 +132,8 @@ public static class ToyDistillation
             var results = SegmentConsistencyTrainer.TrainStages(variant.Config, teacher.Unet, teacher.TextEncoder, ddpm, [shard], dir,
                 p => { if (p.Step % 100 == 0) log?.Invoke($"  {variant.Name} k={p.Segments} {p.Step}/{p.TotalSteps} loss {p.Losses.Consistency:G4}"); },
                 cancellation);
-            foreach (var r in results)
-                Phase($"train {variant.Name} k={r.Metrics.Segments}",
-                    $"{r.Metrics.Steps} steps, {r.Metrics.StepsPerSecond:F1} steps/s, loss {r.Metrics.InitialLoss:G4} → {r.Metrics.FinalLoss:G4}");
+            Phase($"train {variant.Name}", string.Join("; ", results.Select(r =>
+                $"k={r.Metrics.Segments}: {r.Metrics.Steps} steps in {r.Metrics.Steps / r.Metrics.StepsPerSecond:F1} s, loss {r.Metrics.InitialLoss:G4} → {r.Metrics.FinalLoss:G4}")));
             var lora = results[^1].Lora ?? throw new InvalidOperationException("the toy variants train LoRAs");
             lora.Attach(teacher.Unet);
             try
