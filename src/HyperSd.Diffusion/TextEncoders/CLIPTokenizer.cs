@@ -197,8 +197,9 @@ public sealed partial class CLIPTokenizer
         return word.ToArray();
     }
 
-    /// <summary>GPT-2's reversible byte → printable-character table, so that BPE never sees whitespace or control bytes.</summary>
-    static string[] BytesToUnicode()
+    /// <summary>GPT-2's reversible byte → printable-character table, so that BPE never sees whitespace or control bytes;
+    /// also the base symbols of any CLIP vocabulary.</summary>
+    public static string[] BytesToUnicode()
     {
         var table = new string[256];
         int next = 0;

@@ -17,7 +17,7 @@ public static class ToyVocabulary
     {
         var vocab = new Dictionary<string, int>();
         void Add(string token) => vocab.TryAdd(token, vocab.Count);
-        var alphabet = ByteAlphabet();
+        var alphabet = CLIPTokenizer.BytesToUnicode();
         foreach (var b in alphabet) Add(b);
         foreach (var b in alphabet) Add(b + EndOfWord);
 
@@ -54,19 +54,5 @@ public static class ToyVocabulary
     {
         var full = new Dictionary<string, int>(vocab) { [StartOfText] = vocab.Count, [EndOfText] = vocab.Count + 1 };
         return new CLIPTokenizer(full, merges, modelMaxLength, StartOfText, EndOfText, EndOfText, EndOfText);
-    }
-
-    /// <summary>GPT-2's byte → printable-character table, the base symbols of CLIP's BPE (a copy of the table that
-    /// <see cref="CLIPTokenizer"/> keeps private; the tests check that any text tokenises without unknown tokens).</summary>
-    static string[] ByteAlphabet()
-    {
-        var table = new string[256];
-        int next = 0;
-        for (int b = 0; b < 256; b++)
-        {
-            bool printable = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF;
-            table[b] = ((char)(printable ? b : 256 + next++)).ToString();
-        }
-        return table;
     }
 }
