@@ -61,7 +61,7 @@ public static class ToyCommand
         var work = new Option<DirectoryInfo>("--out") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/distill") };
         var stageSteps = new Option<int>("--stage-steps") { DefaultValueFactory = _ => new ToyDistillationOptions().StageSteps };
         var trajectories = new Option<int>("--trajectories") { DefaultValueFactory = _ => new ToyDistillationOptions().TrajectoryCount };
-        var variants = new Option<string[]>("--variant") { Description = "which variants (by index 0..2; default all)" };
+        var variants = new Option<string[]>("--variant") { Description = "which variants by index (0 baseline, 1 tscd, 2 tscd+adv; default all; none: the teacher only)" };
         var command = new Command("distill", "toy distillation: trajectories, each variant's training, evaluation and the results table")
         {
             teacher, recognizer, work, stageSteps, trajectories, variants
@@ -78,7 +78,7 @@ public static class ToyCommand
                 ? ToyRecognizer.FromPretrained(recognizerDir) : TrainRecognizer(recognizerDir, new ToyRecognizerTrainingOptions().Steps);
             var options = new ToyDistillationOptions { StageSteps = parse.GetValue(stageSteps), TrajectoryCount = parse.GetValue(trajectories) };
             var chosen = parse.GetValue(variants) is { Length: > 0 } picked
-                ? picked.Select(i => options.Variants[int.Parse(i, System.Globalization.CultureInfo.InvariantCulture)]).ToList()
+                ? picked.Where(i => i != "none").Select(i => options.Variants[int.Parse(i, System.Globalization.CultureInfo.InvariantCulture)]).ToList()
                 : options.Variants;
             var report = ToyDistillation.Run(pipeline, model, parse.GetValue(work)!.FullName, options, chosen, Console.WriteLine);
             var table = report.ToMarkdown();
