@@ -8,7 +8,7 @@ public class PixelUnshuffleAutoencoderTests
     [Fact]
     public void Encode_then_decode_is_exact_and_saved_config_loads_back()
     {
-        var ae = new PixelUnshuffleAutoencoder(new() { Factor = 4, ScalingFactor = 1.5 });
+        var ae = new PixelUnshuffleAutoencoder(new() { Factor = 4, ScalingFactor = 1.5, ShiftFactor = -0.5 });
         var images = rand(2, 3, 32, 32);
         var latents = ae.EncodeLatents(images);
         Assert.Equal(new long[] { 2, 48, 8, 8 }, latents.shape);

@@ -10,7 +10,10 @@ public sealed record PixelUnshuffleAutoencoderConfig
     public int InChannels { get; init; } = 3;
     /// <summary>Each factor × factor patch of pixels becomes one latent pixel with in_channels · factor² channels.</summary>
     public int Factor { get; init; } = 4;
+    /// <summary>As diffusers' VAEs: latents = (pixels in [−1, 1] − shift_factor) · scaling_factor, so that data whose
+    /// pixels are mostly one value (a black background) still has latents of roughly unit scale for the noise schedule.</summary>
     public double ScalingFactor { get; init; } = 1.0;
+    public double ShiftFactor { get; init; }
 }
 
 /// <summary>
@@ -26,10 +29,10 @@ public sealed class PixelUnshuffleAutoencoder(PixelUnshuffleAutoencoderConfig co
     public int ScaleFactor => Config.Factor;
 
     public Tensor EncodeLatents(Tensor images, Generator? generator = null) =>
-        nn.functional.pixel_unshuffle(images * 2 - 1, Config.Factor) * Config.ScalingFactor;
+        (nn.functional.pixel_unshuffle(images * 2 - 1, Config.Factor) - Config.ShiftFactor) * Config.ScalingFactor;
 
     public Tensor DecodeLatents(Tensor latents) =>
-        (nn.functional.pixel_shuffle(latents / Config.ScalingFactor, Config.Factor) / 2 + 0.5).clamp(0, 1);
+        (nn.functional.pixel_shuffle(latents / Config.ScalingFactor + Config.ShiftFactor, Config.Factor) / 2 + 0.5).clamp(0, 1);
 
     public static PixelUnshuffleAutoencoder FromPretrained(string dir) =>
         new(ModelConfig.Read<PixelUnshuffleAutoencoderConfig>(Path.Combine(dir, PretrainedModel.ConfigName)));
