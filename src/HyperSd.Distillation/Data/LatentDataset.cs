@@ -8,8 +8,9 @@ namespace HyperSd.Distillation.Data;
 /// <summary>
 /// Encoded training data: VAE latents (scaled, as the UNet sees them), the tokenised captions, the captions
 /// themselves and optional per-sample labels (JSON; the toy world's attributes). What dataset preparation writes
-/// and what teacher training, trajectory generation and the trainers read. Text embeddings are not stored: the
-/// frozen text encoder recomputes them, which is cheap next to a UNet step and keeps shards small.
+/// and what teacher training, trajectory generation and the trainers read. Text embeddings are optional: the frozen
+/// text encoder can recompute them, which is cheap next to a UNet step and keeps shards small. SDXL data adds the
+/// second tokenizer's ids (and, when precomputed, the pooled embeddings).
 /// </summary>
 public sealed class LatentDataset : IDisposable
 {
@@ -17,16 +18,30 @@ public sealed class LatentDataset : IDisposable
     public Tensor InputIds { get; }
     public IReadOnlyList<string> Captions { get; }
     public IReadOnlyList<string?> Labels { get; }
+    /// <summary>The second tokenizer's ids (SDXL), or null.</summary>
+    public Tensor? InputIds2 { get; }
+    /// <summary>Precomputed text embeddings [N, tokens, width], or null.</summary>
+    public Tensor? PromptEmbeds { get; }
+    /// <summary>Precomputed pooled text embeddings [N, width] (SDXL), or null.</summary>
+    public Tensor? PooledPromptEmbeds { get; }
     public int Count => Captions.Count;
 
-    public LatentDataset(Tensor latents, Tensor inputIds, IReadOnlyList<string> captions, IReadOnlyList<string?>? labels = null)
+    public LatentDataset(Tensor latents, Tensor inputIds, IReadOnlyList<string> captions, IReadOnlyList<string?>? labels = null,
+        Tensor? inputIds2 = null, Tensor? promptEmbeds = null, Tensor? pooledPromptEmbeds = null)
     {
         long n = captions.Count;
         if (latents.shape[0] != n || inputIds.shape[0] != n || (labels != null && labels.Count != n))
             throw new ArgumentException($"dataset parts disagree: {latents.shape[0]} latents, {inputIds.shape[0]} token rows, {n} captions, {labels?.Count} labels");
+        foreach (var (key, t) in Optional(inputIds2, promptEmbeds, pooledPromptEmbeds))
+            if (t.shape[0] != n) throw new ArgumentException($"dataset parts disagree: {t.shape[0]} rows of {key}, {n} captions");
         Latents = latents; InputIds = inputIds; Captions = captions;
         Labels = labels ?? Enumerable.Repeat<string?>(null, captions.Count).ToList();
+        InputIds2 = inputIds2; PromptEmbeds = promptEmbeds; PooledPromptEmbeds = pooledPromptEmbeds;
     }
+
+    static IEnumerable<(string Key, Tensor Tensor)> Optional(Tensor? inputIds2, Tensor? promptEmbeds, Tensor? pooledPromptEmbeds) =>
+        new[] { ("input_ids_2", inputIds2), ("prompt_embeds", promptEmbeds), ("pooled_prompt_embeds", pooledPromptEmbeds) }
+            .Where(p => p.Item2 is not null).Select(p => (p.Item1, p.Item2!));
 
     /// <summary>Samples <paramref name="indices"/> (latents and token ids).</summary>
     public (Tensor Latents, Tensor InputIds) Batch(Tensor indices) => (Latents.index_select(0, indices), InputIds.index_select(0, indices));
@@ -34,11 +49,14 @@ public sealed class LatentDataset : IDisposable
     const string TensorsFile = "latents.safetensors";
     const string CaptionsFile = "captions.jsonl";
 
-    /// <summary>Writes <c>latents.safetensors</c> (latents, input_ids) and <c>captions.jsonl</c> (caption, label).</summary>
+    /// <summary>Writes <c>latents.safetensors</c> (latents, input_ids and the optional input_ids_2, prompt_embeds,
+    /// pooled_prompt_embeds) and <c>captions.jsonl</c> (caption, label).</summary>
     public void Save(string dir)
     {
         Directory.CreateDirectory(dir);
-        SafeTensors.Save(Path.Combine(dir, TensorsFile), new Dictionary<string, Tensor> { ["latents"] = Latents, ["input_ids"] = InputIds });
+        var tensors = new Dictionary<string, Tensor> { ["latents"] = Latents, ["input_ids"] = InputIds };
+        foreach (var (key, t) in Optional(InputIds2, PromptEmbeds, PooledPromptEmbeds)) tensors[key] = t;
+        SafeTensors.Save(Path.Combine(dir, TensorsFile), tensors);
         var tmp = Path.Combine(dir, CaptionsFile + ".tmp");
         File.WriteAllLines(tmp, Captions.Select((c, i) => JsonSerializer.Serialize(new Row(c, Labels[i]))));
         File.Move(tmp, Path.Combine(dir, CaptionsFile), overwrite: true);
@@ -53,13 +71,15 @@ public sealed class LatentDataset : IDisposable
             JsonSerializer.Deserialize<Row>(line) ?? throw new InvalidDataException($"{captionsPath}:{i + 1}: empty row")).ToList();
         foreach (var key in new[] { "latents", "input_ids" })
             if (!tensors.ContainsKey(key)) throw new InvalidDataException($"{Path.Combine(dir, TensorsFile)}: missing tensor '{key}'");
-        return new LatentDataset(tensors["latents"], tensors["input_ids"], rows.Select(r => r.Caption).ToList(), rows.Select(r => r.Label).ToList());
+        return new LatentDataset(tensors["latents"], tensors["input_ids"], rows.Select(r => r.Caption).ToList(), rows.Select(r => r.Label).ToList(),
+            tensors.GetValueOrDefault("input_ids_2"), tensors.GetValueOrDefault("prompt_embeds"), tensors.GetValueOrDefault("pooled_prompt_embeds"));
     }
 
     public void Dispose()
     {
         Latents.Dispose();
         InputIds.Dispose();
+        foreach (var (_, t) in Optional(InputIds2, PromptEmbeds, PooledPromptEmbeds)) t.Dispose();
     }
 
     sealed record Row(string Caption, string? Label);
