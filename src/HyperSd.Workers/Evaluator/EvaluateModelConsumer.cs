@@ -1,0 +1,111 @@
+using HyperSd.Contracts;
+using HyperSd.Data.Entities;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Distillation.Evaluation;
+using HyperSd.Distillation.Toy;
+using HyperSd.Recipes;
+using HyperSd.Workers.Execution;
+using HyperSd.Workers.Runs;
+using Microsoft.EntityFrameworkCore;
+
+namespace HyperSd.Workers.Evaluator;
+
+/// <summary>
+/// Generates the held-out prompts with the teacher (at the evaluation's steps and at its reference steps) and with the
+/// distilled student under each sampler, measures them (toy-FID and prompt adherence with the toy recognizer), and
+/// stores the evaluation rows, one image grid per model and sampler, and a results.md table.
+/// </summary>
+public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<EvaluateModel>(runtime)
+{
+    /// <summary>Seed of the real toy images whose features are the Fréchet reference (as the toy experiment's).</summary>
+    const int RealImageSeed = 5_000_001;
+
+    protected override async Task ExecuteAsync(StageContext stage, EvaluateModel command)
+    {
+        var recipe = stage.Recipe;
+        var e = recipe.Evaluation;
+        if (recipe.Model.Source != ModelSource.Toy)
+            throw new NotSupportedException("evaluation measures with the toy world's recognizer; model.source must be toy");
+        var prompts = e.PromptsFile is { } file
+            ? File.ReadAllLines(file).Select(l => l.Trim()).Where(l => l.Length > 0).ToList()
+            : ToyWorld.EvaluationPrompts(e.Prompts ?? throw new ArgumentException("evaluation.prompts or evaluation.prompts_file is required"));
+        if (prompts.Count == 0) throw new InvalidDataException($"evaluation.prompts_file {e.PromptsFile} has no prompts");
+        var loraArtifact = stage.Input(RunPlan.LoraKind);
+        var studentName = loraArtifact.Path.Split('/')[2]; // runs/<run>/<stage>/a<n>/lora
+
+        using var teacher = StageModels.LoadTeacher(recipe, stage.Options, stage.Device);
+        using var recognizer = StageModels.LoadRecognizer(stage.Options, stage.Device);
+        var metrics = new ToyRecognizerMetrics(recognizer);
+        using var real = metrics.RealFeatures(e.RealImages, RealImageSeed);
+        var evaluator = new Distillation.Evaluation.Evaluator(metrics, real, metrics);
+        var options = recipe.ToEvaluationOptions();
+        var samplers = recipe.ToSamplerSpecs();
+        var outDir = Path.Combine(stage.WorkDir, $"a{stage.Attempt}");
+        Directory.CreateDirectory(outDir);
+        var rows = new List<EvaluationRow>();
+        var grids = new List<string>();
+        int total = 2 + samplers.Count, done = 0;
+        void Evaluated(string model, string sampler)
+        {
+            done++;
+            stage.Report(done / (double)total, new { Done = done, Total = total, Model = model, Sampler = sampler });
+        }
+
+        var teacherSampler = recipe.ToTeacherSamplerSpec();
+        var grid = Path.Combine(outDir, $"grid-teacher-{teacherSampler.Name}.png");
+        rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSampler, options, grid));
+        grids.Add(grid);
+        Evaluated("teacher", teacherSampler.Name);
+        stage.Cancellation.ThrowIfCancellationRequested();
+        rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSampler, options with { Steps = [e.TeacherSteps] }));
+        Evaluated("teacher", $"{teacherSampler.Name}@{e.TeacherSteps}");
+
+        using var student = StageModels.LoadStudent(teacher.Unet, recipe.ToTscdConfig().Stage, stage.PathOf(loraArtifact));
+        var pipeline = student.Lora is null
+            ? new StableDiffusionPipeline(student.Unet!, teacher.Vae, teacher.TextEncoder, teacher.Tokenizer, teacher.Scheduler, teacher.Device, teacher.DType)
+            : teacher;
+        student.Lora?.Attach(teacher.Unet);
+        try
+        {
+            foreach (var sampler in samplers)
+            {
+                stage.Cancellation.ThrowIfCancellationRequested();
+                grid = Path.Combine(outDir, $"grid-{studentName}-{sampler.Name}.png");
+                rows.AddRange(evaluator.Evaluate(studentName, pipeline, prompts, sampler, options, grid));
+                grids.Add(grid);
+                Evaluated(studentName, sampler.Name);
+            }
+        }
+        finally
+        {
+            student.Lora?.Detach();
+        }
+
+        await StoreRowsAsync(stage, rows);
+        foreach (var path in grids)
+            await stage.AddOutputAsync(RunPlan.GridKind, path, Path.GetFileName(path));
+        var report = Path.Combine(outDir, "results.md");
+        await File.WriteAllTextAsync(report, $"# {recipe.Name}\n\n{EvaluationTable.Markdown(rows)}", stage.Cancellation);
+        await stage.AddOutputAsync(RunPlan.ReportKind, report, "results.md");
+    }
+
+    /// <summary>Adds the rows not yet stored: (run, model, sampler, steps, metric) is unique, so a redelivered evaluation adds nothing.</summary>
+    static async Task StoreRowsAsync(StageContext stage, IReadOnlyList<EvaluationRow> rows)
+    {
+        await using var db = await stage.Db.CreateDbContextAsync(stage.Cancellation);
+        var existing = (await db.Evaluations.Where(v => v.RunId == stage.RunId)
+                .Select(v => new { v.Model, v.Sampler, v.Steps, v.Metric }).ToListAsync(stage.Cancellation))
+            .Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).ToHashSet();
+        var now = DateTimeOffset.UtcNow;
+        foreach (var r in rows.Where(r => existing.Add((r.Model, r.Sampler, r.Steps, r.Metric))))
+            db.Evaluations.Add(new Evaluation
+            {
+                Id = Guid.NewGuid(), RunId = stage.RunId, StageId = stage.StageId, Model = r.Model, Sampler = r.Sampler, Steps = r.Steps,
+                Metric = r.Metric, Value = r.Value, CreatedAt = now,
+            });
+        await db.SaveChangesAsync(stage.Cancellation);
+    }
+
+    protected override IStageEvent Completed(EvaluateModel command, Guid[] outputs) =>
+        new ModelEvaluated(command.RunId, command.StageId, command.Attempt, outputs);
+}

@@ -1,0 +1,70 @@
+using HyperSd.Diffusion.IO;
+using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Diffusion.Schedulers;
+using HyperSd.Distillation.SegmentConsistency;
+using HyperSd.Distillation.Toy;
+using HyperSd.Recipes;
+using HyperSd.Workers.Hosting;
+using TorchSharp;
+using Recipe = HyperSd.Recipes.Recipe;
+
+namespace HyperSd.Workers.Execution;
+
+/// <summary>The models a stage loads from its recipe.</summary>
+public static class StageModels
+{
+    /// <summary>The toy teacher and recognizer committed with HyperSd.Distillation, copied beside the assemblies.</summary>
+    public static string DefaultToyTeacherDir => Path.Combine(AppContext.BaseDirectory, "Toy", "Pretrained", "teacher");
+    public static string DefaultToyRecognizerDir => Path.Combine(AppContext.BaseDirectory, "Toy", "Pretrained", "recognizer");
+
+    /// <summary>The device a stage runs on: the worker's device slot, which must be of the kind the recipe asks for.</summary>
+    public static string ResolveDevice(Recipe recipe, string slot)
+    {
+        bool wantsCuda = recipe.Model.Device.StartsWith("cuda", StringComparison.Ordinal);
+        bool isCuda = slot.StartsWith("cuda", StringComparison.Ordinal);
+        if (wantsCuda != isCuda)
+            throw new NotSupportedException($"the recipe's model.device is '{recipe.Model.Device}' but this worker's device is '{slot}'");
+        return slot;
+    }
+
+    /// <summary>The teacher pipeline (SD1.5 architecture: the TSCD trainer takes one text encoder).</summary>
+    public static StableDiffusionPipeline LoadTeacher(Recipe recipe, WorkerOptions options, string device)
+    {
+        if (recipe.Model.Architecture != ModelArchitecture.Sd15)
+            throw new NotSupportedException($"model.architecture '{recipe.Model.Architecture}': the distillation services train SD1.5-architecture models only");
+        var dev = torch.device(device);
+        var dtype = recipe.TorchDType();
+        return recipe.Model.Source switch
+        {
+            ModelSource.Toy => StableDiffusionPipeline.FromPretrained(recipe.Model.Path ?? options.ToyTeacherDir ?? DefaultToyTeacherDir, dev, dtype),
+            ModelSource.Diffusers => StableDiffusionPipeline.FromPretrained(recipe.Model.Path!, dev, dtype),
+            _ => StableDiffusionPipeline.FromSingleFile(recipe.Model.Path!,
+                recipe.Model.Tokenizer ?? throw new ArgumentException("model.tokenizer is required for a single-file checkpoint"), device: dev, dtype: dtype),
+        };
+    }
+
+    public static ToyRecognizer LoadRecognizer(WorkerOptions options, string device) =>
+        ToyRecognizer.FromPretrained(options.ToyRecognizerDir ?? DefaultToyRecognizerDir, torch.device(device));
+
+    /// <summary>The teacher's noise schedule as the forward process the trainers use.</summary>
+    public static DDPMScheduler TrainingScheduler(StableDiffusionPipeline teacher) => new(teacher.Scheduler.Config);
+
+    /// <summary>A student with the weights a finished TSCD stage saved (its <c>student.safetensors</c>).</summary>
+    public static SegmentStudent LoadStudent(UNet2DConditionModel teacher, SegmentStageConfig config, string finalDir)
+    {
+        SegmentStudent student;
+        if (config.Lora is { } lora)
+        {
+            using var generator = new torch.Generator((ulong)config.Seed);
+            student = SegmentStudent.WithLora(teacher, lora, generator);
+        }
+        else student = SegmentStudent.FullCopy(teacher);
+        var path = Path.Combine(finalDir, "student.safetensors");
+        if (!File.Exists(path)) throw new FileNotFoundException($"the previous stage's student weights are missing: {path}", path);
+        var tensors = SafeTensors.Load(path);
+        try { StateDict.Load(student.Trainable, tensors, new WeightSource(path)); }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        return student;
+    }
+}

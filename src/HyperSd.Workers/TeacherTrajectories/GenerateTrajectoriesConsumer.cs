@@ -1,0 +1,50 @@
+using HyperSd.Contracts;
+using HyperSd.Distillation.Data;
+using HyperSd.Workers.Execution;
+using HyperSd.Workers.Runs;
+using static TorchSharp.torch;
+using Trajectories = HyperSd.Distillation.Trajectories.TeacherTrajectories;
+
+namespace HyperSd.Workers.TeacherTrajectories;
+
+/// <summary>Runs the teacher's guided DDIM steps on the prepared dataset and stores the samples as the
+/// "trajectories" artifact (one safetensors shard).</summary>
+public sealed class GenerateTrajectoriesConsumer(StageRuntime runtime) : StageConsumer<GenerateTrajectories>(runtime)
+{
+    protected override async Task ExecuteAsync(StageContext stage, GenerateTrajectories command)
+    {
+        var options = stage.Recipe.ToTrajectoryOptions();
+        using var data = LoadDataset(stage.PathOf(stage.Input(RunPlan.DatasetKind)));
+        using var teacher = StageModels.LoadTeacher(stage.Recipe, stage.Options, stage.Device);
+        using var emptyIds = teacher.Tokenizer.Encode([""]);
+        stage.Report(0, new { Samples = options.Count, DatasetSize = data.Count });
+        using var shard = Trajectories.Generate(teacher.Unet, teacher.TextEncoder, StageModels.TrainingScheduler(teacher), data, emptyIds,
+            options, stage.Cancellation);
+        var file = Path.Combine(stage.WorkDir, $"a{stage.Attempt}", "trajectories.safetensors");
+        Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+        shard.Save(file);
+        stage.Report(1, new { Samples = shard.Count, DatasetSize = data.Count });
+        await stage.AddOutputAsync(RunPlan.TrajectoriesKind, file, "trajectories.safetensors");
+    }
+
+    protected override IStageEvent Completed(GenerateTrajectories command, Guid[] outputs) =>
+        new TrajectoriesGenerated(command.RunId, command.StageId, command.Attempt, outputs);
+
+    /// <summary>All shards of a prepared dataset as one (latents and token ids are what the teacher needs).</summary>
+    static LatentDataset LoadDataset(string dir)
+    {
+        var summary = DatasetSummary.Read(dir);
+        if (summary.Shards.Count == 0) throw new InvalidDataException($"{dir}: the dataset has no shards");
+        var shards = summary.Shards.Select(s => LatentDataset.Load(Path.Combine(dir, s))).ToList();
+        if (shards.Count == 1) return shards[0];
+        try
+        {
+            return new LatentDataset(cat(shards.Select(s => s.Latents).ToArray()), cat(shards.Select(s => s.InputIds).ToArray()),
+                shards.SelectMany(s => s.Captions).ToList(), shards.SelectMany(s => s.Labels).ToList());
+        }
+        finally
+        {
+            foreach (var s in shards) s.Dispose();
+        }
+    }
+}
