@@ -23,13 +23,18 @@ public sealed class RunSubmission(IDbContextFactory<MetadataDbContext> dbs, ISen
     }
 
     /// <summary>Stores the recipe, a pending run and its stages in one transaction; returns the run id.</summary>
-    public async Task<Guid> CreateAsync(string yaml, string sourceName, CancellationToken cancellationToken = default)
+    public Task<Guid> CreateAsync(string yaml, string sourceName, CancellationToken cancellationToken = default) =>
+        CreateAsync(dbs, yaml, sourceName, options.MaxAttempts, cancellationToken);
+
+    /// <inheritdoc cref="CreateAsync(string, string, CancellationToken)"/>
+    public static async Task<Guid> CreateAsync(IDbContextFactory<MetadataDbContext> dbs, string yaml, string sourceName, int maxAttempts,
+        CancellationToken cancellationToken = default)
     {
         var recipe = RecipeLoader.Parse(yaml, sourceName);
         var now = DateTimeOffset.UtcNow;
         var stored = new Data.Entities.Recipe { Id = Guid.NewGuid(), Name = recipe.Name, Yaml = yaml, Sha256 = recipe.Sha256(), CreatedAt = now };
         var run = new Run { Id = Guid.NewGuid(), RecipeId = stored.Id, Name = recipe.Name, State = RunState.Pending, CreatedAt = now };
-        run.Stages = RunPlan.Stages(recipe, run.Id, options.MaxAttempts);
+        run.Stages = RunPlan.Stages(recipe, run.Id, maxAttempts);
         await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         db.Recipes.Add(stored);
         db.Runs.Add(run);
