@@ -1,0 +1,229 @@
+using HyperSd.Diffusion.Lora;
+using HyperSd.Distillation.SegmentConsistency;
+
+namespace HyperSd.Recipes;
+
+// A recipe is read from YAML with snake_case keys (steps_per_stage) and hyphenated enum values (single-file,
+// ddim-trailing). Where a field has a default it is the paper's or PCM's setting for SD1.5 (see METHOD-NOTES), or the
+// default of the Distillation type it maps onto.
+
+/// <summary>A whole distillation run: the teacher, the data, the teacher trajectories, the TSCD schedule and the
+/// evaluation. Paths are used as written (relative ones against the working directory of the process running a stage).</summary>
+public sealed partial record Recipe
+{
+    /// <summary>The run's name (shown in run lists and artifact paths).</summary>
+    public string Name { get; init; } = "";
+
+    /// <summary>Seed of the trajectory sampling and of every TSCD stage.</summary>
+    public long Seed { get; init; }
+
+    /// <summary>The teacher.</summary>
+    public ModelRecipe Model { get; init; } = new();
+
+    /// <summary>The image–caption pairs.</summary>
+    public DatasetRecipe Dataset { get; init; } = new();
+
+    /// <summary>The teacher's guided ODE steps.</summary>
+    public TrajectoriesRecipe Trajectories { get; init; } = new();
+
+    /// <summary>The TSCD stages.</summary>
+    public TscdRecipe Tscd { get; init; } = new();
+
+    /// <summary>The measurements of teacher and student.</summary>
+    public EvaluationRecipe Evaluation { get; init; } = new();
+}
+
+public enum ModelSource { Toy, Diffusers, SingleFile }
+
+public enum ModelArchitecture { Sd15, Sdxl }
+
+public enum ModelDType { Float32, Float16, Bfloat16 }
+
+/// <summary>The teacher (frozen base model) and where it runs.</summary>
+public sealed record ModelRecipe
+{
+    /// <summary>toy: the embedded toy teacher; diffusers: a pipeline folder; single-file: one SD1.x .safetensors checkpoint.</summary>
+    public ModelSource Source { get; init; } = ModelSource.Toy;
+
+    /// <summary>The weights' folder or file; required unless toy (there, optionally a trained toy teacher folder).</summary>
+    public string? Path { get; init; }
+
+    /// <summary>sd15 or sdxl; the toy teacher has the SD1.5 topology.</summary>
+    public ModelArchitecture Architecture { get; init; } = ModelArchitecture.Sd15;
+
+    /// <summary>CLIP tokenizer folder; single-file checkpoints only (they carry no tokenizer).</summary>
+    public string? Tokenizer { get; init; }
+
+    /// <summary>cpu, cuda or cuda:N.</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>float32, float16 or bfloat16: the teacher's weights and activations.</summary>
+    public ModelDType Dtype { get; init; } = ModelDType.Float32;
+}
+
+public enum DatasetSource { Toy, Folder, Jsonl, Csv }
+
+/// <summary>The image–caption pairs the trajectories start from.</summary>
+public sealed record DatasetRecipe
+{
+    /// <summary>toy: generated scenes; folder: images with same-named .txt captions; jsonl / csv: a manifest of image paths and captions.</summary>
+    public DatasetSource Source { get; init; } = DatasetSource.Toy;
+
+    /// <summary>The folder or manifest; required unless toy.</summary>
+    public string? Path { get; init; }
+
+    /// <summary>toy: the number of scenes (required); otherwise the most pairs to use (null = all).</summary>
+    public int? Count { get; init; }
+
+    /// <summary>Side of the square training images in pixels; null = the model's (toy 32, sd15 512, sdxl 1024).</summary>
+    public int? Resolution { get; init; }
+
+    /// <summary>Seed of the toy scenes and of any subsampling.</summary>
+    public long Seed { get; init; } = 1;
+
+    /// <summary>Encoded pairs per latent shard written by dataset preparation.</summary>
+    public int ShardSize { get; init; } = 1024;
+}
+
+/// <summary>The teacher's ODE steps with classifier-free guidance that TSCD trains on.</summary>
+public sealed record TrajectoriesRecipe
+{
+    /// <summary>Number of (x_t, x_{t−s}) samples to generate; the stages draw from them with replacement.</summary>
+    public int Count { get; init; }
+
+    /// <summary>DDIM solver grid: s = 1000 / solver_steps (PCM: 50 for SD1.5, 40 for SDXL).</summary>
+    public int SolverSteps { get; init; } = 50;
+
+    /// <summary>LCM-form guidance w ~ U[guidance_min, guidance_max] (PCM SD1.5: [4, 5]; SDXL: [6, 7]).</summary>
+    public double GuidanceMin { get; init; } = 4;
+
+    /// <summary>Upper end of the guidance range.</summary>
+    public double GuidanceMax { get; init; } = 5;
+
+    /// <summary>Samples per teacher forward pass.</summary>
+    public int BatchSize { get; init; } = 16;
+
+    /// <summary>Share of captions replaced by the empty prompt (PCM: 0.1).</summary>
+    public double EmptyPromptProbability { get; init; } = 0.1;
+}
+
+public enum ConsistencyLoss { Huber, Mse }
+
+/// <summary>Trajectory segmented consistency distillation: one stage per entry of <see cref="Segments"/>, each from
+/// the last stage's weights.</summary>
+public sealed record TscdRecipe
+{
+    /// <summary>k of each stage, strictly decreasing, each at most solver_steps (Hyper-SD: 8 → 4 → 2 → 1).</summary>
+    public IReadOnlyList<int> Segments { get; init; } = [8, 4, 2, 1];
+
+    /// <summary>Optimiser steps of each stage.</summary>
+    public int StepsPerStage { get; init; } = 1000;
+
+    /// <summary>Trajectory samples per step.</summary>
+    public int BatchSize { get; init; } = 8;
+
+    /// <summary>AdamW learning rate of the student (PCM: 5e-6 SD1.5, 2e-6 SDXL).</summary>
+    public double LearningRate { get; init; } = 5e-6;
+
+    /// <summary>AdamW weight decay (PCM: 1e-3).</summary>
+    public double WeightDecay { get; init; } = 1e-3;
+
+    /// <summary>Gradient clipping norm.</summary>
+    public double MaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>EMA of the student used for targets; 0 = the online student under no-grad (PCM).</summary>
+    public double EmaDecay { get; init; }
+
+    /// <summary>ζ: the student sees x_t + ζ·z (Hyper-SD's noise perturbation; its value is not public); 0 = off.</summary>
+    public double PerturbationScale { get; init; }
+
+    /// <summary>huber (pseudo-Huber with huber_c) or mse.</summary>
+    public ConsistencyLoss Loss { get; init; } = ConsistencyLoss.Huber;
+
+    /// <summary>Pseudo-Huber c (PCM, LCM: 0.001); used with loss huber.</summary>
+    public double HuberC { get; init; } = 0.001;
+
+    /// <summary>The LoRA to train (PCM: rank 64, PEFT's default alpha 8); null (or left empty) = full fine-tuning of a teacher copy.</summary>
+    public LoraRecipe? Lora { get; init; } = new();
+
+    /// <summary>kohya or peft: the layout of the saved LoRA files.</summary>
+    public LoraFileFormat LoraFormat { get; init; } = LoraFileFormat.Kohya;
+
+    /// <summary>Loss weights per k; every stage needs an entry (default: MSE only at k = 8, PCM's 0.1 adversarial by k = 1).</summary>
+    public IReadOnlyDictionary<int, LossWeightsRecipe> Weights { get; init; } = DefaultWeights();
+
+    /// <summary>Adam learning rate of the discriminator heads (PCM: 1e-5).</summary>
+    public double DiscriminatorLearningRate { get; init; } = 1e-5;
+
+    /// <summary>Inner width of the discriminator heads; null = the width of the feature each reads.</summary>
+    public int? DiscriminatorChannels { get; init; }
+
+    /// <summary>Steps between checkpoints (a stage resumes from its last one).</summary>
+    public int CheckpointEvery { get; init; } = 500;
+
+    static Dictionary<int, LossWeightsRecipe> DefaultWeights() =>
+        TscdConfig.DefaultWeights.ToDictionary(
+            kv => kv.Key, kv => new LossWeightsRecipe { Mse = kv.Value.Mse, Adversarial = kv.Value.Adversarial });
+}
+
+/// <summary>The LoRA of the student.</summary>
+public sealed record LoraRecipe
+{
+    /// <summary>Rank r of each adapter.</summary>
+    public int Rank { get; init; } = 64;
+
+    /// <summary>Scale alpha / r is applied to the adapter's output.</summary>
+    public double Alpha { get; init; } = 8;
+
+    /// <summary>Module name patterns to adapt (PEFT's rule; "re:" for a regular expression); null = the LCM/PCM list.</summary>
+    public IReadOnlyList<string>? TargetModules { get; init; }
+}
+
+/// <summary>The weights of TSCD's two loss terms at one k.</summary>
+public sealed record LossWeightsRecipe
+{
+    /// <summary>Weight of the consistency (Huber/MSE) term.</summary>
+    public double Mse { get; init; }
+
+    /// <summary>Weight of the adversarial (hinge) term.</summary>
+    public double Adversarial { get; init; }
+}
+
+public enum EvaluationSampler { DdimTrailing, Tcd }
+
+/// <summary>How the teacher and the distilled student are measured.</summary>
+public sealed record EvaluationRecipe
+{
+    /// <summary>Student step counts (Hyper-SD: 1, 2, 4, 8).</summary>
+    public IReadOnlyList<int> Steps { get; init; } = [1, 2, 4, 8];
+
+    /// <summary>Student samplers: ddim-trailing (fixed-step LoRAs) and tcd (the unified LoRA), guidance off.</summary>
+    public IReadOnlyList<EvaluationSampler> Samplers { get; init; } = [EvaluationSampler.DdimTrailing, EvaluationSampler.Tcd];
+
+    /// <summary>TCD's eta (gamma) (Hyper-SD model card: 1.0; lower gives more detail at more steps).</summary>
+    public double TcdEta { get; init; } = 1.0;
+
+    /// <summary>Number of held-out toy prompts (toy dataset only); give this or prompts_file.</summary>
+    public int? Prompts { get; init; }
+
+    /// <summary>A text file with one held-out prompt per line.</summary>
+    public string? PromptsFile { get; init; }
+
+    /// <summary>Steps of the teacher's reference images (Hyper-SD's table: the base model at 25 steps).</summary>
+    public int TeacherSteps { get; init; } = 25;
+
+    /// <summary>The teacher's CFG scale (diffusers' SD1.5 default 7.5).</summary>
+    public double TeacherGuidance { get; init; } = 7.5;
+
+    /// <summary>Real images (toy: generated; else from the dataset) whose features are the Fréchet distance's reference.</summary>
+    public int RealImages { get; init; } = 1024;
+
+    /// <summary>Seed of the first prompt's noise; prompt i uses seed + i, the same for every model.</summary>
+    public long Seed { get; init; } = 1234;
+
+    /// <summary>Images per generation batch.</summary>
+    public int BatchSize { get; init; } = 64;
+
+    /// <summary>Prompts shown as rows of each image grid.</summary>
+    public int GridPrompts { get; init; } = 8;
+}

@@ -1,0 +1,137 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using HyperSd.Distillation.Toy;
+
+namespace HyperSd.Recipes;
+
+public sealed partial record Recipe
+{
+    /// <summary>Throws <see cref="RecipeValidationException"/> listing every problem, if there is any.</summary>
+    public void Validate(string sourceName = "recipe")
+    {
+        var problems = Problems();
+        if (problems.Count > 0) throw new RecipeValidationException(sourceName, problems);
+    }
+
+    /// <summary>Every value that makes no sense alone or next to another; empty when the recipe can run.</summary>
+    public IReadOnlyList<RecipeProblem> Problems()
+    {
+        var problems = new List<RecipeProblem>();
+        void Check(bool ok, string field, string problem, object? got)
+        {
+            if (!ok) problems.Add(new(field, $"{problem} (got: {Got(got)})"));
+        }
+
+        Check(!string.IsNullOrWhiteSpace(Name), "name", "required", Text(Name));
+        Check(Seed >= 0, "seed", "must be non-negative", Seed);
+
+        var toy = Model.Source == ModelSource.Toy;
+        if (!toy) Check(!string.IsNullOrWhiteSpace(Model.Path), "model.path", $"required with source {Value(Model.Source)}", Text(Model.Path));
+        Check(!toy || Model.Architecture == ModelArchitecture.Sd15, "model.architecture", "the toy teacher has the sd15 topology (allowed: sd15)", Value(Model.Architecture));
+        if (Model.Source == ModelSource.SingleFile)
+            Check(!string.IsNullOrWhiteSpace(Model.Tokenizer), "model.tokenizer", "required with source single-file (the checkpoint has no tokenizer)", Text(Model.Tokenizer));
+        else
+            Check(Model.Tokenizer is null, "model.tokenizer", "only used with source single-file", Text(Model.Tokenizer));
+        Check(DeviceName().IsMatch(Model.Device), "model.device", "unknown device (allowed: cpu, cuda, cuda:N)", Text(Model.Device));
+
+        var toyData = Dataset.Source == DatasetSource.Toy;
+        Check(toyData == toy, "dataset.source", toy ? "the toy teacher trains on the toy dataset (allowed: toy)"
+            : "the toy dataset needs the toy teacher (allowed: folder, jsonl, csv)", Value(Dataset.Source));
+        if (toyData)
+        {
+            Check(Dataset.Path is null, "dataset.path", "the toy dataset is generated, it has no path", Text(Dataset.Path));
+            Check(Dataset.Count >= 1, "dataset.count", "the number of toy scenes is required and must be at least 1", Dataset.Count);
+            Check(Dataset.Resolution is null or ToyShapes.Resolution, "dataset.resolution", $"toy images are {ToyShapes.Resolution} px (allowed: {ToyShapes.Resolution})", Dataset.Resolution);
+        }
+        else
+        {
+            Check(!string.IsNullOrWhiteSpace(Dataset.Path), "dataset.path", $"required with source {Value(Dataset.Source)}", Text(Dataset.Path));
+            Check(Dataset.Count is null or >= 1, "dataset.count", "must be at least 1 (or absent for all pairs)", Dataset.Count);
+            // the VAE downsamples by 8
+            Check(Dataset.Resolution is null || Dataset.Resolution >= 8 && Dataset.Resolution % 8 == 0, "dataset.resolution", "must be a positive multiple of 8", Dataset.Resolution);
+        }
+        Check(Dataset.Seed >= 0, "dataset.seed", "must be non-negative", Dataset.Seed);
+        Check(Dataset.ShardSize >= 1, "dataset.shard_size", "must be at least 1", Dataset.ShardSize);
+
+        var t = Trajectories;
+        Check(t.Count >= 1, "trajectories.count", "required, at least 1", t.Count);
+        Check(t.SolverSteps is >= 1 and <= TrainTimesteps, "trajectories.solver_steps", $"must be in [1, {TrainTimesteps}]", t.SolverSteps);
+        Check(t.GuidanceMin >= 0, "trajectories.guidance_min", "must be non-negative", t.GuidanceMin);
+        Check(t.GuidanceMax >= t.GuidanceMin, "trajectories.guidance_max", $"must be at least guidance_min ({Format(t.GuidanceMin)})", t.GuidanceMax);
+        Check(t.BatchSize >= 1, "trajectories.batch_size", "must be at least 1", t.BatchSize);
+        Check(t.EmptyPromptProbability is >= 0 and <= 1, "trajectories.empty_prompt_probability", "must be in [0, 1]", t.EmptyPromptProbability);
+
+        var s = Tscd;
+        Check(s.Segments.Count >= 1, "tscd.segments", "at least one stage is required", Format(s.Segments));
+        Check(s.Segments.Zip(s.Segments.Skip(1)).All(p => p.First > p.Second), "tscd.segments", "must be strictly decreasing", Format(s.Segments));
+        Check(s.Segments.All(k => k >= 1 && k <= t.SolverSteps), "tscd.segments", $"each k must be in [1, solver_steps = {t.SolverSteps}]", Format(s.Segments));
+        Check(s.StepsPerStage >= 1, "tscd.steps_per_stage", "must be at least 1", s.StepsPerStage);
+        Check(s.BatchSize >= 1, "tscd.batch_size", "must be at least 1", s.BatchSize);
+        Check(s.LearningRate > 0, "tscd.learning_rate", "must be positive", s.LearningRate);
+        Check(s.WeightDecay >= 0, "tscd.weight_decay", "must be non-negative", s.WeightDecay);
+        Check(s.MaxGradNorm > 0, "tscd.max_grad_norm", "must be positive", s.MaxGradNorm);
+        Check(s.EmaDecay is >= 0 and < 1, "tscd.ema_decay", "must be in [0, 1)", s.EmaDecay);
+        Check(s.PerturbationScale >= 0, "tscd.perturbation_scale", "must be non-negative", s.PerturbationScale);
+        Check(s.HuberC > 0, "tscd.huber_c", "must be positive", s.HuberC);
+        if (s.Lora is { } lora)
+        {
+            Check(lora.Rank >= 1, "tscd.lora.rank", "must be at least 1", lora.Rank);
+            Check(lora.Alpha > 0, "tscd.lora.alpha", "must be positive", lora.Alpha);
+            Check(lora.TargetModules is null || lora.TargetModules.Count > 0, "tscd.lora.target_modules", "must list at least one pattern (or be absent for the LCM list)", "[]");
+        }
+        foreach (int k in s.Segments.Where(k => !s.Weights.ContainsKey(k)))
+            problems.Add(new("tscd.weights", $"no loss weights for stage k = {k} (given for k = {string.Join(", ", s.Weights.Keys)})"));
+        foreach (var (k, w) in s.Weights)
+        {
+            Check(w.Mse >= 0, $"tscd.weights.{k}.mse", "must be non-negative", w.Mse);
+            Check(w.Adversarial >= 0, $"tscd.weights.{k}.adversarial", "must be non-negative", w.Adversarial);
+            Check(w.Mse + w.Adversarial > 0, $"tscd.weights.{k}", "at least one weight must be positive", $"mse {Format(w.Mse)}, adversarial {Format(w.Adversarial)}");
+        }
+        Check(s.DiscriminatorLearningRate > 0, "tscd.discriminator_learning_rate", "must be positive", s.DiscriminatorLearningRate);
+        Check(s.DiscriminatorChannels is null or >= 1, "tscd.discriminator_channels", "must be at least 1 (or absent)", s.DiscriminatorChannels);
+        Check(s.CheckpointEvery >= 1, "tscd.checkpoint_every", "must be at least 1", s.CheckpointEvery);
+
+        var e = Evaluation;
+        Check(e.Steps.Count >= 1 && e.Steps.All(n => n >= 1), "evaluation.steps", "must list step counts of at least 1", Format(e.Steps));
+        Check(e.Steps.Distinct().Count() == e.Steps.Count, "evaluation.steps", "must not repeat a step count", Format(e.Steps));
+        Check(e.Samplers.Count >= 1, "evaluation.samplers", "at least one sampler is required (allowed: ddim-trailing, tcd)", "[]");
+        Check(e.Samplers.Distinct().Count() == e.Samplers.Count, "evaluation.samplers", "must not repeat a sampler", string.Join(", ", e.Samplers.Select(Value)));
+        Check(e.TcdEta is >= 0 and <= 1, "evaluation.tcd_eta", "must be in [0, 1]", e.TcdEta);
+        Check((e.Prompts is null) != (e.PromptsFile is null), "evaluation.prompts", "give exactly one of prompts (toy) and prompts_file",
+            e.Prompts is null && e.PromptsFile is null ? "neither" : "both");
+        if (e.Prompts is { } count)
+        {
+            Check(toyData, "evaluation.prompts", "a prompt count needs the toy dataset's held-out prompts (use prompts_file)", count);
+            Check(count >= 1, "evaluation.prompts", "must be at least 1", count);
+        }
+        Check(e.PromptsFile is null || e.PromptsFile.Trim().Length > 0, "evaluation.prompts_file", "must name a file", Text(e.PromptsFile));
+        Check(e.TeacherSteps >= 1, "evaluation.teacher_steps", "must be at least 1", e.TeacherSteps);
+        Check(e.TeacherGuidance >= 0, "evaluation.teacher_guidance", "must be non-negative", e.TeacherGuidance);
+        // a Fréchet distance needs a covariance
+        Check(e.RealImages >= 2, "evaluation.real_images", "must be at least 2", e.RealImages);
+        Check(e.Seed >= 0, "evaluation.seed", "must be non-negative", e.Seed);
+        Check(e.BatchSize >= 1, "evaluation.batch_size", "must be at least 1", e.BatchSize);
+        Check(e.GridPrompts >= 0, "evaluation.grid_prompts", "must be non-negative", e.GridPrompts);
+        return problems;
+    }
+
+    /// <summary>SD's training schedule length, which the solver grid divides.</summary>
+    const int TrainTimesteps = 1000;
+
+    static string Got(object? value) => value switch
+    {
+        null => "nothing",
+        double d => Format(d),
+        _ => Convert.ToString(value, CultureInfo.InvariantCulture)!,
+    };
+
+    /// <summary>User text, quoted so that blanks show.</summary>
+    static string? Text(string? value) => value is null ? null : $"'{value}'";
+
+    static string Format(double value) => value.ToString("R", CultureInfo.InvariantCulture);
+    static string Format(IReadOnlyList<int> values) => $"[{string.Join(", ", values)}]";
+    static string Value<T>(T value) where T : struct, Enum => RecipeSchema.EnumValues.Apply(value.ToString());
+
+    [GeneratedRegex(@"^(cpu|cuda(:\d+)?)$")]
+    private static partial Regex DeviceName();
+}

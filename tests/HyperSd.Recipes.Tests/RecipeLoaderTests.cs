@@ -1,0 +1,182 @@
+namespace HyperSd.Recipes.Tests;
+
+public class RecipeLoaderTests
+{
+    const string Source = "recipes/x.yaml";
+
+    /// <summary>A small valid recipe; each test breaks one thing in it.</summary>
+    const string Valid = """
+        name: small
+        model:
+          source: toy
+        dataset:
+          source: toy
+          count: 64
+        trajectories:
+          count: 128
+        tscd:
+          segments: [4, 2, 1]
+          loss: huber
+          learning_rate: 1.0e-3
+        evaluation:
+          prompts: 16
+        """;
+
+    static IReadOnlyList<string> Problems(string yaml)
+    {
+        var e = Assert.Throws<RecipeValidationException>(() => RecipeLoader.Parse(yaml, Source));
+        var lines = e.Message.Split('\n').Skip(1).ToList();
+        Assert.Equal(e.Problems.Select(p => $"{Source}: {p}"), lines);
+        return lines;
+    }
+
+    [Fact]
+    public void The_base_recipe_is_valid_and_takes_defaults_for_what_it_omits()
+    {
+        var recipe = RecipeLoader.Parse(Valid, Source);
+
+        Assert.Equal(new[] { 4, 2, 1 }, recipe.Tscd.Segments);
+        Assert.Equal(50, recipe.Trajectories.SolverSteps);
+        Assert.Equal(new HyperSd.Diffusion.Lora.LoraConfig(64, 8), recipe.ToTscdConfig().Stage.Lora);
+        Assert.Equal(0.001, recipe.ToTscdConfig().Stage.HuberC);
+        Assert.Equal(32, recipe.ImageResolution());
+    }
+
+    [Fact]
+    public void An_unknown_key_names_it_and_the_keys_its_section_allows()
+    {
+        var problems = Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr: 0.1"));
+
+        var problem = Assert.Single(problems);
+        Assert.StartsWith($"{Source}: tscd.lr: unknown key (allowed: segments, steps_per_stage, batch_size, learning_rate,", problem);
+        Assert.Contains("checkpoint_every)", problem);
+    }
+
+    [Fact]
+    public void An_unknown_top_level_section_is_named()
+    {
+        var problem = Assert.Single(Problems(Valid + "\nschedule: nightly\n"));
+        Assert.Equal($"{Source}: schedule: unknown key (allowed: name, seed, model, dataset, trajectories, tscd, evaluation)", problem);
+    }
+
+    [Fact]
+    public void A_bad_enum_value_lists_the_allowed_ones()
+    {
+        Assert.Equal([$"{Source}: tscd.loss: unknown value 'l1' (allowed: huber, mse)"], Problems(Valid.Replace("loss: huber", "loss: l1")));
+        Assert.Equal([$"{Source}: evaluation.samplers[1]: unknown value 'euler' (allowed: ddim-trailing, tcd)"],
+            Problems(Valid.Replace("  prompts: 16", "  prompts: 16\n  samplers: [tcd, euler]")));
+    }
+
+    [Fact]
+    public void A_value_of_the_wrong_type_is_named()
+    {
+        Assert.Equal([$"{Source}: trajectories.count: expected an integer (got: 'many')"], Problems(Valid.Replace("count: 128", "count: many")));
+        Assert.Equal([$"{Source}: tscd.segments: expected a list (got: '4')"], Problems(Valid.Replace("segments: [4, 2, 1]", "segments: 4")));
+    }
+
+    [Fact]
+    public void A_real_model_needs_a_path()
+    {
+        var yaml = Valid.Replace("  source: toy\ndataset:\n  source: toy\n  count: 64", "  source: diffusers\ndataset:\n  source: folder\n  path: /data/pairs")
+            .Replace("  prompts: 16", "  prompts_file: /data/prompts.txt");
+
+        Assert.Equal([$"{Source}: model.path: required with source diffusers (got: nothing)"], Problems(yaml));
+        Assert.NotNull(RecipeLoader.Parse(yaml.Replace("source: diffusers", "source: diffusers\n  path: /data/sd15"), Source));
+    }
+
+    [Fact]
+    public void Segments_must_strictly_decrease()
+    {
+        Assert.Equal([$"{Source}: tscd.segments: must be strictly decreasing (got: [4, 4, 1])"],
+            Problems(Valid.Replace("segments: [4, 2, 1]", "segments: [4, 4, 1]")));
+        Assert.Equal([$"{Source}: tscd.segments: must be strictly decreasing (got: [1, 2, 4])"],
+            Problems(Valid.Replace("segments: [4, 2, 1]", "segments: [1, 2, 4]")));
+    }
+
+    [Fact]
+    public void Segments_must_fit_the_solver_grid_and_have_loss_weights()
+    {
+        var problems = Problems(Valid.Replace("segments: [4, 2, 1]", "segments: [64, 3]"));
+
+        Assert.Equal([
+            $"{Source}: tscd.segments: each k must be in [1, solver_steps = 50] (got: [64, 3])",
+            $"{Source}: tscd.weights: no loss weights for stage k = 64 (given for k = 8, 4, 2, 1)",
+            $"{Source}: tscd.weights: no loss weights for stage k = 3 (given for k = 8, 4, 2, 1)",
+        ], problems);
+    }
+
+    [Fact]
+    public void A_negative_learning_rate_is_refused()
+    {
+        Assert.Equal([$"{Source}: tscd.learning_rate: must be positive (got: -0.001)"], Problems(Valid.Replace("learning_rate: 1.0e-3", "learning_rate: -1.0e-3")));
+    }
+
+    [Fact]
+    public void Every_problem_is_reported_at_once()
+    {
+        var yaml = Valid.Replace("loss: huber", "loss: l1").Replace("learning_rate: 1.0e-3", "learning_rate: -1")
+            .Replace("count: 128", "count: 128\n  guidance_max: 1\n  colour: red") + "\n  tcd_eta: 2\n";
+
+        Assert.Equal([
+            $"{Source}: trajectories.colour: unknown key (allowed: count, solver_steps, guidance_min, guidance_max, batch_size, empty_prompt_probability)",
+            $"{Source}: tscd.loss: unknown value 'l1' (allowed: huber, mse)",
+            $"{Source}: trajectories.guidance_max: must be at least guidance_min (4) (got: 1)",
+            $"{Source}: tscd.learning_rate: must be positive (got: -1)",
+            $"{Source}: evaluation.tcd_eta: must be in [0, 1] (got: 2)",
+        ], Problems(yaml));
+    }
+
+    [Fact]
+    public void A_yaml_syntax_error_names_the_line()
+    {
+        var problem = Assert.Single(Problems(Valid.Replace("  loss: huber", "  loss: huber\n loose: 1")));
+        Assert.StartsWith($"{Source}: line 12, column 2: YAML syntax error:", problem);
+
+        // YamlDotNet's scanner fails on this one without a position; the loader still names the line
+        problem = Assert.Single(Problems(Valid.Replace("segments: [4, 2, 1]", "segments: [4, 2, 1")));
+        Assert.StartsWith($"{Source}: line 11, column 3: YAML syntax error: the parser stopped here (an unclosed [ or {{ above?)", problem);
+    }
+
+    [Fact]
+    public void Full_fine_tuning_is_lora_null()
+    {
+        var recipe = RecipeLoader.Parse(Valid.Replace("  loss: huber", "  loss: huber\n  lora: null"), Source);
+
+        Assert.Null(recipe.Tscd.Lora);
+        Assert.Null(recipe.ToTscdConfig().Stage.Lora);
+        Assert.Null(RecipeLoader.Parse(recipe.ToYaml(), Source).Tscd.Lora);
+    }
+
+    [Fact]
+    public void Mse_loss_maps_to_no_huber_c_and_weights_map_per_stage()
+    {
+        var recipe = RecipeLoader.Parse(Valid.Replace("loss: huber", "loss: mse\n  weights: {1: {mse: 0.5, adversarial: 0.2}, 2: {mse: 1}, 4: {mse: 1}}"), Source);
+        var config = recipe.ToTscdConfig();
+
+        Assert.Null(config.Stage.HuberC);
+        Assert.Equal(new HyperSd.Distillation.SegmentConsistency.LossWeights(0.5, 0.2), config.StageFor(1).Weights);
+        Assert.Equal(new HyperSd.Distillation.SegmentConsistency.LossWeights(1, 0), config.StageFor(4).Weights);
+        Assert.Equal(1e-3, config.Stage.LearningRate);
+        Assert.Equal(recipe.Tscd.StepsPerStage, config.StageFor(2).Steps);
+    }
+
+    [Fact]
+    public void The_hash_ignores_comments_order_and_spelled_out_defaults_but_not_values()
+    {
+        var reordered = """
+            # the same run
+            evaluation: {prompts: 16, tcd_eta: 1.0}
+            tscd:
+              learning_rate: 0.001   # same number
+              segments: [4, 2, 1]
+            trajectories: {count: 128, solver_steps: 50}
+            dataset: {count: 64, source: toy}
+            name: small
+            """;
+        var hash = RecipeLoader.Parse(Valid, Source).Sha256();
+
+        Assert.Matches("^[0-9a-f]{64}$", hash);
+        Assert.Equal(hash, RecipeLoader.Parse(reordered, Source).Sha256());
+        Assert.NotEqual(hash, RecipeLoader.Parse(reordered.Replace("count: 128", "count: 129"), Source).Sha256());
+    }
+}
