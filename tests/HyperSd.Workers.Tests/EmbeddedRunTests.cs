@@ -1,0 +1,168 @@
+using HyperSd.Contracts;
+using HyperSd.Data.Entities;
+using HyperSd.Diffusion.Models.Autoencoders;
+using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Diffusion.Schedulers;
+using HyperSd.Diffusion.TextEncoders;
+using HyperSd.Distillation.Toy;
+using HyperSd.Workers.Hosting;
+using HyperSd.Workers.Runs;
+using MassTransit;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using static TorchSharp.torch;
+
+namespace HyperSd.Workers.Tests;
+
+/// <summary>Whole runs through the in-memory transport and SQLite, every role in one host (the embedded default).</summary>
+[Collection(nameof(TorchGlobalState))]
+public sealed class EmbeddedRunTests : IDisposable
+{
+    readonly TestStore store = new();
+
+    public void Dispose() => store.Dispose();
+
+    /// <summary>An untrained toy pipeline, narrow enough for a test, and an untrained recognizer.</summary>
+    (string Teacher, string Recognizer) TinyModels()
+    {
+        var teacher = Path.Combine(store.Root, "models", "teacher");
+        var recognizer = Path.Combine(store.Root, "models", "recognizer");
+        manual_seed(0);
+        var tokenizer = ToyVocabulary.CreateTokenizer();
+        var unet = ToyWorld.TeacherUnetConfig with
+        {
+            BlockOutChannels = [16, 16], DownBlockTypes = ["DownBlock2D", "CrossAttnDownBlock2D"],
+            UpBlockTypes = ["CrossAttnUpBlock2D", "UpBlock2D"], AttentionHeadDim = 2, NormNumGroups = 4,
+        };
+        using (var pipeline = new StableDiffusionPipeline(new UNet2DConditionModel(unet), new PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig),
+                   new CLIPTextModel(ToyVocabulary.TextConfig(tokenizer)), tokenizer, SchedulerFactory.FromConfig(ToyWorld.Schedule())))
+            pipeline.SavePretrained(teacher);
+        using (var model = new ToyRecognizer(new ToyRecognizerConfig()))
+            model.SavePretrained(recognizer);
+        return (teacher, recognizer);
+    }
+
+    IHost StartHost(WorkerOptions options)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o => { o.IncludeScopes = true; o.SingleLine = true; });
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
+        builder.Services.AddHyperSdWorkers(options);
+        var host = builder.Build();
+        host.Start();
+        return host;
+    }
+
+    async Task<Run> WaitForEnd(Guid runId, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var run = await store.RunAsync(runId);
+            if (run.State is RunState.Succeeded or RunState.Failed or RunState.Cancelled) return run;
+            if (DateTime.UtcNow > deadline)
+                throw new TimeoutException($"run still {run.State} after {timeout}: " +
+                                           string.Join(", ", run.Stages.Select(s => $"{s.Name} {s.State}#{s.Attempt} {s.Progress:P0}")));
+            await Task.Delay(200);
+        }
+    }
+
+    [Fact]
+    public async Task A_tiny_toy_recipe_runs_end_to_end()
+    {
+        var (teacher, recognizer) = TinyModels();
+        var recipePath = Path.Combine(store.Root, "tiny.yaml");
+        await File.WriteAllTextAsync(recipePath, TestRecipes.Tiny(teacher));
+        var options = store.WorkerOptions(o =>
+        {
+            o.ToyRecognizerDir = recognizer;
+            o.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
+            o.ReconcileInterval = TimeSpan.FromSeconds(1);
+        });
+        using var host = StartHost(options);
+        var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(recipePath);
+        var run = await WaitForEnd(runId, TimeSpan.FromMinutes(3));
+        await host.StopAsync();
+
+        Assert.True(run.State == RunState.Succeeded,
+            $"run {run.State}: {run.Error}\n" + string.Join("\n", run.Stages.Select(s => $"{s.Name} {s.State}#{s.Attempt}: {s.Error}")));
+        Assert.All(run.Stages, s => Assert.Equal((StageState.Succeeded, 1), (s.State, s.Attempt)));
+        Assert.All(run.Stages, s => Assert.True(s.StartedAt >= s.DispatchedAt && s.FinishedAt >= s.StartedAt, s.Name));
+
+        await using var db = store.CreateDbContext();
+        var artifacts = await db.Artifacts.Include(a => a.Inputs).Where(a => a.RunId == runId).ToListAsync();
+        foreach (var artifact in artifacts)
+            Assert.Equal(artifact.Sha256, (await store.Artifacts.DescribeAsync(artifact.Path)).Sha256);
+        int Count(string kind) => artifacts.Count(a => a.Kind == kind);
+        Assert.Equal(1, Count(RunPlan.DatasetKind));
+        Assert.Equal(1, Count(RunPlan.TrajectoriesKind));
+        Assert.Equal(2, Count(RunPlan.LoraKind));
+        Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
+        Assert.Equal(3, Count(RunPlan.GridKind)); // teacher, student × 2 samplers
+        Assert.Equal(1, Count(RunPlan.ReportKind));
+
+        // lineage: the k = 1 LoRA was made from the trajectories and the k = 2 LoRA
+        var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
+        var k1 = artifacts.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k1"]);
+        Assert.Equal(
+            artifacts.Where(a => a.Kind == RunPlan.TrajectoriesKind || (a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k2"]))
+                .Select(a => a.Id).Order(),
+            k1.Inputs.Select(i => i.InputArtifactId).Order());
+
+        var dataset = await db.Datasets.SingleAsync(d => d.RunId == runId);
+        Assert.Equal(12, dataset.Count);
+        var evaluations = await db.Evaluations.Where(v => v.RunId == runId).ToListAsync();
+        Assert.Contains(evaluations, v => v is { Model: "teacher", Steps: 3, Metric: "fd" });
+        foreach (var steps in new[] { 1, 2 })
+        foreach (var metric in new[] { "fd", "adherence" })
+        {
+            Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
+            Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
+        }
+        Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
+        var report = store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == RunPlan.ReportKind).Path);
+        Assert.Contains("| tscd-k1 |", await File.ReadAllTextAsync(report));
+        var attempts = await db.StageAttempts.Where(a => stageIds.Values.Contains(a.StageId)).ToListAsync();
+        Assert.Equal(run.Stages.Count, attempts.Count);
+        Assert.All(attempts, a => Assert.Equal(AttemptOutcome.Succeeded, a.Outcome));
+    }
+
+    [Fact]
+    public async Task A_corrupt_input_artifact_is_never_used_and_fails_the_run_through_the_fault()
+    {
+        var options = store.WorkerOptions(o => o.Roles = [Roles.Orchestrator, Roles.TeacherTrajectories]);
+        var runId = await store.CreateRunAsync(TestRecipes.Tiny(), options);
+        Artifact dataset;
+        await using (var db = store.CreateDbContext())
+        {
+            var stage = await db.Stages.SingleAsync(s => s.RunId == runId && s.Name == RunPlan.Dataset);
+            stage.State = StageState.Succeeded;
+            stage.Attempt = 1;
+            await db.SaveChangesAsync();
+            dataset = await store.AddOutputAsync(stage, RunPlan.DatasetKind, "dataset", "the shards");
+        }
+        await File.WriteAllTextAsync(store.Artifacts.GetFullPath(dataset.Path), "tampered");
+
+        using var host = StartHost(options);
+        await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(Roles.Queue(Roles.Orchestrator))).Send(new StartRun(runId));
+        var run = await WaitForEnd(runId, TimeSpan.FromSeconds(30));
+        await host.StopAsync();
+
+        Assert.Equal(RunState.Failed, run.State);
+        var trajectories = run.Stages.Single(s => s.Name == RunPlan.Trajectories);
+        Assert.Equal(StageState.Failed, trajectories.State);
+        Assert.Contains("ArtifactCorruptException", trajectories.Error);
+        Assert.Contains("is corrupt", trajectories.Error);
+        await using var check = store.CreateDbContext();
+        Assert.Empty(await check.StageAttempts.Where(a => a.StageId == trajectories.Id).ToListAsync()); // never leased
+    }
+}
+
+/// <summary>Tests that seed TorchSharp's global generator run one at a time.</summary>
+[CollectionDefinition(nameof(TorchGlobalState), DisableParallelization = true)]
+public sealed class TorchGlobalState;
