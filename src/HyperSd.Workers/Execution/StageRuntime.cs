@@ -34,19 +34,30 @@ public sealed class StageRuntime(StageLeases leases, DeviceSlots devices, IDbCon
     /// a corrupt input artifact is never used.</summary>
     public async Task AcceptAsync(IStageCommand command, StageWork work, Func<Guid[], IStageEvent> completed, CancellationToken ct)
     {
-        using var scope = BeginScope(logger, command.RunId, command.Stage, command.Attempt);
+        Accepted? accepted;
+        using (BeginScope(logger, command.RunId, command.Stage, command.Attempt))
+            accepted = await TryAcceptAsync(command, ct);
+        // outside the scope: the work opens its own, and it must not nest in the consumer's
+        if (accepted is { } a)
+            running[a.Lease.StageId] = Task.Run(() => RunAsync(a.Lease, a.Stage, a.Inputs, a.Device, work, completed));
+    }
+
+    sealed record Accepted(StageLease Lease, Stage Stage, List<Artifact> Inputs, string Device);
+
+    async Task<Accepted?> TryAcceptAsync(IStageCommand command, CancellationToken ct)
+    {
         var stage = await leases.FindAsync(command, ct);
         if (!StageLeases.IsCurrent(stage, command))
         {
             logger.LogInformation("ignoring command: the stage is {State} at attempt {Current}", stage.State, stage.Attempt);
-            return;
+            return null;
         }
         var device = devices.TryAcquire();
         if (device is null)
         {
             // Not leased: the orchestrator sends it again after the dispatch timeout.
             logger.LogInformation("all devices busy; leaving the command to the reconciler");
-            return;
+            return null;
         }
         try
         {
@@ -56,10 +67,10 @@ public sealed class StageRuntime(StageLeases leases, DeviceSlots devices, IDbCon
             {
                 logger.LogInformation("ignoring command: another worker leased the stage");
                 devices.Release(device);
-                return;
+                return null;
             }
             logger.LogInformation("leased on {Device}", device);
-            running[lease.StageId] = Task.Run(() => RunAsync(lease, stage, inputs, device, work, completed));
+            return new Accepted(lease, stage, inputs, device);
         }
         catch
         {

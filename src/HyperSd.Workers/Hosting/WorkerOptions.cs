@@ -18,7 +18,8 @@ public sealed class WorkerOptions
     /// <summary>inmemory (one process) or rabbitmq.</summary>
     public string Transport { get; set; } = InMemory;
     public RabbitMqOptions RabbitMq { get; set; } = new();
-    public MetadataStoreOptions Store { get; set; } = new();
+    /// <summary>Default: the embedded SQLite file beside the default artifact root.</summary>
+    public MetadataStoreOptions Store { get; set; } = new() { ConnectionString = "Data Source=artifacts/store/metadata.db" };
     /// <summary>The artifact store's root folder, shared by every worker.</summary>
     public string ArtifactRoot { get; set; } = "artifacts/store/artifacts";
     /// <summary>Compute devices ("cpu", "cuda:0", ...); each runs one stage at a time.</summary>
