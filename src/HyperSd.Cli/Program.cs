@@ -13,6 +13,8 @@ public static class Program
             BenchCommand.Create(),
             GenerateCommand.Create(),
             ToyCommand.Create(),
+            RunCommand.Create(),
+            RunsCommand.Create(),
         };
         // Tensor threads: on a shared or small machine fewer threads than cores avoids thrashing.
         var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work (default: LibTorch's)", Recursive = true };
@@ -24,7 +26,8 @@ public static class Program
             return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or NotSupportedException
-                                       or InvalidOperationException or UnauthorizedAccessException)
+                                       or InvalidOperationException or UnauthorizedAccessException
+                                       or HyperSd.Recipes.RecipeValidationException)
         {
             // Bad input is the user's to fix: say what is wrong, without a stack trace.
             Console.Error.WriteLine($"hypersd: error: {e.Message}");

@@ -123,8 +123,8 @@ public sealed class StageRuntime(StageLeases leases, DeviceSlots devices, IDbCon
             cancel.Token.ThrowIfCancellationRequested();
             await heartbeatStop.CancelAsync();
             await heartbeat;
-            // A stage cancelled while its last step ran must not complete.
-            if (!await leases.StillHeldAsync(lease, CancellationToken.None))
+            // The last heartbeat writes the final progress; a stage cancelled while its last step ran must not complete.
+            if (!await leases.HeartbeatAsync(lease, context.Progress, CancellationToken.None))
             {
                 logger.LogWarning("finished, but the lease was lost meanwhile; dropping the result");
                 await leases.FinishAttemptAsync(lease, AttemptOutcome.Cancelled, "lease lost before completion", CancellationToken.None);

@@ -1,0 +1,157 @@
+using System.CommandLine;
+using System.Globalization;
+using HyperSd.Contracts;
+using HyperSd.Data.Entities;
+using HyperSd.Workers.Orchestrator;
+using MassTransit;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace HyperSd.Cli.Commands;
+
+/// <summary><c>hypersd runs list|show|cancel|resume</c> against the embedded store or a deployment.</summary>
+public static class RunsCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("runs", "list, inspect, cancel and resume runs");
+        command.Subcommands.Add(List());
+        command.Subcommands.Add(Show());
+        command.Subcommands.Add(Cancel());
+        command.Subcommands.Add(Resume());
+        return command;
+    }
+
+    static Command WithStore(string name, string description, params Symbol[] symbols)
+    {
+        var command = new Command(name, description) { RunStore.StoreDirOption, RunStore.PostgresOption, RunStore.RabbitMqOption };
+        foreach (var s in symbols)
+            if (s is Argument a) command.Arguments.Add(a);
+            else command.Options.Add((Option)s);
+        return command;
+    }
+
+    static Argument<Guid> RunId() => new("run-id") { Description = "the run's id" };
+
+    static Command List()
+    {
+        var command = WithStore("list", "the runs, newest first");
+        command.SetAction(async (parse, ct) =>
+        {
+            await using var db = await RunStore.From(parse).OpenAsync();
+            var runs = await db.Runs.AsNoTracking().OrderByDescending(r => r.CreatedAt).ToListAsync(ct);
+            Console.WriteLine($"{"id",-36}  {"name",-20}  {"state",-9}  {"stage",-12}  {"created",-19}  duration");
+            foreach (var r in runs)
+                Console.WriteLine($"{r.Id,-36}  {r.Name,-20}  {r.State.ToString().ToLowerInvariant(),-9}  {r.CurrentStage ?? "",-12}  " +
+                                  $"{r.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}  {Seconds(r.StartedAt, r.FinishedAt ?? (r.StartedAt is null ? null : DateTimeOffset.UtcNow))}");
+        });
+        return command;
+    }
+
+    static Command Show()
+    {
+        var id = RunId();
+        var command = WithStore("show", "a run's stages (state, attempts, progress, timings and orchestration gaps), artifacts and evaluations", id);
+        command.SetAction(async (parse, ct) =>
+        {
+            var store = RunStore.From(parse);
+            await using var db = await store.OpenAsync();
+            var runId = parse.GetValue(id);
+            var run = await db.Runs.AsNoTracking().Include(r => r.Stages.OrderBy(s => s.Index)).SingleOrDefaultAsync(r => r.Id == runId, ct)
+                ?? throw new ArgumentException($"no run {runId} in the store");
+            Console.WriteLine($"run {run.Id} ({run.Name}): {run.State.ToString().ToLowerInvariant()}, created {run.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}" +
+                              $", duration {Seconds(run.StartedAt, run.FinishedAt)}");
+            if (run.Error is { } error) Console.WriteLine($"error: {error}");
+            Console.WriteLine();
+            // gap: from the previous stage's end (as its worker saw it) to this stage's lease — the orchestration overhead
+            Console.WriteLine($"{"stage",-14} {"role",-21} {"state",-10} {"att",3} {"progress",8} {"gap",8} {"duration",9}  detail");
+            var stageIds = run.Stages.Select(s => s.Id).ToList();
+            var attempts = await db.StageAttempts.AsNoTracking().Where(a => stageIds.Contains(a.StageId)).ToListAsync(ct);
+            DateTimeOffset? previousEnd = null;
+            foreach (var s in run.Stages)
+            {
+                var gap = previousEnd is { } end && s.StartedAt is { } start ? $"{(start - end).TotalSeconds:F2}s" : "";
+                Console.WriteLine($"{s.Name,-14} {s.Role,-21} {s.State.ToString().ToLowerInvariant(),-10} {s.Attempt,3} " +
+                                  $"{s.Progress.ToString("P0", CultureInfo.InvariantCulture),8} {gap,8} {Seconds(s.StartedAt, s.FinishedAt),9}  " +
+                                  $"{s.Error ?? s.ProgressDetail}");
+                previousEnd = attempts.Where(a => a.StageId == s.Id && a.Outcome == AttemptOutcome.Succeeded).Select(a => a.FinishedAt).FirstOrDefault()
+                              ?? s.FinishedAt;
+            }
+            var artifacts = await db.Artifacts.AsNoTracking().Where(a => a.RunId == runId).OrderBy(a => a.CreatedAt).ToListAsync(ct);
+            if (artifacts.Count > 0)
+            {
+                Console.WriteLine();
+                foreach (var a in artifacts) Console.WriteLine($"{a.Kind,-12} {a.SizeBytes,12:N0} B  {a.Sha256[..12]}  {a.Path}");
+            }
+            if (await RunProgress.EvaluationTableAsync(db, runId) is { } table)
+            {
+                Console.WriteLine();
+                Console.WriteLine(table);
+            }
+        });
+        return command;
+    }
+
+    static Command Cancel()
+    {
+        var id = RunId();
+        var command = WithStore("cancel", "cancel a run (its stages stop at their next heartbeat)", id);
+        command.SetAction(async (parse, ct) =>
+        {
+            var store = RunStore.From(parse);
+            var runId = parse.GetValue(id);
+            if (!store.Embedded)
+            {
+                await SendAsync(store, new CancelRun(runId, "cancelled from the command line"), ct);
+                Console.WriteLine($"cancel sent for run {runId}");
+                return;
+            }
+            await using (await store.OpenAsync()) { }
+            var dbs = new StoreFactory(store);
+            await new RunStateMachine(dbs, store.Options([]), NullLogger<RunStateMachine>.Instance)
+                .CancelAsync(runId, "cancelled from the command line", DateTimeOffset.UtcNow, ct);
+            await using var db = dbs.CreateDbContext();
+            var run = await db.Runs.SingleOrDefaultAsync(r => r.Id == runId, ct) ?? throw new ArgumentException($"no run {runId} in the store");
+            Console.WriteLine($"run {runId}: {run.State.ToString().ToLowerInvariant()}");
+        });
+        return command;
+    }
+
+    static Command Resume()
+    {
+        var id = RunId();
+        var command = WithStore("resume", "resume a failed or cancelled run from its first unfinished stage (embedded: runs it here)", id,
+            RunCommand.VerboseOption);
+        command.SetAction(async (parse, ct) =>
+        {
+            var store = RunStore.From(parse);
+            var runId = parse.GetValue(id);
+            if (!store.Embedded)
+            {
+                await SendAsync(store, new ResumeRun(runId), ct);
+                Console.WriteLine($"resume sent for run {runId}");
+                return 0;
+            }
+            using var host = store.StartHost(allRoles: true, parse.GetValue(RunCommand.VerboseOption));
+            await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(Roles.Queue(Roles.Orchestrator))).Send(new ResumeRun(runId), ct);
+            return await RunCommand.FollowToEndAsync(host, store, runId, ct);
+        });
+        return command;
+    }
+
+    /// <summary>Sends a run command to a deployment's orchestrator queue.</summary>
+    static async Task SendAsync(RunStore store, object message, CancellationToken ct)
+    {
+        using var host = store.StartHost(allRoles: false, verbose: false);
+        await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(Roles.Queue(Roles.Orchestrator))).Send(message, ct);
+        await host.StopAsync(CancellationToken.None);
+    }
+
+    static string Seconds(DateTimeOffset? start, DateTimeOffset? end) => start is { } s && end is { } e ? $"{(e - s).TotalSeconds:F1}s" : "";
+
+    sealed class StoreFactory(RunStore store) : IDbContextFactory<HyperSd.Data.MetadataDbContext>
+    {
+        public HyperSd.Data.MetadataDbContext CreateDbContext() => HyperSd.Data.MetadataStore.CreateContext(store.Options([]).Store);
+    }
+}
