@@ -23,7 +23,8 @@ public static class Program
         {
             var parse = root.Parse(args);
             if (parse.GetValue(threads) is int n and > 0) TorchSharp.torch.set_num_threads(n);
-            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            // Ctrl+C cancels the action, which may need a few seconds to record a cancelled run and stop its workers.
+            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(30) });
         }
         catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or NotSupportedException
                                        or InvalidOperationException or UnauthorizedAccessException

@@ -55,6 +55,8 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
         builder.Logging.SetMinimumLevel(verbose ? LogLevel.Information : LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
+        // Ctrl+C belongs to the command (it cancels the run), not to the host's console lifetime.
+        builder.Services.AddSingleton<IHostLifetime, CommandLifetime>();
         builder.Services.AddHyperSdWorkers(options);
         var host = builder.Build();
         host.Start();
@@ -69,4 +71,11 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
         await MetadataStore.MigrateAsync(options.Store);
         return MetadataStore.CreateContext(options.Store);
     }
+}
+
+/// <summary>A host lifetime that leaves process signals to the command line.</summary>
+sealed class CommandLifetime : IHostLifetime
+{
+    public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

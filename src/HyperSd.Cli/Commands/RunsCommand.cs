@@ -134,7 +134,10 @@ public static class RunsCommand
                 return 0;
             }
             using var host = store.StartHost(allRoles: true, parse.GetValue(RunCommand.VerboseOption));
-            await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(Roles.Queue(Roles.Orchestrator))).Send(new ResumeRun(runId), ct);
+            // Resumed here before following, so the follower never sees the old state; a run still marked running
+            // (its process died) is picked up by the reconciler once its lease or dispatch times out.
+            var machine = host.Services.GetRequiredService<RunStateMachine>();
+            await host.Services.GetRequiredService<IBus>().SendAsync(await machine.ResumeAsync(runId, DateTimeOffset.UtcNow, ct), ct);
             return await RunCommand.FollowToEndAsync(host, store, runId, ct);
         });
         return command;
