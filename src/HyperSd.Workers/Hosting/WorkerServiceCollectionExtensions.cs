@@ -43,6 +43,8 @@ public static class WorkerServiceCollectionExtensions
 
         services.AddMassTransit(x =>
         {
+            // MassTransit reports usage to its vendor by default; workers make no outside calls.
+            x.DisableUsageTelemetry();
             if (options.Serves(Roles.Orchestrator))
             {
                 x.AddConsumer<RunCommandsConsumer>();
@@ -71,12 +73,15 @@ public static class WorkerServiceCollectionExtensions
         return services;
     }
 
+    /// <summary>Each role's queue. On RabbitMQ these are MassTransit's default classic durable queues: a sender to
+    /// <c>queue:role</c> declares the queue too, without arguments, and the broker refuses (PRECONDITION_FAILED, the send
+    /// retried forever) a declaration whose x-queue-type differs from the existing queue's, so quorum queues would need
+    /// every sender configured alike.</summary>
     static void ConfigureEndpoints(IBusRegistrationContext context, IBusFactoryConfigurator cfg, WorkerOptions options)
     {
         if (options.Serves(Roles.Orchestrator))
             cfg.ReceiveEndpoint(Roles.Orchestrator, e =>
             {
-                Durable(e);
                 // Two transitions of one run raced on a stage's version: run the message again on fresh state.
                 e.UseMessageRetry(r =>
                 {
@@ -97,19 +102,12 @@ public static class WorkerServiceCollectionExtensions
             if (!options.Serves(role)) return;
             cfg.ReceiveEndpoint(role, e =>
             {
-                Durable(e);
                 // Accepting is quick (the work runs in the background): one command at a time keeps leasing orderly.
                 e.PrefetchCount = 1;
                 e.ConcurrentMessageLimit = 1;
                 e.ConfigureConsumer<T>(context);
             });
         }
-    }
-
-    /// <summary>On RabbitMQ, quorum queues (replicated; they survive a broker node).</summary>
-    static void Durable(IReceiveEndpointConfigurator e)
-    {
-        if (e is IRabbitMqReceiveEndpointConfigurator rabbit) rabbit.SetQuorumQueue();
     }
 
     /// <summary>Traces of the bus (MassTransit's ActivitySource) and of stage work, exported to the console and/or
