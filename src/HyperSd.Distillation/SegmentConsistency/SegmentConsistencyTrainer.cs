@@ -15,8 +15,9 @@ namespace HyperSd.Distillation.SegmentConsistency;
 /// <summary>The losses of one training step (the adversarial ones are null while its weight is 0).</summary>
 public sealed record StepLosses(double Consistency, double? Generator, double? Discriminator);
 
-/// <summary>Reported after every step.</summary>
-public sealed record SegmentProgress(int Segments, int Step, int TotalSteps, StepLosses Losses, double StepsPerSecond);
+/// <summary>Reported after every step. <paramref name="ResumedFrom"/>: the step this run of the stage started at (0 when
+/// fresh, the checkpoint's step when resumed).</summary>
+public sealed record SegmentProgress(int Segments, int Step, int TotalSteps, StepLosses Losses, double StepsPerSecond, int ResumedFrom);
 
 /// <summary>A finished stage: the consistency loss averaged over the first and last tenth of the steps, the last tenth's
 /// adversarial losses, the speed of the last (possibly resumed) run, and every step's losses.</summary>
@@ -141,7 +142,7 @@ public static class SegmentConsistencyTrainer
                 var losses = TrainStep();
                 history.Add(losses);
                 step++;
-                progress?.Invoke(new SegmentProgress(config.Segments, step, config.Steps, losses, (step - first) / clock.Elapsed.TotalSeconds));
+                progress?.Invoke(new SegmentProgress(config.Segments, step, config.Steps, losses, (step - first) / clock.Elapsed.TotalSeconds, first));
                 if (step % config.CheckpointEvery == 0 && step < config.Steps) SaveCheckpoint();
             }
             var metrics = Metrics((step - first) / Math.Max(clock.Elapsed.TotalSeconds, 1e-9));

@@ -3,6 +3,7 @@ using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Distillation.Trajectories;
 using HyperSd.Workers.Execution;
 using HyperSd.Workers.Runs;
+using Microsoft.Extensions.Logging;
 
 namespace HyperSd.Workers.SegmentConsistency;
 
@@ -27,12 +28,16 @@ public sealed class TrainSegmentStageConsumer(StageRuntime runtime) : StageConsu
         await stage.RestoreAsync(Path.Combine(dir, CheckpointFolder));
 
         int imported = -1;
+        int? resumedFrom = null; // null: no step ran here (the stage had already finished)
         var result = SegmentConsistencyTrainer.Train(config, teacher.Unet, teacher.TextEncoder, StageModels.TrainingScheduler(teacher), [shard],
             dir, p =>
             {
+                if (resumedFrom is null && p.ResumedFrom > 0)
+                    stage.Logger.LogInformation("resumed from the checkpoint of step {Step}", p.ResumedFrom);
+                resumedFrom = p.ResumedFrom;
                 stage.Report(p.Step / (double)p.TotalSteps, new
                 {
-                    p.Step, p.TotalSteps, p.Segments, p.StepsPerSecond,
+                    p.Step, p.TotalSteps, p.Segments, p.StepsPerSecond, p.ResumedFrom,
                     Losses = new { p.Losses.Consistency, p.Losses.Generator, p.Losses.Discriminator },
                 });
                 // The trainer saves step s−1's checkpoint before step s and waits in this callback: the folder is whole.
@@ -47,8 +52,8 @@ public sealed class TrainSegmentStageConsumer(StageRuntime runtime) : StageConsu
         try
         {
             var m = result.Metrics;
-            stage.Report(1, new { m.Steps, TotalSteps = config.Steps, m.Segments, m.StepsPerSecond, m.InitialLoss, m.FinalLoss,
-                m.FinalGeneratorLoss, m.FinalDiscriminatorLoss });
+            stage.Report(1, new { m.Steps, TotalSteps = config.Steps, m.Segments, m.StepsPerSecond, ResumedFrom = resumedFrom, m.InitialLoss,
+                m.FinalLoss, m.FinalGeneratorLoss, m.FinalDiscriminatorLoss });
             await stage.AddOutputAsync(RunPlan.LoraKind, Path.Combine(dir, "final"), "lora");
         }
         finally

@@ -61,6 +61,7 @@ public class SegmentConsistencyTrainerTests : IDisposable
         var result = Train(Tiny with { Steps = 4, Weights = new LossWeights(1, 0.5), EmaDecay = 0.9, PerturbationScale = 0.01 }, "adv", reports.Add);
         using var _ = result.Student;
         Assert.Equal([1, 2, 3, 4], reports.Select(r => r.Step));
+        Assert.All(reports, r => Assert.Equal(0, r.ResumedFrom));
         Assert.All(reports, r => Assert.True(r.Losses.Generator is > 0 && r.Losses.Discriminator is > 0 && r.StepsPerSecond > 0));
         // the discriminator learns: its hinge loss moves between steps
         Assert.NotEqual(reports[0].Losses.Discriminator, reports[^1].Losses.Discriminator);
@@ -78,10 +79,11 @@ public class SegmentConsistencyTrainerTests : IDisposable
         using var cts = new CancellationTokenSource();
         Assert.ThrowsAny<OperationCanceledException>(() => Train(config, "resumed", p => { if (p.Step == 3) cts.Cancel(); }, cts.Token));
         Assert.True(Directory.Exists(Path.Combine(dir, "resumed", "checkpoint")));
-        var steps = new List<int>();
-        var resumed = Train(config, "resumed", p => steps.Add(p.Step));
+        var reports = new List<SegmentProgress>();
+        var resumed = Train(config, "resumed", reports.Add);
         using var _ = resumed.Student;
-        Assert.Equal([4, 5, 6, 7], steps);
+        Assert.Equal([4, 5, 6, 7], reports.Select(r => r.Step));
+        Assert.All(reports, r => Assert.Equal(3, r.ResumedFrom));
 
         var expected = Weights(whole.Trainable);
         foreach (var (key, value) in Weights(resumed.Student.Trainable))
