@@ -258,4 +258,27 @@ public sealed class RunStateMachineTests : IDisposable
         // the old worker's late completion no longer counts
         Assert.Empty(await machine.StageCompletedAsync(new DatasetPrepared(runId, stage.Id, 1, []), t0 + TimeSpan.FromSeconds(62)));
     }
+
+    [Fact]
+    public async Task The_reconciler_completes_a_stage_whose_worker_finished_but_whose_event_never_came()
+    {
+        var runId = await StartedRun();
+        await Lease(runId, "dataset", t0);
+        var stage = await store.StageAsync(runId, "dataset");
+        var output = await store.AddOutputAsync(stage, RunPlan.DatasetKind, "dataset");
+        await using (var db = store.CreateDbContext())
+        {
+            var attempt = await db.StageAttempts.SingleAsync(a => a.StageId == stage.Id && a.Attempt == 1);
+            attempt.Outcome = AttemptOutcome.Succeeded;
+            attempt.FinishedAt = t0 + TimeSpan.FromSeconds(1);
+            await db.SaveChangesAsync();
+        }
+        Assert.Empty(await machine.ReconcileAsync(t0 + TimeSpan.FromSeconds(59)));
+        var next = Assert.Single(await machine.ReconcileAsync(t0 + TimeSpan.FromSeconds(61)));
+        Assert.Equal([output.Id], Assert.IsType<GenerateTrajectories>(next.Command).InputArtifactIds);
+        var done = await store.StageAsync(runId, "dataset");
+        Assert.Equal((StageState.Succeeded, 1), (done.State, done.Attempt));
+        // the event, when it comes, changes nothing
+        Assert.Empty(await machine.StageCompletedAsync(new DatasetPrepared(runId, stage.Id, 1, [output.Id]), t0 + TimeSpan.FromSeconds(62)));
+    }
 }

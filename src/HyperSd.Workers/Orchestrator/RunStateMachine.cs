@@ -34,14 +34,21 @@ public sealed class RunStateMachine(IDbContextFactory<MetadataDbContext> dbs, Wo
         {
             var stage = Current(run, e.StageId, e.Attempt, StageState.Running);
             if (stage is null || run.State != RunState.Running) return Task.FromResult(None);
-            stage.State = StageState.Succeeded;
-            stage.FinishedAt = now;
-            stage.Progress = 1;
-            stage.LeaseOwner = null;
-            stage.Error = null;
-            logger.LogInformation("run {RunId}: stage {Stage} attempt {Attempt} succeeded", run.Id, stage.Name, stage.Attempt);
-            return DispatchNext(db, run, now);
+            return Succeed(db, run, stage, now);
         });
+
+    /// <summary>The stage's outputs are in the store (the next stage's inputs are looked up there, not taken from the
+    /// event): mark it succeeded and dispatch the next one.</summary>
+    Task<IReadOnlyList<StageDispatch>> Succeed(MetadataDbContext db, Run run, Stage stage, DateTimeOffset now)
+    {
+        stage.State = StageState.Succeeded;
+        stage.FinishedAt = now;
+        stage.Progress = 1;
+        stage.LeaseOwner = null;
+        stage.Error = null;
+        logger.LogInformation("run {RunId}: stage {Stage} attempt {Attempt} succeeded", run.Id, stage.Name, stage.Attempt);
+        return DispatchNext(db, run, now);
+    }
 
     public Task<IReadOnlyList<StageDispatch>> StageFailedAsync(StageFailed e, DateTimeOffset now, CancellationToken ct = default) =>
         Transition(e.RunId, ct, (_, run) =>
@@ -114,7 +121,8 @@ public sealed class RunStateMachine(IDbContextFactory<MetadataDbContext> dbs, Wo
     /// <summary>
     /// Repairs what messages alone cannot: sends again the command of a stage dispatched but not leased within the
     /// dispatch timeout (lost message, busy device), re-dispatches a running stage whose heartbeat is older than the
-    /// lease timeout (dead worker), and dispatches a pending stage whose retry backoff has elapsed.
+    /// lease timeout (dead worker) or completes it when its attempt is recorded as succeeded (late or lost event), and
+    /// dispatches a pending stage whose retry backoff has elapsed.
     /// </summary>
     public async Task<IReadOnlyList<StageDispatch>> ReconcileAsync(DateTimeOffset now, CancellationToken ct = default)
     {
@@ -151,9 +159,18 @@ public sealed class RunStateMachine(IDbContextFactory<MetadataDbContext> dbs, Wo
                     result.Add(new StageDispatch(stage.Role, RunPlan.Command(stage, await Inputs(db, run, stage))));
                     break;
                 case StageState.Running when (stage.LeaseHeartbeatAt ?? stage.StartedAt) < now - options.LeaseTimeout:
+                    var attempt = await db.StageAttempts.SingleOrDefaultAsync(a => a.StageId == stage.Id && a.Attempt == stage.Attempt);
+                    if (attempt is { Outcome: AttemptOutcome.Succeeded })
+                    {
+                        // The worker stored its outputs and finished, then its event was delayed (the orchestrator
+                        // away from the broker) or lost: running the stage again would only repeat the work.
+                        logger.LogWarning("run {RunId}: stage {Stage} attempt {Attempt} finished at {FinishedAt} but its event has not " +
+                                          "arrived; completing it from the store", run.Id, stage.Name, stage.Attempt, attempt.FinishedAt);
+                        result.AddRange(await Succeed(db, run, stage, now));
+                        break;
+                    }
                     logger.LogWarning("run {RunId}: stage {Stage} attempt {Attempt} lost its lease (owner {Owner}, last heartbeat {Heartbeat})",
                         run.Id, stage.Name, stage.Attempt, stage.LeaseOwner, stage.LeaseHeartbeatAt);
-                    var attempt = await db.StageAttempts.SingleOrDefaultAsync(a => a.StageId == stage.Id && a.Attempt == stage.Attempt);
                     if (attempt is { Outcome: null })
                     {
                         attempt.Outcome = AttemptOutcome.Lost;
