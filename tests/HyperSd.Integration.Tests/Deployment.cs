@@ -1,0 +1,331 @@
+using System.Globalization;
+using HyperSd.Contracts;
+using HyperSd.Data;
+using HyperSd.Data.Artifacts;
+using HyperSd.Data.Entities;
+using HyperSd.Testing;
+using HyperSd.Workers.Hosting;
+using HyperSd.Workers.Runs;
+using MassTransit;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace HyperSd.Integration.Tests;
+
+/// <summary>Lease and retry timings of a test deployment: seconds, not the production minutes.</summary>
+public sealed record Timings(double HeartbeatSeconds = 0.5, double LeaseTimeoutSeconds = 5, double DispatchTimeoutSeconds = 10,
+    double ReconcileSeconds = 1, double RetryBackoffSeconds = 1);
+
+/// <summary>
+/// A deployment for one test: its own PostgreSQL database and RabbitMQ virtual host, an artifact folder, the tiny toy
+/// models, <c>hypersd-worker</c> processes (one per role unless a test starts more), and an in-process client that
+/// submits runs and sends messages the way the CLI does against a deployment.
+/// </summary>
+public sealed class Deployment : IAsyncDisposable
+{
+    readonly PostgresDatabase database = new();
+    readonly RabbitMqVirtualHost virtualHost = new();
+    readonly List<WorkerProcess> workers = [];
+    readonly Timings timings;
+    readonly IHost client;
+    int workerCount;
+
+    public string Root { get; } = Directory.CreateTempSubdirectory("hypersd-integration-").FullName;
+    public string ArtifactRoot => Path.Combine(Root, "artifacts");
+    public FileSystemArtifactStore Artifacts { get; }
+    public string Teacher { get; }
+    public string Recognizer { get; }
+    public Uri RabbitMqUri => virtualHost.Uri;
+    public MetadataStoreOptions Store { get; }
+    public IBus Bus => client.Services.GetRequiredService<IBus>();
+
+    public Deployment(Timings? timings = null)
+    {
+        this.timings = timings ?? new Timings();
+        Store = new MetadataStoreOptions { Provider = MetadataStoreOptions.Postgres, ConnectionString = database.ConnectionString };
+        Artifacts = new FileSystemArtifactStore(ArtifactRoot);
+        (Teacher, Recognizer) = TinyToy.WriteModels(Path.Combine(Root, "models"));
+        // No roles: it migrates the store, then only submits and sends.
+        var options = new WorkerOptions
+        {
+            Roles = [], Transport = WorkerOptions.RabbitMqTransport, RabbitMq = RabbitMqOptions.FromUri(RabbitMqUri.ToString()), Store = Store,
+            ArtifactRoot = ArtifactRoot, WorkerId = "test-client",
+        };
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(new FileLoggerProvider(Path.Combine(Root, "client.log")));
+        builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
+        builder.Services.AddHyperSdWorkers(options);
+        client = builder.Build();
+        try
+        {
+            client.Start();
+        }
+        catch
+        {
+            client.Dispose();
+            database.Dispose();
+            virtualHost.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Starts a hypersd-worker process serving <paramref name="role"/>.</summary>
+    public WorkerProcess StartWorker(string role)
+    {
+        var name = $"{role}-{Interlocked.Increment(ref workerCount)}";
+        string S(double seconds) => seconds.ToString(CultureInfo.InvariantCulture);
+        var args = new List<string>
+        {
+            "--roles", role, "--transport", WorkerOptions.RabbitMqTransport, "--rabbitmq", RabbitMqUri.ToString(),
+            "--store-provider", MetadataStoreOptions.Postgres, "--store", database.ConnectionString, "--artifact-root", ArtifactRoot,
+            "--worker-id", name, "--threads", "1",
+            "--heartbeat-seconds", S(timings.HeartbeatSeconds), "--lease-timeout-seconds", S(timings.LeaseTimeoutSeconds),
+            "--dispatch-timeout-seconds", S(timings.DispatchTimeoutSeconds), "--reconcile-seconds", S(timings.ReconcileSeconds),
+        };
+        var environment = new Dictionary<string, string>
+        {
+            ["HyperSd__ToyRecognizerDir"] = Recognizer,
+            ["HyperSd__RetryBackoffSeconds"] = S(timings.RetryBackoffSeconds),
+        };
+        var worker = new WorkerProcess(name, args, environment, Path.Combine(Root, $"{name}.log"));
+        lock (workers) workers.Add(worker);
+        return worker;
+    }
+
+    /// <summary>One worker process per role (all roles when none are named), started together. Messages sent before a
+    /// worker is up wait in its queue (a sender declares the queue too).</summary>
+    public Dictionary<string, WorkerProcess> StartWorkers(params string[] roles) =>
+        (roles.Length == 0 ? Roles.All : roles).ToDictionary(r => r, StartWorker);
+
+    /// <summary><see cref="StartWorkers"/>, returning once every worker serves its queue.</summary>
+    public async Task<Dictionary<string, WorkerProcess>> StartWorkersAsync(params string[] roles)
+    {
+        var started = StartWorkers(roles);
+        await Task.WhenAll(started.Values.Select(w => w.WaitStartedAsync(TimeSpan.FromMinutes(2))));
+        return started;
+    }
+
+    /// <summary>SIGKILLs every worker process (their logs stay).</summary>
+    public void KillWorkers()
+    {
+        lock (workers)
+            foreach (var worker in workers) worker.Kill();
+    }
+
+    /// <summary>Stores the tiny recipe as a new run and sends StartRun to the orchestrator.</summary>
+    public async Task<Guid> SubmitAsync(int tscdSteps = 4)
+    {
+        var path = Path.Combine(Root, $"tiny-{Guid.NewGuid():N}.yaml");
+        await File.WriteAllTextAsync(path, TinyToy.Recipe(Teacher, tscdSteps));
+        using var timeout = new CancellationTokenSource(SendTimeout);
+        return await client.Services.GetRequiredService<RunSubmission>().SubmitAsync(path, timeout.Token);
+    }
+
+    public async Task SendAsync(string role, object message)
+    {
+        using var timeout = new CancellationTokenSource(SendTimeout);
+        await (await Bus.GetSendEndpoint(Roles.Queue(role))).Send(message, timeout.Token);
+    }
+
+    /// <summary>MassTransit retries a failing send until cancelled; a test fails instead.</summary>
+    static readonly TimeSpan SendTimeout = TimeSpan.FromMinutes(1);
+
+    /// <summary>Runs the hypersd CLI against this deployment (its PostgreSQL and RabbitMQ) to completion.</summary>
+    public async Task<string> RunCliAsync(params string[] args)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(WorkerProcess.DotnetHost())
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = Root,
+        };
+        // --store-dir only names a scratch folder here: the store is the deployment's
+        foreach (var arg in (string[])["exec", WorkerProcess.CliDll, .. args, "--postgres", database.ConnectionString, "--rabbitmq", RabbitMqUri.ToString(),
+                     "--store-dir", Path.Combine(Root, "cli")])
+            start.ArgumentList.Add(arg);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"hypersd {string.Join(' ', args)} did not finish within 2 minutes");
+        }
+        var output = await stdout + await stderr;
+        Assert.True(process.ExitCode == 0, $"hypersd {string.Join(' ', args)} exited with {process.ExitCode}:\n{output}");
+        return output;
+    }
+
+    /// <summary>Ready and unacknowledged messages per queue of this deployment's virtual host.</summary>
+    public IReadOnlyDictionary<string, int> QueueDepths() => virtualHost.QueueDepths();
+
+    public MetadataDbContext Db() => MetadataStore.CreateContext(Store);
+
+    public async Task<Run> RunAsync(Guid runId)
+    {
+        await using var db = Db();
+        return await db.Runs.AsNoTracking().Include(r => r.Stages.OrderBy(s => s.Index)).SingleAsync(r => r.Id == runId);
+    }
+
+    /// <summary>Polls the store until <paramref name="condition"/> holds; on timeout, fails with the run's state and the
+    /// workers' recent logs.</summary>
+    public async Task<Run> WaitForAsync(Guid runId, Func<Run, bool> condition, string what, TimeSpan? timeout = null)
+    {
+        var limit = timeout ?? TimeSpan.FromMinutes(3);
+        var deadline = DateTime.UtcNow + limit;
+        while (true)
+        {
+            var run = await RunAsync(runId);
+            if (condition(run)) return run;
+            if (DateTime.UtcNow > deadline)
+                throw new TimeoutException($"waited {limit} for {what}; {Describe(run)}\n\n{WorkerLogs()}");
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>Polls until <paramref name="condition"/> holds, or fails with the workers' recent logs.</summary>
+    public async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
+    {
+        var limit = timeout ?? TimeSpan.FromMinutes(3);
+        var deadline = DateTime.UtcNow + limit;
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"waited {limit} for {what}\n\n{WorkerLogs()}");
+            await Task.Delay(100);
+        }
+    }
+
+    public Task<Run> WaitForEndAsync(Guid runId, TimeSpan? timeout = null) =>
+        WaitForAsync(runId, r => r.State is RunState.Succeeded or RunState.Failed or RunState.Cancelled, "the run to end", timeout);
+
+    public static Stage StageOf(Run run, string name) => run.Stages.Single(s => s.Name == name);
+
+    /// <summary>The run's state, each stage's and its error, for failure messages.</summary>
+    public static string Describe(Run run) =>
+        $"run {run.State}{(run.Error is null ? "" : $": {run.Error}")}\n" +
+        string.Join("\n", run.Stages.Select(s => $"  {s.Name} {s.State} attempt {s.Attempt} {s.Progress:P0} {s.Error}"));
+
+    /// <summary>The last lines of every worker's log.</summary>
+    public string WorkerLogs(int lines = 25)
+    {
+        lock (workers)
+            return string.Join("\n\n", workers.Select(w => $"== {w.Name} ({w.LogPath}) ==\n{w.Tail(lines)}"));
+    }
+
+    /// <summary>
+    /// The command of a stage's current attempt, as the orchestrator builds it: the outputs of the succeeded attempts
+    /// of the stages that feed it.
+    /// </summary>
+    public async Task<IStageCommand> CurrentCommandAsync(Guid runId, string stageName)
+    {
+        var run = await RunAsync(runId);
+        var stage = StageOf(run, stageName);
+        await using var db = Db();
+        var inputs = new List<Guid>();
+        foreach (var input in RunPlan.InputStages(run.Stages, stage))
+        {
+            var prefix = RunPlan.OutputPrefix(runId, input.Name, input.Attempt);
+            inputs.AddRange(await db.Artifacts.Where(a => a.StageId == input.Id && a.Kind != RunPlan.CheckpointKind && a.Path.StartsWith(prefix))
+                .OrderBy(a => a.Path).Select(a => a.Id).ToListAsync());
+        }
+        return RunPlan.Command(stage, [.. inputs]);
+    }
+
+    /// <summary>
+    /// A finished toy run with nothing lost and nothing doubled: every stage succeeded; each output artifact of the
+    /// succeeded attempts is in the store with the hash of its files; one dataset row; the evaluation rows of the teacher
+    /// and the student, each once; an attempt row per lease, the last one succeeded.
+    /// </summary>
+    public async Task<List<Artifact>> AssertCompleteAsync(Guid runId)
+    {
+        var run = await RunAsync(runId);
+        Assert.True(run.State == RunState.Succeeded, Describe(run) + "\n\n" + WorkerLogs());
+        Assert.All(run.Stages, s => Assert.Equal(StageState.Succeeded, s.State));
+        Assert.All(run.Stages, s => Assert.True(s.StartedAt >= s.DispatchedAt && s.FinishedAt >= s.StartedAt, s.Name));
+
+        await using var db = Db();
+        Assert.Equal("Npgsql.EntityFrameworkCore.PostgreSQL", db.Database.ProviderName);
+        var artifacts = await db.Artifacts.AsNoTracking().Include(a => a.Inputs).Where(a => a.RunId == runId).ToListAsync();
+        foreach (var artifact in artifacts)
+            Assert.Equal(artifact.Sha256, (await Artifacts.DescribeAsync(artifact.Path)).Sha256);
+        Assert.Equal(artifacts.Count, artifacts.Select(a => a.Path).Distinct().Count());
+
+        var stages = run.Stages.ToDictionary(s => s.Id);
+        var outputs = artifacts.Where(a => a.Kind != RunPlan.CheckpointKind).ToList();
+        // outputs come from the stage's succeeded attempt only
+        Assert.All(outputs, a => Assert.StartsWith(RunPlan.OutputPrefix(runId, stages[a.StageId!.Value].Name, stages[a.StageId.Value].Attempt), a.Path));
+        int Count(string kind) => artifacts.Count(a => a.Kind == kind);
+        Assert.Equal(1, Count(RunPlan.DatasetKind));
+        Assert.Equal(1, Count(RunPlan.TrajectoriesKind));
+        Assert.Equal(2, Count(RunPlan.LoraKind));
+        Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
+        Assert.Equal(3, Count(RunPlan.GridKind)); // teacher, student × 2 samplers
+        Assert.Equal(1, Count(RunPlan.ReportKind));
+        var k1 = StageOf(run, "tscd-k1");
+        var lora = outputs.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == k1.Id);
+        Assert.Equal(2, lora.Inputs.Count); // lineage: the trajectories and the k = 2 LoRA
+
+        var dataset = await db.Datasets.AsNoTracking().SingleAsync(d => d.RunId == runId);
+        Assert.Equal(12, dataset.Count);
+        var evaluations = await db.Evaluations.AsNoTracking().Where(v => v.RunId == runId).ToListAsync();
+        Assert.Equal(evaluations.Count, evaluations.Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).Distinct().Count());
+        Assert.Contains(evaluations, v => v is { Model: "teacher", Steps: 3, Metric: "fd" });
+        foreach (var steps in new[] { 1, 2 })
+        foreach (var metric in new[] { "fd", "adherence" })
+        {
+            Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
+            Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
+        }
+        Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
+
+        var attempts = await AttemptsAsync(run);
+        foreach (var stage in run.Stages)
+        {
+            var mine = attempts.Where(a => a.StageId == stage.Id).ToList();
+            Assert.Equal(mine.Count, mine.Select(a => a.Attempt).Distinct().Count());
+            Assert.Equal(AttemptOutcome.Succeeded, mine.Single(a => a.Attempt == stage.Attempt).Outcome);
+        }
+        return artifacts;
+    }
+
+    public async Task<List<StageAttempt>> AttemptsAsync(Run run)
+    {
+        var ids = run.Stages.Select(s => s.Id).ToList();
+        await using var db = Db();
+        return await db.StageAttempts.AsNoTracking().Where(a => ids.Contains(a.StageId)).OrderBy(a => a.StartedAt).ToListAsync();
+    }
+
+    /// <summary>The entries the run's stages left in the artifact store (attempt outputs and checkpoints), relative paths.</summary>
+    public List<string> StoredEntries(Guid runId)
+    {
+        var runDir = Artifacts.GetFullPath($"runs/{runId:N}");
+        return Directory.EnumerateDirectories(runDir)                                  // stages
+            .SelectMany(Directory.EnumerateDirectories)                                // a<n>, checkpoints
+            .SelectMany(d => Directory.EnumerateFileSystemEntries(d))                  // the artifacts (and any leftovers)
+            .Select(p => Path.GetRelativePath(Artifacts.Root, p).Replace('\\', '/'))
+            .Order().ToList();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        lock (workers)
+            foreach (var worker in workers) worker.Dispose();
+        try { await client.StopAsync(TimeSpan.FromSeconds(10)); }
+        finally { client.Dispose(); }
+        database.Dispose();
+        virtualHost.Dispose();
+        // HYPERSD_KEEP_TEST_FILES=1 keeps the artifacts and worker logs for a look after the test.
+        if (Environment.GetEnvironmentVariable("HYPERSD_KEEP_TEST_FILES") != "1")
+            try { Directory.Delete(Root, true); } catch (IOException) { }
+    }
+}
+
+/// <summary>The integration tests run one at a time: they share two cores, and one restarts the broker.</summary>
+[CollectionDefinition(nameof(Integration), DisableParallelization = true)]
+public sealed class Integration;

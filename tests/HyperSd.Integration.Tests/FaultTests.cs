@@ -1,0 +1,182 @@
+using System.Text.Json;
+using HyperSd.Contracts;
+using HyperSd.Data.Artifacts;
+using HyperSd.Data.Entities;
+using HyperSd.Testing;
+using HyperSd.Workers.Runs;
+using Microsoft.EntityFrameworkCore;
+using Xunit.Abstractions;
+
+namespace HyperSd.Integration.Tests;
+
+/// <summary>Faults of a deployment with each role in its own process, over real RabbitMQ and PostgreSQL servers.</summary>
+[Collection(nameof(Integration))]
+public sealed class FaultTests(ITestOutputHelper output)
+{
+    const string K2 = "tscd-k2";
+    /// <summary>TSCD stages long enough to be caught mid-stage (a checkpoint every 2 steps).</summary>
+    const int TscdSteps = 16;
+
+    [Fact]
+    public async Task A_trainer_killed_mid_stage_is_replaced_and_the_stage_resumes_from_its_last_checkpoint()
+    {
+        await using var deployment = new Deployment(new Timings(LeaseTimeoutSeconds: 3));
+        var workers = deployment.StartWorkers();
+        var runId = await deployment.SubmitAsync(tscdSteps: TscdSteps);
+
+        // once a checkpoint of tscd-k2 is stored, SIGKILL its trainer
+        var k2 = Deployment.StageOf(await deployment.RunAsync(runId), K2);
+        await deployment.WaitUntilAsync(async () =>
+        {
+            await using var db = deployment.Db();
+            return await db.Artifacts.AnyAsync(a => a.StageId == k2.Id && a.Kind == RunPlan.CheckpointKind);
+        }, "a checkpoint of tscd-k2");
+        var killed = workers[Roles.SegmentConsistency];
+        killed.Kill();
+        var atKill = Deployment.StageOf(await deployment.RunAsync(runId), K2);
+        Assert.True(atKill is { State: StageState.Running, Attempt: 1 } && atKill.Progress < 1,
+            $"tscd-k2 should still be running its first attempt when its worker dies, but it is {atKill.State} at attempt {atKill.Attempt}, {atKill.Progress:P0}");
+
+        var replacement = deployment.StartWorker(Roles.SegmentConsistency);
+        await deployment.WaitForEndAsync(runId);
+        await deployment.AssertCompleteAsync(runId);
+
+        var run = await deployment.RunAsync(runId);
+        var stage = Deployment.StageOf(run, K2);
+        Assert.Equal(2, stage.Attempt);
+        var attempts = (await deployment.AttemptsAsync(run)).Where(a => a.StageId == stage.Id).OrderBy(a => a.Attempt).ToList();
+        Assert.Equal([(1, AttemptOutcome.Lost, killed.Name), (2, AttemptOutcome.Succeeded, replacement.Name)],
+            attempts.Select(a => (a.Attempt, a.Outcome!.Value, a.Owner)));
+        // the second attempt trained on from a checkpoint of the first, not from step 0
+        using var detail = JsonDocument.Parse(stage.ProgressDetail!);
+        int resumedFrom = detail.RootElement.GetProperty("resumed_from").GetInt32();
+        Assert.True(resumedFrom >= 2, $"tscd-k2 attempt 2 resumed from step {resumedFrom}: {stage.ProgressDetail}");
+        Assert.Equal(TscdSteps, detail.RootElement.GetProperty("steps").GetInt32());
+        output.WriteLine($"tscd-k2: worker killed at {atKill.Progress:P0}; attempt 2 resumed from step {resumedFrom} of {TscdSteps}");
+    }
+
+    [Fact]
+    public async Task A_stage_command_delivered_more_than_once_gives_one_result()
+    {
+        await using var deployment = new Deployment();
+        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.TeacherTrajectories, Roles.Evaluator);
+        var runId = await deployment.SubmitAsync();
+
+        // tscd-k2's command waits in its queue (no trainer yet): deliver two more copies, then let two trainers race
+        await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, K2).State == StageState.Dispatched, "tscd-k2 to be dispatched");
+        var command = await deployment.CurrentCommandAsync(runId, K2);
+        await deployment.SendAsync(Roles.SegmentConsistency, command);
+        await deployment.SendAsync(Roles.SegmentConsistency, command);
+        Assert.True(deployment.QueueDepths()[Roles.SegmentConsistency] >= 3, "the command and its two copies wait in the queue");
+        var trainers = new[] { deployment.StartWorker(Roles.SegmentConsistency), deployment.StartWorker(Roles.SegmentConsistency) };
+        await deployment.WaitForEndAsync(runId);
+        var artifacts = await deployment.AssertCompleteAsync(runId);
+
+        var run = await deployment.RunAsync(runId);
+        Assert.All(run.Stages, s => Assert.Equal(1, s.Attempt));
+        var attempts = await deployment.AttemptsAsync(run);
+        Assert.Equal(run.Stages.Count, attempts.Count); // one lease per stage: the copies leased nothing
+        Assert.Contains(attempts.Single(a => a.StageId == Deployment.StageOf(run, K2).Id).Owner, trainers.Select(t => t.Name));
+        Assert.Equal(artifacts.Select(a => a.Path).Order(), deployment.StoredEntries(runId)); // no stray files
+
+        // commands of finished stages delivered again change nothing
+        await deployment.SendAsync(Roles.DatasetPrep, await deployment.CurrentCommandAsync(runId, RunPlan.Dataset));
+        await deployment.SendAsync(Roles.SegmentConsistency, await deployment.CurrentCommandAsync(runId, "tscd-k1"));
+        await deployment.SendAsync(Roles.Evaluator, await deployment.CurrentCommandAsync(runId, RunPlan.Evaluate));
+        await deployment.WaitUntilAsync(() => Task.FromResult(
+                deployment.QueueDepths() is var q && q[Roles.DatasetPrep] == 0 && q[Roles.SegmentConsistency] == 0 && q[Roles.Evaluator] == 0),
+            "the repeated commands to be consumed");
+        await using var db = deployment.Db();
+        Assert.Equal(artifacts.Count, await db.Artifacts.CountAsync(a => a.RunId == runId));
+        Assert.Equal(1, await db.Datasets.CountAsync(d => d.RunId == runId));
+        Assert.Equal(run.Stages.Count, (await deployment.AttemptsAsync(run)).Count);
+        Assert.Equal(RunState.Succeeded, (await deployment.RunAsync(runId)).State);
+        Assert.Equal(artifacts.Select(a => a.Path).Order(), deployment.StoredEntries(runId));
+        Assert.DoesNotContain(deployment.QueueDepths(), q => q.Key.EndsWith("_error", StringComparison.Ordinal) && q.Value > 0);
+    }
+
+    [Fact]
+    public async Task A_run_survives_a_RabbitMQ_restart()
+    {
+        await using var deployment = new Deployment();
+        deployment.StartWorkers();
+        var runId = await deployment.SubmitAsync(tscdSteps: TscdSteps);
+        await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, K2).State == StageState.Running, "tscd-k2 to run");
+
+        // broker down while the trainer works, and while it reports its result if it finishes meanwhile
+        RabbitMqServer.StopApp();
+        try
+        {
+            var k2 = Deployment.StageOf(await deployment.RunAsync(runId), K2);
+            var until = DateTime.UtcNow.AddSeconds(20);
+            while (DateTime.UtcNow < until)
+            {
+                await using var db = deployment.Db();
+                if (await db.StageAttempts.AnyAsync(a => a.StageId == k2.Id && a.Outcome != null)) break;
+                await Task.Delay(200);
+            }
+            await Task.Delay(1000);
+        }
+        finally
+        {
+            RabbitMqServer.StartApp();
+        }
+
+        await deployment.WaitForEndAsync(runId);
+        await deployment.AssertCompleteAsync(runId);
+        var run = await deployment.RunAsync(runId);
+        var attempts = await deployment.AttemptsAsync(run);
+        output.WriteLine(string.Join("\n", attempts.Select(a =>
+            $"{run.Stages.Single(s => s.Id == a.StageId).Name} attempt {a.Attempt}: {a.Outcome} ({a.Owner}) {a.Error}")));
+        // nothing ran twice: a stage whose worker finished while its event waited out the outage is no lost stage
+        Assert.All(run.Stages, s => Assert.Equal(1, s.Attempt));
+        Assert.Equal(run.Stages.Count, attempts.Count);
+    }
+
+    [Fact]
+    public async Task A_corrupt_input_goes_to_the_error_queue_and_fails_the_run_and_resume_completes_it_once_repaired()
+    {
+        await using var deployment = new Deployment();
+        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.SegmentConsistency, Roles.Evaluator);
+        var runId = await deployment.SubmitAsync();
+        await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, RunPlan.Dataset).State == StageState.Succeeded, "the dataset");
+
+        // damage one shard of the stored dataset before the trajectories worker reads it
+        Artifact dataset;
+        await using (var db = deployment.Db())
+            dataset = await db.Artifacts.AsNoTracking().SingleAsync(a => a.RunId == runId && a.Kind == RunPlan.DatasetKind);
+        var shard = Directory.EnumerateFiles(deployment.Artifacts.GetFullPath(dataset.Path), "*.safetensors", SearchOption.AllDirectories).Order().First();
+        var original = await File.ReadAllBytesAsync(shard);
+        var damaged = (byte[])original.Clone();
+        damaged[^1] ^= 0xFF;
+        await File.WriteAllBytesAsync(shard, damaged);
+        var actual = (await deployment.Artifacts.DescribeAsync(dataset.Path)).Sha256;
+        deployment.StartWorker(Roles.TeacherTrajectories);
+
+        var failed = await deployment.WaitForEndAsync(runId);
+        Assert.True(failed.State == RunState.Failed, Deployment.Describe(failed));
+        var trajectories = Deployment.StageOf(failed, RunPlan.Trajectories);
+        Assert.Equal(StageState.Failed, trajectories.State);
+        foreach (var part in new[] { nameof(ArtifactCorruptException), dataset.Path, $"expected sha256 {dataset.Sha256}", $"got {actual}" })
+        {
+            Assert.Contains(part, failed.Error);
+            Assert.Contains(part, trajectories.Error);
+        }
+        // refused before any lease: the corrupt dataset was never used
+        Assert.DoesNotContain(await deployment.AttemptsAsync(failed), a => a.StageId == trajectories.Id);
+        await using (var db = deployment.Db())
+            Assert.False(await db.Artifacts.AnyAsync(a => a.RunId == runId && a.Kind == RunPlan.TrajectoriesKind));
+        await deployment.WaitUntilAsync(() => Task.FromResult(deployment.QueueDepths().GetValueOrDefault($"{Roles.TeacherTrajectories}_error") >= 1),
+            "the refused command in the error queue");
+
+        // repaired, the run resumes from the failed stage through the CLI
+        await File.WriteAllBytesAsync(shard, original);
+        output.WriteLine(await deployment.RunCliAsync("runs", "resume", runId.ToString()));
+        await deployment.WaitForEndAsync(runId);
+        await deployment.AssertCompleteAsync(runId);
+        var run = await deployment.RunAsync(runId);
+        Assert.Null(run.Error);
+        Assert.Equal(1, Deployment.StageOf(run, RunPlan.Dataset).Attempt);
+        Assert.Equal(2, Deployment.StageOf(run, RunPlan.Trajectories).Attempt);
+    }
+}

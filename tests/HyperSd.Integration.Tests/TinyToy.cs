@@ -1,0 +1,76 @@
+using HyperSd.Diffusion.Models.Autoencoders;
+using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Diffusion.Schedulers;
+using HyperSd.Diffusion.TextEncoders;
+using HyperSd.Distillation.Toy;
+using static TorchSharp.torch;
+
+namespace HyperSd.Integration.Tests;
+
+/// <summary>The tiny toy world of the embedded end-to-end test: an untrained, narrow teacher and recognizer, and a recipe
+/// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1).</summary>
+public static class TinyToy
+{
+    /// <summary>Writes the models under <paramref name="root"/>; returns their folders.</summary>
+    public static (string Teacher, string Recognizer) WriteModels(string root)
+    {
+        var teacher = Path.Combine(root, "teacher");
+        var recognizer = Path.Combine(root, "recognizer");
+        manual_seed(0);
+        var tokenizer = ToyVocabulary.CreateTokenizer();
+        var unet = ToyWorld.TeacherUnetConfig with
+        {
+            BlockOutChannels = [16, 16], DownBlockTypes = ["DownBlock2D", "CrossAttnDownBlock2D"],
+            UpBlockTypes = ["CrossAttnUpBlock2D", "UpBlock2D"], AttentionHeadDim = 2, NormNumGroups = 4,
+        };
+        using (var pipeline = new StableDiffusionPipeline(new UNet2DConditionModel(unet), new PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig),
+                   new CLIPTextModel(ToyVocabulary.TextConfig(tokenizer)), tokenizer, SchedulerFactory.FromConfig(ToyWorld.Schedule())))
+            pipeline.SavePretrained(teacher);
+        using (var model = new ToyRecognizer(new ToyRecognizerConfig()))
+            model.SavePretrained(recognizer);
+        return (teacher, recognizer);
+    }
+
+    /// <summary>The recipe; <paramref name="tscdSteps"/> lengthens the TSCD stages (a checkpoint every 2 steps).</summary>
+    public static string Recipe(string teacherDir, int tscdSteps = 4) => $$"""
+        name: tiny
+        seed: 0
+        model:
+          source: toy
+          path: {{teacherDir}}
+        dataset:
+          source: toy
+          count: 12
+          seed: 1
+          shard_size: 8
+        trajectories:
+          count: 24
+          solver_steps: 50
+          guidance_min: 1.5
+          guidance_max: 2.5
+          batch_size: 12
+          empty_prompt_probability: 0
+        tscd:
+          segments: [2, 1]
+          steps_per_stage: {{tscdSteps}}
+          batch_size: 4
+          learning_rate: 1.0e-3
+          lora: {rank: 4, alpha: 4}
+          weights:
+            2: {mse: 1.0, adversarial: 0.0}
+            1: {mse: 0.8, adversarial: 0.1}
+          discriminator_learning_rate: 1.0e-4
+          checkpoint_every: 2
+        evaluation:
+          steps: [1, 2]
+          samplers: [ddim-trailing, tcd]
+          tcd_eta: 0.3
+          prompts: 6
+          teacher_steps: 3
+          teacher_guidance: 3.0
+          real_images: 16
+          batch_size: 6
+          grid_prompts: 2
+        """;
+}
