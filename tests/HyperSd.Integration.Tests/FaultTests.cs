@@ -34,8 +34,14 @@ public sealed class FaultTests(ITestOutputHelper output)
         var killed = workers[Roles.SegmentConsistency];
         killed.Kill();
         var atKill = Deployment.StageOf(await deployment.RunAsync(runId), K2);
-        Assert.True(atKill is { State: StageState.Running, Attempt: 1 } && atKill.Progress < 1,
-            $"tscd-k2 should still be running its first attempt when its worker dies, but it is {atKill.State} at attempt {atKill.Attempt}, {atKill.Progress:P0}");
+        List<string> checkpoints;
+        await using (var db = deployment.Db())
+        {
+            var unfinished = await db.StageAttempts.AnyAsync(a => a.StageId == k2.Id && a.Attempt == 1 && a.Outcome == null);
+            Assert.True(atKill is { State: StageState.Running, Attempt: 1 } && unfinished,
+                $"tscd-k2 should still be running its first attempt when its worker dies, but it is {atKill.State} at attempt {atKill.Attempt}");
+            checkpoints = await db.Artifacts.Where(a => a.StageId == k2.Id && a.Kind == RunPlan.CheckpointKind).Select(a => a.Path).ToListAsync();
+        }
 
         var replacement = deployment.StartWorker(Roles.SegmentConsistency);
         await deployment.WaitForEndAsync(runId);
@@ -52,7 +58,8 @@ public sealed class FaultTests(ITestOutputHelper output)
         int resumedFrom = detail.RootElement.GetProperty("resumed_from").GetInt32();
         Assert.True(resumedFrom >= 2, $"tscd-k2 attempt 2 resumed from step {resumedFrom}: {stage.ProgressDetail}");
         Assert.Equal(TscdSteps, detail.RootElement.GetProperty("steps").GetInt32());
-        output.WriteLine($"tscd-k2: worker killed at {atKill.Progress:P0}; attempt 2 resumed from step {resumedFrom} of {TscdSteps}");
+        output.WriteLine($"tscd-k2: worker killed with checkpoints {string.Join(", ", checkpoints.Select(Path.GetFileName).Order())} stored; " +
+                         $"attempt 2 resumed from step {resumedFrom} of {TscdSteps}");
     }
 
     [Fact]
@@ -80,6 +87,9 @@ public sealed class FaultTests(ITestOutputHelper output)
         Assert.Equal(artifacts.Select(a => a.Path).Order(), deployment.StoredEntries(runId)); // no stray files
 
         // commands of finished stages delivered again change nothing
+        int evaluations;
+        await using (var before = deployment.Db())
+            evaluations = await before.Evaluations.CountAsync(v => v.RunId == runId);
         await deployment.SendAsync(Roles.DatasetPrep, await deployment.CurrentCommandAsync(runId, RunPlan.Dataset));
         await deployment.SendAsync(Roles.SegmentConsistency, await deployment.CurrentCommandAsync(runId, "tscd-k1"));
         await deployment.SendAsync(Roles.Evaluator, await deployment.CurrentCommandAsync(runId, RunPlan.Evaluate));
@@ -89,6 +99,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         await using var db = deployment.Db();
         Assert.Equal(artifacts.Count, await db.Artifacts.CountAsync(a => a.RunId == runId));
         Assert.Equal(1, await db.Datasets.CountAsync(d => d.RunId == runId));
+        Assert.Equal(evaluations, await db.Evaluations.CountAsync(v => v.RunId == runId));
         Assert.Equal(run.Stages.Count, (await deployment.AttemptsAsync(run)).Count);
         Assert.Equal(RunState.Succeeded, (await deployment.RunAsync(runId)).State);
         Assert.Equal(artifacts.Select(a => a.Path).Order(), deployment.StoredEntries(runId));
