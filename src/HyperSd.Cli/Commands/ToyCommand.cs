@@ -30,7 +30,7 @@ public static class ToyCommand
         return command;
     }
 
-    static readonly TeacherPretrainingOptions DefaultTeacher = new() { Steps = 2000, BatchSize = 64 };
+    static readonly TeacherPretrainingOptions DefaultTeacher = new() { Steps = 5000, BatchSize = 64 };
     const int TeacherDatasetSize = 20000;
 
     static HyperSd.Diffusion.Pipelines.StableDiffusionPipeline TrainTeacher(string dir, TeacherPretrainingOptions options)
@@ -56,15 +56,28 @@ public static class ToyCommand
 
     static Command Distill()
     {
-        var teacher = new Option<DirectoryInfo>("--teacher") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/teacher") };
-        var recognizer = new Option<DirectoryInfo>("--recognizer") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/recognizer") };
+        var teacher = new Option<DirectoryInfo>("--teacher")
+        {
+            Description = "teacher pipeline folder (default: the committed toy teacher; a missing folder is trained first)",
+            DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedTeacherDir),
+        };
+        var recognizer = new Option<DirectoryInfo>("--recognizer")
+        {
+            Description = "recognizer folder (default: the committed one; a missing folder is trained first)",
+            DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedRecognizerDir),
+        };
         var work = new Option<DirectoryInfo>("--out") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/distill") };
         var stageSteps = new Option<int>("--stage-steps") { DefaultValueFactory = _ => new ToyDistillationOptions().StageSteps };
         var trajectories = new Option<int>("--trajectories") { DefaultValueFactory = _ => new ToyDistillationOptions().TrajectoryCount };
+        var parallel = new Option<int>("--parallel")
+        {
+            Description = "variants trained at once, one tensor thread each",
+            DefaultValueFactory = _ => new ToyDistillationOptions().Parallelism,
+        };
         var variants = new Option<string[]>("--variant") { Description = "which variants by index (0 baseline, 1 tscd, 2 tscd+adv; default all; none: the teacher only)" };
         var command = new Command("distill", "toy distillation: trajectories, each variant's training, evaluation and the results table")
         {
-            teacher, recognizer, work, stageSteps, trajectories, variants
+            teacher, recognizer, work, stageSteps, trajectories, variants, parallel
         };
         command.SetAction(parse =>
         {
@@ -72,19 +85,21 @@ public static class ToyCommand
             // The teacher and the recognizer are trained once and reused from their artifact folders.
             var teacherDir = parse.GetValue(teacher)!.FullName;
             var recognizerDir = parse.GetValue(recognizer)!.FullName;
-            using var pipeline = Directory.Exists(teacherDir)
-                ? HyperSd.Diffusion.Pipelines.StableDiffusionPipeline.FromPretrained(teacherDir) : TrainTeacher(teacherDir, DefaultTeacher);
+            if (!Directory.Exists(teacherDir)) TrainTeacher(teacherDir, DefaultTeacher).Dispose();
             using var model = Directory.Exists(recognizerDir)
                 ? ToyRecognizer.FromPretrained(recognizerDir) : TrainRecognizer(recognizerDir, new ToyRecognizerTrainingOptions().Steps);
-            var options = new ToyDistillationOptions { StageSteps = parse.GetValue(stageSteps), TrajectoryCount = parse.GetValue(trajectories) };
+            var options = new ToyDistillationOptions { StageSteps = parse.GetValue(stageSteps), TrajectoryCount = parse.GetValue(trajectories),
+                Parallelism = parse.GetValue(parallel) };
             var chosen = parse.GetValue(variants) is { Length: > 0 } picked
                 ? picked.Where(i => i != "none").Select(i => options.Variants[int.Parse(i, System.Globalization.CultureInfo.InvariantCulture)]).ToList()
                 : options.Variants;
-            var report = ToyDistillation.Run(pipeline, model, parse.GetValue(work)!.FullName, options, chosen, Console.WriteLine);
+            var report = ToyDistillation.Run(() => HyperSd.Diffusion.Pipelines.StableDiffusionPipeline.FromPretrained(teacherDir), model, parse.GetValue(work)!.FullName, options, chosen, Console.WriteLine);
             var table = report.ToMarkdown();
             Console.WriteLine();
             Console.WriteLine(table);
-            File.WriteAllText(Path.Combine(parse.GetValue(work)!.FullName, "results.md"), table);
+            var phases = report.PhasesMarkdown();
+            Console.WriteLine(phases);
+            File.WriteAllText(Path.Combine(parse.GetValue(work)!.FullName, "results.md"), table + "\n" + phases);
             Console.WriteLine($"total {watch.Elapsed.TotalSeconds:F1} s");
         });
         return command;

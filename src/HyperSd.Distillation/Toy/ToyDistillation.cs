@@ -34,6 +34,8 @@ public sealed record ToyDistillationOptions
     public IReadOnlyList<int> Steps { get; init; } = [1, 2, 4, 8];
     public int TeacherReferenceSteps { get; init; } = 25;
     public long Seed { get; init; }
+    /// <summary>Variants trained at once, one tensor thread each.</summary>
+    public int Parallelism { get; init; } = Math.Max(1, Environment.ProcessorCount);
 
     SegmentStageConfig Stage => new()
     {
@@ -59,7 +61,8 @@ public sealed record ToyDistillationOptions
 /// <summary>Wall time and loss of one phase of a run (for the report).</summary>
 public sealed record PhaseReport(string Phase, double Seconds, string Detail);
 
-public sealed record ToyDistillationReport(IReadOnlyList<EvaluationRow> Rows, IReadOnlyList<PhaseReport> Phases)
+public sealed record ToyDistillationReport(IReadOnlyList<EvaluationRow> Rows, IReadOnlyList<PhaseReport> Phases,
+    IReadOnlyDictionary<string, IReadOnlyList<SegmentStageMetrics>> Training)
 {
     /// <summary>The results table: one row per model and sampler, toy-FID and prompt adherence per step count.</summary>
     public string ToMarkdown()
@@ -80,37 +83,51 @@ public sealed record ToyDistillationReport(IReadOnlyList<EvaluationRow> Rows, IR
         return sb.ToString();
     }
 
+    /// <summary>Wall time of each phase and each variant's training, for the report.</summary>
+    public string PhasesMarkdown()
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var sb = new StringBuilder("| phase | wall time (s) | detail |\n| --- | ---: | --- |\n");
+        foreach (var p in Phases) sb.AppendLine($"| {p.Phase} | {p.Seconds.ToString("F1", inv)} | {p.Detail} |");
+        return sb.ToString();
+    }
+
     public double Value(string model, string sampler, int steps, string metric) =>
         Rows.Single(r => r.Model == model && r.Sampler == sampler && r.Steps == steps && r.Metric == metric).Value;
 }
 
 /// <summary>
 /// The toy world's distillation experiment, end to end on one machine: encode a dataset, generate teacher trajectories,
-/// train each variant, and evaluate the teacher and every student with the same prompts and seeds.
+/// train each variant, and evaluate the teacher and every student with the same prompts and seeds. Variants train
+/// concurrently (<see cref="ToyDistillationOptions.Parallelism"/>), each on its own teacher instance, since a student's
+/// LoRA is attached to its teacher UNet while it predicts; all their randomness comes from their own seeded generators,
+/// so the results do not depend on the parallelism.
 /// </summary>
 public static class ToyDistillation
 {
-    public static ToyDistillationReport Run(StableDiffusionPipeline teacher, ToyRecognizer recognizer, string workDir,
+    /// <param name="loadTeacher">Returns a fresh instance of the same teacher on each call.</param>
+    public static ToyDistillationReport Run(Func<StableDiffusionPipeline> loadTeacher, ToyRecognizer recognizer, string workDir,
         ToyDistillationOptions options, IReadOnlyList<DistillationVariant>? variants = null, Action<string>? log = null,
         CancellationToken cancellation = default)
     {
         var phases = new List<PhaseReport>();
-        var watch = Stopwatch.StartNew();
-        void Phase(string name, string detail)
+        void Phase(string name, Stopwatch watch, string detail = "")
         {
-            phases.Add(new PhaseReport(name, watch.Elapsed.TotalSeconds, detail));
+            lock (phases) phases.Add(new PhaseReport(name, watch.Elapsed.TotalSeconds, detail));
             log?.Invoke($"{name}: {watch.Elapsed.TotalSeconds:F1} s {detail}");
             watch.Restart();
         }
 
+        var watch = Stopwatch.StartNew();
+        using var teacher = loadTeacher();
         var ddpm = new DDPMScheduler(ToyWorld.Schedule("DDPMScheduler"));
         using var data = ToyWorld.CreateDataset(options.DatasetSize, options.DatasetSeed, teacher.Tokenizer, teacher.Vae);
-        Phase("dataset", $"{data.Count} images");
+        Phase("dataset", watch, $"{data.Count} images");
 
         using var emptyIds = teacher.Tokenizer.Encode([""]);
-        var shard = TeacherTrajectories.Generate(teacher.Unet, teacher.TextEncoder, ddpm, data, emptyIds,
+        using var shard = TeacherTrajectories.Generate(teacher.Unet, teacher.TextEncoder, ddpm, data, emptyIds,
             new TrajectoryOptions(options.TrajectoryCount, options.Seed, 50, options.GuidanceMin, options.GuidanceMax, 64), cancellation);
-        Phase("trajectories", $"{options.TrajectoryCount} samples");
+        Phase("trajectories", watch, $"{options.TrajectoryCount} samples");
 
         var metrics = new ToyRecognizerMetrics(recognizer);
         using var real = metrics.RealFeatures(options.RealImages, 5_000_001);
@@ -124,33 +141,56 @@ public static class ToyDistillation
             Path.Combine(workDir, "grid-teacher.png")));
         rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, SamplerSpec.DdimTrailing(options.TeacherGuidance),
             evalOptions with { Steps = [options.TeacherReferenceSteps] }));
-        Phase("evaluate teacher", "");
+        Phase("evaluate teacher", watch);
 
-        foreach (var variant in variants ?? options.Variants)
+        var chosen = variants ?? options.Variants;
+        var results = new (IReadOnlyList<EvaluationRow> Rows, IReadOnlyList<SegmentStageMetrics> Training)[chosen.Count];
+        int threads = get_num_threads();
+        if (options.Parallelism > 1) set_num_threads(1); // one core per variant beats two threads contending per op
+        try
         {
+            Parallel.For(0, chosen.Count, new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = cancellation },
+                i => results[i] = RunVariant(chosen[i]));
+        }
+        finally { set_num_threads(threads); }
+        Phase($"train and evaluate {chosen.Count} variants ({Math.Min(options.Parallelism, chosen.Count)} at a time)", watch);
+
+        (IReadOnlyList<EvaluationRow>, IReadOnlyList<SegmentStageMetrics>) RunVariant(DistillationVariant variant)
+        {
+            // LibTorch's OpenMP thread count is per OS thread: a pool thread would otherwise use every core.
+            if (options.Parallelism > 1) set_num_threads(1);
+            var variantWatch = Stopwatch.StartNew();
+            StableDiffusionPipeline own;
+            lock (loadTeacher) own = loadTeacher(); // a factory may seed the global RNG
+            using var _ = own;
             var dir = Path.Combine(workDir, Slug(variant.Name));
-            var results = SegmentConsistencyTrainer.TrainStages(variant.Config, teacher.Unet, teacher.TextEncoder, ddpm, [shard], dir,
+            var stages = SegmentConsistencyTrainer.TrainStages(variant.Config, own.Unet, own.TextEncoder, ddpm, [shard], dir,
                 p => { if (p.Step % 100 == 0) log?.Invoke($"  {variant.Name} k={p.Segments} {p.Step}/{p.TotalSteps} loss {p.Losses.Consistency:G4}"); },
                 cancellation);
-            Phase($"train {variant.Name}", string.Join("; ", results.Select(r =>
-                $"k={r.Metrics.Segments}: {r.Metrics.Steps} steps in {r.Metrics.Steps / r.Metrics.StepsPerSecond:F1} s, loss {r.Metrics.InitialLoss:G4} → {r.Metrics.FinalLoss:G4}")));
-            var lora = results[^1].Lora ?? throw new InvalidOperationException("the toy variants train LoRAs");
-            lora.Attach(teacher.Unet);
+            var training = stages.Select(r => r.Metrics).ToList();
+            Phase($"train {variant.Name}", variantWatch, string.Join("; ", training.Select(m =>
+                $"k={m.Segments}: {m.Steps} steps in {m.Steps / m.StepsPerSecond:F1} s ({m.StepsPerSecond:F2} steps/s), loss {m.InitialLoss:G4} → {m.FinalLoss:G4}")));
+            var lora = stages[^1].Lora ?? throw new InvalidOperationException("the toy variants train LoRAs");
+            lora.Attach(own.Unet);
+            var variantRows = new List<EvaluationRow>();
             try
             {
                 foreach (var sampler in new[] { SamplerSpec.DdimTrailing(), SamplerSpec.Tcd(0.3) })
-                    rows.AddRange(evaluator.Evaluate(variant.Name, teacher, prompts, sampler, evalOptions,
+                    variantRows.AddRange(evaluator.Evaluate(variant.Name, own, prompts, sampler, evalOptions,
                         Path.Combine(workDir, $"grid-{Slug(variant.Name)}-{sampler.Name}.png")));
             }
             finally
             {
                 lora.Detach();
-                foreach (var r in results) r.Student.Dispose();
+                foreach (var r in stages) r.Student.Dispose();
             }
-            Phase($"evaluate {variant.Name}", "");
+            Phase($"evaluate {variant.Name}", variantWatch);
+            return (variantRows, training);
         }
-        shard.Dispose();
-        return new ToyDistillationReport(rows, phases);
+
+        foreach (var r in results) rows.AddRange(r.Rows);
+        return new ToyDistillationReport(rows, phases,
+            chosen.Select((v, i) => (v.Name, results[i].Training)).ToDictionary(x => x.Name, x => x.Training));
     }
 
     static string Slug(string name) => new(name.Select(c => char.IsLetterOrDigit(c) ? c : '-').ToArray());

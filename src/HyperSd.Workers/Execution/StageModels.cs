@@ -14,10 +14,6 @@ namespace HyperSd.Workers.Execution;
 /// <summary>The models a stage loads from its recipe.</summary>
 public static class StageModels
 {
-    /// <summary>The toy teacher and recognizer committed with HyperSd.Distillation, copied beside the assemblies.</summary>
-    public static string DefaultToyTeacherDir => Path.Combine(AppContext.BaseDirectory, "Toy", "Pretrained", "teacher");
-    public static string DefaultToyRecognizerDir => Path.Combine(AppContext.BaseDirectory, "Toy", "Pretrained", "recognizer");
-
     /// <summary>The device a stage runs on: the worker's device slot, which must be of the kind the recipe asks for.</summary>
     public static string ResolveDevice(Recipe recipe, string slot)
     {
@@ -37,7 +33,7 @@ public static class StageModels
         var dtype = recipe.TorchDType();
         return recipe.Model.Source switch
         {
-            ModelSource.Toy => StableDiffusionPipeline.FromPretrained(recipe.Model.Path ?? options.ToyTeacherDir ?? DefaultToyTeacherDir, dev, dtype),
+            ModelSource.Toy => StableDiffusionPipeline.FromPretrained(recipe.Model.Path ?? options.ToyTeacherDir ?? ToyWorld.PretrainedTeacherDir, dev, dtype),
             ModelSource.Diffusers => StableDiffusionPipeline.FromPretrained(recipe.Model.Path!, dev, dtype),
             _ => StableDiffusionPipeline.FromSingleFile(recipe.Model.Path!,
                 recipe.Model.Tokenizer ?? throw new ArgumentException("model.tokenizer is required for a single-file checkpoint"), device: dev, dtype: dtype),
@@ -45,7 +41,7 @@ public static class StageModels
     }
 
     public static ToyRecognizer LoadRecognizer(WorkerOptions options, string device) =>
-        ToyRecognizer.FromPretrained(options.ToyRecognizerDir ?? DefaultToyRecognizerDir, torch.device(device));
+        ToyRecognizer.FromPretrained(options.ToyRecognizerDir ?? ToyWorld.PretrainedRecognizerDir, torch.device(device));
 
     /// <summary>The teacher's noise schedule as the forward process the trainers use.</summary>
     public static DDPMScheduler TrainingScheduler(StableDiffusionPipeline teacher) => new(teacher.Scheduler.Config);

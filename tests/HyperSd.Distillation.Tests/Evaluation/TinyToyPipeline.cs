@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace HyperSd.Distillation.Tests.Evaluation;
 
 /// <summary>An untrained toy-world pipeline small enough for unit tests: the toy tokenizer and text encoder, a narrow
-/// UNet on the 48×8×8 pixel-unshuffle latents.</summary>
+/// UNet on the 12×16×16 pixel-unshuffle latents.</summary>
 public static class TinyToyPipeline
 {
     public static UNet2DConditionConfig UnetConfig { get; } = ToyWorld.TeacherUnetConfig with

@@ -12,7 +12,6 @@ public class ToyDistillationTests : IDisposable
     [Fact]
     public void The_experiment_runs_end_to_end_and_tabulates_every_model_and_step_count()
     {
-        using var teacher = TinyToyPipeline.Create();
         using var recognizer = new ToyRecognizer(new ToyRecognizerConfig());
         var options = new ToyDistillationOptions
         {
@@ -20,7 +19,7 @@ public class ToyDistillationTests : IDisposable
             Steps = [1, 2], TeacherReferenceSteps = 3,
         };
         var variants = new[] { options.Variants[0], options.Variants[2] with { Config = options.Variants[2].Config with { Stages = [2, 1] } } };
-        var report = ToyDistillation.Run(teacher, recognizer, dir, options, variants);
+        var report = ToyDistillation.Run(() => TinyToyPipeline.Create(), recognizer, dir, options, variants);
 
         // teacher: 2 step counts + the reference; each variant: 2 samplers × 2 step counts; two metrics each.
         Assert.Equal(2 * (3 + 2 * 2 * 2), report.Rows.Count);

@@ -1,0 +1,82 @@
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Distillation.Toy;
+using Xunit.Abstractions;
+
+namespace HyperSd.Distillation.Tests.Toy;
+
+/// <summary>
+/// What distillation must achieve, measured on the toy world with the committed teacher and recognizer at a tiny budget
+/// with fixed seeds. Skipped until the budget passes: measured at 40 steps per stage (2,048 trajectories, 128 prompts)
+/// the students were worse than the teacher at 2 and 4 steps (cd-k1 toy-FID 686/594 against the teacher's 360/331) and
+/// TSCD (MSE) trailed the baseline by 130 (issue 3 stays open on this).
+/// </summary>
+[Trait("Category", "Slow")]
+public class ToyDistillationOutcomeTests(ToyDistillationOutcomeTests.Experiment experiment, ITestOutputHelper output)
+    : IClassFixture<ToyDistillationOutcomeTests.Experiment>
+{
+    const string Baseline = "cd-k1 (LCM-style baseline)";
+    static readonly string[] Tscd = ["tscd 8-4-2-1 (mse)", "tscd 8-4-2-1 (mse+adv)"];
+    const string Sampler = "ddim-trailing";
+    const string Pending = "the tiny budget does not yet distil a student better than the toy teacher (see the class comment)";
+
+    /// <summary>The three variants trained and evaluated once for all the assertions.</summary>
+    public sealed class Experiment : IDisposable
+    {
+        readonly string dir = Directory.CreateTempSubdirectory("toy-outcome-").FullName;
+        readonly Lazy<ToyDistillationReport> report;
+        public ToyDistillationReport Report => report.Value;
+
+        /// <summary>Lazy, so that a skipped class costs nothing.</summary>
+        public Experiment() => report = new(() =>
+        {
+            using var recognizer = ToyRecognizer.FromPretrained(ToyWorld.PretrainedRecognizerDir);
+            var options = new ToyDistillationOptions
+            {
+                DatasetSize = 1024, TrajectoryCount = 2048, StageSteps = 40, EvaluationPrompts = 128, RealImages = 512,
+                Steps = [2, 4], TeacherReferenceSteps = 8, Parallelism = 2,
+            };
+            return ToyDistillation.Run(() => StableDiffusionPipeline.FromPretrained(ToyWorld.PretrainedTeacherDir), recognizer, dir, options);
+        });
+
+        public void Dispose() => Directory.Delete(dir, true);
+    }
+
+    ToyDistillationReport Report => experiment.Report;
+    double Fd(string model, int steps) => Report.Value(model, model == "teacher" ? "ddim-trailing-cfg3" : Sampler, steps, "fd");
+
+    [Fact(Skip = Pending)]
+    public void Training_loss_falls_in_every_stage_of_every_variant()
+    {
+        output.WriteLine(Report.ToMarkdown());
+        foreach (var (variant, stages) in Report.Training)
+            foreach (var stage in stages)
+            {
+                output.WriteLine($"{variant} k={stage.Segments}: {stage.InitialLoss:G4} → {stage.FinalLoss:G4}");
+                Assert.True(stage.FinalLoss < 0.8 * stage.InitialLoss, $"{variant} k={stage.Segments}: loss {stage.InitialLoss:G4} → {stage.FinalLoss:G4}");
+            }
+    }
+
+    [Theory(Skip = Pending)]
+    [InlineData(2, 0.5)]
+    [InlineData(4, 0.75)]
+    public void Every_distilled_model_beats_the_teacher_at_the_same_step_count(int steps, double ratio)
+    {
+        foreach (var model in Tscd.Prepend(Baseline))
+        {
+            output.WriteLine($"{model} @{steps}: toy-FID {Fd(model, steps):F1} vs teacher {Fd("teacher", steps):F1}");
+            Assert.True(Fd(model, steps) < ratio * Fd("teacher", steps),
+                $"{model} at {steps} steps: toy-FID {Fd(model, steps):F1}, teacher {Fd("teacher", steps):F1} (needs < {ratio}×)");
+        }
+    }
+
+    [Fact(Skip = Pending)]
+    public void Tscd_beats_the_one_segment_baseline_at_two_or_four_steps()
+    {
+        foreach (var model in Tscd)
+        {
+            double best = new[] { 2, 4 }.Max(s => Fd(Baseline, s) - Fd(model, s));
+            output.WriteLine($"{model}: best toy-FID lead over the baseline at 2 or 4 steps {best:F1}");
+            Assert.True(best > 0, $"{model} does not beat {Baseline} at 2 or 4 steps (lead {best:F1})");
+        }
+    }
+}
