@@ -25,7 +25,7 @@ public sealed record ToyDistillationOptions
     /// <summary>CFG scale the teacher samples with in the evaluation.</summary>
     public double TeacherGuidance { get; init; } = 3.0;
     /// <summary>Training steps of one TSCD stage; the one-stage baseline gets the same total.</summary>
-    public int StageSteps { get; init; } = 300;
+    public int StageSteps { get; init; } = 100;
     public int BatchSize { get; init; } = 32;
     public double LearningRate { get; init; } = 1e-3;
     public int LoraRank { get; init; } = 16;
