@@ -1,3 +1,4 @@
+using HyperSd.Testing;
 using HyperSd.Contracts;
 using HyperSd.Data;
 using HyperSd.Data.Entities;

@@ -1,3 +1,4 @@
+using HyperSd.Testing;
 using HyperSd.Contracts;
 using HyperSd.Data.Entities;
 using HyperSd.Diffusion.Models.Autoencoders;
@@ -24,26 +25,6 @@ public sealed class EmbeddedRunTests : IDisposable
     readonly TestStore store = new();
 
     public void Dispose() => store.Dispose();
-
-    /// <summary>An untrained toy pipeline, narrow enough for a test, and an untrained recognizer.</summary>
-    (string Teacher, string Recognizer) TinyModels()
-    {
-        var teacher = Path.Combine(store.Root, "models", "teacher");
-        var recognizer = Path.Combine(store.Root, "models", "recognizer");
-        manual_seed(0);
-        var tokenizer = ToyVocabulary.CreateTokenizer();
-        var unet = ToyWorld.TeacherUnetConfig with
-        {
-            BlockOutChannels = [16, 16], DownBlockTypes = ["DownBlock2D", "CrossAttnDownBlock2D"],
-            UpBlockTypes = ["CrossAttnUpBlock2D", "UpBlock2D"], AttentionHeadDim = 2, NormNumGroups = 4,
-        };
-        using (var pipeline = new StableDiffusionPipeline(new UNet2DConditionModel(unet), new PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig),
-                   new CLIPTextModel(ToyVocabulary.TextConfig(tokenizer)), tokenizer, SchedulerFactory.FromConfig(ToyWorld.Schedule())))
-            pipeline.SavePretrained(teacher);
-        using (var model = new ToyRecognizer(new ToyRecognizerConfig()))
-            model.SavePretrained(recognizer);
-        return (teacher, recognizer);
-    }
 
     IHost StartHost(WorkerOptions options)
     {
@@ -75,9 +56,9 @@ public sealed class EmbeddedRunTests : IDisposable
     [Fact]
     public async Task A_tiny_toy_recipe_runs_end_to_end()
     {
-        var (teacher, recognizer) = TinyModels();
+        var (teacher, recognizer) = TinyToy.WriteModels(Path.Combine(store.Root, "models"));
         var recipePath = Path.Combine(store.Root, "tiny.yaml");
-        await File.WriteAllTextAsync(recipePath, TestRecipes.Tiny(teacher));
+        await File.WriteAllTextAsync(recipePath, TinyToy.Recipe(teacher));
         var options = store.WorkerOptions(o =>
         {
             o.ToyRecognizerDir = recognizer;
@@ -136,7 +117,7 @@ public sealed class EmbeddedRunTests : IDisposable
     public async Task A_corrupt_input_artifact_is_never_used_and_fails_the_run_through_the_fault()
     {
         var options = store.WorkerOptions(o => o.Roles = [Roles.Orchestrator, Roles.TeacherTrajectories]);
-        var runId = await store.CreateRunAsync(TestRecipes.Tiny(), options);
+        var runId = await store.CreateRunAsync(TinyToy.Recipe(), options);
         Artifact dataset;
         await using (var db = store.CreateDbContext())
         {

@@ -1,3 +1,4 @@
+using HyperSd.Testing;
 using HyperSd.Contracts;
 using HyperSd.Data.Entities;
 using HyperSd.Workers.Hosting;
@@ -33,7 +34,7 @@ public sealed class RunStateMachineTests : IDisposable
 
     async Task<Guid> StartedRun()
     {
-        var runId = await store.CreateRunAsync(TestRecipes.Tiny(), options);
+        var runId = await store.CreateRunAsync(TinyToy.Recipe(), options);
         var sent = await machine.StartAsync(runId, t0);
         var command = Assert.IsType<PrepareDataset>(Assert.Single(sent).Command);
         Assert.Equal(1, command.Attempt);

@@ -1,3 +1,4 @@
+using HyperSd.Testing;
 using HyperSd.Contracts;
 using HyperSd.Data.Entities;
 using HyperSd.Workers.Execution;
@@ -24,7 +25,7 @@ public sealed class StageLeaseTests : IDisposable
 
     async Task<PrepareDataset> Dispatched()
     {
-        var runId = await store.CreateRunAsync(TestRecipes.Tiny(), options);
+        var runId = await store.CreateRunAsync(TinyToy.Recipe(), options);
         return (PrepareDataset)(await machine.StartAsync(runId, DateTimeOffset.UtcNow))[0].Command;
     }
 

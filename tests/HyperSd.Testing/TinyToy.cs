@@ -6,9 +6,9 @@ using HyperSd.Diffusion.TextEncoders;
 using HyperSd.Distillation.Toy;
 using static TorchSharp.torch;
 
-namespace HyperSd.Integration.Tests;
+namespace HyperSd.Testing;
 
-/// <summary>The tiny toy world of the embedded end-to-end test: an untrained, narrow teacher and recognizer, and a recipe
+/// <summary>The tiny toy world of the end-to-end tests (embedded and distributed): an untrained, narrow teacher and recognizer, and a recipe
 /// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1).</summary>
 public static class TinyToy
 {
@@ -32,13 +32,14 @@ public static class TinyToy
         return (teacher, recognizer);
     }
 
-    /// <summary>The recipe; <paramref name="tscdSteps"/> lengthens the TSCD stages (a checkpoint every 2 steps).</summary>
-    public static string Recipe(string teacherDir, int tscdSteps = 4) => $$"""
+    /// <summary>The recipe; <paramref name="tscdSteps"/> lengthens the TSCD stages (a checkpoint every 2 steps).
+    /// <paramref name="teacherDir"/> null leaves the teacher to the worker's default (tests that run no model).</summary>
+    public static string Recipe(string? teacherDir = null, int tscdSteps = 4) => $$"""
         name: tiny
         seed: 0
         model:
           source: toy
-          path: {{teacherDir}}
+        {{(teacherDir is null ? "" : $"  path: {teacherDir}")}}
         dataset:
           source: toy
           count: 12
