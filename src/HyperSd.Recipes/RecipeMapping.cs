@@ -69,6 +69,6 @@ public sealed partial record Recipe
         _ => SamplerSpec.DdimTrailing(),
     }).ToList();
 
-    /// <summary>The teacher's sampler: DDIM (trailing) with its CFG scale, at the student's steps and at teacher_steps.</summary>
-    public SamplerSpec ToTeacherSamplerSpec() => SamplerSpec.DdimTrailing(Evaluation.TeacherGuidance);
+    /// <summary>The teacher's samplers with its CFG scale, at the student's steps; the first (plain DDIM) also at teacher_steps.</summary>
+    public IReadOnlyList<SamplerSpec> ToTeacherSamplerSpecs() => SamplerSpec.Teacher(Evaluation.TeacherGuidance);
 }

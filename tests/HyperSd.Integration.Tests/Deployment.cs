@@ -265,7 +265,7 @@ public sealed class Deployment : IAsyncDisposable
         Assert.Equal(1, Count(RunPlan.TrajectoriesKind));
         Assert.Equal(2, Count(RunPlan.LoraKind));
         Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
-        Assert.Equal(3, Count(RunPlan.GridKind)); // teacher, student × 2 samplers
+        Assert.Equal(4, Count(RunPlan.GridKind)); // teacher × 2 samplers, student × 2 samplers
         Assert.Equal(1, Count(RunPlan.ReportKind));
         var k1 = StageOf(run, "tscd-k1");
         var lora = outputs.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == k1.Id);

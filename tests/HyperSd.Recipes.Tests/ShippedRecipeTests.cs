@@ -73,7 +73,7 @@ public class ShippedRecipeTests
         // what ToyDistillation.Run passes to the trajectory generator and the evaluator
         Assert.Equal(new TrajectoryOptions(toy.TrajectoryCount, toy.Seed, 50, toy.GuidanceMin, toy.GuidanceMax, 64), recipe.ToTrajectoryOptions());
         Assert.Equal([SamplerSpec.DdimTrailing(), SamplerSpec.Tcd(0.3)], recipe.ToSamplerSpecs());
-        Assert.Equal(SamplerSpec.DdimTrailing(toy.TeacherGuidance), recipe.ToTeacherSamplerSpec());
+        Assert.Equal(SamplerSpec.Teacher(toy.TeacherGuidance), recipe.ToTeacherSamplerSpecs());
         var evaluation = recipe.ToEvaluationOptions();
         var expected = new EvaluationOptions { Steps = toy.Steps, Height = 32, Width = 32 };
         Assert.Equal(expected.Steps, evaluation.Steps);

@@ -84,7 +84,7 @@ public sealed class EmbeddedRunTests : IDisposable
         Assert.Equal(1, Count(RunPlan.TrajectoriesKind));
         Assert.Equal(2, Count(RunPlan.LoraKind));
         Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
-        Assert.Equal(3, Count(RunPlan.GridKind)); // teacher, student × 2 samplers
+        Assert.Equal(4, Count(RunPlan.GridKind)); // teacher × 2 samplers, student × 2 samplers
         Assert.Equal(1, Count(RunPlan.ReportKind));
 
         // lineage: the k = 1 LoRA was made from the trajectories and the k = 2 LoRA

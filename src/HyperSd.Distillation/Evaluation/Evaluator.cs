@@ -30,6 +30,11 @@ public interface IImageScorer
 /// <summary>A sampler to evaluate with: the scheduler class, its timestep spacing, eta (DDIM η / TCD γ) and CFG scale.</summary>
 public sealed record SamplerSpec(string Name, string Scheduler, string? TimestepSpacing = null, double? Eta = null, double GuidanceScale = 1.0)
 {
+    /// <summary>Plain DDIM: the model's own scheduler config (SD1.5's leading spacing with steps_offset 1), η = 0.</summary>
+    public static SamplerSpec Ddim(double guidance = 1.0) => new($"ddim{Cfg(guidance)}", "DDIMScheduler", null, 0, guidance);
+    /// <summary>The teacher's samplers with CFG: plain DDIM (what the model ships with; its reference steps use this one),
+    /// then DDIM with trailing spacing, which makes a many-step model much stronger at few steps.</summary>
+    public static IReadOnlyList<SamplerSpec> Teacher(double guidance) => [Ddim(guidance), DdimTrailing(guidance)];
     public static SamplerSpec DdimTrailing(double guidance = 1.0) => new($"ddim-trailing{Cfg(guidance)}", "DDIMScheduler", "trailing", 0, guidance);
     public static SamplerSpec Tcd(double eta, double guidance = 1.0) =>
         new($"tcd-eta{eta.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture)}{Cfg(guidance)}", "TCDScheduler", null, eta, guidance);

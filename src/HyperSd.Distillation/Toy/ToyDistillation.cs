@@ -137,10 +137,10 @@ public static class ToyDistillation
         var rows = new List<EvaluationRow>();
         Directory.CreateDirectory(workDir);
 
-        rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, SamplerSpec.DdimTrailing(options.TeacherGuidance), evalOptions,
-            Path.Combine(workDir, "grid-teacher.png")));
-        rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, SamplerSpec.DdimTrailing(options.TeacherGuidance),
-            evalOptions with { Steps = [options.TeacherReferenceSteps] }));
+        var teacherSamplers = SamplerSpec.Teacher(options.TeacherGuidance);
+        foreach (var sampler in teacherSamplers)
+            rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, sampler, evalOptions, Path.Combine(workDir, $"grid-teacher-{sampler.Name}.png")));
+        rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSamplers[0], evalOptions with { Steps = [options.TeacherReferenceSteps] }));
         Phase("evaluate teacher", watch);
 
         var chosen = variants ?? options.Variants;

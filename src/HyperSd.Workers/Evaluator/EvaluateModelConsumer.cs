@@ -44,21 +44,25 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
         Directory.CreateDirectory(outDir);
         var rows = new List<EvaluationRow>();
         var grids = new List<string>();
-        int total = 2 + samplers.Count, done = 0;
+        var teacherSamplers = recipe.ToTeacherSamplerSpecs();
+        int total = teacherSamplers.Count + 1 + samplers.Count, done = 0;
         void Evaluated(string model, string sampler)
         {
             done++;
             stage.Report(done / (double)total, new { Done = done, Total = total, Model = model, Sampler = sampler });
         }
 
-        var teacherSampler = recipe.ToTeacherSamplerSpec();
-        var grid = Path.Combine(outDir, $"grid-teacher-{teacherSampler.Name}.png");
-        rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSampler, options, grid));
-        grids.Add(grid);
-        Evaluated("teacher", teacherSampler.Name);
-        stage.Cancellation.ThrowIfCancellationRequested();
-        rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSampler, options with { Steps = [e.TeacherSteps] }));
-        Evaluated("teacher", $"{teacherSampler.Name}@{e.TeacherSteps}");
+        string grid;
+        foreach (var teacherSampler in teacherSamplers)
+        {
+            grid = Path.Combine(outDir, $"grid-teacher-{teacherSampler.Name}.png");
+            rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSampler, options, grid));
+            grids.Add(grid);
+            Evaluated("teacher", teacherSampler.Name);
+            stage.Cancellation.ThrowIfCancellationRequested();
+        }
+        rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSamplers[0], options with { Steps = [e.TeacherSteps] }));
+        Evaluated("teacher", $"{teacherSamplers[0].Name}@{e.TeacherSteps}");
 
         using var student = StageModels.LoadStudent(teacher.Unet, recipe.ToTscdConfig().Stage, stage.PathOf(loraArtifact));
         var pipeline = student.Lora is null

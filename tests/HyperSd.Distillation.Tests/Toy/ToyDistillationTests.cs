@@ -21,14 +21,15 @@ public class ToyDistillationTests : IDisposable
         var variants = new[] { options.Variants[0], options.Variants[2] with { Config = options.Variants[2].Config with { Stages = [2, 1] } } };
         var report = ToyDistillation.Run(() => TinyToyPipeline.Create(), recognizer, dir, options, variants);
 
-        // teacher: 2 step counts + the reference; each variant: 2 samplers × 2 step counts; two metrics each.
-        Assert.Equal(2 * (3 + 2 * 2 * 2), report.Rows.Count);
+        // teacher: 2 samplers × 2 step counts + the reference; each variant: 2 samplers × 2 step counts; two metrics each.
+        Assert.Equal(2 * (5 + 2 * 2 * 2), report.Rows.Count);
         Assert.All(report.Rows, r => Assert.True(double.IsFinite(r.Value), r.ToString()));
         var table = report.ToMarkdown();
+        Assert.Contains("| teacher | ddim-cfg3 |", table);
         Assert.Contains("| teacher | ddim-trailing-cfg3 |", table);
         Assert.Contains("| cd-k1 (LCM-style baseline) | tcd-eta0.3 |", table);
         Assert.Contains(report.Phases, p => p.Phase == "train tscd 8-4-2-1 (mse+adv)" && p.Detail.Contains("k=2") && p.Detail.Contains("k=1"));
-        Assert.True(File.Exists(Path.Combine(dir, "grid-teacher.png")));
+        Assert.True(File.Exists(Path.Combine(dir, "grid-teacher-ddim-trailing-cfg3.png")));
         Assert.True(File.Exists(Path.Combine(dir, "cd-k1--LCM-style-baseline-", "stage-k1", "final", "lora.safetensors")));
     }
 }
