@@ -260,29 +260,8 @@ public sealed class Deployment : IAsyncDisposable
         var outputs = artifacts.Where(a => a.Kind != RunPlan.CheckpointKind).ToList();
         // outputs come from the stage's succeeded attempt only
         Assert.All(outputs, a => Assert.StartsWith(RunPlan.OutputPrefix(runId, stages[a.StageId!.Value].Name, stages[a.StageId.Value].Attempt), a.Path));
-        int Count(string kind) => artifacts.Count(a => a.Kind == kind);
-        Assert.Equal(1, Count(RunPlan.DatasetKind));
-        Assert.Equal(1, Count(RunPlan.TrajectoriesKind));
-        Assert.Equal(2, Count(RunPlan.LoraKind));
-        Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
-        Assert.Equal(4, Count(RunPlan.GridKind)); // teacher × 2 samplers, student × 2 samplers
-        Assert.Equal(1, Count(RunPlan.ReportKind));
-        var k1 = StageOf(run, "tscd-k1");
-        var lora = outputs.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == k1.Id);
-        Assert.Equal(2, lora.Inputs.Count); // lineage: the trajectories and the k = 2 LoRA
-
-        var dataset = await db.Datasets.AsNoTracking().SingleAsync(d => d.RunId == runId);
-        Assert.Equal(12, dataset.Count);
-        var evaluations = await db.Evaluations.AsNoTracking().Where(v => v.RunId == runId).ToListAsync();
-        Assert.Equal(evaluations.Count, evaluations.Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).Distinct().Count());
-        Assert.Contains(evaluations, v => v is { Model: "teacher", Steps: 3, Metric: "fd" });
-        foreach (var steps in new[] { 1, 2 })
-        foreach (var metric in new[] { "fd", "adherence" })
-        {
-            Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
-            Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
-        }
-        Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
+        TinyToyRunAssertions.AssertOutputs(run, artifacts, await db.Datasets.AsNoTracking().SingleAsync(d => d.RunId == runId),
+            await db.Evaluations.AsNoTracking().Where(v => v.RunId == runId).ToListAsync());
 
         var attempts = await AttemptsAsync(run);
         foreach (var stage in run.Stages)

@@ -79,33 +79,9 @@ public sealed class EmbeddedRunTests : IDisposable
         var artifacts = await db.Artifacts.Include(a => a.Inputs).Where(a => a.RunId == runId).ToListAsync();
         foreach (var artifact in artifacts)
             Assert.Equal(artifact.Sha256, (await store.Artifacts.DescribeAsync(artifact.Path)).Sha256);
-        int Count(string kind) => artifacts.Count(a => a.Kind == kind);
-        Assert.Equal(1, Count(RunPlan.DatasetKind));
-        Assert.Equal(1, Count(RunPlan.TrajectoriesKind));
-        Assert.Equal(2, Count(RunPlan.LoraKind));
-        Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
-        Assert.Equal(4, Count(RunPlan.GridKind)); // teacher × 2 samplers, student × 2 samplers
-        Assert.Equal(1, Count(RunPlan.ReportKind));
-
-        // lineage: the k = 1 LoRA was made from the trajectories and the k = 2 LoRA
+        TinyToyRunAssertions.AssertOutputs(run, artifacts, await db.Datasets.SingleAsync(d => d.RunId == runId),
+            await db.Evaluations.Where(v => v.RunId == runId).ToListAsync());
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
-        var k1 = artifacts.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k1"]);
-        Assert.Equal(
-            artifacts.Where(a => a.Kind == RunPlan.TrajectoriesKind || (a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k2"]))
-                .Select(a => a.Id).Order(),
-            k1.Inputs.Select(i => i.InputArtifactId).Order());
-
-        var dataset = await db.Datasets.SingleAsync(d => d.RunId == runId);
-        Assert.Equal(12, dataset.Count);
-        var evaluations = await db.Evaluations.Where(v => v.RunId == runId).ToListAsync();
-        Assert.Contains(evaluations, v => v is { Model: "teacher", Steps: 3, Metric: "fd" });
-        foreach (var steps in new[] { 1, 2 })
-        foreach (var metric in new[] { "fd", "adherence" })
-        {
-            Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
-            Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
-        }
-        Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
         var report = store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == RunPlan.ReportKind).Path);
         Assert.Contains("| tscd-k1 |", await File.ReadAllTextAsync(report));
         var attempts = await db.StageAttempts.Where(a => stageIds.Values.Contains(a.StageId)).ToListAsync();

@@ -1,0 +1,41 @@
+using HyperSd.Data.Entities;
+using HyperSd.Workers.Runs;
+using Xunit;
+
+namespace HyperSd.Testing;
+
+/// <summary>What a finished run of <see cref="TinyToy.Recipe"/> must have left in the store, embedded or distributed.</summary>
+public static class TinyToyRunAssertions
+{
+    /// <summary>One dataset and trajectory shard, a LoRA per TSCD stage (k = 1 made from the trajectories and the
+    /// k = 2 LoRA), checkpoints, four grids (teacher and student × 2 samplers), a report; a dataset row of the
+    /// recipe's 12 scenes; each evaluation row once, finite, for the teacher and the student at 1 and 2 steps.</summary>
+    public static void AssertOutputs(Run run, IReadOnlyList<Artifact> artifacts, Dataset dataset, IReadOnlyList<Evaluation> evaluations)
+    {
+        int Count(string kind) => artifacts.Count(a => a.Kind == kind);
+        Assert.Equal(1, Count(RunPlan.DatasetKind));
+        Assert.Equal(1, Count(RunPlan.TrajectoriesKind));
+        Assert.Equal(2, Count(RunPlan.LoraKind));
+        Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
+        Assert.Equal(4, Count(RunPlan.GridKind));
+        Assert.Equal(1, Count(RunPlan.ReportKind));
+
+        var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
+        var k1 = artifacts.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k1"]);
+        Assert.Equal(
+            artifacts.Where(a => a.Kind == RunPlan.TrajectoriesKind || (a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k2"]))
+                .Select(a => a.Id).Order(),
+            k1.Inputs.Select(i => i.InputArtifactId).Order());
+
+        Assert.Equal(12, dataset.Count);
+        Assert.Equal(evaluations.Count, evaluations.Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).Distinct().Count());
+        Assert.Contains(evaluations, v => v is { Model: "teacher", Steps: 3, Metric: "fd" });
+        foreach (var steps in new[] { 1, 2 })
+        foreach (var metric in new[] { "fd", "adherence" })
+        {
+            Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
+            Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
+        }
+        Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
+    }
+}
