@@ -8,8 +8,9 @@ public static class Roles
     public const string TeacherTrajectories = "teacher-trajectories";
     public const string SegmentConsistency = "segment-consistency";
     public const string Evaluator = "evaluator";
+    public const string Generator = "generator";
 
-    public static readonly IReadOnlyList<string> All = [Orchestrator, DatasetPrep, TeacherTrajectories, SegmentConsistency, Evaluator];
+    public static readonly IReadOnlyList<string> All = [Orchestrator, DatasetPrep, TeacherTrajectories, SegmentConsistency, Evaluator, Generator];
 
     /// <summary>The queue address of a role, for sending commands.</summary>
     public static Uri Queue(string role) => new($"queue:{role}");

@@ -40,6 +40,9 @@ public sealed record TrainSegmentStage(Guid RunId, Guid StageId, string Stage, i
 /// <summary>Measure the teacher and the distilled student.</summary>
 public sealed record EvaluateModel(Guid RunId, Guid StageId, string Stage, int Attempt, Guid[] InputArtifactIds) : IStageCommand;
 
+/// <summary>Bulk prompt-to-image generation with the distilled student.</summary>
+public sealed record GenerateImages(Guid RunId, Guid StageId, string Stage, int Attempt, Guid[] InputArtifactIds) : IStageCommand;
+
 public sealed record DatasetPrepared(Guid RunId, Guid StageId, int Attempt, Guid[] OutputArtifactIds) : IStageEvent;
 
 public sealed record TrajectoriesGenerated(Guid RunId, Guid StageId, int Attempt, Guid[] OutputArtifactIds) : IStageEvent;
@@ -47,6 +50,8 @@ public sealed record TrajectoriesGenerated(Guid RunId, Guid StageId, int Attempt
 public sealed record SegmentStageCompleted(Guid RunId, Guid StageId, int Attempt, Guid[] OutputArtifactIds) : IStageEvent;
 
 public sealed record ModelEvaluated(Guid RunId, Guid StageId, int Attempt, Guid[] OutputArtifactIds) : IStageEvent;
+
+public sealed record ImagesGenerated(Guid RunId, Guid StageId, int Attempt, Guid[] OutputArtifactIds) : IStageEvent;
 
 /// <summary>A stage attempt failed. <paramref name="Transient"/>: worth retrying (I/O, timeouts); otherwise the
 /// settings or data are wrong and a retry would fail the same way.</summary>

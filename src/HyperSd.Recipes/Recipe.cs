@@ -31,6 +31,9 @@ public sealed partial record Recipe
 
     /// <summary>The measurements of teacher and student.</summary>
     public EvaluationRecipe Evaluation { get; init; } = new();
+
+    /// <summary>Images to make with the distilled student once it is trained (the generator service); absent = none.</summary>
+    public GenerationRecipe? Generation { get; init; }
 }
 
 public enum ModelSource { Toy, Diffusers, SingleFile }
@@ -124,6 +127,13 @@ public sealed record TscdRecipe
 
     /// <summary>AdamW learning rate of the student (PCM: 5e-6 SD1.5, 2e-6 SDXL).</summary>
     public double LearningRate { get; init; } = 5e-6;
+
+    /// <summary>Learning rate after warm-up: constant (diffusers' scripts' default) or cosine (decays to 0 by each
+    /// stage's last step).</summary>
+    public LearningRateSchedule LrScheduler { get; init; } = LearningRateSchedule.Constant;
+
+    /// <summary>Linear warm-up steps at the start of every stage (each stage starts a fresh AdamW).</summary>
+    public int LrWarmupSteps { get; init; }
 
     /// <summary>AdamW weight decay (PCM: 1e-3).</summary>
     public double WeightDecay { get; init; } = 1e-3;
@@ -226,4 +236,33 @@ public sealed record EvaluationRecipe
 
     /// <summary>Prompts shown as rows of each image grid.</summary>
     public int GridPrompts { get; init; } = 8;
+}
+
+/// <summary>Bulk prompt-to-image generation with the last TSCD stage's student; each PNG carries the parameters that
+/// reproduce it, and a manifest.jsonl lists them all.</summary>
+public sealed record GenerationRecipe
+{
+    /// <summary>The prompts; give this or prompts_file.</summary>
+    public IReadOnlyList<string>? Prompts { get; init; }
+
+    /// <summary>A text file with one prompt per line.</summary>
+    public string? PromptsFile { get; init; }
+
+    /// <summary>Images per prompt, each with its own seed.</summary>
+    public int ImagesPerPrompt { get; init; } = 1;
+
+    /// <summary>Sampling steps (Hyper-SD's LoRAs: 1, 2, 4 or 8).</summary>
+    public int Steps { get; init; } = 4;
+
+    /// <summary>ddim-trailing or tcd, guidance off, as Hyper-SD's LoRAs are used.</summary>
+    public EvaluationSampler Sampler { get; init; } = EvaluationSampler.DdimTrailing;
+
+    /// <summary>TCD's eta (gamma), with sampler tcd.</summary>
+    public double TcdEta { get; init; } = 1.0;
+
+    /// <summary>Seed of the first image; image i uses seed + i.</summary>
+    public long Seed { get; init; }
+
+    /// <summary>Images per forward pass.</summary>
+    public int BatchSize { get; init; } = 16;
 }

@@ -46,7 +46,7 @@ public sealed partial record Recipe
         Stage = new SegmentStageConfig
         {
             SolverSteps = Trajectories.SolverSteps, Steps = Tscd.StepsPerStage, BatchSize = Tscd.BatchSize, Seed = Seed,
-            LearningRate = Tscd.LearningRate, WeightDecay = Tscd.WeightDecay, MaxGradNorm = Tscd.MaxGradNorm,
+            LearningRate = Tscd.LearningRate, LearningRateSchedule = Tscd.LrScheduler, WarmupSteps = Tscd.LrWarmupSteps, WeightDecay = Tscd.WeightDecay, MaxGradNorm = Tscd.MaxGradNorm,
             EmaDecay = Tscd.EmaDecay, PerturbationScale = Tscd.PerturbationScale,
             HuberC = Tscd.Loss == ConsistencyLoss.Huber ? Tscd.HuberC : null,
             DiscriminatorLearningRate = Tscd.DiscriminatorLearningRate, DiscriminatorChannels = Tscd.DiscriminatorChannels,
@@ -68,6 +68,17 @@ public sealed partial record Recipe
         EvaluationSampler.Tcd => SamplerSpec.Tcd(Evaluation.TcdEta),
         _ => SamplerSpec.DdimTrailing(),
     }).ToList();
+
+    /// <summary>The non-blank lines of a prompts file; <paramref name="field"/> names the recipe field in errors.</summary>
+    public static IReadOnlyList<string> ReadPromptsFile(string path, string field)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{field}: no such file: {path}", path);
+        var prompts = File.ReadAllLines(path).Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
+        return prompts.Count > 0 ? prompts : throw new InvalidDataException($"{field}: {path} has no prompts");
+    }
+
+    /// <summary>The generator's sampler (guidance off).</summary>
+    public SamplerSpec ToGenerationSampler() => Generation?.Sampler == EvaluationSampler.Tcd ? SamplerSpec.Tcd(Generation.TcdEta) : SamplerSpec.DdimTrailing();
 
     /// <summary>The teacher's samplers with its CFG scale, at the student's steps; the first (plain DDIM) also at teacher_steps.</summary>
     public IReadOnlyList<SamplerSpec> ToTeacherSamplerSpecs() => SamplerSpec.Teacher(Evaluation.TeacherGuidance);

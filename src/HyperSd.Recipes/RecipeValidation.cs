@@ -68,6 +68,7 @@ public sealed partial record Recipe
         Check(s.StepsPerStage >= 1, "tscd.steps_per_stage", "must be at least 1", s.StepsPerStage);
         Check(s.BatchSize >= 1, "tscd.batch_size", "must be at least 1", s.BatchSize);
         Check(s.LearningRate > 0, "tscd.learning_rate", "must be positive", s.LearningRate);
+        Check(s.LrWarmupSteps >= 0 && s.LrWarmupSteps < s.StepsPerStage, "tscd.lr_warmup_steps", $"must be in [0, steps_per_stage = {s.StepsPerStage})", s.LrWarmupSteps);
         Check(s.WeightDecay >= 0, "tscd.weight_decay", "must be non-negative", s.WeightDecay);
         Check(s.MaxGradNorm > 0, "tscd.max_grad_norm", "must be positive", s.MaxGradNorm);
         Check(s.EmaDecay is >= 0 and < 1, "tscd.ema_decay", "must be in [0, 1)", s.EmaDecay);
@@ -112,6 +113,20 @@ public sealed partial record Recipe
         Check(e.Seed >= 0, "evaluation.seed", "must be non-negative", e.Seed);
         Check(e.BatchSize >= 1, "evaluation.batch_size", "must be at least 1", e.BatchSize);
         Check(e.GridPrompts >= 0, "evaluation.grid_prompts", "must be non-negative", e.GridPrompts);
+
+        if (Generation is { } g)
+        {
+            Check((g.Prompts is null) != (g.PromptsFile is null), "generation.prompts", "give exactly one of prompts and prompts_file",
+                g.Prompts is null && g.PromptsFile is null ? "neither" : "both");
+            Check(g.Prompts is null || (g.Prompts.Count >= 1 && g.Prompts.All(p => p.Trim().Length > 0)), "generation.prompts",
+                "must list at least one non-blank prompt", g.Prompts is null ? null : $"[{string.Join(", ", g.Prompts.Select(Text))}]");
+            Check(g.PromptsFile is null || g.PromptsFile.Trim().Length > 0, "generation.prompts_file", "must name a file", Text(g.PromptsFile));
+            Check(g.ImagesPerPrompt >= 1, "generation.images_per_prompt", "must be at least 1", g.ImagesPerPrompt);
+            Check(g.Steps >= 1, "generation.steps", "must be at least 1", g.Steps);
+            Check(g.TcdEta is >= 0 and <= 1, "generation.tcd_eta", "must be in [0, 1]", g.TcdEta);
+            Check(g.Seed >= 0, "generation.seed", "must be non-negative", g.Seed);
+            Check(g.BatchSize >= 1, "generation.batch_size", "must be at least 1", g.BatchSize);
+        }
         return problems;
     }
 

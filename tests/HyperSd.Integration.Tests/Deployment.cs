@@ -261,7 +261,7 @@ public sealed class Deployment : IAsyncDisposable
         // outputs come from the stage's succeeded attempt only
         Assert.All(outputs, a => Assert.StartsWith(RunPlan.OutputPrefix(runId, stages[a.StageId!.Value].Name, stages[a.StageId.Value].Attempt), a.Path));
         TinyToyRunAssertions.AssertOutputs(run, artifacts, await db.Datasets.AsNoTracking().SingleAsync(d => d.RunId == runId),
-            await db.Evaluations.AsNoTracking().Where(v => v.RunId == runId).ToListAsync());
+            await db.Evaluations.AsNoTracking().Where(v => v.RunId == runId).ToListAsync(), a => Artifacts.GetFullPath(a.Path));
 
         var attempts = await AttemptsAsync(run);
         foreach (var stage in run.Stages)

@@ -66,7 +66,7 @@ public sealed class FaultTests(ITestOutputHelper output)
     public async Task A_stage_command_delivered_more_than_once_gives_one_result()
     {
         await using var deployment = new Deployment();
-        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.TeacherTrajectories, Roles.Evaluator);
+        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.TeacherTrajectories, Roles.Evaluator, Roles.Generator);
         var runId = await deployment.SubmitAsync();
 
         // tscd-k2's command waits in its queue (no trainer yet): deliver two more copies, then let two trainers race

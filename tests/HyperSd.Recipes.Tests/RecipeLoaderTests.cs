@@ -1,3 +1,5 @@
+using HyperSd.Distillation.SegmentConsistency;
+
 namespace HyperSd.Recipes.Tests;
 
 public class RecipeLoaderTests
@@ -43,6 +45,36 @@ public class RecipeLoaderTests
     }
 
     [Fact]
+    public void The_learning_rate_schedule_reaches_every_stage()
+    {
+        var tscd = RecipeLoader.Parse(Valid.Replace("  loss: huber", "  loss: huber\n  lr_scheduler: cosine\n  lr_warmup_steps: 20"), Source).ToTscdConfig();
+        Assert.Equal(LearningRateSchedule.Cosine, tscd.StageFor(2).LearningRateSchedule);
+        Assert.Equal(20, tscd.StageFor(1).WarmupSteps);
+        Assert.Equal(LearningRateSchedule.Constant, RecipeLoader.Parse(Valid, Source).ToTscdConfig().Stage.LearningRateSchedule);
+        Assert.Equal([$"{Source}: tscd.lr_scheduler: unknown value 'linear' (allowed: constant, cosine)"],
+            Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr_scheduler: linear")));
+        Assert.Equal([$"{Source}: tscd.lr_warmup_steps: must be in [0, steps_per_stage = 1000) (got: 1000)"],
+            Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr_warmup_steps: 1000")));
+    }
+
+    [Fact]
+    public void A_generation_section_is_optional_and_checked()
+    {
+        Assert.Null(RecipeLoader.Parse(Valid, Source).Generation);
+        var recipe = RecipeLoader.Parse(Valid + "\ngeneration:\n  prompts: [a red circle]\n  sampler: tcd\n  tcd_eta: 0.3\n", Source);
+        Assert.Equal(["a red circle"], recipe.Generation!.Prompts);
+        Assert.Equal(4, recipe.Generation.Steps);
+        Assert.Equal("TCDScheduler", recipe.ToGenerationSampler().Scheduler);
+        Assert.Equal(0.3, recipe.ToGenerationSampler().Eta);
+        Assert.Equal([
+            $"{Source}: generation.prompts: give exactly one of prompts and prompts_file (got: neither)",
+            $"{Source}: generation.steps: must be at least 1 (got: 0)",
+        ], Problems(Valid + "\ngeneration:\n  steps: 0\n"));
+        Assert.Equal([$"{Source}: generation.prompts: must list at least one non-blank prompt (got: [' '])"],
+            Problems(Valid + "\ngeneration:\n  prompts: [' ']\n"));
+    }
+
+    [Fact]
     public void An_unknown_key_names_it_and_the_keys_its_section_allows()
     {
         var problems = Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr: 0.1"));
@@ -56,7 +88,7 @@ public class RecipeLoaderTests
     public void An_unknown_top_level_section_is_named()
     {
         var problem = Assert.Single(Problems(Valid + "\nschedule: nightly\n"));
-        Assert.Equal($"{Source}: schedule: unknown key (allowed: name, seed, model, dataset, trajectories, tscd, evaluation)", problem);
+        Assert.Equal($"{Source}: schedule: unknown key (allowed: name, seed, model, dataset, trajectories, tscd, evaluation, generation)", problem);
     }
 
     [Fact]

@@ -73,5 +73,10 @@ public static class TinyToy
           real_images: 16
           batch_size: 6
           grid_prompts: 2
+        generation:
+          prompts: ["a red circle in the center", "a blue square at the top left"]
+          images_per_prompt: 2
+          steps: 2
+          batch_size: 3
         """;
 }

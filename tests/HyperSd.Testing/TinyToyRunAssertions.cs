@@ -9,8 +9,9 @@ public static class TinyToyRunAssertions
 {
     /// <summary>One dataset and trajectory shard, a LoRA per TSCD stage (k = 1 made from the trajectories and the
     /// k = 2 LoRA), checkpoints, four grids (teacher and student × 2 samplers), a report; a dataset row of the
-    /// recipe's 12 scenes; each evaluation row once, finite, for the teacher and the student at 1 and 2 steps.</summary>
-    public static void AssertOutputs(Run run, IReadOnlyList<Artifact> artifacts, Dataset dataset, IReadOnlyList<Evaluation> evaluations)
+    /// recipe's 12 scenes; the generator's four images; each evaluation row once, finite, for the teacher and the student at 1 and 2 steps.</summary>
+    public static void AssertOutputs(Run run, IReadOnlyList<Artifact> artifacts, Dataset dataset, IReadOnlyList<Evaluation> evaluations,
+        Func<Artifact, string> pathOf)
     {
         int Count(string kind) => artifacts.Count(a => a.Kind == kind);
         Assert.Equal(1, Count(RunPlan.DatasetKind));
@@ -19,6 +20,7 @@ public static class TinyToyRunAssertions
         Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
         Assert.Equal(4, Count(RunPlan.GridKind));
         Assert.Equal(1, Count(RunPlan.ReportKind));
+        Assert.Equal(1, Count(RunPlan.ImagesKind));
 
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
         var k1 = artifacts.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k1"]);
@@ -26,6 +28,15 @@ public static class TinyToyRunAssertions
             artifacts.Where(a => a.Kind == RunPlan.TrajectoriesKind || (a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k2"]))
                 .Select(a => a.Id).Order(),
             k1.Inputs.Select(i => i.InputArtifactId).Order());
+
+        // the generator: 2 prompts × 2 images, each a PNG with its parameters, made from the k = 1 LoRA
+        var images = artifacts.Single(a => a.Kind == RunPlan.ImagesKind);
+        Assert.Equal([k1.Id], images.Inputs.Select(i => i.InputArtifactId));
+        var dir = pathOf(images);
+        Assert.Equal(["00000.png", "00001.png", "00002.png", "00003.png"], Directory.GetFiles(dir, "*.png").Select(Path.GetFileName).Order());
+        var manifest = File.ReadAllLines(Path.Combine(dir, "manifest.jsonl"));
+        Assert.Equal(4, manifest.Length);
+        Assert.Contains("\"prompt\":\"a blue square at the top left\",\"seed\":3,\"steps\":2", manifest[3]);
 
         Assert.Equal(12, dataset.Count);
         Assert.Equal(evaluations.Count, evaluations.Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).Distinct().Count());

@@ -80,7 +80,7 @@ public sealed class EmbeddedRunTests : IDisposable
         foreach (var artifact in artifacts)
             Assert.Equal(artifact.Sha256, (await store.Artifacts.DescribeAsync(artifact.Path)).Sha256);
         TinyToyRunAssertions.AssertOutputs(run, artifacts, await db.Datasets.SingleAsync(d => d.RunId == runId),
-            await db.Evaluations.Where(v => v.RunId == runId).ToListAsync());
+            await db.Evaluations.Where(v => v.RunId == runId).ToListAsync(), a => store.Artifacts.GetFullPath(a.Path));
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
         var report = store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == RunPlan.ReportKind).Path);
         Assert.Contains("| tscd-k1 |", await File.ReadAllTextAsync(report));

@@ -69,7 +69,7 @@ public sealed class RunStateMachineTests : IDisposable
         var runId = await StartedRun();
         var run = await store.RunAsync(runId);
         Assert.Equal(RunState.Running, run.State);
-        Assert.Equal(["dataset", "trajectories", "tscd-k2", "tscd-k1", "evaluate"], run.Stages.Select(s => s.Name));
+        Assert.Equal(["dataset", "trajectories", "tscd-k2", "tscd-k1", "evaluate", "generate"], run.Stages.Select(s => s.Name));
         Assert.Equal(StageState.Dispatched, run.Stages[0].State);
         Assert.All(run.Stages.Skip(1), s => Assert.Equal(StageState.Pending, s.State));
         Assert.Equal(2, RunPlan.Segments(run.Stages[2]));
@@ -96,7 +96,11 @@ public sealed class RunStateMachineTests : IDisposable
         sent = await Complete(runId, "tscd-k1", RunPlan.LoraKind, t0);
         var evaluate = Assert.IsType<EvaluateModel>(Assert.Single(sent).Command);
         Assert.Equal([await ArtifactOf(runId, "tscd-k1")], evaluate.InputArtifactIds);
-        Assert.Empty(await Complete(runId, "evaluate", RunPlan.ReportKind, t0));
+        sent = await Complete(runId, "evaluate", RunPlan.ReportKind, t0);
+        var generate = Assert.IsType<GenerateImages>(Assert.Single(sent).Command);
+        Assert.Equal(Roles.Generator, sent[0].Role);
+        Assert.Equal([await ArtifactOf(runId, "tscd-k1")], generate.InputArtifactIds);
+        Assert.Empty(await Complete(runId, "generate", RunPlan.ImagesKind, t0));
 
         var run = await store.RunAsync(runId);
         Assert.Equal(RunState.Succeeded, run.State);

@@ -99,8 +99,10 @@ public static class RunProgress
             Console.WriteLine();
             Console.WriteLine(table);
         }
-        var report = await db.Artifacts.AsNoTracking().Where(a => a.RunId == run.Id && a.Kind == RunPlan.ReportKind).Select(a => a.Path)
-            .FirstOrDefaultAsync();
-        if (report is not null) Console.WriteLine($"results: {Path.Combine(artifactRoot, report)}");
+        foreach (var (kind, label) in new[] { (RunPlan.ReportKind, "results"), (RunPlan.ImagesKind, "images") })
+        {
+            var path = await db.Artifacts.AsNoTracking().Where(a => a.RunId == run.Id && a.Kind == kind).Select(a => a.Path).FirstOrDefaultAsync();
+            if (path is not null) Console.WriteLine($"{label}: {Path.Combine(artifactRoot, path)}");
+        }
     }
 }

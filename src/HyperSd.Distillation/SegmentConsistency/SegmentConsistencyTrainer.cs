@@ -195,6 +195,7 @@ public static class SegmentConsistencyTrainer
             optimizer.zero_grad();
             loss.backward();
             nn.utils.clip_grad_norm_(trainable.Select(p => p.Param), config.MaxGradNorm);
+            foreach (var group in optimizer.ParamGroups) group.LearningRate = LearningRateSchedules.At(config, step);
             optimizer.step();
             UpdateEma();
 

@@ -3,6 +3,20 @@ using HyperSd.Diffusion.Lora;
 namespace HyperSd.Distillation.SegmentConsistency;
 
 /// <summary>The weights of TSCD's two loss terms in one stage.</summary>
+public enum LearningRateSchedule { Constant, Cosine }
+
+/// <summary>The learning rate at a step of a stage (0-based): linear warm-up, then constant or cosine to 0.</summary>
+public static class LearningRateSchedules
+{
+    public static double At(SegmentStageConfig config, int step)
+    {
+        if (step < config.WarmupSteps) return config.LearningRate * (step + 1) / (config.WarmupSteps + 1);
+        if (config.LearningRateSchedule == LearningRateSchedule.Constant) return config.LearningRate;
+        double progress = (double)(step - config.WarmupSteps) / Math.Max(1, config.Steps - config.WarmupSteps);
+        return config.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * progress));
+    }
+}
+
 public sealed record LossWeights(double Mse, double Adversarial);
 
 /// <summary>One TSCD stage: k segments on a solver grid, trained for <see cref="Steps"/> steps from trajectory shards.
@@ -18,6 +32,12 @@ public sealed record SegmentStageConfig
     public double LearningRate { get; init; } = 5e-6;
     public double WeightDecay { get; init; } = 1e-3;
     public double MaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>Linear warm-up from 0 over this many steps; every stage warms up again, as its AdamW starts afresh.</summary>
+    public int WarmupSteps { get; init; }
+
+    /// <summary>After warm-up: constant (diffusers' default) or cosine decay to 0 at the stage's last step.</summary>
+    public LearningRateSchedule LearningRateSchedule { get; init; } = LearningRateSchedule.Constant;
 
     /// <summary>EMA of the student used for targets; 0 = the online student under no-grad (PCM).</summary>
     public double EmaDecay { get; init; }
@@ -51,6 +71,7 @@ public sealed record SegmentStageConfig
         Require(Steps >= 1, "steps", Steps, "at least 1");
         Require(BatchSize >= 1, "batch_size", BatchSize, "at least 1");
         Require(LearningRate > 0, "learning_rate", LearningRate, "positive");
+        Require(WarmupSteps >= 0 && WarmupSteps < Steps, "warmup_steps", WarmupSteps, $"in [0, steps) ([0, {Steps}))");
         Require(MaxGradNorm > 0, "max_grad_norm", MaxGradNorm, "positive");
         Require(EmaDecay is >= 0 and < 1, "ema_decay", EmaDecay, "in [0, 1)");
         Require(PerturbationScale >= 0, "perturbation_scale", PerturbationScale, "non-negative");

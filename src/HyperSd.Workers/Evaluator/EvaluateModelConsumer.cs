@@ -27,9 +27,8 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
         if (recipe.Model.Source != ModelSource.Toy)
             throw new NotSupportedException("evaluation measures with the toy world's recognizer; model.source must be toy");
         var prompts = e.PromptsFile is { } file
-            ? File.ReadAllLines(file).Select(l => l.Trim()).Where(l => l.Length > 0).ToList()
+            ? Recipes.Recipe.ReadPromptsFile(file, "evaluation.prompts_file")
             : ToyWorld.EvaluationPrompts(e.Prompts ?? throw new ArgumentException("evaluation.prompts or evaluation.prompts_file is required"));
-        if (prompts.Count == 0) throw new InvalidDataException($"evaluation.prompts_file {e.PromptsFile} has no prompts");
         var loraArtifact = stage.Input(RunPlan.LoraKind);
         var studentName = loraArtifact.Path.Split('/')[2]; // runs/<run>/<stage>/a<n>/lora
 
@@ -65,10 +64,7 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
         Evaluated("teacher", $"{teacherSamplers[0].Name}@{e.TeacherSteps}");
 
         using var student = StageModels.LoadStudent(teacher.Unet, recipe.ToTscdConfig().Stage, stage.PathOf(loraArtifact));
-        var pipeline = student.Lora is null
-            ? new StableDiffusionPipeline(student.Unet!, teacher.Vae, teacher.TextEncoder, teacher.Tokenizer, teacher.Scheduler, teacher.Device, teacher.DType)
-            : teacher;
-        student.Lora?.Attach(teacher.Unet);
+        var pipeline = StageModels.WithStudent(teacher, student);
         try
         {
             foreach (var sampler in samplers)

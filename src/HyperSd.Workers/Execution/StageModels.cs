@@ -63,4 +63,14 @@ public static class StageModels
         finally { foreach (var t in tensors.Values) t.Dispose(); }
         return student;
     }
+
+    /// <summary>The pipeline that samples with <paramref name="student"/>: the teacher with the student's LoRA attached
+    /// (detach it to get the teacher back), or the student's full UNet copy with the teacher's other parts.</summary>
+    public static StableDiffusionPipeline WithStudent(StableDiffusionPipeline teacher, SegmentStudent student)
+    {
+        if (student.Lora is null)
+            return new StableDiffusionPipeline(student.Unet!, teacher.Vae, teacher.TextEncoder, teacher.Tokenizer, teacher.Scheduler, teacher.Device, teacher.DType);
+        student.Lora.Attach(teacher.Unet);
+        return teacher;
+    }
 }

@@ -3,6 +3,7 @@ using HyperSd.Data;
 using HyperSd.Data.Artifacts;
 using HyperSd.Workers.DatasetPrep;
 using HyperSd.Workers.Evaluator;
+using HyperSd.Workers.Generator;
 using HyperSd.Workers.Execution;
 using HyperSd.Workers.Orchestrator;
 using HyperSd.Workers.Runs;
@@ -55,6 +56,7 @@ public static class WorkerServiceCollectionExtensions
             if (options.Serves(Roles.TeacherTrajectories)) x.AddConsumer<GenerateTrajectoriesConsumer>();
             if (options.Serves(Roles.SegmentConsistency)) x.AddConsumer<TrainSegmentStageConsumer>();
             if (options.Serves(Roles.Evaluator)) x.AddConsumer<EvaluateModelConsumer>();
+            if (options.Serves(Roles.Generator)) x.AddConsumer<GenerateImagesConsumer>();
 
             if (options.Transport == WorkerOptions.RabbitMqTransport)
                 x.UsingRabbitMq((context, cfg) =>
@@ -96,6 +98,7 @@ public static class WorkerServiceCollectionExtensions
         StageEndpoint<GenerateTrajectoriesConsumer>(Roles.TeacherTrajectories);
         StageEndpoint<TrainSegmentStageConsumer>(Roles.SegmentConsistency);
         StageEndpoint<EvaluateModelConsumer>(Roles.Evaluator);
+        StageEndpoint<GenerateImagesConsumer>(Roles.Generator);
 
         void StageEndpoint<T>(string role) where T : class, IConsumer
         {

@@ -33,12 +33,13 @@ public sealed class RunCommandsConsumer(RunStateMachine machine) :
 /// <summary>Every stage's completed and failed events.</summary>
 public sealed class StageEventsConsumer(RunStateMachine machine) :
     IConsumer<DatasetPrepared>, IConsumer<TrajectoriesGenerated>, IConsumer<SegmentStageCompleted>, IConsumer<ModelEvaluated>,
-    IConsumer<StageFailed>
+    IConsumer<ImagesGenerated>, IConsumer<StageFailed>
 {
     public Task Consume(ConsumeContext<DatasetPrepared> context) => Completed(context, context.Message);
     public Task Consume(ConsumeContext<TrajectoriesGenerated> context) => Completed(context, context.Message);
     public Task Consume(ConsumeContext<SegmentStageCompleted> context) => Completed(context, context.Message);
     public Task Consume(ConsumeContext<ModelEvaluated> context) => Completed(context, context.Message);
+    public Task Consume(ConsumeContext<ImagesGenerated> context) => Completed(context, context.Message);
 
     public async Task Consume(ConsumeContext<StageFailed> context) =>
         await context.SendAsync(await machine.StageFailedAsync(context.Message, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
@@ -50,12 +51,14 @@ public sealed class StageEventsConsumer(RunStateMachine machine) :
 /// <summary>A stage consumer threw on its command (a corrupt input, a command for a stage that does not exist):
 /// MassTransit moved the command to <c>&lt;queue&gt;_error</c> and published this fault; the stage and run fail.</summary>
 public sealed class StageFaultsConsumer(RunStateMachine machine) :
-    IConsumer<Fault<PrepareDataset>>, IConsumer<Fault<GenerateTrajectories>>, IConsumer<Fault<TrainSegmentStage>>, IConsumer<Fault<EvaluateModel>>
+    IConsumer<Fault<PrepareDataset>>, IConsumer<Fault<GenerateTrajectories>>, IConsumer<Fault<TrainSegmentStage>>, IConsumer<Fault<EvaluateModel>>,
+    IConsumer<Fault<GenerateImages>>
 {
     public Task Consume(ConsumeContext<Fault<PrepareDataset>> context) => Faulted(context, context.Message, context.Message.Message);
     public Task Consume(ConsumeContext<Fault<GenerateTrajectories>> context) => Faulted(context, context.Message, context.Message.Message);
     public Task Consume(ConsumeContext<Fault<TrainSegmentStage>> context) => Faulted(context, context.Message, context.Message.Message);
     public Task Consume(ConsumeContext<Fault<EvaluateModel>> context) => Faulted(context, context.Message, context.Message.Message);
+    public Task Consume(ConsumeContext<Fault<GenerateImages>> context) => Faulted(context, context.Message, context.Message.Message);
 
     async Task Faulted(ConsumeContext context, Fault fault, IStageCommand command)
     {

@@ -10,17 +10,18 @@ namespace HyperSd.Workers.Runs;
 /// <summary>A run's stages as the recipe lays them out, which stage feeds which, and the artifact kinds they exchange.</summary>
 public static class RunPlan
 {
-    public const string Dataset = "dataset", Trajectories = "trajectories", Evaluate = "evaluate";
+    public const string Dataset = "dataset", Trajectories = "trajectories", Evaluate = "evaluate", Generate = "generate";
 
     /// <summary>Artifact kinds.</summary>
     public const string DatasetKind = "dataset", TrajectoriesKind = "trajectories", LoraKind = "lora", CheckpointKind = "checkpoint",
-        GridKind = "grid", ReportKind = "report";
+        GridKind = "grid", ReportKind = "report", ImagesKind = "images";
 
     public static string TscdStage(int segments) => $"tscd-k{segments}";
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    /// <summary>dataset, trajectories, tscd-k… in the recipe's order, evaluate; each with its recipe section as settings.</summary>
+    /// <summary>dataset, trajectories, tscd-k… in the recipe's order, evaluate, and generate when the recipe asks for
+    /// images; each with its recipe section as settings.</summary>
     public static List<Stage> Stages(Recipe recipe, Guid runId, int maxAttempts)
     {
         var stages = new List<(string Name, string Role, object Settings)>
@@ -32,6 +33,7 @@ public static class RunPlan
         foreach (var k in recipe.Tscd.Segments)
             stages.Add((TscdStage(k), Roles.SegmentConsistency, tscd.StageFor(k)));
         stages.Add((Evaluate, Roles.Evaluator, recipe.Evaluation));
+        if (recipe.Generation is { } generation) stages.Add((Generate, Roles.Generator, generation));
         return stages.Select((s, i) => new Stage
         {
             Id = Guid.NewGuid(), RunId = runId, Name = s.Name, Index = i, Role = s.Role, State = StageState.Pending,
@@ -54,7 +56,7 @@ public static class RunPlan
             Roles.DatasetPrep => [],
             Roles.TeacherTrajectories => new[] { Last(Roles.DatasetPrep, stage.Index) },
             Roles.SegmentConsistency => [Last(Roles.TeacherTrajectories, stage.Index), Last(Roles.SegmentConsistency, stage.Index)],
-            Roles.Evaluator => [Last(Roles.SegmentConsistency, stage.Index)],
+            Roles.Evaluator or Roles.Generator => [Last(Roles.SegmentConsistency, stage.Index)],
             _ => throw new InvalidDataException($"stage {stage.Name}: unknown role '{stage.Role}'"),
         };
         return inputs.OfType<Stage>();
@@ -75,6 +77,7 @@ public static class RunPlan
         Roles.TeacherTrajectories => new GenerateTrajectories(stage.RunId, stage.Id, stage.Name, stage.Attempt, inputs),
         Roles.SegmentConsistency => new TrainSegmentStage(stage.RunId, stage.Id, stage.Name, stage.Attempt, inputs, Segments(stage)),
         Roles.Evaluator => new EvaluateModel(stage.RunId, stage.Id, stage.Name, stage.Attempt, inputs),
+        Roles.Generator => new GenerateImages(stage.RunId, stage.Id, stage.Name, stage.Attempt, inputs),
         _ => throw new InvalidDataException($"stage {stage.Name}: unknown role '{stage.Role}'"),
     };
 }

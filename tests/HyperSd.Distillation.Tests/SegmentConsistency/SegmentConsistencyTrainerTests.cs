@@ -73,7 +73,12 @@ public class SegmentConsistencyTrainerTests : IDisposable
     [Fact]
     public void A_resumed_stage_ends_with_exactly_the_weights_of_an_uninterrupted_one()
     {
-        var config = Tiny with { Steps = 7, Weights = new LossWeights(1, 0.2), EmaDecay = 0.5, PerturbationScale = 0.01, CheckpointEvery = 2 };
+        // the learning rate follows the step too: a resume must pick the schedule up where it stopped
+        var config = Tiny with
+        {
+            Steps = 7, Weights = new LossWeights(1, 0.2), EmaDecay = 0.5, PerturbationScale = 0.01, CheckpointEvery = 2,
+            WarmupSteps = 2, LearningRateSchedule = LearningRateSchedule.Cosine,
+        };
         using var whole = Train(config, "whole").Student;
 
         using var cts = new CancellationTokenSource();
