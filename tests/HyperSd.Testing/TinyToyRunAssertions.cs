@@ -9,7 +9,7 @@ public static class TinyToyRunAssertions
 {
     /// <summary>One dataset and trajectory shard, a LoRA per TSCD stage (k = 1 made from the trajectories and the
     /// k = 2 LoRA), checkpoints, four grids (teacher and student × 2 samplers), a report; a dataset row of the
-    /// recipe's 12 scenes; the generator's four images; each evaluation row once, finite, for the teacher and the student at 1 and 2 steps.</summary>
+    /// recipe's 12 scenes; the generator's four images; each evaluation row once, finite, for the teacher and the student at 1 and 2 steps, and the k = 2 stage at 2 steps.</summary>
     public static void AssertOutputs(Run run, IReadOnlyList<Artifact> artifacts, Dataset dataset, IReadOnlyList<Evaluation> evaluations,
         Func<Artifact, string> pathOf)
     {
@@ -47,6 +47,8 @@ public static class TinyToyRunAssertions
             Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
             Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
         }
+        // the k = 2 stage's LoRA as Hyper-SD's fixed 2-step LoRA
+        Assert.Equal([(2, "adherence"), (2, "fd")], evaluations.Where(v => v.Model == "tscd-k2").Select(v => (v.Steps, v.Metric)).Order());
         Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
     }
 }

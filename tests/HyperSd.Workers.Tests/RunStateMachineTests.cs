@@ -95,7 +95,7 @@ public sealed class RunStateMachineTests : IDisposable
         Assert.Equal([await ArtifactOf(runId, "trajectories"), await ArtifactOf(runId, "tscd-k2")], k1.InputArtifactIds);
         sent = await Complete(runId, "tscd-k1", RunPlan.LoraKind, t0);
         var evaluate = Assert.IsType<EvaluateModel>(Assert.Single(sent).Command);
-        Assert.Equal([await ArtifactOf(runId, "tscd-k1")], evaluate.InputArtifactIds);
+        Assert.Equal([await ArtifactOf(runId, "tscd-k2"), await ArtifactOf(runId, "tscd-k1")], evaluate.InputArtifactIds);
         sent = await Complete(runId, "evaluate", RunPlan.ReportKind, t0);
         var generate = Assert.IsType<GenerateImages>(Assert.Single(sent).Command);
         Assert.Equal(Roles.Generator, sent[0].Role);

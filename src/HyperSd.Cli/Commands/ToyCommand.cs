@@ -74,10 +74,11 @@ public static class ToyCommand
             Description = "variants trained at once, one tensor thread each",
             DefaultValueFactory = _ => new ToyDistillationOptions().Parallelism,
         };
+        var seed = new Option<long>("--seed") { Description = "seed of the trajectories and of every variant's training", DefaultValueFactory = _ => 0 };
         var variants = new Option<string[]>("--variant") { Description = "which variants by index (0 baseline, 1 tscd, 2 tscd+adv; default all; none: the teacher only)" };
         var command = new Command("distill", "toy distillation: trajectories, each variant's training, evaluation and the results table")
         {
-            teacher, recognizer, work, stageSteps, trajectories, variants, parallel
+            teacher, recognizer, work, stageSteps, trajectories, seed, variants, parallel
         };
         command.SetAction(parse =>
         {
@@ -89,7 +90,7 @@ public static class ToyCommand
             using var model = Directory.Exists(recognizerDir)
                 ? ToyRecognizer.FromPretrained(recognizerDir) : TrainRecognizer(recognizerDir, new ToyRecognizerTrainingOptions().Steps);
             var options = new ToyDistillationOptions { StageSteps = parse.GetValue(stageSteps), TrajectoryCount = parse.GetValue(trajectories),
-                Parallelism = parse.GetValue(parallel) };
+                Parallelism = parse.GetValue(parallel), Seed = parse.GetValue(seed) };
             var chosen = parse.GetValue(variants) is { Length: > 0 } picked
                 ? picked.Where(i => i != "none").Select(i => options.Variants[int.Parse(i, System.Globalization.CultureInfo.InvariantCulture)]).ToList()
                 : options.Variants;

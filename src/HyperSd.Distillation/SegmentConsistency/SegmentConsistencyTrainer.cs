@@ -53,6 +53,10 @@ public static class SegmentConsistencyTrainer
         return run.Execute(progress, cancellationToken);
     }
 
+    /// <summary>Where <see cref="TrainStages"/> leaves stage k's LoRA (Hyper-SD's fixed k-step LoRA).</summary>
+    public static string StageLoraPath(string rootDir, int segments) =>
+        Path.Combine(rootDir, $"stage-k{segments}", FinalFolder, StageRun.LoraFile);
+
     /// <summary>Runs every stage of <paramref name="config"/> in order (stage k in <c>rootDir/stage-k{k}</c>), each starting
     /// from the previous stage's student; finished stages are loaded, an interrupted one resumes.</summary>
     public static IReadOnlyList<SegmentStageResult> TrainStages(TscdConfig config, UNet2DConditionModel teacher, CLIPTextModel textEncoder,
@@ -252,9 +256,10 @@ public static class SegmentConsistencyTrainer
                 stepsPerSecond, history.ToList());
         }
 
+        internal const string LoraFile = "lora.safetensors";
         const string StudentFile = "student.safetensors", EmaFile = "ema.safetensors", OptimizerFile = "optimizer.bin",
             DiscriminatorFile = "discriminator.safetensors", DiscriminatorOptimizerFile = "discriminator_optimizer.bin",
-            RngFile = "rng.safetensors", StateFile = "state.json", MetricsFile = "metrics.json", LoraFile = "lora.safetensors";
+            RngFile = "rng.safetensors", StateFile = "state.json", MetricsFile = "metrics.json";
 
         sealed record CheckpointState(int Segments, int Step, long Seed, List<StepLosses> History);
 

@@ -1,6 +1,8 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Models.Autoencoders;
 using HyperSd.Diffusion.Pipelines;
 using HyperSd.Diffusion.Schedulers;
@@ -149,7 +151,11 @@ public static class ToyDistillation
         if (options.Parallelism > 1) set_num_threads(1); // one core per variant beats two threads contending per op
         try
         {
-            Parallel.For(0, chosen.Count, new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = cancellation },
+            // the longest first (adversarial stages cost about twice as much), so no core idles at the end
+            var longestFirst = Enumerable.Range(0, chosen.Count).OrderByDescending(i => chosen[i].Config.Stages
+                .Sum(k => chosen[i].Config.StageFor(k) is var c && c.Weights.Adversarial > 0 ? 2 * c.Steps : c.Steps)).ToList();
+            Parallel.ForEach(Partitioner.Create(longestFirst, EnumerablePartitionerOptions.NoBuffering),
+                new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = cancellation },
                 i => results[i] = RunVariant(chosen[i]));
         }
         finally { set_num_threads(threads); }
@@ -184,6 +190,19 @@ public static class ToyDistillation
                 lora.Detach();
                 foreach (var r in stages) r.Student.Dispose();
             }
+            // Hyper-SD's fixed-step LoRAs: stage k's student samples k steps (DDIM trailing), one segment per step
+            if (variant.Config.Stages.Count > 1)
+                foreach (int k in variant.Config.Stages.Where(evalOptions.Steps.Contains))
+                {
+                    using var stageLora = LoraFormats.Load(SegmentConsistencyTrainer.StageLoraPath(dir, k), own.Unet);
+                    stageLora.Attach(own.Unet);
+                    try
+                    {
+                        variantRows.AddRange(evaluator.Evaluate(FixedStepName(variant.Name), own, prompts, SamplerSpec.DdimTrailing(),
+                            evalOptions with { Steps = [k] }));
+                    }
+                    finally { stageLora.Detach(); }
+                }
             Phase($"evaluate {variant.Name}", variantWatch);
             return (variantRows, training);
         }
@@ -192,6 +211,9 @@ public static class ToyDistillation
         return new ToyDistillationReport(rows, phases,
             chosen.Select((v, i) => (v.Name, results[i].Training)).ToDictionary(x => x.Name, x => x.Training));
     }
+
+    /// <summary>The model name of a variant's fixed-step rows (stage k's LoRA at k steps).</summary>
+    public static string FixedStepName(string variant) => $"{variant} stage-k LoRA at k steps";
 
     static string Slug(string name) => new(name.Select(c => char.IsLetterOrDigit(c) ? c : '-').ToArray());
 }

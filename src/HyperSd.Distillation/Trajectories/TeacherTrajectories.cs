@@ -34,7 +34,8 @@ public static class TeacherTrajectories
 {
     /// <param name="emptyPromptIds">The tokenised empty prompt ([1, tokens] or [tokens]), the unconditional branch.</param>
     public static TrajectoryShard Generate(UNet2DConditionModel teacher, CLIPTextModel textEncoder, DDPMScheduler scheduler,
-        LatentDataset dataset, Tensor emptyPromptIds, TrajectoryOptions options, CancellationToken cancellationToken = default)
+        LatentDataset dataset, Tensor emptyPromptIds, TrajectoryOptions options, CancellationToken cancellationToken = default,
+        Action<int>? progress = null)
     {
         options.Validate();
         if (dataset.Count == 0) throw new ArgumentException("the latent dataset is empty");
@@ -69,6 +70,7 @@ public static class TeacherTrajectories
             var xPrev = GuidedDdimStep(teacher, textEncoder, scheduler, xt.to(device), t.to(device), tPrev.to(device), w.to(device),
                 ids.to(device), empty.to(device));
             parts.Add(new[] { xt, t, gridIndex, w, ids, rows, xPrev.cpu(), tPrev }.Select(x => x.DetachFromDisposeScope()).ToArray());
+            progress?.Invoke(start + n);
         }
         Tensor Cat(int i)
         {

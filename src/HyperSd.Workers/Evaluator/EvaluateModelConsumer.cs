@@ -12,7 +12,8 @@ namespace HyperSd.Workers.Evaluator;
 
 /// <summary>
 /// Generates the held-out prompts with the teacher (at the evaluation's steps and at its reference steps) and with the
-/// distilled student under each sampler, measures them (toy-FID and prompt adherence with the toy recognizer), and
+/// distilled student (the last TSCD stage) under each sampler, and each earlier stage k's student at k steps with DDIM
+/// trailing (Hyper-SD's fixed-step LoRAs), measures them (toy-FID and prompt adherence with the toy recognizer), and
 /// stores the evaluation rows, one image grid per model and sampler, and a results.md table.
 /// </summary>
 public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<EvaluateModel>(runtime)
@@ -29,8 +30,13 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
         var prompts = e.PromptsFile is { } file
             ? Recipes.Recipe.ReadPromptsFile(file, "evaluation.prompts_file")
             : ToyWorld.EvaluationPrompts(e.Prompts ?? throw new ArgumentException("evaluation.prompts or evaluation.prompts_file is required"));
-        var loraArtifact = stage.Input(RunPlan.LoraKind);
-        var studentName = loraArtifact.Path.Split('/')[2]; // runs/<run>/<stage>/a<n>/lora
+        // the last TSCD stage's LoRA at every step count and sampler; each earlier stage k's at k steps (its fixed-step use)
+        var loras = stage.InputsOf(RunPlan.LoraKind);
+        if (loras.Count == 0) throw new InvalidDataException($"stage {stage.Stage}: no LoRA input to evaluate");
+        var loraArtifact = loras[^1];
+        var studentName = RunPlan.StageOfPath(loraArtifact.Path);
+        var fixedStep = loras.SkipLast(1).Select(a => (Artifact: a, Name: RunPlan.StageOfPath(a.Path)))
+            .Where(l => e.Steps.Contains(RunPlan.SegmentsOfStage(l.Name))).ToList();
 
         using var teacher = StageModels.LoadTeacher(recipe, stage.Options, stage.Device);
         using var recognizer = StageModels.LoadRecognizer(stage.Options, stage.Device);
@@ -44,7 +50,7 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
         var rows = new List<EvaluationRow>();
         var grids = new List<string>();
         var teacherSamplers = recipe.ToTeacherSamplerSpecs();
-        int total = teacherSamplers.Count + 1 + samplers.Count, done = 0;
+        int total = teacherSamplers.Count + 1 + samplers.Count + fixedStep.Count, done = 0;
         void Evaluated(string model, string sampler)
         {
             done++;
@@ -63,22 +69,32 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
         rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSamplers[0], options with { Steps = [e.TeacherSteps] }));
         Evaluated("teacher", $"{teacherSamplers[0].Name}@{e.TeacherSteps}");
 
-        using var student = StageModels.LoadStudent(teacher.Unet, recipe.ToTscdConfig().Stage, stage.PathOf(loraArtifact));
-        var pipeline = StageModels.WithStudent(teacher, student);
-        try
+        var trainedAs = recipe.ToTscdConfig().Stage;
+        using (var student = StageModels.LoadStudent(teacher.Unet, trainedAs, stage.PathOf(loraArtifact)))
         {
-            foreach (var sampler in samplers)
+            var pipeline = StageModels.WithStudent(teacher, student);
+            try
             {
-                stage.Cancellation.ThrowIfCancellationRequested();
-                grid = Path.Combine(outDir, $"grid-{studentName}-{sampler.Name}.png");
-                rows.AddRange(evaluator.Evaluate(studentName, pipeline, prompts, sampler, options, grid));
-                grids.Add(grid);
-                Evaluated(studentName, sampler.Name);
+                foreach (var sampler in samplers)
+                {
+                    stage.Cancellation.ThrowIfCancellationRequested();
+                    grid = Path.Combine(outDir, $"grid-{studentName}-{sampler.Name}.png");
+                    rows.AddRange(evaluator.Evaluate(studentName, pipeline, prompts, sampler, options, grid));
+                    grids.Add(grid);
+                    Evaluated(studentName, sampler.Name);
+                }
             }
+            finally { student.Lora?.Detach(); }
         }
-        finally
+        foreach (var (artifact, name) in fixedStep)
         {
-            student.Lora?.Detach();
+            stage.Cancellation.ThrowIfCancellationRequested();
+            int k = RunPlan.SegmentsOfStage(name);
+            using var student = StageModels.LoadStudent(teacher.Unet, trainedAs, stage.PathOf(artifact));
+            var pipeline = StageModels.WithStudent(teacher, student);
+            try { rows.AddRange(evaluator.Evaluate(name, pipeline, prompts, SamplerSpec.DdimTrailing(), options with { Steps = [k] })); }
+            finally { student.Lora?.Detach(); }
+            Evaluated(name, $"ddim-trailing@{k}");
         }
 
         await StoreRowsAsync(stage, rows);

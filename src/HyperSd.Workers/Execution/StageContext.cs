@@ -60,6 +60,9 @@ public sealed class StageContext(StageLease lease, Stage stage, Recipe recipe, I
 
     public Artifact? OptionalInput(string kind) => inputs.SingleOrDefault(a => a.Kind == kind);
 
+    /// <summary>Every input of <paramref name="kind"/>, in the order of the stages that made them.</summary>
+    public IReadOnlyList<Artifact> InputsOf(string kind) => inputs.Where(a => a.Kind == kind).ToList();
+
     public string PathOf(Artifact artifact) => store.GetFullPath(artifact.Path);
 
     /// <summary>Progress for the next heartbeat: a fraction and a detail object (serialised as snake_case JSON).</summary>

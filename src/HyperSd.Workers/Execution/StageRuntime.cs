@@ -83,7 +83,8 @@ public sealed class StageRuntime(StageLeases leases, DeviceSlots devices, IDbCon
     {
         await using var db = await dbs.CreateDbContextAsync(ct);
         var ids = command.InputArtifactIds;
-        var inputs = await db.Artifacts.AsNoTracking().Where(a => ids.Contains(a.Id)).ToListAsync(ct);
+        // in the command's order, which is the order of the stages that made them
+        var inputs = (await db.Artifacts.AsNoTracking().Where(a => ids.Contains(a.Id)).ToListAsync(ct)).OrderBy(a => Array.IndexOf(ids, a.Id)).ToList();
         var missing = ids.Except(inputs.Select(a => a.Id)).ToList();
         if (missing.Count > 0)
             throw new InvalidOperationException($"input artifact(s) {string.Join(", ", missing)} do not exist in the metadata store");

@@ -27,7 +27,7 @@ public sealed class GenerateImagesConsumer(StageRuntime runtime) : StageConsumer
         var images = Enumerable.Range(0, prompts.Count * g.ImagesPerPrompt)
             .Select(i => (File: $"{i:D5}.png", Prompt: prompts[i / g.ImagesPerPrompt], Seed: g.Seed + i)).ToList();
         var loraArtifact = stage.Input(RunPlan.LoraKind);
-        var model = $"{recipe.Name}/{loraArtifact.Path.Split('/')[2]}"; // runs/<run>/<stage>/a<n>/lora
+        var model = $"{recipe.Name}/{RunPlan.StageOfPath(loraArtifact.Path)}";
         var sampler = recipe.ToGenerationSampler();
 
         var dir = Path.Combine(stage.WorkDir, "images");

@@ -18,6 +18,14 @@ public static class RunPlan
 
     public static string TscdStage(int segments) => $"tscd-k{segments}";
 
+    /// <summary>The stage that made an artifact, from its path (runs/&lt;run&gt;/&lt;stage&gt;/a&lt;n&gt;/…).</summary>
+    public static string StageOfPath(string artifactPath) => artifactPath.Split('/')[2];
+
+    /// <summary>k of a TSCD stage, from its name.</summary>
+    public static int SegmentsOfStage(string stageName) =>
+        stageName.StartsWith("tscd-k") && int.TryParse(stageName["tscd-k".Length..], out int k) ? k
+            : throw new InvalidDataException($"'{stageName}' is not a TSCD stage name (tscd-k<segments>)");
+
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
     /// <summary>dataset, trajectories, tscd-k… in the recipe's order, evaluate, and generate when the recipe asks for
@@ -56,7 +64,9 @@ public static class RunPlan
             Roles.DatasetPrep => [],
             Roles.TeacherTrajectories => new[] { Last(Roles.DatasetPrep, stage.Index) },
             Roles.SegmentConsistency => [Last(Roles.TeacherTrajectories, stage.Index), Last(Roles.SegmentConsistency, stage.Index)],
-            Roles.Evaluator or Roles.Generator => [Last(Roles.SegmentConsistency, stage.Index)],
+            // every TSCD stage's LoRA: stage k's is also Hyper-SD's fixed k-step LoRA
+            Roles.Evaluator => ordered.Where(s => s.Role == Roles.SegmentConsistency && s.Index < stage.Index).ToArray(),
+            Roles.Generator => [Last(Roles.SegmentConsistency, stage.Index)],
             _ => throw new InvalidDataException($"stage {stage.Name}: unknown role '{stage.Role}'"),
         };
         return inputs.OfType<Stage>();

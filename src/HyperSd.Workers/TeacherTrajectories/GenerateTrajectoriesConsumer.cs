@@ -19,7 +19,7 @@ public sealed class GenerateTrajectoriesConsumer(StageRuntime runtime) : StageCo
         using var emptyIds = teacher.Tokenizer.Encode([""]);
         stage.Report(0, new { Samples = options.Count, DatasetSize = data.Count });
         using var shard = Trajectories.Generate(teacher.Unet, teacher.TextEncoder, StageModels.TrainingScheduler(teacher), data, emptyIds,
-            options, stage.Cancellation);
+            options, stage.Cancellation, done => stage.Report(done / (double)options.Count, new { Samples = done, Total = options.Count, DatasetSize = data.Count }));
         var file = Path.Combine(stage.WorkDir, $"a{stage.Attempt}", "trajectories.safetensors");
         Directory.CreateDirectory(Path.GetDirectoryName(file)!);
         shard.Save(file);

@@ -45,6 +45,7 @@ public class ToyDistillationOutcomeTests(ToyDistillationOutcomeTests.Experiment 
     ToyDistillationReport Report => experiment.Report;
     double Fd(string model, int steps) => Report.Value(model, model == "teacher" ? "ddim-cfg3" : Sampler, steps, "fd");
 
+
     /// <summary>Later stages start from a student already consistent over shorter segments and chase a moving target:
     /// at this budget TSCD (MSE)'s k = 4, 2 and 1 stages end above their start (the adversarial variant's fall), so the
     /// first stage carries the check.</summary>
@@ -73,17 +74,19 @@ public class ToyDistillationOutcomeTests(ToyDistillationOutcomeTests.Experiment 
         }
     }
 
-    /// <summary>Not asserted: at this budget the baseline leads TSCD (MSE) by 130 toy-FID, and at 100 steps per stage
-    /// changing only the seed moves TSCD's 2-step toy-FID from 429 to 886, against a gap to the baseline of 57: the
-    /// comparison is inside seed noise (docs/results.md).</summary>
-    [Fact(Skip = "TSCD vs the one-segment baseline is inside seed noise at toy budgets (see docs/results.md)")]
+    /// <summary>TSCD as Hyper-SD ships it: stage k's LoRA samples k steps (its fixed-step LoRA). Measured here: at 4 steps
+    /// 454 (MSE) and 472 (MSE + adv) against the baseline's 594, a lead of 21–24 %; at 100 steps per stage and seeds 0
+    /// and 1, 345 and 384 against 419 and 458 (16–18 %). The final k = 1 LoRA sampled at 2 or 4 steps is not what TSCD
+    /// makes for those steps: there the comparison is inside seed noise (docs/results.md).</summary>
+    [Fact]
     public void Tscd_beats_the_one_segment_baseline_at_two_or_four_steps()
     {
         foreach (var model in Tscd)
         {
-            double best = new[] { 2, 4 }.Max(s => Fd(Baseline, s) - Fd(model, s));
-            output.WriteLine($"{model}: best toy-FID lead over the baseline at 2 or 4 steps {best:F1}");
-            Assert.True(best > 0, $"{model} does not beat {Baseline} at 2 or 4 steps (lead {best:F1})");
+            double best = new[] { 2, 4 }.Max(s => 1 - Fd(ToyDistillation.FixedStepName(model), s) / Fd(Baseline, s));
+            foreach (int s in new[] { 2, 4 })
+                output.WriteLine($"{model} @{s}: stage k={s} LoRA {Fd(ToyDistillation.FixedStepName(model), s):F1}, final LoRA {Fd(model, s):F1}, baseline {Fd(Baseline, s):F1}");
+            Assert.True(best > 0.1, $"{model} does not beat {Baseline} by 10 % at 2 or 4 steps (best lead {best:P1})");
         }
     }
 }

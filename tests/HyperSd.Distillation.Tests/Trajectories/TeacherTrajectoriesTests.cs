@@ -14,8 +14,8 @@ public class TeacherTrajectoriesTests : IDisposable
         Directory.Delete(dir, true);
     }
 
-    TrajectoryShard Generate(TrajectoryOptions options) =>
-        TeacherTrajectories.Generate(tiny.Unet, tiny.TextEncoder, tiny.Scheduler, tiny.Dataset, tiny.EmptyPromptIds, options);
+    TrajectoryShard Generate(TrajectoryOptions options, Action<int>? progress = null) =>
+        TeacherTrajectories.Generate(tiny.Unet, tiny.TextEncoder, tiny.Scheduler, tiny.Dataset, tiny.EmptyPromptIds, options, progress: progress);
 
     static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
 
@@ -30,6 +30,14 @@ public class TeacherTrajectoriesTests : IDisposable
         foreach (var (x, y) in new[] { (a.NoisyLatents, b.NoisyLatents), (a.PrevLatents, b.PrevLatents), (a.Guidance, b.Guidance), (a.InputIds, b.InputIds) })
             Assert.True(Same(x, y));
         Assert.False(Same(a.NoisyLatents, c.NoisyLatents));
+    }
+
+    [Fact]
+    public void Progress_is_reported_after_every_batch()
+    {
+        var done = new List<int>();
+        using var shard = Generate(new TrajectoryOptions(Count: 10, Seed: 3, BatchSize: 4), done.Add);
+        Assert.Equal([4, 8, 10], done);
     }
 
     [Fact]
