@@ -238,8 +238,8 @@ public sealed record EvaluationRecipe
     public int GridPrompts { get; init; } = 8;
 }
 
-/// <summary>Bulk prompt-to-image generation with the last TSCD stage's student; each PNG carries the parameters that
-/// reproduce it, and a manifest.jsonl lists them all.</summary>
+/// <summary>Bulk prompt-to-image generation with the distilled student: the TSCD stage whose k equals steps (Hyper-SD's
+/// fixed-step LoRA), else the last stage. Each PNG carries the parameters that reproduce it; a manifest.jsonl lists them.</summary>
 public sealed record GenerationRecipe
 {
     /// <summary>The prompts; give this or prompts_file.</summary>

@@ -29,14 +29,16 @@ public static class TinyToyRunAssertions
                 .Select(a => a.Id).Order(),
             k1.Inputs.Select(i => i.InputArtifactId).Order());
 
-        // the generator: 2 prompts × 2 images, each a PNG with its parameters, made from the k = 1 LoRA
+        // the generator: 2 prompts × 2 images at 2 steps, each a PNG with its parameters, made with the k = 2 stage's
+        // LoRA (Hyper-SD's fixed 2-step LoRA); the stage read both LoRAs
         var images = artifacts.Single(a => a.Kind == RunPlan.ImagesKind);
-        Assert.Equal([k1.Id], images.Inputs.Select(i => i.InputArtifactId));
+        var k2 = artifacts.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k2"]);
+        Assert.Equal(new[] { k2.Id, k1.Id }.Order(), images.Inputs.Select(i => i.InputArtifactId).Order());
         var dir = pathOf(images);
         Assert.Equal(["00000.png", "00001.png", "00002.png", "00003.png"], Directory.GetFiles(dir, "*.png").Select(Path.GetFileName).Order());
         var manifest = File.ReadAllLines(Path.Combine(dir, "manifest.jsonl"));
         Assert.Equal(4, manifest.Length);
-        Assert.Contains("\"prompt\":\"a blue square at the top left\",\"seed\":3,\"steps\":2", manifest[3]);
+        Assert.Contains("\"prompt\":\"a blue square at the top left\",\"seed\":3,\"steps\":2,\"sampler\":\"ddim-trailing\",\"model\":\"tiny/tscd-k2\"", manifest[3]);
 
         Assert.Equal(12, dataset.Count);
         Assert.Equal(evaluations.Count, evaluations.Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).Distinct().Count());

@@ -99,7 +99,7 @@ public sealed class RunStateMachineTests : IDisposable
         sent = await Complete(runId, "evaluate", RunPlan.ReportKind, t0);
         var generate = Assert.IsType<GenerateImages>(Assert.Single(sent).Command);
         Assert.Equal(Roles.Generator, sent[0].Role);
-        Assert.Equal([await ArtifactOf(runId, "tscd-k1")], generate.InputArtifactIds);
+        Assert.Equal([await ArtifactOf(runId, "tscd-k2"), await ArtifactOf(runId, "tscd-k1")], generate.InputArtifactIds);
         Assert.Empty(await Complete(runId, "generate", RunPlan.ImagesKind, t0));
 
         var run = await store.RunAsync(runId);

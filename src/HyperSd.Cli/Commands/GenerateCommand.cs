@@ -57,21 +57,16 @@ public static class GenerateCommand
                 bool scaled = colon > 0 && double.TryParse(spec[(colon + 1)..], CultureInfo.InvariantCulture, out _);
                 pipeline.LoadLora(scaled ? spec[..colon] : spec, scaled ? double.Parse(spec[(colon + 1)..], CultureInfo.InvariantCulture) : 1.0);
             }
-            int n = parse.GetValue(batch), px = parse.GetValue(size);
+            int px = parse.GetValue(size);
             long firstSeed = parse.GetValue(seed);
+            var jobs = all.Select((p, i) => new GenerationJob($"image-{i:D5}-{firstSeed + i}.png", p, firstSeed + i)).ToList();
             var outDir = parse.GetValue(output)!.FullName;
-            for (int start = 0; start < all.Count; start += n)
+            BatchGeneration.Run(pipeline.Generate, jobs, outDir, new GenerationRequest
             {
-                var chunk = all.Skip(start).Take(n).ToList();
-                using var result = pipeline.Generate(new GenerationRequest
-                {
-                    Prompts = chunk, NegativePrompts = chunk.Select(_ => parse.GetValue(negative)!).ToList(),
-                    Steps = parse.GetValue(steps), GuidanceScale = parse.GetValue(guidance), Eta = parse.GetValue(eta),
-                    Height = px, Width = px, Seeds = chunk.Select((_, i) => firstSeed + start + i).ToList(),
-                    ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)),
-                });
-                foreach (var path in result.SavePngs(outDir, $"image-{start:D5}")) Console.WriteLine(path);
-            }
+                Prompts = [], Steps = parse.GetValue(steps), GuidanceScale = parse.GetValue(guidance), Eta = parse.GetValue(eta),
+                Height = px, Width = px, ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)),
+            }, parse.GetValue(batch), resume: false, parse.GetValue(negative)!,
+                done => Console.WriteLine($"{done}/{jobs.Count} images in {outDir}"));
         });
         return command;
     }

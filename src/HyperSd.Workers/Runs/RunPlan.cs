@@ -65,8 +65,7 @@ public static class RunPlan
             Roles.TeacherTrajectories => new[] { Last(Roles.DatasetPrep, stage.Index) },
             Roles.SegmentConsistency => [Last(Roles.TeacherTrajectories, stage.Index), Last(Roles.SegmentConsistency, stage.Index)],
             // every TSCD stage's LoRA: stage k's is also Hyper-SD's fixed k-step LoRA
-            Roles.Evaluator => ordered.Where(s => s.Role == Roles.SegmentConsistency && s.Index < stage.Index).ToArray(),
-            Roles.Generator => [Last(Roles.SegmentConsistency, stage.Index)],
+            Roles.Evaluator or Roles.Generator => ordered.Where(s => s.Role == Roles.SegmentConsistency && s.Index < stage.Index).ToArray(),
             _ => throw new InvalidDataException($"stage {stage.Name}: unknown role '{stage.Role}'"),
         };
         return inputs.OfType<Stage>();
