@@ -148,7 +148,7 @@ public sealed class FaultTests(ITestOutputHelper output)
     public async Task A_corrupt_input_goes_to_the_error_queue_and_fails_the_run_and_resume_completes_it_once_repaired()
     {
         await using var deployment = new Deployment();
-        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.SegmentConsistency, Roles.Evaluator);
+        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.SegmentConsistency, Roles.Evaluator, Roles.Generator);
         var runId = await deployment.SubmitAsync();
         await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, RunPlan.Dataset).State == StageState.Succeeded, "the dataset");
 

@@ -21,8 +21,12 @@ public class ToyDistillationTests : IDisposable
         var variants = new[] { options.Variants[0], options.Variants[2] with { Config = options.Variants[2].Config with { Stages = [2, 1] } } };
         var report = ToyDistillation.Run(() => TinyToyPipeline.Create(), recognizer, dir, options, variants);
 
-        // teacher: 2 samplers × 2 step counts + the reference; each variant: 2 samplers × 2 step counts; two metrics each.
-        Assert.Equal(2 * (5 + 2 * 2 * 2), report.Rows.Count);
+        // teacher: 2 samplers × 2 step counts + the reference; each variant: 2 samplers × 2 step counts; the two-stage
+        // variant's fixed-step LoRAs: k = 2 at 2 steps, k = 1 at 1; two metrics each.
+        Assert.Equal(2 * (5 + 2 * 2 * 2 + 2), report.Rows.Count);
+        var fixedStep = ToyDistillation.FixedStepName("tscd 8-4-2-1 (mse+adv)");
+        Assert.Equal([(1, "adherence"), (1, "fd"), (2, "adherence"), (2, "fd")],
+            report.Rows.Where(r => r.Model == fixedStep).Select(r => (r.Steps, r.Metric)).Order());
         Assert.All(report.Rows, r => Assert.True(double.IsFinite(r.Value), r.ToString()));
         var table = report.ToMarkdown();
         Assert.Contains("| teacher | ddim-cfg3 |", table);
