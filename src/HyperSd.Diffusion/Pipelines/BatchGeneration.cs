@@ -37,9 +37,7 @@ public static class BatchGeneration
                 NegativePrompts = batch.Select(_ => negativePrompt).ToList(),
             });
             for (int i = 0; i < batch.Length; i++)
-            {
                 ImageFiles.SavePng(result.Images[i], Path.Combine(dir, batch[i].File), result.Parameters[i].ToPngText());
-            }
             done += batch.Length;
             progress?.Invoke(done);
         }

@@ -16,14 +16,16 @@ public static class RunPlan
     public const string DatasetKind = "dataset", TrajectoriesKind = "trajectories", LoraKind = "lora", CheckpointKind = "checkpoint",
         GridKind = "grid", ReportKind = "report", ImagesKind = "images";
 
-    public static string TscdStage(int segments) => $"tscd-k{segments}";
+    const string TscdPrefix = "tscd-k";
+
+    public static string TscdStage(int segments) => $"{TscdPrefix}{segments}";
 
     /// <summary>The stage that made an artifact, from its path (runs/&lt;run&gt;/&lt;stage&gt;/a&lt;n&gt;/…).</summary>
     public static string StageOfPath(string artifactPath) => artifactPath.Split('/')[2];
 
     /// <summary>k of a TSCD stage, from its name.</summary>
     public static int SegmentsOfStage(string stageName) =>
-        stageName.StartsWith("tscd-k") && int.TryParse(stageName["tscd-k".Length..], out int k) ? k
+        stageName.StartsWith(TscdPrefix) && int.TryParse(stageName[TscdPrefix.Length..], out int k) ? k
             : throw new InvalidDataException($"'{stageName}' is not a TSCD stage name (tscd-k<segments>)");
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
