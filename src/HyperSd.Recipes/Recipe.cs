@@ -51,7 +51,7 @@ public sealed record ModelRecipe
     /// <summary>The weights' folder or file; required unless toy (there, optionally a trained toy teacher folder).</summary>
     public string? Path { get; init; }
 
-    /// <summary>sd15 or sdxl; the toy teacher has the SD1.5 topology.</summary>
+    /// <summary>sd15 or sdxl; the built-in toy teacher has the SD1.5 topology (an SDXL toy model comes with its path).</summary>
     public ModelArchitecture Architecture { get; init; } = ModelArchitecture.Sd15;
 
     /// <summary>CLIP tokenizer folder; single-file checkpoints only (they carry no tokenizer).</summary>

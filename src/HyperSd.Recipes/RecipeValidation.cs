@@ -27,7 +27,10 @@ public sealed partial record Recipe
 
         var toy = Model.Source == ModelSource.Toy;
         if (!toy) Check(!string.IsNullOrWhiteSpace(Model.Path), "model.path", $"required with source {Value(Model.Source)}", Text(Model.Path));
-        Check(!toy || Model.Architecture == ModelArchitecture.Sd15, "model.architecture", "the toy teacher has the sd15 topology (allowed: sd15)", Value(Model.Architecture));
+        Check(!toy || Model.Architecture == ModelArchitecture.Sd15 || Model.Path is not null, "model.architecture",
+            "the built-in toy teacher has the sd15 topology; an sdxl toy model needs model.path (allowed without it: sd15)", Value(Model.Architecture));
+        Check(Model.Source != ModelSource.SingleFile || Model.Architecture == ModelArchitecture.Sd15, "model.architecture",
+            "single-file checkpoints load the sd15 layout; give SDXL as a diffusers folder (allowed with single-file: sd15)", Value(Model.Architecture));
         if (Model.Source == ModelSource.SingleFile)
             Check(!string.IsNullOrWhiteSpace(Model.Tokenizer), "model.tokenizer", "required with source single-file (the checkpoint has no tokenizer)", Text(Model.Tokenizer));
         else

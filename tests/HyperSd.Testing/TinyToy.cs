@@ -9,13 +9,15 @@ using static TorchSharp.torch;
 namespace HyperSd.Testing;
 
 /// <summary>The tiny toy world of the end-to-end tests (embedded and distributed): an untrained, narrow teacher and recognizer, and a recipe
-/// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1).</summary>
+/// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1); the teacher in the SD1.5 or the SDXL layout.</summary>
 public static class TinyToy
 {
-    /// <summary>Writes the models under <paramref name="root"/>; returns their folders.</summary>
-    public static (string Teacher, string Recognizer) WriteModels(string root)
+    /// <summary>Writes the models under <paramref name="root"/>; returns their folders. With <paramref name="sdxl"/> the
+    /// teacher has the SDXL layout (two text encoders, the second with a projection; a UNet with text_time added
+    /// conditioning), on the toy world's tokenizer and autoencoder.</summary>
+    public static (string Teacher, string Recognizer) WriteModels(string root, bool sdxl = false)
     {
-        var teacher = Path.Combine(root, "teacher");
+        var teacher = Path.Combine(root, sdxl ? "teacher-sdxl" : "teacher");
         var recognizer = Path.Combine(root, "recognizer");
         manual_seed(0);
         var tokenizer = ToyVocabulary.CreateTokenizer();
@@ -24,9 +26,27 @@ public static class TinyToy
             BlockOutChannels = [16, 16], DownBlockTypes = ["DownBlock2D", "CrossAttnDownBlock2D"],
             UpBlockTypes = ["CrossAttnUpBlock2D", "UpBlock2D"], AttentionHeadDim = 2, NormNumGroups = 4,
         };
-        using (var pipeline = new StableDiffusionPipeline(new UNet2DConditionModel(unet), new PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig),
-                   new CLIPTextModel(ToyVocabulary.TextConfig(tokenizer)), tokenizer, SchedulerFactory.FromConfig(ToyWorld.Schedule())))
+        var text = ToyVocabulary.TextConfig(tokenizer);
+        var vae = new PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig);
+        var scheduler = SchedulerFactory.FromConfig(ToyWorld.Schedule());
+        if (sdxl)
+        {
+            var half = text with { HiddenSize = 16, IntermediateSize = 32, NumAttentionHeads = 2 };
+            var xl = unet with
+            {
+                CrossAttentionDim = 32, AdditionEmbedType = "text_time", AdditionTimeEmbedDim = 4, UseLinearProjection = true,
+                ProjectionClassEmbeddingsInputDim = 6 * 4 + 8,
+            };
+            using var pipeline = new StableDiffusionXLPipeline(new UNet2DConditionModel(xl), vae, new CLIPTextModel(half),
+                new CLIPTextModelWithProjection(half with { ProjectionDim = 8, Architectures = [nameof(CLIPTextModelWithProjection)] }),
+                tokenizer, tokenizer, scheduler);
             pipeline.SavePretrained(teacher);
+        }
+        else
+        {
+            using var pipeline = new StableDiffusionPipeline(new UNet2DConditionModel(unet), vae, new CLIPTextModel(text), tokenizer, scheduler);
+            pipeline.SavePretrained(teacher);
+        }
         using (var model = new ToyRecognizer(new ToyRecognizerConfig()))
             model.SavePretrained(recognizer);
         return (teacher, recognizer);
@@ -34,11 +54,12 @@ public static class TinyToy
 
     /// <summary>The recipe; <paramref name="tscdSteps"/> lengthens the TSCD stages (a checkpoint every 2 steps).
     /// <paramref name="teacherDir"/> null leaves the teacher to the worker's default (tests that run no model).</summary>
-    public static string Recipe(string? teacherDir = null, int tscdSteps = 4) => $$"""
+    public static string Recipe(string? teacherDir = null, int tscdSteps = 4, string architecture = "sd15") => $$"""
         name: tiny
         seed: 0
         model:
           source: toy
+          architecture: {{architecture}}
         {{(teacherDir is null ? "" : $"  path: {teacherDir}")}}
         dataset:
           source: toy

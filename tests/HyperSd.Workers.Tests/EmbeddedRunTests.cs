@@ -53,12 +53,14 @@ public sealed class EmbeddedRunTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task A_tiny_toy_recipe_runs_end_to_end()
+    [Theory]
+    [InlineData("sd15")]
+    [InlineData("sdxl")]
+    public async Task A_tiny_toy_recipe_runs_end_to_end(string architecture)
     {
-        var (teacher, recognizer) = TinyToy.WriteModels(Path.Combine(store.Root, "models"));
+        var (teacher, recognizer) = TinyToy.WriteModels(Path.Combine(store.Root, "models"), sdxl: architecture == "sdxl");
         var recipePath = Path.Combine(store.Root, "tiny.yaml");
-        await File.WriteAllTextAsync(recipePath, TinyToy.Recipe(teacher));
+        await File.WriteAllTextAsync(recipePath, TinyToy.Recipe(teacher, architecture: architecture));
         var options = store.WorkerOptions(o =>
         {
             o.ToyRecognizerDir = recognizer;

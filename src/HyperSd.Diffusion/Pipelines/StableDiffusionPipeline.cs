@@ -89,7 +89,7 @@ public sealed record GenerationParameters(string Prompt, string NegativePrompt, 
 /// denoise latents with the scheduler under classifier-free guidance, decode with the VAE.
 /// Only composes: the components do the work.
 /// </summary>
-public sealed class StableDiffusionPipeline : IDisposable
+public sealed class StableDiffusionPipeline : IDiffusionPipeline
 {
     public UNet2DConditionModel Unet { get; }
     public IAutoencoder Vae { get; }
@@ -165,6 +165,15 @@ public sealed class StableDiffusionPipeline : IDisposable
 
     public void UnloadLoras() => loras.Unload();
 
+    PromptConditioner? conditioner;
+
+    /// <summary>The trainers' view of the text side: token ids [N, tokens] → the last hidden state.</summary>
+    public PromptConditioner Conditioner => conditioner ??= new CLIPPromptConditioner(TextEncoder, Tokenizer.Encode([""]));
+
+    /// <summary>This pipeline with another UNet (a fully fine-tuned student); it shares every other component, so dispose
+    /// only the original.</summary>
+    public IDiffusionPipeline WithUnet(UNet2DConditionModel unet) => new StableDiffusionPipeline(unet, Vae, TextEncoder, Tokenizer, Scheduler, Device, DType);
+
     /// <summary>Text embeddings (last hidden state) for prompts, truncated/padded to the tokenizer's length.</summary>
     public Tensor EncodePrompt(IReadOnlyList<string> prompts)
     {
@@ -196,6 +205,7 @@ public sealed class StableDiffusionPipeline : IDisposable
     public void Dispose()
     {
         UnloadLoras();
+        conditioner?.EmptyPromptIds.Dispose();
         Unet.Dispose(); (Vae as IDisposable)?.Dispose(); TextEncoder.Dispose();
     }
 }

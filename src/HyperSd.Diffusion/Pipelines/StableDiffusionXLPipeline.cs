@@ -28,7 +28,7 @@ public sealed record SizeConditioning((int Height, int Width)? OriginalSize = nu
 /// penultimate hidden states, concatenated, are the UNet's context; the second one's projected pooled output and the
 /// size conditioning ("time ids") feed the UNet's added embedding. Guidance, seeds and the loop are the SD1.x pipeline's.
 /// </summary>
-public sealed class StableDiffusionXLPipeline : IDisposable
+public sealed class StableDiffusionXLPipeline : IDiffusionPipeline
 {
     /// <summary>Time ids per image: original (h, w), crop (top, left), target (h, w).</summary>
     const int TimeIdCount = 6;
@@ -70,6 +70,7 @@ public sealed class StableDiffusionXLPipeline : IDisposable
         Device = device ?? CPU;
         DType = dtype ?? float32;
         foreach (var m in new[] { unet, vae as nn.Module, textEncoder, textEncoder2 }.OfType<nn.Module>()) { m.to(Device, DType); m.eval(); }
+        conditioner = new SdxlPromptConditioner(textEncoder, textEncoder2, TokenIds([""]), VaeScaleFactor, forceZerosForEmptyPrompt);
     }
 
     static readonly string[] Components = ["unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"];
@@ -121,17 +122,31 @@ public sealed class StableDiffusionXLPipeline : IDisposable
 
     public void UnloadLoras() => loras.Unload();
 
-    /// <summary>diffusers' encode_prompt for one prompt list: both encoders' penultimate hidden states (before the final
-    /// norm) concatenated on the last dim [N, tokens, hidden + hidden_2], and text_encoder_2's projected pooled output
-    /// [N, projection_dim].</summary>
-    public (Tensor PromptEmbeds, Tensor PooledPromptEmbeds) EncodePrompt(IReadOnlyList<string> prompts)
+    readonly SdxlPromptConditioner conditioner;
+
+    /// <summary>The trainers' view of the text side: both tokenizers' ids [N, 2, tokens] → context, pooled embedding and time ids.</summary>
+    public PromptConditioner Conditioner => conditioner;
+
+    /// <summary>Both tokenizers' ids, [N, 2, tokens] (how SDXL datasets' captions reach <see cref="Conditioner"/>).</summary>
+    public Tensor TokenIds(IReadOnlyList<string> prompts)
     {
-        using var _ = no_grad();
         using var ids = Tokenizer.Encode(prompts);
         using var ids2 = Tokenizer2.Encode(prompts);
-        using var output = TextEncoder.call(ids.to(Device));
-        using var output2 = TextEncoder2.call(ids2.to(Device));
-        return (cat([output.PenultimateHiddenState, output2.PenultimateHiddenState], -1), output2.TextEmbeds!.alias());
+        return stack([ids, ids2], 1);
+    }
+
+    /// <summary>This pipeline with another UNet (a fully fine-tuned student); it shares every other component, so dispose
+    /// only the original.</summary>
+    public IDiffusionPipeline WithUnet(UNet2DConditionModel unet) => new StableDiffusionXLPipeline(unet, Vae, TextEncoder, TextEncoder2,
+        Tokenizer, Tokenizer2, Scheduler, ForceZerosForEmptyPrompt, Device, DType);
+
+    GenerationResult IDiffusionPipeline.Generate(GenerationRequest request) => Generate(request);
+
+    /// <summary>diffusers' encode_prompt for one prompt list (see <see cref="SdxlPromptConditioner.Encode"/>).</summary>
+    public (Tensor PromptEmbeds, Tensor PooledPromptEmbeds) EncodePrompt(IReadOnlyList<string> prompts)
+    {
+        using var ids = TokenIds(prompts);
+        return conditioner.Encode(ids.to(Device));
     }
 
     public int VaeScaleFactor => Vae.ScaleFactor;
@@ -177,6 +192,7 @@ public sealed class StableDiffusionXLPipeline : IDisposable
     public void Dispose()
     {
         UnloadLoras();
+        conditioner.EmptyPromptIds.Dispose();
         Unet.Dispose(); (Vae as IDisposable)?.Dispose(); TextEncoder.Dispose(); TextEncoder2.Dispose();
     }
 }

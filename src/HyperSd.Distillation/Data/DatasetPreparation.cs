@@ -80,6 +80,14 @@ public sealed class DatasetPreparation(IAutoencoder autoencoder, CLIPTokenizer t
         new(pipeline.Vae, pipeline.Tokenizer, null, textEmbeddings ? prompts => (pipeline.EncodePrompt(prompts), null) : null,
             pipeline.Device, pipeline.DType);
 
+    /// <summary>For either pipeline's data.</summary>
+    public static DatasetPreparation For(IDiffusionPipeline pipeline, bool textEmbeddings = false) => pipeline switch
+    {
+        StableDiffusionPipeline sd => For(sd, textEmbeddings),
+        StableDiffusionXLPipeline xl => For(xl, textEmbeddings),
+        _ => throw new NotSupportedException($"dataset preparation for {pipeline.GetType().Name}"),
+    };
+
     /// <summary>For SDXL data: both tokenizers, and (with <paramref name="textEmbeddings"/>) the pipeline's
     /// <see cref="StableDiffusionXLPipeline.EncodePrompt"/> for prompt and pooled embeddings.</summary>
     public static DatasetPreparation For(StableDiffusionXLPipeline pipeline, bool textEmbeddings = false) =>

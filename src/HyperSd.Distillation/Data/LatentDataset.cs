@@ -43,8 +43,33 @@ public sealed class LatentDataset : IDisposable
         new[] { ("input_ids_2", inputIds2), ("prompt_embeds", promptEmbeds), ("pooled_prompt_embeds", pooledPromptEmbeds) }
             .Where(p => p.Item2 is not null).Select(p => (p.Item1, p.Item2!));
 
-    /// <summary>Samples <paramref name="indices"/> (latents and token ids).</summary>
-    public (Tensor Latents, Tensor InputIds) Batch(Tensor indices) => (Latents.index_select(0, indices), InputIds.index_select(0, indices));
+    /// <summary>The captions' token ids at <paramref name="indices"/> as a <see cref="Diffusion.Pipelines.PromptConditioner"/>
+    /// takes them: [n, tokens], or [n, 2, tokens] with the second tokenizer's (SDXL).</summary>
+    public Tensor TokenIds(Tensor indices)
+    {
+        var ids = InputIds.index_select(0, indices);
+        if (InputIds2 is null) return ids;
+        using (ids)
+        using (var ids2 = InputIds2.index_select(0, indices))
+            return stack([ids, ids2], 1);
+    }
+
+    /// <summary>Joins datasets (a prepared dataset's shards) into one.</summary>
+    public static LatentDataset Concat(IReadOnlyList<LatentDataset> parts)
+    {
+        if (parts.Count == 0) throw new ArgumentException("no dataset parts given");
+        Tensor? CatOptional(Func<LatentDataset, Tensor?> part, string key)
+        {
+            var present = parts.Count(p => part(p) is not null);
+            if (present == 0) return null;
+            if (present != parts.Count) throw new ArgumentException($"dataset parts disagree: only {present} of {parts.Count} have '{key}'");
+            return cat(parts.Select(p => part(p)!).ToArray());
+        }
+        return new LatentDataset(cat(parts.Select(p => p.Latents).ToArray()), cat(parts.Select(p => p.InputIds).ToArray()),
+            parts.SelectMany(p => p.Captions).ToList(), parts.SelectMany(p => p.Labels).ToList(),
+            CatOptional(p => p.InputIds2, "input_ids_2"), CatOptional(p => p.PromptEmbeds, "prompt_embeds"),
+            CatOptional(p => p.PooledPromptEmbeds, "pooled_prompt_embeds"));
+    }
 
     const string TensorsFile = "latents.safetensors";
     const string CaptionsFile = "captions.jsonl";

@@ -70,7 +70,7 @@ public sealed record EvaluationOptions
 /// </summary>
 public sealed class Evaluator(IImageFeatures features, Tensor realFeatures, IPromptAdherence? adherence = null, IReadOnlyList<IImageScorer>? scorers = null)
 {
-    public IReadOnlyList<EvaluationRow> Evaluate(string model, StableDiffusionPipeline pipeline, IReadOnlyList<string> prompts,
+    public IReadOnlyList<EvaluationRow> Evaluate(string model, IDiffusionPipeline pipeline, IReadOnlyList<string> prompts,
         SamplerSpec sampler, EvaluationOptions options, string? gridPath = null)
     {
         var rows = new List<EvaluationRow>();
@@ -104,7 +104,7 @@ public sealed class Evaluator(IImageFeatures features, Tensor realFeatures, IPro
         return rows;
     }
 
-    public Tensor Generate(StableDiffusionPipeline pipeline, IReadOnlyList<string> prompts, SamplerSpec sampler, int steps, EvaluationOptions options)
+    public Tensor Generate(IDiffusionPipeline pipeline, IReadOnlyList<string> prompts, SamplerSpec sampler, int steps, EvaluationOptions options)
     {
         var parts = new List<Tensor>();
         for (int start = 0; start < prompts.Count; start += options.BatchSize)

@@ -4,7 +4,7 @@ using HyperSd.Diffusion.IO;
 using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Models.Unets;
 using HyperSd.Diffusion.Schedulers;
-using HyperSd.Diffusion.TextEncoders;
+using HyperSd.Diffusion.Pipelines;
 using HyperSd.Distillation.Trajectories;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -44,12 +44,12 @@ public static class SegmentConsistencyTrainer
     /// <summary>Runs (or resumes, or returns the finished result of) one stage in <paramref name="checkpointDir"/>.</summary>
     /// <param name="student">The weights to start from (the previous stage's student, trained in place); null = a new
     /// student from <see cref="SegmentStageConfig.Lora"/> (or a full copy of the teacher), seeded by the stage seed.</param>
-    public static SegmentStageResult Train(SegmentStageConfig config, UNet2DConditionModel teacher, CLIPTextModel textEncoder,
+    public static SegmentStageResult Train(SegmentStageConfig config, UNet2DConditionModel teacher, PromptConditioner conditioner,
         DDPMScheduler scheduler, IReadOnlyList<TrajectoryShard> shards, string checkpointDir, Action<SegmentProgress>? progress = null,
         CancellationToken cancellationToken = default, SegmentStudent? student = null)
     {
         config.Validate();
-        using var run = new StageRun(config, teacher, textEncoder, scheduler, shards, checkpointDir, student);
+        using var run = new StageRun(config, teacher, conditioner, scheduler, shards, checkpointDir, student);
         return run.Execute(progress, cancellationToken);
     }
 
@@ -59,7 +59,7 @@ public static class SegmentConsistencyTrainer
 
     /// <summary>Runs every stage of <paramref name="config"/> in order (stage k in <c>rootDir/stage-k{k}</c>), each starting
     /// from the previous stage's student; finished stages are loaded, an interrupted one resumes.</summary>
-    public static IReadOnlyList<SegmentStageResult> TrainStages(TscdConfig config, UNet2DConditionModel teacher, CLIPTextModel textEncoder,
+    public static IReadOnlyList<SegmentStageResult> TrainStages(TscdConfig config, UNet2DConditionModel teacher, PromptConditioner conditioner,
         DDPMScheduler scheduler, IReadOnlyList<TrajectoryShard> shards, string rootDir, Action<SegmentProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
@@ -67,7 +67,7 @@ public static class SegmentConsistencyTrainer
         SegmentStudent? student = null;
         foreach (var k in config.Stages)
         {
-            var result = Train(config.StageFor(k), teacher, textEncoder, scheduler, shards, Path.Combine(rootDir, $"stage-k{k}"),
+            var result = Train(config.StageFor(k), teacher, conditioner, scheduler, shards, Path.Combine(rootDir, $"stage-k{k}"),
                 progress, cancellationToken, student);
             student = result.Student;
             results.Add(result);
@@ -80,7 +80,7 @@ public static class SegmentConsistencyTrainer
     {
         readonly SegmentStageConfig config;
         readonly UNet2DConditionModel teacher;
-        readonly CLIPTextModel textEncoder;
+        readonly PromptConditioner conditioner;
         readonly DDPMScheduler scheduler;
         readonly SegmentSchedule schedule;
         readonly TrajectoryShard data;
@@ -98,10 +98,10 @@ public static class SegmentConsistencyTrainer
         readonly Tensor gridTimesteps;
         int step;
 
-        public StageRun(SegmentStageConfig config, UNet2DConditionModel teacher, CLIPTextModel textEncoder, DDPMScheduler scheduler,
+        public StageRun(SegmentStageConfig config, UNet2DConditionModel teacher, PromptConditioner conditioner, DDPMScheduler scheduler,
             IReadOnlyList<TrajectoryShard> shards, string dir, SegmentStudent? student)
         {
-            this.config = config; this.teacher = teacher; this.textEncoder = textEncoder; this.scheduler = scheduler; this.dir = dir;
+            this.config = config; this.teacher = teacher; this.conditioner = conditioner; this.scheduler = scheduler; this.dir = dir;
             schedule = new SegmentSchedule(scheduler.NumTrainTimesteps, config.SolverSteps, config.Segments);
             data = shards.Count == 1 ? shards[0] : TrajectoryShard.Concat(shards);
             ownsData = shards.Count != 1;
@@ -109,7 +109,6 @@ public static class SegmentConsistencyTrainer
                 throw new ArgumentException($"the trajectories were made on a {data.NumTrainTimesteps}/{data.SolverSteps} grid, the stage uses " +
                                             $"{scheduler.NumTrainTimesteps}/{config.SolverSteps} (num_train_timesteps/solver steps)");
             device = teacher.parameters().First().device;
-            textEncoder.eval();
             generator = new Generator((ulong)config.Seed, CPU);
             this.student = student
                 ?? (config.Lora is { } lora ? SegmentStudent.WithLora(teacher, lora, generator) : SegmentStudent.FullCopy(teacher));
@@ -166,8 +165,7 @@ public static class SegmentConsistencyTrainer
             var tPrev = data.PrevTimesteps.index_select(0, rows).to(device);
             var end = schedule.EndFor(grid).to(device);
             var onBoundary = schedule.PrevIsOnBoundary(grid).to(device);
-            Tensor cond;
-            using (no_grad()) cond = textEncoder.call(data.InputIds.index_select(0, rows).to(device)).LastHiddenState;
+            var cond = conditioner.Condition(data.InputIds.index_select(0, rows), xt);
 
             var input = config.PerturbationScale > 0
                 ? xt + config.PerturbationScale * randn(xt.shape, xt.dtype, generator: generator).to(device)

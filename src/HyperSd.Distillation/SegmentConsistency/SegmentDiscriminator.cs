@@ -1,4 +1,5 @@
 using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Diffusion.Pipelines;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -85,10 +86,10 @@ public sealed class SegmentDiscriminator : nn.Module
     }
 
     /// <summary>The backbone: the frozen teacher's features of <paramref name="sample"/> at <paramref name="timesteps"/>.</summary>
-    public static UNetFeatures Features(UNet2DConditionModel teacher, Tensor sample, Tensor timesteps, Tensor encoderHiddenStates)
+    public static UNetFeatures Features(UNet2DConditionModel teacher, Tensor sample, Tensor timesteps, PromptCondition condition)
     {
         var features = new UNetFeatures();
-        teacher.forward(sample, timesteps, encoderHiddenStates, features: features).Dispose();
+        condition.Predict(teacher, sample, timesteps, features).Dispose();
         return features;
     }
 

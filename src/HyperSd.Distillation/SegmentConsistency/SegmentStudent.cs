@@ -1,5 +1,6 @@
 using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Diffusion.Pipelines;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -65,11 +66,11 @@ public sealed class SegmentStudent : IDisposable
     }
 
     /// <summary>The student's model output at (x, t) for the condition.</summary>
-    public Tensor Predict(Tensor sample, Tensor timesteps, Tensor encoderHiddenStates)
+    public Tensor Predict(Tensor sample, Tensor timesteps, PromptCondition condition)
     {
-        if (Unet is not null) return Unet.forward(sample, timesteps, encoderHiddenStates);
+        if (Unet is not null) return condition.Predict(Unet, sample, timesteps);
         Lora!.Attach(Teacher);
-        try { return Teacher.forward(sample, timesteps, encoderHiddenStates); }
+        try { return condition.Predict(Teacher, sample, timesteps); }
         finally { Lora.Detach(); }
     }
 

@@ -52,8 +52,8 @@ public static class TeacherPretraining
             cancellation.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
             var indices = randint(0, data.Count, [options.BatchSize], generator: generator, dtype: int64);
-            var (latents, ids) = data.Batch(indices);
-            latents = latents.to(device); ids = ids.to(device);
+            var latents = data.Latents.index_select(0, indices).to(device);
+            var ids = data.InputIds.index_select(0, indices).to(device);
             var drop = rand([options.BatchSize], generator: generator) < options.CaptionDropout;
             ids = where(drop.to(device).unsqueeze(1), emptyIds.expand_as(ids), ids);
             Tensor context;

@@ -126,8 +126,7 @@ public static class ToyDistillation
         using var data = ToyWorld.CreateDataset(options.DatasetSize, options.DatasetSeed, teacher.Tokenizer, teacher.Vae);
         Phase("dataset", watch, $"{data.Count} images");
 
-        using var emptyIds = teacher.Tokenizer.Encode([""]);
-        using var shard = TeacherTrajectories.Generate(teacher.Unet, teacher.TextEncoder, ddpm, data, emptyIds,
+        using var shard = TeacherTrajectories.Generate(teacher.Unet, teacher.Conditioner, ddpm, data,
             new TrajectoryOptions(options.TrajectoryCount, options.Seed, 50, options.GuidanceMin, options.GuidanceMax, 64), cancellation);
         Phase("trajectories", watch, $"{options.TrajectoryCount} samples");
 
@@ -170,7 +169,7 @@ public static class ToyDistillation
             lock (loadTeacher) own = loadTeacher(); // a factory may seed the global RNG
             using var _ = own;
             var dir = Path.Combine(workDir, Slug(variant.Name));
-            var stages = SegmentConsistencyTrainer.TrainStages(variant.Config, own.Unet, own.TextEncoder, ddpm, [shard], dir,
+            var stages = SegmentConsistencyTrainer.TrainStages(variant.Config, own.Unet, own.Conditioner, ddpm, [shard], dir,
                 p => { if (p.Step % 100 == 0) log?.Invoke($"  {variant.Name} k={p.Segments} {p.Step}/{p.TotalSteps} loss {p.Losses.Consistency:G4}"); },
                 cancellation);
             var training = stages.Select(r => r.Metrics).ToList();

@@ -1,6 +1,6 @@
 using HyperSd.Diffusion.Models.Unets;
 using HyperSd.Diffusion.Schedulers;
-using HyperSd.Diffusion.TextEncoders;
+using HyperSd.Diffusion.Pipelines;
 using HyperSd.Distillation.Data;
 using HyperSd.Distillation.SegmentConsistency;
 using TorchSharp;
@@ -28,22 +28,25 @@ public sealed record TrajectoryOptions(
 /// <summary>
 /// The teacher's side of consistency distillation: noise data latents to x_t at a random solver-grid timestep and
 /// take one teacher DDIM step t → t − s with classifier-free guidance in the LCM form
-/// x̂0 = x0_c + w·(x0_c − x0_u), ε̂ = ε_c + w·(ε_c − ε_u), the unconditional branch being the empty prompt.
+/// x̂0 = x0_c + w·(x0_c − x0_u), ε̂ = ε_c + w·(ε_c − ε_u), the unconditional branch being the conditioner's (the empty
+/// prompt for SD1.x, zeros for SDXL).
 /// </summary>
 public static class TeacherTrajectories
 {
-    /// <param name="emptyPromptIds">The tokenised empty prompt ([1, tokens] or [tokens]), the unconditional branch.</param>
-    public static TrajectoryShard Generate(UNet2DConditionModel teacher, CLIPTextModel textEncoder, DDPMScheduler scheduler,
-        LatentDataset dataset, Tensor emptyPromptIds, TrajectoryOptions options, CancellationToken cancellationToken = default,
+    /// <param name="conditioner">The teacher's text side; its empty prompt replaces dropped captions.</param>
+    public static TrajectoryShard Generate(UNet2DConditionModel teacher, PromptConditioner conditioner, DDPMScheduler scheduler,
+        LatentDataset dataset, TrajectoryOptions options, CancellationToken cancellationToken = default,
         Action<int>? progress = null)
     {
         options.Validate();
         if (dataset.Count == 0) throw new ArgumentException("the latent dataset is empty");
         var grid = new SegmentSchedule(scheduler.NumTrainTimesteps, options.SolverSteps, 1);
         var device = teacher.parameters().First().device;
-        using var empty = emptyPromptIds.reshape(1, -1).to(int64);
-        if (empty.shape[1] != dataset.InputIds.shape[1])
-            throw new ArgumentException($"the empty prompt has {empty.shape[1]} tokens, the dataset's captions {dataset.InputIds.shape[1]}");
+        using var empty = conditioner.EmptyPromptIds.to(int64);
+        using (var first = dataset.TokenIds(tensor(new long[] { 0 })))
+            if (!empty.shape.SequenceEqual(first.shape))
+                throw new ArgumentException($"the dataset's token ids are [{string.Join(", ", first.shape[1..])}] per caption, the model's " +
+                                            $"[{string.Join(", ", empty.shape[1..])}]: the dataset was prepared for another architecture or tokenizer");
         using var generator = new Generator((ulong)options.Seed, CPU);
         using var gridTimesteps = tensor(grid.Timesteps.Select(t => (long)t).ToArray());
         using var gridPrev = tensor(Enumerable.Range(0, grid.SolverSteps).Select(i => (long)grid.PrevTimestep(i)).ToArray());
@@ -60,15 +63,15 @@ public static class TeacherTrajectories
             var gridIndex = randint(0, grid.SolverSteps, [n], int64, generator: generator);
             var w = rand([n], float32, generator: generator) * (options.GuidanceMax - options.GuidanceMin) + options.GuidanceMin;
             var drop = rand([n], float32, generator: generator) < options.EmptyPromptProbability;
-            var (latents, ids) = dataset.Batch(rows);
+            var latents = dataset.Latents.index_select(0, rows);
+            var ids = dataset.TokenIds(rows);
             var noise = randn(latents.shape, latents.dtype, generator: generator);
-            ids = where(drop.unsqueeze(1), empty.expand_as(ids), ids);
+            ids = where(drop.reshape([n, .. Enumerable.Repeat(1L, (int)ids.dim() - 1)]), empty.expand_as(ids), ids);
 
             var t = gridTimesteps.index_select(0, gridIndex);
             var tPrev = gridPrev.index_select(0, gridIndex);
             var xt = scheduler.AddNoise(latents, noise, t);
-            var xPrev = GuidedDdimStep(teacher, textEncoder, scheduler, xt.to(device), t.to(device), tPrev.to(device), w.to(device),
-                ids.to(device), empty.to(device));
+            var xPrev = GuidedDdimStep(teacher, conditioner, scheduler, xt.to(device), t.to(device), tPrev.to(device), w.to(device), ids);
             parts.Add(new[] { xt, t, gridIndex, w, ids, rows, xPrev.cpu(), tPrev }.Select(x => x.DetachFromDisposeScope()).ToArray());
             progress?.Invoke(start + n);
         }
@@ -81,16 +84,15 @@ public static class TeacherTrajectories
         return new TrajectoryShard(Cat(0), Cat(1), Cat(2), Cat(3), Cat(4), Cat(5), Cat(6), Cat(7), scheduler.NumTrainTimesteps, grid.SolverSteps);
     }
 
-    /// <summary>One teacher DDIM step x_t → x_{t_prev} with LCM-form guidance w (per sample) and the empty prompt as the
+    /// <summary>One teacher DDIM step x_t → x_{t_prev} with LCM-form guidance w (per sample) against the conditioner's
     /// unconditional branch.</summary>
-    public static Tensor GuidedDdimStep(UNet2DConditionModel teacher, CLIPTextModel textEncoder, DDPMScheduler scheduler,
-        Tensor noisyLatents, Tensor timesteps, Tensor prevTimesteps, Tensor guidance, Tensor inputIds, Tensor emptyPromptIds)
+    public static Tensor GuidedDdimStep(UNet2DConditionModel teacher, PromptConditioner conditioner, DDPMScheduler scheduler,
+        Tensor noisyLatents, Tensor timesteps, Tensor prevTimesteps, Tensor guidance, Tensor inputIds)
     {
         using var scope = NewDisposeScope();
         long n = noisyLatents.shape[0];
-        var ids = cat([emptyPromptIds.reshape(1, -1).expand(n, -1), inputIds]);
-        using var text = textEncoder.call(ids);
-        var output = teacher.forward(cat([noisyLatents, noisyLatents]), cat([timesteps, timesteps]), text.LastHiddenState);
+        var condition = PromptCondition.Cat(conditioner.Unconditional(noisyLatents), conditioner.Condition(inputIds, noisyLatents));
+        var output = condition.Predict(teacher, cat([noisyLatents, noisyLatents]), cat([timesteps, timesteps]));
         var (x0, eps) = scheduler.ConvertModelOutput(output, cat([timesteps, timesteps]), cat([noisyLatents, noisyLatents]));
         var w = guidance.to(noisyLatents.dtype).reshape(-1, 1, 1, 1);
         var (x0u, x0c) = (x0.narrow(0, 0, n), x0.narrow(0, n, n));

@@ -24,19 +24,20 @@ public static class StageModels
         return slot;
     }
 
-    /// <summary>The teacher pipeline (SD1.5 architecture: the TSCD trainer takes one text encoder).</summary>
-    public static StableDiffusionPipeline LoadTeacher(Recipe recipe, WorkerOptions options, string device)
+    /// <summary>The teacher pipeline of the recipe's architecture (SD1.5 or SDXL).</summary>
+    public static IDiffusionPipeline LoadTeacher(Recipe recipe, WorkerOptions options, string device)
     {
-        if (recipe.Model.Architecture != ModelArchitecture.Sd15)
-            throw new NotSupportedException($"model.architecture '{recipe.Model.Architecture}': the distillation services train SD1.5-architecture models only");
         var dev = torch.device(device);
         var dtype = recipe.TorchDType();
+        bool sdxl = recipe.Model.Architecture == ModelArchitecture.Sdxl;
         return recipe.Model.Source switch
         {
-            ModelSource.Toy => StableDiffusionPipeline.FromPretrained(recipe.Model.Path ?? options.ToyTeacherDir ?? ToyWorld.PretrainedTeacherDir, dev, dtype),
-            ModelSource.Diffusers => StableDiffusionPipeline.FromPretrained(recipe.Model.Path!, dev, dtype),
-            _ => StableDiffusionPipeline.FromSingleFile(recipe.Model.Path!,
+            ModelSource.Toy when !sdxl => StableDiffusionPipeline.FromPretrained(recipe.Model.Path ?? options.ToyTeacherDir ?? ToyWorld.PretrainedTeacherDir, dev, dtype),
+            ModelSource.SingleFile when !sdxl => StableDiffusionPipeline.FromSingleFile(recipe.Model.Path!,
                 recipe.Model.Tokenizer ?? throw new ArgumentException("model.tokenizer is required for a single-file checkpoint"), device: dev, dtype: dtype),
+            ModelSource.SingleFile => throw new NotSupportedException("model.source single-file: SDXL single-file checkpoints are not supported; use a diffusers folder"),
+            _ when sdxl => StableDiffusionXLPipeline.FromPretrained(recipe.Model.Path!, dev, dtype),
+            _ => StableDiffusionPipeline.FromPretrained(recipe.Model.Path!, dev, dtype),
         };
     }
 
@@ -44,7 +45,7 @@ public static class StageModels
         ToyRecognizer.FromPretrained(options.ToyRecognizerDir ?? ToyWorld.PretrainedRecognizerDir, torch.device(device));
 
     /// <summary>The teacher's noise schedule as the forward process the trainers use.</summary>
-    public static DDPMScheduler TrainingScheduler(StableDiffusionPipeline teacher) => new(teacher.Scheduler.Config);
+    public static DDPMScheduler TrainingScheduler(IDiffusionPipeline teacher) => new(teacher.Scheduler.Config);
 
     /// <summary>A student with the weights a finished TSCD stage saved (its <c>student.safetensors</c>).</summary>
     public static SegmentStudent LoadStudent(UNet2DConditionModel teacher, SegmentStageConfig config, string finalDir)
@@ -66,10 +67,9 @@ public static class StageModels
 
     /// <summary>The pipeline that samples with <paramref name="student"/>: the teacher with the student's LoRA attached
     /// (detach it to get the teacher back), or the student's full UNet copy with the teacher's other parts.</summary>
-    public static StableDiffusionPipeline WithStudent(StableDiffusionPipeline teacher, SegmentStudent student)
+    public static IDiffusionPipeline WithStudent(IDiffusionPipeline teacher, SegmentStudent student)
     {
-        if (student.Lora is null)
-            return new StableDiffusionPipeline(student.Unet!, teacher.Vae, teacher.TextEncoder, teacher.Tokenizer, teacher.Scheduler, teacher.Device, teacher.DType);
+        if (student.Lora is null) return teacher.WithUnet(student.Unet!);
         student.Lora.Attach(teacher.Unet);
         return teacher;
     }

@@ -29,7 +29,7 @@ public sealed class TrainSegmentStageConsumer(StageRuntime runtime) : StageConsu
 
         int imported = -1;
         int? resumedFrom = null; // null: no step ran here (the stage had already finished)
-        var result = SegmentConsistencyTrainer.Train(config, teacher.Unet, teacher.TextEncoder, StageModels.TrainingScheduler(teacher), [shard],
+        var result = SegmentConsistencyTrainer.Train(config, teacher.Unet, teacher.Conditioner, StageModels.TrainingScheduler(teacher), [shard],
             dir, p =>
             {
                 if (resumedFrom is null && p.ResumedFrom > 0)

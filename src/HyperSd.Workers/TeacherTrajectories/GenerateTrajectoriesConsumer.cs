@@ -2,7 +2,6 @@ using HyperSd.Contracts;
 using HyperSd.Distillation.Data;
 using HyperSd.Workers.Execution;
 using HyperSd.Workers.Runs;
-using static TorchSharp.torch;
 using Trajectories = HyperSd.Distillation.Trajectories.TeacherTrajectories;
 
 namespace HyperSd.Workers.TeacherTrajectories;
@@ -16,9 +15,8 @@ public sealed class GenerateTrajectoriesConsumer(StageRuntime runtime) : StageCo
         var options = stage.Recipe.ToTrajectoryOptions();
         using var data = LoadDataset(stage.PathOf(stage.Input(RunPlan.DatasetKind)));
         using var teacher = StageModels.LoadTeacher(stage.Recipe, stage.Options, stage.Device);
-        using var emptyIds = teacher.Tokenizer.Encode([""]);
         stage.Report(0, new { Samples = options.Count, DatasetSize = data.Count });
-        using var shard = Trajectories.Generate(teacher.Unet, teacher.TextEncoder, StageModels.TrainingScheduler(teacher), data, emptyIds,
+        using var shard = Trajectories.Generate(teacher.Unet, teacher.Conditioner, StageModels.TrainingScheduler(teacher), data,
             options, stage.Cancellation, done => stage.Report(done / (double)options.Count, new { Samples = done, Total = options.Count, DatasetSize = data.Count }));
         var file = Path.Combine(stage.WorkDir, $"a{stage.Attempt}", "trajectories.safetensors");
         Directory.CreateDirectory(Path.GetDirectoryName(file)!);
@@ -37,11 +35,7 @@ public sealed class GenerateTrajectoriesConsumer(StageRuntime runtime) : StageCo
         if (summary.Shards.Count == 0) throw new InvalidDataException($"{dir}: the dataset has no shards");
         var shards = summary.Shards.Select(s => LatentDataset.Load(Path.Combine(dir, s))).ToList();
         if (shards.Count == 1) return shards[0];
-        try
-        {
-            return new LatentDataset(cat(shards.Select(s => s.Latents).ToArray()), cat(shards.Select(s => s.InputIds).ToArray()),
-                shards.SelectMany(s => s.Captions).ToList(), shards.SelectMany(s => s.Labels).ToList());
-        }
+        try { return LatentDataset.Concat(shards); }
         finally
         {
             foreach (var s in shards) s.Dispose();

@@ -184,4 +184,23 @@ public class StableDiffusionXLPipelineTests : IDisposable
         var e = Assert.Throws<InvalidDataException>(() => StableDiffusionXLPipeline.FromPretrained(dir));
         Assert.Contains("text_encoder_2", e.Message);
     }
+
+    [Fact]
+    public void The_trainers_conditioner_gives_the_pipelines_prompt_embeds_with_the_image_size_as_time_ids_and_zeros_as_unconditional()
+    {
+        using var pipe = TinyPipeline();
+        string[] prompts = ["a red circle", "two blue squares"];
+        using var ids = pipe.TokenIds(prompts);
+        Assert.Equal([2L, 2, pipe.Tokenizer.ModelMaxLength], ids.shape);
+        using var latents = zeros(2, 4, 8, 12);
+        var condition = pipe.Conditioner.Condition(ids, latents);
+        var (embeds, pooled) = pipe.EncodePrompt(prompts);
+        Assert.True(Same(embeds, condition.Context) && Same(pooled, condition.Added!.TextEmbeds!));
+        Assert.Equal(new float[] { 64, 96, 0, 0, 64, 96, 64, 96, 0, 0, 64, 96 }, condition.Added.TimeIds!.data<float>().ToArray());
+        var uncond = pipe.Conditioner.Unconditional(latents);
+        Assert.Equal(0, uncond.Context.abs().sum().item<float>());
+        Assert.Equal(0, uncond.Added!.TextEmbeds!.abs().sum().item<float>());
+        Assert.True(Same(condition.Added.TimeIds, uncond.Added.TimeIds!));
+        Assert.Equal([1L, 2, pipe.Tokenizer.ModelMaxLength], pipe.Conditioner.EmptyPromptIds.shape);
+    }
 }

@@ -18,7 +18,7 @@ public class SegmentConsistencyTrainerTests : IDisposable
     public SegmentConsistencyTrainerTests(ITestOutputHelper output)
     {
         this.output = output;
-        shard = TeacherTrajectories.Generate(tiny.Unet, tiny.TextEncoder, tiny.Scheduler, tiny.Dataset, tiny.EmptyPromptIds,
+        shard = TeacherTrajectories.Generate(tiny.Unet, tiny.Conditioner, tiny.Scheduler, tiny.Dataset,
             new TrajectoryOptions(Count: 32, Seed: 7, BatchSize: 16));
     }
 
@@ -36,7 +36,7 @@ public class SegmentConsistencyTrainerTests : IDisposable
 
     SegmentStageResult Train(SegmentStageConfig config, string name, Action<SegmentProgress>? progress = null,
         CancellationToken token = default, SegmentStudent? student = null) =>
-        SegmentConsistencyTrainer.Train(config, tiny.Unet, tiny.TextEncoder, tiny.Scheduler, [shard], Path.Combine(dir, name), progress, token, student);
+        SegmentConsistencyTrainer.Train(config, tiny.Unet, tiny.Conditioner, tiny.Scheduler, [shard], Path.Combine(dir, name), progress, token, student);
 
     static Dictionary<string, Tensor> Weights(nn.Module m) => StateDict.Of(m);
 
@@ -104,7 +104,7 @@ public class SegmentConsistencyTrainerTests : IDisposable
     public void The_LoRA_file_loads_and_stages_chain()
     {
         var tscd = new TscdConfig { Stages = [2, 1], Stage = Tiny with { Steps = 3 } };
-        var results = SegmentConsistencyTrainer.TrainStages(tscd, tiny.Unet, tiny.TextEncoder, tiny.Scheduler, [shard], dir);
+        var results = SegmentConsistencyTrainer.TrainStages(tscd, tiny.Unet, tiny.Conditioner, tiny.Scheduler, [shard], dir);
         using var student = results[^1].Student;
         Assert.Same(results[0].Student, results[1].Student); // k = 1 continued from k = 2's LoRA
         Assert.Equal([2, 1], results.Select(r => r.Metrics.Segments));
@@ -128,5 +128,28 @@ public class SegmentConsistencyTrainerTests : IDisposable
         var teacher = Weights(tiny.Unet);
         Assert.Contains(Weights(result.Student.Unet!), kv => !kv.Value.eq(teacher[kv.Key]).all().item<bool>());
         Assert.True(File.Exists(Path.Combine(dir, "full", "final", "unet", "config.json")));
+    }
+
+    [Fact]
+    public void An_sdxl_stage_trains_with_the_adversarial_term_and_resumes_exactly()
+    {
+        using var xl = new TinyTeacher(sdxl: true);
+        using var data = TeacherTrajectories.Generate(xl.Unet, xl.Conditioner, xl.Scheduler, xl.Dataset,
+            new TrajectoryOptions(Count: 16, Seed: 7, BatchSize: 8));
+        var config = Tiny with { Weights = new LossWeights(1.0, 0.1) };
+        SegmentStageResult Run(string name) =>
+            SegmentConsistencyTrainer.Train(config, xl.Unet, xl.Conditioner, xl.Scheduler, [data], Path.Combine(dir, name));
+
+        var whole = Run("xl-whole");
+        using var _ = whole.Student;
+        Assert.All(whole.Metrics.History, h => Assert.True(double.IsFinite(h.Consistency) && h.Generator is { } g && double.IsFinite(g)));
+        using var cancel = new CancellationTokenSource();
+        int seen = 0;
+        Assert.ThrowsAny<OperationCanceledException>(() => SegmentConsistencyTrainer.Train(config, xl.Unet, xl.Conditioner, xl.Scheduler,
+            [data], Path.Combine(dir, "xl-resumed"), p => { if (++seen == 3) cancel.Cancel(); }, cancel.Token).Student.Dispose());
+        var resumed = Run("xl-resumed");
+        using var __ = resumed.Student;
+        foreach (var (key, value) in Weights(whole.Student.Trainable))
+            Assert.True(value.eq(Weights(resumed.Student.Trainable)[key]).all().item<bool>(), $"{key} differs after resume");
     }
 }

@@ -15,7 +15,7 @@ public class TeacherTrajectoriesTests : IDisposable
     }
 
     TrajectoryShard Generate(TrajectoryOptions options, Action<int>? progress = null) =>
-        TeacherTrajectories.Generate(tiny.Unet, tiny.TextEncoder, tiny.Scheduler, tiny.Dataset, tiny.EmptyPromptIds, options, progress: progress);
+        TeacherTrajectories.Generate(tiny.Unet, tiny.Conditioner, tiny.Scheduler, tiny.Dataset, options, progress: progress);
 
     static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
 
@@ -95,5 +95,45 @@ public class TeacherTrajectoriesTests : IDisposable
         Assert.True(Same(s.PrevLatents, loaded.PrevLatents) && Same(s.Timesteps, loaded.Timesteps) && Same(s.GridIndices, loaded.GridIndices));
         using var both = TrajectoryShard.Concat([s, loaded]);
         Assert.Equal(10, both.Count);
+    }
+
+    [Fact]
+    public void Sdxl_rows_carry_both_tokenizers_ids_and_step_against_zeros_with_the_pooled_embedding_and_time_ids()
+    {
+        using var xl = new TinyTeacher(sdxl: true);
+        using var s = TeacherTrajectories.Generate(xl.Unet, xl.Conditioner, xl.Scheduler, xl.Dataset,
+            new TrajectoryOptions(Count: 4, Seed: 5, BatchSize: 3));
+        Assert.Equal([4L, 2, TinyTeacher.Tokens], s.InputIds.shape);
+        using (var ids2 = xl.Dataset.InputIds2!.index_select(0, s.DatasetIndices))
+            Assert.True(Same(ids2, s.InputIds.select(1, 1)));
+        using var _ = no_grad();
+        var alphas = xl.Scheduler.AlphasCumprod;
+        var timeIds = tensor(TinyTeacher.SdxlTimeIds, float32).unsqueeze(0);
+        for (int i = 0; i < s.Count; i++)
+        {
+            var x = s.NoisyLatents[i].unsqueeze(0);
+            long t = s.Timesteps[i].item<long>(), tp = s.PrevTimesteps[i].item<long>();
+            double w = s.Guidance[i].item<float>();
+            var one = xl.TextEncoder.call(s.InputIds[i][0].unsqueeze(0));
+            var two = xl.TextEncoder2!.call(s.InputIds[i][1].unsqueeze(0));
+            var context = cat([one.HiddenStates[^2], two.HiddenStates[^2]], -1);
+            var tt = tensor(new[] { t });
+            var epsC = xl.Unet.forward(x, tt, context, new(two.TextEmbeds, timeIds));
+            var epsU = xl.Unet.forward(x, tt, zeros_like(context), new(zeros_like(two.TextEmbeds!), timeIds));
+            double a = alphas[t].item<float>(), ap = alphas[tp].item<float>();
+            Tensor X0(Tensor eps) => (x - Math.Sqrt(1 - a) * eps) / Math.Sqrt(a);
+            var expected = Math.Sqrt(ap) * (X0(epsC) + w * (X0(epsC) - X0(epsU))) + Math.Sqrt(1 - ap) * (epsC + w * (epsC - epsU));
+            var err = (expected - s.PrevLatents[i].unsqueeze(0)).abs().max().item<float>();
+            Assert.True(err < 1e-4, $"row {i}: max error {err}");
+        }
+    }
+
+    [Fact]
+    public void A_dataset_of_another_architecture_is_refused_by_name()
+    {
+        using var xl = new TinyTeacher(sdxl: true);
+        var e = Assert.Throws<ArgumentException>(() =>
+            TeacherTrajectories.Generate(xl.Unet, xl.Conditioner, xl.Scheduler, tiny.Dataset, new TrajectoryOptions(Count: 2)));
+        Assert.Contains("prepared for another architecture", e.Message);
     }
 }
