@@ -117,6 +117,20 @@ public class RecipeLoaderTests
     }
 
     [Fact]
+    public void Sdxl_needs_a_model_folder_the_built_in_toy_teacher_and_single_files_are_sd15()
+    {
+        var sdxlToy = Valid.Replace("  source: toy\ndataset:", "  source: toy\n  architecture: sdxl\ndataset:");
+        Assert.Equal([$"{Source}: model.architecture: the built-in toy teacher has the sd15 topology; an sdxl toy model needs model.path (allowed without it: sd15) (got: sdxl)"],
+            Problems(sdxlToy));
+        Assert.NotNull(RecipeLoader.Parse(sdxlToy.Replace("architecture: sdxl", "architecture: sdxl\n  path: /models/toy-sdxl"), Source));
+        var singleFile = Valid.Replace("  source: toy\ndataset:\n  source: toy\n  count: 64",
+                "  source: single-file\n  path: /m/sdxl.safetensors\n  tokenizer: /m/tok\n  architecture: sdxl\ndataset:\n  source: folder\n  path: /data/pairs")
+            .Replace("  prompts: 16", "  prompts_file: /data/prompts.txt");
+        Assert.Equal([$"{Source}: model.architecture: single-file checkpoints load the sd15 layout; give SDXL as a diffusers folder (allowed with single-file: sd15) (got: sdxl)"],
+            Problems(singleFile));
+    }
+
+    [Fact]
     public void Segments_must_strictly_decrease()
     {
         Assert.Equal([$"{Source}: tscd.segments: must be strictly decreasing (got: [4, 4, 1])"],

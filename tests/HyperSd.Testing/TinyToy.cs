@@ -53,17 +53,19 @@ public static class TinyToy
     }
 
     /// <summary>The recipe; <paramref name="tscdSteps"/> lengthens the TSCD stages (a checkpoint every 2 steps).
-    /// <paramref name="teacherDir"/> null leaves the teacher to the worker's default (tests that run no model).</summary>
-    public static string Recipe(string? teacherDir = null, int tscdSteps = 4, string architecture = "sd15") => $$"""
+    /// <paramref name="teacherDir"/> null leaves the teacher to the worker's default (tests that run no model).
+    /// <paramref name="imageFolder"/> (with <paramref name="promptsFile"/>) makes it a real-data recipe: the teacher as a
+    /// diffusers folder, the dataset an image folder with sidecar captions, the evaluation prompts from a file.</summary>
+    public static string Recipe(string? teacherDir = null, int tscdSteps = 4, string architecture = "sd15", string? imageFolder = null,
+        string? promptsFile = null) => $$"""
         name: tiny
         seed: 0
         model:
-          source: toy
+          source: {{(imageFolder is null ? "toy" : "diffusers")}}
           architecture: {{architecture}}
         {{(teacherDir is null ? "" : $"  path: {teacherDir}")}}
         dataset:
-          source: toy
-          count: 12
+        {{(imageFolder is null ? "  source: toy\n  count: 12" : $"  source: folder\n  path: {imageFolder}\n  resolution: 32")}}
           seed: 1
           shard_size: 8
         trajectories:
@@ -88,7 +90,7 @@ public static class TinyToy
           steps: [1, 2]
           samplers: [ddim-trailing, tcd]
           tcd_eta: 0.3
-          prompts: 6
+        {{(promptsFile is null ? "  prompts: 6" : $"  prompts_file: {promptsFile}")}}
           teacher_steps: 3
           teacher_guidance: 3.0
           real_images: 16

@@ -8,7 +8,7 @@ namespace HyperSd.Testing;
 public static class TinyToyRunAssertions
 {
     /// <summary>One dataset and trajectory shard, a LoRA per TSCD stage (k = 1 made from the trajectories and the
-    /// k = 2 LoRA), checkpoints, four grids (teacher and student × 2 samplers), a report; a dataset row of the
+    /// k = 2 LoRA), checkpoints, five grids (teacher and student × 2 samplers, the k = 2 stage at 2 steps), a report; a dataset row of the
     /// recipe's 12 scenes; the generator's four images; each evaluation row once, finite, for the teacher and the student at 1 and 2 steps, and the k = 2 stage at 2 steps.</summary>
     public static void AssertOutputs(Run run, IReadOnlyList<Artifact> artifacts, Dataset dataset, IReadOnlyList<Evaluation> evaluations,
         Func<Artifact, string> pathOf)
@@ -18,7 +18,7 @@ public static class TinyToyRunAssertions
         Assert.Equal(1, Count(RunPlan.TrajectoriesKind));
         Assert.Equal(2, Count(RunPlan.LoraKind));
         Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
-        Assert.Equal(4, Count(RunPlan.GridKind));
+        Assert.Equal(5, Count(RunPlan.GridKind));
         Assert.Equal(1, Count(RunPlan.ReportKind));
         Assert.Equal(1, Count(RunPlan.ImagesKind));
 

@@ -1,6 +1,7 @@
 using HyperSd.Testing;
 using HyperSd.Contracts;
 using HyperSd.Data.Entities;
+using HyperSd.Diffusion.Images;
 using HyperSd.Diffusion.Models.Autoencoders;
 using HyperSd.Diffusion.Models.Unets;
 using HyperSd.Diffusion.Pipelines;
@@ -89,6 +90,44 @@ public sealed class EmbeddedRunTests : IDisposable
         var attempts = await db.StageAttempts.Where(a => stageIds.Values.Contains(a.StageId)).ToListAsync();
         Assert.Equal(run.Stages.Count, attempts.Count);
         Assert.All(attempts, a => Assert.Equal(AttemptOutcome.Succeeded, a.Outcome));
+    }
+
+    [Fact]
+    public async Task An_sdxl_diffusers_model_on_an_image_folder_runs_end_to_end_with_image_grids_as_its_evaluation()
+    {
+        var (teacher, _) = TinyToy.WriteModels(Path.Combine(store.Root, "models"), sdxl: true);
+        var images = Path.Combine(store.Root, "images");
+        Directory.CreateDirectory(images);
+        var (pixels, scenes) = ToyShapes.Generate(10, 3);
+        using (pixels)
+            for (int i = 0; i < scenes.Count; i++)
+            {
+                ImageFiles.SavePng(pixels[i], Path.Combine(images, $"{i:D2}.png"));
+                await File.WriteAllTextAsync(Path.Combine(images, $"{i:D2}.txt"), scenes[i].Caption);
+            }
+        await File.WriteAllTextAsync(Path.Combine(images, "broken.png"), "not an image");
+        await File.WriteAllTextAsync(Path.Combine(images, "broken.txt"), "a caption");
+        var prompts = Path.Combine(store.Root, "prompts.txt");
+        await File.WriteAllLinesAsync(prompts, ["a red circle in the center", "a green triangle at the bottom right", "a blue square"]);
+        var recipePath = Path.Combine(store.Root, "real.yaml");
+        await File.WriteAllTextAsync(recipePath, TinyToy.Recipe(teacher, architecture: "sdxl", imageFolder: images, promptsFile: prompts));
+        using var host = StartHost(store.WorkerOptions(o => o.HeartbeatInterval = TimeSpan.FromMilliseconds(500)));
+        var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(recipePath);
+        var run = await WaitForEnd(runId, TimeSpan.FromMinutes(3));
+        await host.StopAsync();
+
+        Assert.True(run.State == RunState.Succeeded,
+            $"run {run.State}: {run.Error}\n" + string.Join("\n", run.Stages.Select(s => $"{s.Name} {s.State}#{s.Attempt}: {s.Error}")));
+        await using var db = store.CreateDbContext();
+        var dataset = await db.Datasets.SingleAsync(d => d.RunId == runId);
+        Assert.Equal((10, 1), (dataset.Count, dataset.BadCount));
+        Assert.Empty(await db.Evaluations.Where(v => v.RunId == runId).ToListAsync());
+        var artifacts = await db.Artifacts.Where(a => a.RunId == runId).ToListAsync();
+        Assert.Equal(5, artifacts.Count(a => a.Kind == RunPlan.GridKind));
+        var report = await File.ReadAllTextAsync(store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == RunPlan.ReportKind).Path));
+        Assert.Contains("Not measured", report);
+        Assert.Contains("grid-tscd-k2-ddim-trailing.png", report);
+        Assert.Equal(4, Directory.GetFiles(store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == RunPlan.ImagesKind).Path), "*.png").Length);
     }
 
     [Fact]

@@ -66,9 +66,10 @@ public sealed record EvaluationOptions
 /// <summary>
 /// Generates a held-out prompt set with a pipeline at several step counts and samplers, and measures the images:
 /// Fréchet distance of their features to the real images' features, prompt adherence, and any per-image scores.
-/// Seeds are fixed per prompt, so every model sees the same noise.
+/// Seeds are fixed per prompt, so every model sees the same noise. Without <paramref name="features"/> it only makes the
+/// images (and grids) and measures what the other metrics give.
 /// </summary>
-public sealed class Evaluator(IImageFeatures features, Tensor realFeatures, IPromptAdherence? adherence = null, IReadOnlyList<IImageScorer>? scorers = null)
+public sealed class Evaluator(IImageFeatures? features, Tensor? realFeatures, IPromptAdherence? adherence = null, IReadOnlyList<IImageScorer>? scorers = null)
 {
     public IReadOnlyList<EvaluationRow> Evaluate(string model, IDiffusionPipeline pipeline, IReadOnlyList<string> prompts,
         SamplerSpec sampler, EvaluationOptions options, string? gridPath = null)
@@ -127,10 +128,10 @@ public sealed class Evaluator(IImageFeatures features, Tensor realFeatures, IPro
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var rows = new List<EvaluationRow>
-        {
-            new(model, sampler, steps, "fd", Metrics.FrechetDistance.Compute(features.Features(images), realFeatures)),
-        };
+        var rows = new List<EvaluationRow>();
+        if (features is not null)
+            rows.Add(new(model, sampler, steps, "fd", Metrics.FrechetDistance.Compute(features.Features(images),
+                realFeatures ?? throw new ArgumentException("the real images' features are needed with an image feature model"))));
         if (adherence is not null)
         {
             var matches = adherence.Matches(prompts, images);

@@ -7,6 +7,7 @@ using HyperSd.Recipes;
 using HyperSd.Workers.Execution;
 using HyperSd.Workers.Runs;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Logging;
 
 namespace HyperSd.Workers.Evaluator;
 
@@ -14,7 +15,8 @@ namespace HyperSd.Workers.Evaluator;
 /// Generates the held-out prompts with the teacher (at the evaluation's steps and at its reference steps) and with the
 /// distilled student (the last TSCD stage) under each sampler, and each earlier stage k's student at k steps with DDIM
 /// trailing (Hyper-SD's fixed-step LoRAs), measures them (toy-FID and prompt adherence with the toy recognizer), and
-/// stores the evaluation rows, one image grid per model and sampler, and a results.md table.
+/// stores the evaluation rows, one image grid per model and sampler, and a results.md table. At real scale (no image
+/// feature model yet) it makes the grids only.
 /// </summary>
 public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<EvaluateModel>(runtime)
 {
@@ -25,8 +27,6 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
     {
         var recipe = stage.Recipe;
         var e = recipe.Evaluation;
-        if (recipe.Model.Source != ModelSource.Toy)
-            throw new NotSupportedException("evaluation measures with the toy world's recognizer; model.source must be toy");
         var prompts = e.PromptsFile is { } file
             ? Recipes.Recipe.ReadPromptsFile(file, "evaluation.prompts_file")
             : ToyWorld.EvaluationPrompts(e.Prompts ?? throw new ArgumentException("evaluation.prompts or evaluation.prompts_file is required"));
@@ -39,9 +39,13 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
             .Where(l => e.Steps.Contains(RunPlan.SegmentsOfStage(l.Name))).ToList();
 
         using var teacher = StageModels.LoadTeacher(recipe, stage.Options, stage.Device);
-        using var recognizer = StageModels.LoadRecognizer(stage.Options, stage.Device);
-        var metrics = new ToyRecognizerMetrics(recognizer);
-        using var real = metrics.RealFeatures(e.RealImages, RealImageSeed);
+        // the toy world measures with its recognizer; at real scale there is no image-feature model yet: images only
+        bool measured = recipe.Model.Source == ModelSource.Toy;
+        using var recognizer = measured ? StageModels.LoadRecognizer(stage.Options, stage.Device) : null;
+        var metrics = recognizer is null ? null : new ToyRecognizerMetrics(recognizer);
+        using var real = metrics?.RealFeatures(e.RealImages, RealImageSeed);
+        if (!measured) stage.Logger.LogWarning("model.source is {Source}: the evaluation makes the image grids but measures nothing " +
+                                               "(FD and prompt adherence need the toy world's recognizer)", recipe.Model.Source);
         var evaluator = new Distillation.Evaluation.Evaluator(metrics, real, metrics);
         var options = recipe.ToEvaluationOptions();
         var samplers = recipe.ToSamplerSpecs();
@@ -50,7 +54,7 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
         var rows = new List<EvaluationRow>();
         var grids = new List<string>();
         var teacherSamplers = recipe.ToTeacherSamplerSpecs();
-        int total = teacherSamplers.Count + 1 + samplers.Count + fixedStep.Count, done = 0;
+        int total = teacherSamplers.Count + (measured ? 1 : 0) + samplers.Count + fixedStep.Count, done = 0;
         void Evaluated(string model, string sampler)
         {
             done++;
@@ -66,8 +70,11 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
             Evaluated("teacher", teacherSampler.Name);
             stage.Cancellation.ThrowIfCancellationRequested();
         }
-        rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSamplers[0], options with { Steps = [e.TeacherSteps] }));
-        Evaluated("teacher", $"{teacherSamplers[0].Name}@{e.TeacherSteps}");
+        if (measured)
+        {
+            rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSamplers[0], options with { Steps = [e.TeacherSteps] }));
+            Evaluated("teacher", $"{teacherSamplers[0].Name}@{e.TeacherSteps}");
+        }
 
         var trainedAs = recipe.ToTscdConfig().Stage;
         using (var student = StageModels.LoadStudent(teacher.Unet, trainedAs, stage.PathOf(loraArtifact)))
@@ -92,8 +99,10 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
             int k = RunPlan.SegmentsOfStage(name);
             using var student = StageModels.LoadStudent(teacher.Unet, trainedAs, stage.PathOf(artifact));
             var pipeline = StageModels.WithStudent(teacher, student);
-            try { rows.AddRange(evaluator.Evaluate(name, pipeline, prompts, SamplerSpec.DdimTrailing(), options with { Steps = [k] })); }
+            grid = Path.Combine(outDir, $"grid-{name}-ddim-trailing.png");
+            try { rows.AddRange(evaluator.Evaluate(name, pipeline, prompts, SamplerSpec.DdimTrailing(), options with { Steps = [k] }, grid)); }
             finally { student.Lora?.Detach(); }
+            grids.Add(grid);
             Evaluated(name, $"ddim-trailing@{k}");
         }
 
@@ -101,7 +110,10 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
         foreach (var path in grids)
             await stage.AddOutputAsync(RunPlan.GridKind, path, Path.GetFileName(path));
         var report = Path.Combine(outDir, "results.md");
-        await File.WriteAllTextAsync(report, $"# {recipe.Name}\n\n{EvaluationTable.Markdown(rows)}", stage.Cancellation);
+        var table = measured ? EvaluationTable.Markdown(rows)
+            : $"Not measured: FD and prompt adherence need the toy world's recognizer, and model.source is {recipe.Model.Source}. " +
+              $"The image grids are this stage's other outputs:\n\n{string.Join("\n", grids.Select(g => $"- {Path.GetFileName(g)}"))}\n";
+        await File.WriteAllTextAsync(report, $"# {recipe.Name}\n\n{table}", stage.Cancellation);
         await stage.AddOutputAsync(RunPlan.ReportKind, report, "results.md");
     }
 
