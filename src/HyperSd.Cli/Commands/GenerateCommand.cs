@@ -12,7 +12,7 @@ public static class GenerateCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "a diffusers pipeline folder, or a single-file SD1.x .safetensors", Required = true };
+        var model = new Option<string>("--model") { Description = "a diffusers pipeline folder (SD1.x or SDXL), or a single-file SD1.x .safetensors", Required = true };
         var tokenizer = new Option<DirectoryInfo?>("--tokenizer") { Description = "CLIP tokenizer folder (needed with a single-file checkpoint)" };
         var prompts = new Option<string[]>("--prompt", "-p") { Description = "a prompt (repeat for several)", AllowMultipleArgumentsPerToken = false };
         var promptFile = new Option<FileInfo?>("--prompts-file") { Description = "a text file with one prompt per line" };
@@ -44,7 +44,7 @@ public static class GenerateCommand
                 ? StableDiffusionPipeline.FromSingleFile(modelPath,
                     parse.GetValue(tokenizer)?.FullName ?? throw new ArgumentException("--tokenizer is needed with a single-file checkpoint"),
                     device: device, dtype: dtype)
-                : StableDiffusionPipeline.FromPretrained(modelPath, device, dtype);
+                : DiffusionPipeline.FromPretrained(modelPath, device, dtype);
             if (parse.GetValue(scheduler) is not null || parse.GetValue(spacing) is not null)
             {
                 var config = System.Text.Json.JsonSerializer.SerializeToNode(pipeline.Scheduler.Config, HyperSd.Diffusion.IO.ModelConfig.Json)!.AsObject();

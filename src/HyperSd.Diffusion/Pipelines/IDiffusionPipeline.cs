@@ -21,3 +21,16 @@ public interface IDiffusionPipeline : IDisposable
     void UnloadLoras();
     IDiffusionPipeline WithUnet(UNet2DConditionModel unet);
 }
+
+/// <summary>Loads whichever pipeline a diffusers folder holds (diffusers' DiffusionPipeline.from_pretrained).</summary>
+public static class DiffusionPipeline
+{
+    /// <summary>The folder's model_index.json names the class: StableDiffusionXLPipeline, or an SD1.x/2.x pipeline.</summary>
+    public static IDiffusionPipeline FromPretrained(string dir, Device? device = null, ScalarType? dtype = null, string? scheduler = null)
+    {
+        var className = TextToImage.ReadModelIndex(dir)["_class_name"]?.GetValue<string>();
+        return className == nameof(StableDiffusionXLPipeline)
+            ? StableDiffusionXLPipeline.FromPretrained(dir, device, dtype, scheduler)
+            : StableDiffusionPipeline.FromPretrained(dir, device, dtype, scheduler);
+    }
+}

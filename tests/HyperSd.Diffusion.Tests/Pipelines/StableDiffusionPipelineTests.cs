@@ -90,6 +90,7 @@ public class StableDiffusionPipelineTests : IDisposable
         using var a = pipe.Generate(request);
         using var b = reloaded.Generate(request);
         Assert.True(a.Images.eq(b.Images).all().item<bool>());
+        using (var any = DiffusionPipeline.FromPretrained(Path.Combine(dir, "b"))) Assert.IsType<StableDiffusionPipeline>(any);
         Assert.Equal(File.ReadAllLines(Fixtures.Path("text_sd15", "tokenizer", "merges.txt")).Where(l => l.Length > 0),
             File.ReadAllLines(Path.Combine(dir, "b", "tokenizer", "merges.txt")));
     }

@@ -158,6 +158,8 @@ public class StableDiffusionXLPipelineTests : IDisposable
         using var a = pipe.Generate(request);
         using var b = reloaded.Generate(request);
         Assert.True(Same(a.Images, b.Images));
+        using var any = DiffusionPipeline.FromPretrained(dir); // the class comes from model_index.json
+        Assert.IsType<StableDiffusionXLPipeline>(any);
     }
 
     [Fact]
