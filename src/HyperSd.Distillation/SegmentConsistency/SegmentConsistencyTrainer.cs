@@ -35,7 +35,9 @@ public sealed record SegmentStageResult(SegmentStudent Student, SegmentStageMetr
 /// from the teacher's x_{t−s} to the same end (x_{t−s} itself when it already is the end), by a Huber/MSE term and an
 /// adversarial term whose discriminator heads read the frozen teacher's features of both, re-noised to t_adv in the
 /// segment. Generator and discriminator steps alternate within each step. All randomness comes from one seeded
-/// generator that checkpoints save, so a resumed stage ends bit-identical to an uninterrupted one.
+/// generator that checkpoints save, so a resumed stage ends bit-identical to an uninterrupted one; the adversarial term
+/// (discriminator initialisation, t_adv, re-noising) draws from a second one, so that adding the term changes nothing
+/// else: the batches, and so a variant with the term differs from one without by the term alone.
 /// </summary>
 public static class SegmentConsistencyTrainer
 {
@@ -88,6 +90,7 @@ public static class SegmentConsistencyTrainer
         readonly string dir;
         readonly Device device;
         readonly Generator generator;
+        readonly Generator adversarialGenerator;
         readonly SegmentStudent student;
         readonly List<(string Name, Parameter Param)> trainable;
         readonly Dictionary<string, Tensor>? ema;
@@ -110,6 +113,7 @@ public static class SegmentConsistencyTrainer
                                             $"{scheduler.NumTrainTimesteps}/{config.SolverSteps} (num_train_timesteps/solver steps)");
             device = teacher.parameters().First().device;
             generator = new Generator((ulong)config.Seed, CPU);
+            adversarialGenerator = new Generator((ulong)config.Seed + AdversarialSeedOffset, CPU);
             this.student = student
                 ?? (config.Lora is { } lora ? SegmentStudent.WithLora(teacher, lora, generator) : SegmentStudent.FullCopy(teacher));
             trainable = this.student.Trainable.named_parameters().ToList();
@@ -118,7 +122,7 @@ public static class SegmentConsistencyTrainer
             optimizer = optim.AdamW(trainable.Select(p => p.Param), config.LearningRate, weight_decay: config.WeightDecay);
             if (config.Weights.Adversarial > 0)
             {
-                discriminator = new SegmentDiscriminator(teacher.Config, config.DiscriminatorChannels, generator, device);
+                discriminator = new SegmentDiscriminator(teacher.Config, config.DiscriminatorChannels, adversarialGenerator, device);
                 discriminatorOptimizer = optim.Adam(discriminator.parameters(), config.DiscriminatorLearningRate, beta1: 0, beta2: 0.999);
             }
             gridTimesteps = tensor(schedule.Timesteps.Select(t => (long)t).ToArray());
@@ -185,9 +189,9 @@ public static class SegmentConsistencyTrainer
             Tensor? generatorLoss = null, fake = null, real = null, tAdv = null;
             if (discriminator is not null)
             {
-                tAdv = (end + randint(0, schedule.SegmentLength, [config.BatchSize], int64, generator: generator).to(device))
+                tAdv = (end + randint(0, schedule.SegmentLength, [config.BatchSize], int64, generator: adversarialGenerator).to(device))
                     .clamp_max(scheduler.NumTrainTimesteps - 1);
-                var z = randn(prediction.shape, prediction.dtype, generator: generator).to(device);
+                var z = randn(prediction.shape, prediction.dtype, generator: adversarialGenerator).to(device);
                 fake = ConsistencyTarget.Renoise(scheduler, prediction, end, tAdv, z);
                 real = ConsistencyTarget.Renoise(scheduler, target, end, tAdv, z);
                 // the features stay in the step's scope: backward still needs them
@@ -258,6 +262,9 @@ public static class SegmentConsistencyTrainer
         const string StudentFile = "student.safetensors", EmaFile = "ema.safetensors", OptimizerFile = "optimizer.bin",
             DiscriminatorFile = "discriminator.safetensors", DiscriminatorOptimizerFile = "discriminator_optimizer.bin",
             RngFile = "rng.safetensors", StateFile = "state.json", MetricsFile = "metrics.json";
+        const string RngKey = "state", AdversarialRngKey = "adversarial_state";
+        /// <summary>The adversarial generator's seed is the stage seed plus this (any fixed offset keeps the streams apart).</summary>
+        const ulong AdversarialSeedOffset = 0x9E3779B97F4A7C15;
 
         sealed record CheckpointState(int Segments, int Step, long Seed, List<StepLosses> History);
 
@@ -277,7 +284,9 @@ public static class SegmentConsistencyTrainer
                 SafeTensors.Save(Path.Combine(tmp, DiscriminatorFile), StateDict.Of(discriminator));
                 discriminatorOptimizer!.save_state_dict(Path.Combine(tmp, DiscriminatorOptimizerFile));
             }
-            using (var rng = generator.get_state()) SafeTensors.Save(Path.Combine(tmp, RngFile), new Dictionary<string, Tensor> { ["state"] = rng });
+            using (var rng = generator.get_state())
+            using (var adversarialRng = adversarialGenerator.get_state())
+                SafeTensors.Save(Path.Combine(tmp, RngFile), new Dictionary<string, Tensor> { [RngKey] = rng, [AdversarialRngKey] = adversarialRng });
             WriteJson(Path.Combine(tmp, StateFile), new CheckpointState(config.Segments, step, config.Seed, history));
             if (Directory.Exists(old)) Directory.Delete(old, true);
             if (Directory.Exists(target)) Directory.Move(target, old);
@@ -310,8 +319,10 @@ public static class SegmentConsistencyTrainer
                 discriminatorOptimizer!.load_state_dict(Path.Combine(path, DiscriminatorOptimizerFile));
             }
             var rng = SafeTensors.Load(Path.Combine(path, RngFile));
-            generator.set_state(rng["state"]);
-            rng["state"].Dispose();
+            foreach (var (key, g) in new[] { (RngKey, generator), (AdversarialRngKey, adversarialGenerator) })
+                g.set_state(rng.TryGetValue(key, out var saved) ? saved
+                    : throw new InvalidDataException($"{path}/{RngFile}: missing generator state '{key}' (a checkpoint of an older version: restart the stage)"));
+            foreach (var t in rng.Values) t.Dispose();
             step = state.Step;
             history.Clear();
             history.AddRange(state.History);
@@ -356,6 +367,7 @@ public static class SegmentConsistencyTrainer
         public void Dispose()
         {
             generator.Dispose();
+            adversarialGenerator.Dispose();
             gridTimesteps.Dispose();
             optimizer.Dispose();
             discriminatorOptimizer?.Dispose();

@@ -71,6 +71,21 @@ public class SegmentConsistencyTrainerTests : IDisposable
     }
 
     [Fact]
+    public void The_adversarial_term_draws_from_its_own_generator_so_the_batches_stay_those_of_the_run_without_it()
+    {
+        var without = Train(Tiny with { Steps = 5, PerturbationScale = 0.01 }, "mse-only");
+        var with = Train(Tiny with { Steps = 5, PerturbationScale = 0.01, Weights = new LossWeights(1, 1e-9) }, "negligible-adv");
+        using var _ = without.Student;
+        using var __ = with.Student;
+        // a negligible term on the same batches and perturbations: the same consistency losses, step for step
+        var a = without.Metrics.History.Select(h => h.Consistency).ToList();
+        var b = with.Metrics.History.Select(h => h.Consistency).ToList();
+        Assert.Equal(a[0], b[0]);
+        for (int i = 0; i < a.Count; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-6 * Math.Abs(a[i]), $"step {i + 1}: {a[i]} vs {b[i]}");
+        Assert.All(with.Metrics.History, h => Assert.NotNull(h.Generator));
+    }
+
+    [Fact]
     public void A_resumed_stage_ends_with_exactly_the_weights_of_an_uninterrupted_one()
     {
         // the learning rate follows the step too: a resume must pick the schedule up where it stopped
