@@ -34,10 +34,10 @@ public sealed record SegmentStageResult(SegmentStudent Student, SegmentStageMetr
 /// the student's prediction at x_t, jumped by DDIM to its segment's end, is pulled towards the target model's jump
 /// from the teacher's x_{t−s} to the same end (x_{t−s} itself when it already is the end), by a Huber/MSE term and an
 /// adversarial term whose discriminator heads read the frozen teacher's features of both, re-noised to t_adv in the
-/// segment. Generator and discriminator steps alternate within each step. All randomness comes from one seeded
-/// generator that checkpoints save, so a resumed stage ends bit-identical to an uninterrupted one; the adversarial term
-/// (discriminator initialisation, t_adv, re-noising) draws from a second one, so that adding the term changes nothing
-/// else: the batches, and so a variant with the term differs from one without by the term alone.
+/// segment. Generator and discriminator steps alternate within each step. All randomness comes from two seeded
+/// generators that checkpoints save, so a resumed stage ends bit-identical to an uninterrupted one: one for the LoRA's
+/// initialisation, the batches and the perturbation, one for the adversarial term (discriminator initialisation, t_adv,
+/// re-noising), so a variant with the term trains on the same batches as one without and differs by the term alone.
 /// </summary>
 public static class SegmentConsistencyTrainer
 {
