@@ -41,7 +41,7 @@ public abstract class PromptConditioner
 /// <summary>SD1.x: the CLIP text encoder's last hidden state; the empty prompt is the unconditional branch.</summary>
 public sealed class CLIPPromptConditioner(CLIPTextModel textEncoder, Tensor emptyPromptIds) : PromptConditioner
 {
-    public override Tensor EmptyPromptIds { get; } = emptyPromptIds.reshape(1, -1);
+    public override Tensor EmptyPromptIds { get; } = emptyPromptIds.dim() == 2 ? emptyPromptIds : emptyPromptIds.reshape(1, -1);
 
     public override PromptCondition Condition(Tensor ids, Tensor latents)
     {
@@ -63,7 +63,7 @@ public sealed class CLIPPromptConditioner(CLIPTextModel textEncoder, Tensor empt
 public sealed class SdxlPromptConditioner(CLIPTextModel textEncoder, CLIPTextModelWithProjection textEncoder2, Tensor emptyPromptIds,
     int vaeScaleFactor, bool forceZerosForEmptyPrompt) : PromptConditioner
 {
-    public override Tensor EmptyPromptIds { get; } = emptyPromptIds.reshape(1, 2, -1);
+    public override Tensor EmptyPromptIds { get; } = emptyPromptIds.dim() == 3 ? emptyPromptIds : emptyPromptIds.reshape(1, 2, -1);
 
     public override PromptCondition Condition(Tensor ids, Tensor latents)
     {

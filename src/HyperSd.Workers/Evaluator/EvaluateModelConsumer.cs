@@ -44,8 +44,8 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
         using var recognizer = measured ? StageModels.LoadRecognizer(stage.Options, stage.Device) : null;
         var metrics = recognizer is null ? null : new ToyRecognizerMetrics(recognizer);
         using var real = metrics?.RealFeatures(e.RealImages, RealImageSeed);
-        if (!measured) stage.Logger.LogWarning("model.source is {Source}: the evaluation makes the image grids but measures nothing " +
-                                               "(FD and prompt adherence need the toy world's recognizer)", recipe.Model.Source);
+        var notMeasured = $"Not measured: FD and prompt adherence need the toy world's recognizer, and model.source is {recipe.Model.Source}.";
+        if (!measured) stage.Logger.LogWarning("{Why} The evaluation makes the image grids only.", notMeasured);
         var evaluator = new Distillation.Evaluation.Evaluator(metrics, real, metrics);
         var options = recipe.ToEvaluationOptions();
         var samplers = recipe.ToSamplerSpecs();
@@ -111,8 +111,7 @@ public sealed class EvaluateModelConsumer(StageRuntime runtime) : StageConsumer<
             await stage.AddOutputAsync(RunPlan.GridKind, path, Path.GetFileName(path));
         var report = Path.Combine(outDir, "results.md");
         var table = measured ? EvaluationTable.Markdown(rows)
-            : $"Not measured: FD and prompt adherence need the toy world's recognizer, and model.source is {recipe.Model.Source}. " +
-              $"The image grids are this stage's other outputs:\n\n{string.Join("\n", grids.Select(g => $"- {Path.GetFileName(g)}"))}\n";
+            : $"{notMeasured} The image grids are this stage's other outputs:\n\n{string.Join("\n", grids.Select(g => $"- {Path.GetFileName(g)}"))}\n";
         await File.WriteAllTextAsync(report, $"# {recipe.Name}\n\n{table}", stage.Cancellation);
         await stage.AddOutputAsync(RunPlan.ReportKind, report, "results.md");
     }
