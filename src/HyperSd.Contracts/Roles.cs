@@ -1,6 +1,7 @@
 namespace HyperSd.Contracts;
 
-/// <summary>The worker roles; each consumes the queue of the same name.</summary>
+/// <summary>The built-in worker roles; each consumes the queue of the same name. A stage kind names its role in the
+/// stage catalogue, which is where the full list of roles comes from.</summary>
 public static class Roles
 {
     public const string Orchestrator = "orchestrator";
@@ -9,8 +10,6 @@ public static class Roles
     public const string SegmentConsistency = "segment-consistency";
     public const string Evaluator = "evaluator";
     public const string Generator = "generator";
-
-    public static readonly IReadOnlyList<string> All = [Orchestrator, DatasetPrep, TeacherTrajectories, SegmentConsistency, Evaluator, Generator];
 
     /// <summary>The queue address of a role, for sending commands.</summary>
     public static Uri Queue(string role) => new($"queue:{role}");

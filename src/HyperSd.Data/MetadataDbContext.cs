@@ -11,7 +11,7 @@ namespace HyperSd.Data;
 /// </summary>
 public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : DbContext(options)
 {
-    public DbSet<Recipe> Recipes => Set<Recipe>();
+    public DbSet<StoredRecipe> Recipes => Set<StoredRecipe>();
     public DbSet<Run> Runs => Set<Run>();
     public DbSet<Stage> Stages => Set<Stage>();
     public DbSet<StageAttempt> StageAttempts => Set<StageAttempt>();
@@ -48,7 +48,7 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
     {
         model.Entity<Run>(e =>
         {
-            e.HasOne<Recipe>().WithMany().HasForeignKey(r => r.RecipeId).OnDelete(DeleteBehavior.Restrict);
+            e.HasOne<StoredRecipe>().WithMany().HasForeignKey(r => r.RecipeId).OnDelete(DeleteBehavior.Restrict);
             e.HasMany(r => r.Stages).WithOne().HasForeignKey(s => s.RunId);
             e.HasIndex(r => r.State);
         });
@@ -70,6 +70,9 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
         model.Entity<Artifact>(e =>
         {
             e.HasIndex(a => a.Path).IsUnique();
+            // stored as "lora", "dataset", ... (the names the column held before it was typed)
+            e.Property(a => a.Kind).HasConversion(k => k.ToString().ToLowerInvariant(), v => Enum.Parse<ArtifactKind>(v, true));
+            e.HasIndex(a => new { a.RunId, a.Kind });
             e.HasOne<Run>().WithMany().HasForeignKey(a => a.RunId).OnDelete(DeleteBehavior.SetNull);
             e.HasOne<Stage>().WithMany().HasForeignKey(a => a.StageId).OnDelete(DeleteBehavior.SetNull);
             e.HasMany(a => a.Inputs).WithOne().HasForeignKey(i => i.ArtifactId);
@@ -100,7 +103,7 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
         model.Entity<Schedule>(e =>
         {
             e.HasIndex(s => s.Name).IsUnique();
-            e.HasOne<Recipe>().WithMany().HasForeignKey(s => s.RecipeId).OnDelete(DeleteBehavior.Restrict);
+            e.HasOne<StoredRecipe>().WithMany().HasForeignKey(s => s.RecipeId).OnDelete(DeleteBehavior.Restrict);
         });
         model.Entity<ProcessedMessage>().HasKey(m => new { m.Consumer, m.MessageKey });
     }

@@ -1,6 +1,3 @@
-using HyperSd.Diffusion.Lora;
-using HyperSd.Distillation.SegmentConsistency;
-
 namespace HyperSd.Recipes;
 
 // A recipe is read from YAML with snake_case keys (steps_per_stage) and hyphenated enum values (single-file,
@@ -8,9 +5,11 @@ namespace HyperSd.Recipes;
 // default of the Distillation type it maps onto.
 
 /// <summary>A whole distillation run: the teacher, the data, the teacher trajectories, the TSCD schedule and the
-/// evaluation. Paths are used as written (relative ones against the working directory of the process running a stage).</summary>
+/// evaluation. Plain data: the services resolve it into each stage's typed settings once, at submission
+/// (HyperSd.Services.Runs.RecipeMapping). Paths are used as written (relative ones against the submitting process's working directory).</summary>
 public sealed partial record Recipe
 {
+
     /// <summary>The run's name (shown in run lists and artifact paths).</summary>
     public string Name { get; init; } = "";
 
@@ -112,6 +111,12 @@ public sealed record TrajectoriesRecipe
 
 public enum ConsistencyLoss { Huber, Mse }
 
+/// <summary>The learning rate after warm-up.</summary>
+public enum LrScheduler { Constant, Cosine }
+
+/// <summary>The layout of saved LoRA files: kohya (sd-scripts, A1111) or peft (diffusers).</summary>
+public enum LoraFormat { Kohya, Peft }
+
 /// <summary>Trajectory segmented consistency distillation: one stage per entry of <see cref="Segments"/>, each from
 /// the last stage's weights.</summary>
 public sealed record TscdRecipe
@@ -130,7 +135,7 @@ public sealed record TscdRecipe
 
     /// <summary>Learning rate after warm-up: constant (diffusers' scripts' default) or cosine (decays to 0 by each
     /// stage's last step).</summary>
-    public LearningRateSchedule LrScheduler { get; init; } = LearningRateSchedule.Constant;
+    public LrScheduler LrScheduler { get; init; } = LrScheduler.Constant;
 
     /// <summary>Linear warm-up steps at the start of every stage (each stage starts a fresh AdamW).</summary>
     public int LrWarmupSteps { get; init; }
@@ -157,7 +162,7 @@ public sealed record TscdRecipe
     public LoraRecipe? Lora { get; init; } = new();
 
     /// <summary>kohya or peft: the layout of the saved LoRA files.</summary>
-    public LoraFileFormat LoraFormat { get; init; } = LoraFileFormat.Kohya;
+    public LoraFormat LoraFormat { get; init; } = LoraFormat.Kohya;
 
     /// <summary>Loss weights per k; every stage needs an entry (default: MSE only at k = 8, PCM's 0.1 adversarial by k = 1).</summary>
     public IReadOnlyDictionary<int, LossWeightsRecipe> Weights { get; init; } = DefaultWeights();
@@ -171,9 +176,12 @@ public sealed record TscdRecipe
     /// <summary>Steps between checkpoints (a stage resumes from its last one).</summary>
     public int CheckpointEvery { get; init; } = 500;
 
-    static Dictionary<int, LossWeightsRecipe> DefaultWeights() =>
-        TscdConfig.DefaultWeights.ToDictionary(
-            kv => kv.Key, kv => new LossWeightsRecipe { Mse = kv.Value.Mse, Adversarial = kv.Value.Adversarial });
+    /// <summary>Pure MSE/Huber at k = 8, then PCM's 0.1 adversarial weight reached by k = 1.</summary>
+    static Dictionary<int, LossWeightsRecipe> DefaultWeights() => new()
+    {
+        [8] = new() { Mse = 1.0, Adversarial = 0.0 }, [4] = new() { Mse = 1.0, Adversarial = 0.02 },
+        [2] = new() { Mse = 0.8, Adversarial = 0.05 }, [1] = new() { Mse = 0.6, Adversarial = 0.1 },
+    };
 }
 
 /// <summary>The LoRA of the student.</summary>

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
-using HyperSd.Distillation.Toy;
 
 namespace HyperSd.Recipes;
 
@@ -44,7 +43,7 @@ public sealed partial record Recipe
         {
             Check(Dataset.Path is null, "dataset.path", "the toy dataset is generated, it has no path", Text(Dataset.Path));
             Check(Dataset.Count >= 1, "dataset.count", "the number of toy scenes is required and must be at least 1", Dataset.Count);
-            Check(Dataset.Resolution is null or ToyShapes.Resolution, "dataset.resolution", $"toy images are {ToyShapes.Resolution} px (allowed: {ToyShapes.Resolution})", Dataset.Resolution);
+            // the toy world's fixed image size is checked where the recipe is mapped onto it (HyperSd.Services)
         }
         else
         {

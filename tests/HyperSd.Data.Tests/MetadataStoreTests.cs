@@ -24,22 +24,22 @@ public abstract class MetadataStoreTests : IAsyncLifetime
     private async Task<Seeded> SeedAsync()
     {
         await using var db = NewContext();
-        var recipe = new Recipe { Id = Guid.NewGuid(), Name = "toy", Yaml = "name: toy\n", Sha256 = new string('a', 64), CreatedAt = T0 };
+        var recipe = new StoredRecipe { Id = Guid.NewGuid(), Name = "toy", Yaml = "name: toy\n", Sha256 = new string('a', 64), CreatedAt = T0 };
         var run = new Run { Id = Guid.NewGuid(), RecipeId = recipe.Id, Name = $"run-{Guid.NewGuid():N}", State = RunState.Running, CurrentStage = "tscd-k8", CreatedAt = T0, StartedAt = T0 };
-        var datasetStage = new Stage { Id = Guid.NewGuid(), Name = "dataset", Index = 0, Role = "dataset-prep", State = StageState.Succeeded, Attempt = 1, MaxAttempts = 3, Progress = 1, FinishedAt = T0.AddMinutes(1) };
+        var datasetStage = new Stage { Id = Guid.NewGuid(), Name = "dataset", Kind = "prepare-dataset", Index = 0, Role = "dataset-prep", State = StageState.Succeeded, Attempt = 1, MaxAttempts = 3, Progress = 1, FinishedAt = T0.AddMinutes(1) };
         var train = new Stage
         {
-            Id = Guid.NewGuid(), Name = "tscd-k8", Index = 1, Role = "segment-consistency", State = StageState.Running, Attempt = 1, MaxAttempts = 3,
+            Id = Guid.NewGuid(), Name = "tscd-k8", Kind = "train-segment-stage", Index = 1, Role = "segment-consistency", State = StageState.Running, Attempt = 1, MaxAttempts = 3,
             LeaseOwner = "worker-a", LeaseHeartbeatAt = T0.AddMinutes(2), LeaseExpiresAt = T0.AddMinutes(3), Progress = 0.25,
             ProgressDetail = "{\"step\": 250}", SettingsJson = "{\"k\": 8}",
             Attempts = [new StageAttempt { Id = Guid.NewGuid(), Attempt = 1, Owner = "worker-a", StartedAt = T0.AddMinutes(1) }],
         };
-        var evaluate = new Stage { Id = Guid.NewGuid(), Name = "evaluate", Index = 2, Role = "evaluator", State = StageState.Pending, MaxAttempts = 3 };
+        var evaluate = new Stage { Id = Guid.NewGuid(), Name = "evaluate", Kind = "evaluate-model", Index = 2, Role = "evaluator", State = StageState.Pending, MaxAttempts = 3 };
         run.Stages.AddRange([evaluate, train, datasetStage]);
-        var datasetArtifact = new Artifact { Id = Guid.NewGuid(), Kind = "dataset", Path = $"{run.Id}/dataset", Sha256 = new string('b', 64), SizeBytes = 1000, RunId = run.Id, StageId = datasetStage.Id, CreatedAt = T0 };
+        var datasetArtifact = new Artifact { Id = Guid.NewGuid(), Kind = ArtifactKind.Dataset, Path = $"{run.Id}/dataset", Sha256 = new string('b', 64), SizeBytes = 1000, RunId = run.Id, StageId = datasetStage.Id, CreatedAt = T0 };
         var checkpoint = new Artifact
         {
-            Id = Guid.NewGuid(), Kind = "checkpoint", Path = $"{run.Id}/tscd-k8/step-250", Sha256 = new string('c', 64), SizeBytes = 5000, RunId = run.Id, StageId = train.Id, CreatedAt = T0,
+            Id = Guid.NewGuid(), Kind = ArtifactKind.Checkpoint, Path = $"{run.Id}/tscd-k8/step-250", Sha256 = new string('c', 64), SizeBytes = 5000, RunId = run.Id, StageId = train.Id, CreatedAt = T0,
             Inputs = [new ArtifactInput { InputArtifactId = datasetArtifact.Id }],
         };
         db.AddRange(recipe, run, datasetArtifact, checkpoint);

@@ -4,8 +4,14 @@ using HyperSd.Data;
 using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
 using HyperSd.Testing;
-using HyperSd.Workers.Hosting;
-using HyperSd.Workers.Runs;
+using HyperSd.Services.Hosting;
+using HyperSd.Services.DatasetPrep;
+using HyperSd.Services.Evaluator;
+using HyperSd.Services.Execution;
+using HyperSd.Services.Orchestrator;
+using HyperSd.Services.Runs;
+using HyperSd.Services.Stages;
+using HyperSd.Services.TeacherTrajectories;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
@@ -98,7 +104,7 @@ public sealed class Deployment : IAsyncDisposable
     /// <summary>One worker process per role (all roles when none are named), started together. Messages sent before a
     /// worker is up wait in its queue (a sender declares the queue too).</summary>
     public Dictionary<string, WorkerProcess> StartWorkers(params string[] roles) =>
-        (roles.Length == 0 ? Roles.All : roles).ToDictionary(r => r, StartWorker);
+        (roles.Length == 0 ? StageCatalogue.Default().Roles : roles).ToDictionary(r => r, StartWorker);
 
     /// <summary><see cref="StartWorkers"/>, returning once every worker serves its queue.</summary>
     public async Task<Dictionary<string, WorkerProcess>> StartWorkersAsync(params string[] roles)
@@ -218,24 +224,9 @@ public sealed class Deployment : IAsyncDisposable
             return string.Join("\n\n", workers.Select(w => $"== {w.Name} ({w.LogPath}) ==\n{w.Tail(lines)}"));
     }
 
-    /// <summary>
-    /// The command of a stage's current attempt, as the orchestrator builds it: the outputs of the succeeded attempts
-    /// of the stages that feed it.
-    /// </summary>
-    public async Task<IStageCommand> CurrentCommandAsync(Guid runId, string stageName)
-    {
-        var run = await RunAsync(runId);
-        var stage = StageOf(run, stageName);
-        await using var db = Db();
-        var inputs = new List<Guid>();
-        foreach (var input in RunPlan.InputStages(run.Stages, stage))
-        {
-            var prefix = RunPlan.OutputPrefix(runId, input.Name, input.Attempt);
-            inputs.AddRange(await db.Artifacts.Where(a => a.StageId == input.Id && a.Kind != RunPlan.CheckpointKind && a.Path.StartsWith(prefix))
-                .OrderBy(a => a.Path).Select(a => a.Id).ToListAsync());
-        }
-        return RunPlan.Command(stage, [.. inputs]);
-    }
+    /// <summary>The command of a stage's current attempt, as the orchestrator builds it.</summary>
+    public Task<RunStage> CurrentCommandAsync(Guid runId, string stageName) =>
+        client.Services.GetRequiredService<RunLifecycle>().CurrentCommandAsync(runId, stageName);
 
     /// <summary>
     /// A finished toy run with nothing lost and nothing doubled: every stage succeeded; each output artifact of the
@@ -257,9 +248,10 @@ public sealed class Deployment : IAsyncDisposable
         Assert.Equal(artifacts.Count, artifacts.Select(a => a.Path).Distinct().Count());
 
         var stages = run.Stages.ToDictionary(s => s.Id);
-        var outputs = artifacts.Where(a => a.Kind != RunPlan.CheckpointKind).ToList();
+        var outputs = artifacts.Where(a => a.Kind != ArtifactKind.Checkpoint).ToList();
         // outputs come from the stage's succeeded attempt only
-        Assert.All(outputs, a => Assert.StartsWith(RunPlan.OutputPrefix(runId, stages[a.StageId!.Value].Name, stages[a.StageId.Value].Attempt), a.Path));
+        Assert.All(outputs, a => Assert.Equal(stages[a.StageId!.Value].Attempt, a.Attempt));
+        Assert.All(outputs, a => Assert.StartsWith(StageContext.OutputPrefix(runId, stages[a.StageId!.Value].Name, stages[a.StageId.Value].Attempt), a.Path));
         TinyToyRunAssertions.AssertOutputs(run, artifacts, await db.Datasets.AsNoTracking().SingleAsync(d => d.RunId == runId),
             await db.Evaluations.AsNoTracking().Where(v => v.RunId == runId).ToListAsync(), a => Artifacts.GetFullPath(a.Path));
 

@@ -2,8 +2,14 @@ using HyperSd.Testing;
 using HyperSd.Contracts;
 using HyperSd.Data;
 using HyperSd.Data.Entities;
-using HyperSd.Workers.Hosting;
-using HyperSd.Workers.Runs;
+using HyperSd.Services.Hosting;
+using HyperSd.Services.DatasetPrep;
+using HyperSd.Services.Evaluator;
+using HyperSd.Services.Execution;
+using HyperSd.Services.Orchestrator;
+using HyperSd.Services.Runs;
+using HyperSd.Services.Stages;
+using HyperSd.Services.TeacherTrajectories;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -24,7 +30,7 @@ public sealed class EndToEndTests(ITestOutputHelper output)
     {
         await using var deployment = new Deployment();
         var workers = await deployment.StartWorkersAsync();
-        Assert.Equal(Roles.All.Count, workers.Values.Select(w => w.Id).Distinct().Count());
+        Assert.Equal(StageCatalogue.Default().Roles.Count, workers.Values.Select(w => w.Id).Distinct().Count());
 
         var runId = await deployment.SubmitAsync();
         await deployment.WaitForEndAsync(runId);

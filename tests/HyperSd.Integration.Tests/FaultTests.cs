@@ -3,7 +3,13 @@ using HyperSd.Contracts;
 using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
 using HyperSd.Testing;
-using HyperSd.Workers.Runs;
+using HyperSd.Services.DatasetPrep;
+using HyperSd.Services.Evaluator;
+using HyperSd.Services.Execution;
+using HyperSd.Services.Orchestrator;
+using HyperSd.Services.Runs;
+using HyperSd.Services.Stages;
+using HyperSd.Services.TeacherTrajectories;
 using Microsoft.EntityFrameworkCore;
 using Xunit.Abstractions;
 
@@ -29,7 +35,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         await deployment.WaitUntilAsync(async () =>
         {
             await using var db = deployment.Db();
-            return await db.Artifacts.AnyAsync(a => a.StageId == k2.Id && a.Kind == RunPlan.CheckpointKind);
+            return await db.Artifacts.AnyAsync(a => a.StageId == k2.Id && a.Kind == ArtifactKind.Checkpoint);
         }, "a checkpoint of tscd-k2");
         var killed = workers[Roles.SegmentConsistency];
         killed.Kill();
@@ -40,7 +46,7 @@ public sealed class FaultTests(ITestOutputHelper output)
             var unfinished = await db.StageAttempts.AnyAsync(a => a.StageId == k2.Id && a.Attempt == 1 && a.Outcome == null);
             Assert.True(atKill is { State: StageState.Running, Attempt: 1 } && unfinished,
                 $"tscd-k2 should still be running its first attempt when its worker dies, but it is {atKill.State} at attempt {atKill.Attempt}");
-            checkpoints = await db.Artifacts.Where(a => a.StageId == k2.Id && a.Kind == RunPlan.CheckpointKind).Select(a => a.Path).ToListAsync();
+            checkpoints = await db.Artifacts.Where(a => a.StageId == k2.Id && a.Kind == ArtifactKind.Checkpoint).Select(a => a.Path).ToListAsync();
         }
 
         var replacement = deployment.StartWorker(Roles.SegmentConsistency);
@@ -90,9 +96,9 @@ public sealed class FaultTests(ITestOutputHelper output)
         int evaluations;
         await using (var before = deployment.Db())
             evaluations = await before.Evaluations.CountAsync(v => v.RunId == runId);
-        await deployment.SendAsync(Roles.DatasetPrep, await deployment.CurrentCommandAsync(runId, RunPlan.Dataset));
+        await deployment.SendAsync(Roles.DatasetPrep, await deployment.CurrentCommandAsync(runId, PrepareDatasetStage.StageName));
         await deployment.SendAsync(Roles.SegmentConsistency, await deployment.CurrentCommandAsync(runId, "tscd-k1"));
-        await deployment.SendAsync(Roles.Evaluator, await deployment.CurrentCommandAsync(runId, RunPlan.Evaluate));
+        await deployment.SendAsync(Roles.Evaluator, await deployment.CurrentCommandAsync(runId, EvaluateModelStage.StageName));
         await deployment.WaitUntilAsync(() => Task.FromResult(
                 deployment.QueueDepths() is var q && q[Roles.DatasetPrep] == 0 && q[Roles.SegmentConsistency] == 0 && q[Roles.Evaluator] == 0),
             "the repeated commands to be consumed");
@@ -150,12 +156,12 @@ public sealed class FaultTests(ITestOutputHelper output)
         await using var deployment = new Deployment();
         deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.SegmentConsistency, Roles.Evaluator, Roles.Generator);
         var runId = await deployment.SubmitAsync();
-        await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, RunPlan.Dataset).State == StageState.Succeeded, "the dataset");
+        await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, PrepareDatasetStage.StageName).State == StageState.Succeeded, "the dataset");
 
         // damage one shard of the stored dataset before the trajectories worker reads it
         Artifact dataset;
         await using (var db = deployment.Db())
-            dataset = await db.Artifacts.AsNoTracking().SingleAsync(a => a.RunId == runId && a.Kind == RunPlan.DatasetKind);
+            dataset = await db.Artifacts.AsNoTracking().SingleAsync(a => a.RunId == runId && a.Kind == ArtifactKind.Dataset);
         var shard = Directory.EnumerateFiles(deployment.Artifacts.GetFullPath(dataset.Path), "*.safetensors", SearchOption.AllDirectories).Order().First();
         var original = await File.ReadAllBytesAsync(shard);
         var damaged = (byte[])original.Clone();
@@ -166,7 +172,7 @@ public sealed class FaultTests(ITestOutputHelper output)
 
         var failed = await deployment.WaitForEndAsync(runId);
         Assert.True(failed.State == RunState.Failed, Deployment.Describe(failed));
-        var trajectories = Deployment.StageOf(failed, RunPlan.Trajectories);
+        var trajectories = Deployment.StageOf(failed, GenerateTrajectoriesStage.StageName);
         Assert.Equal(StageState.Failed, trajectories.State);
         foreach (var part in new[] { nameof(ArtifactCorruptException), dataset.Path, $"expected sha256 {dataset.Sha256}", $"got {actual}" })
         {
@@ -176,7 +182,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         // refused before any lease: the corrupt dataset was never used
         Assert.DoesNotContain(await deployment.AttemptsAsync(failed), a => a.StageId == trajectories.Id);
         await using (var db = deployment.Db())
-            Assert.False(await db.Artifacts.AnyAsync(a => a.RunId == runId && a.Kind == RunPlan.TrajectoriesKind));
+            Assert.False(await db.Artifacts.AnyAsync(a => a.RunId == runId && a.Kind == ArtifactKind.Trajectories));
         await deployment.WaitUntilAsync(() => Task.FromResult(deployment.QueueDepths().GetValueOrDefault($"{Roles.TeacherTrajectories}_error") >= 1),
             "the refused command in the error queue");
 
@@ -187,7 +193,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         await deployment.AssertCompleteAsync(runId);
         var run = await deployment.RunAsync(runId);
         Assert.Null(run.Error);
-        Assert.Equal(1, Deployment.StageOf(run, RunPlan.Dataset).Attempt);
-        Assert.Equal(2, Deployment.StageOf(run, RunPlan.Trajectories).Attempt);
+        Assert.Equal(1, Deployment.StageOf(run, PrepareDatasetStage.StageName).Attempt);
+        Assert.Equal(2, Deployment.StageOf(run, GenerateTrajectoriesStage.StageName).Attempt);
     }
 }

@@ -4,7 +4,7 @@ using System.Text;
 
 namespace HyperSd.Integration.Tests;
 
-/// <summary>One <c>hypersd-worker</c> OS process (the build output of src/HyperSd.Worker), its output in a log file.</summary>
+/// <summary>One <c>hypersd-worker</c> OS process (the build output of src/HyperSd.WorkerHost), its output in a log file.</summary>
 public sealed class WorkerProcess : IDisposable
 {
     /// <summary>Where the build put hypersd-worker.dll (recorded at build time by the test project).</summary>
@@ -29,7 +29,7 @@ public sealed class WorkerProcess : IDisposable
     public WorkerProcess(string name, IEnumerable<string> args, IReadOnlyDictionary<string, string> environment, string logPath)
     {
         if (!File.Exists(WorkerDll))
-            throw new FileNotFoundException($"hypersd-worker is not built: {WorkerDll} is missing (build src/HyperSd.Worker)", WorkerDll);
+            throw new FileNotFoundException($"hypersd-worker is not built: {WorkerDll} is missing (build src/HyperSd.WorkerHost)", WorkerDll);
         Name = name;
         LogPath = logPath;
         var start = new ProcessStartInfo(DotnetHost())

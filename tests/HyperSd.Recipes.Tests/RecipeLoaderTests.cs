@@ -1,5 +1,3 @@
-using HyperSd.Distillation.SegmentConsistency;
-
 namespace HyperSd.Recipes.Tests;
 
 public class RecipeLoaderTests
@@ -39,18 +37,17 @@ public class RecipeLoaderTests
 
         Assert.Equal(new[] { 4, 2, 1 }, recipe.Tscd.Segments);
         Assert.Equal(50, recipe.Trajectories.SolverSteps);
-        Assert.Equal(new HyperSd.Diffusion.Lora.LoraConfig(64, 8), recipe.ToTscdConfig().Stage.Lora);
-        Assert.Equal(0.001, recipe.ToTscdConfig().Stage.HuberC);
-        Assert.Equal(32, recipe.ImageResolution());
+        Assert.Equal((64, 8.0), (recipe.Tscd.Lora!.Rank, recipe.Tscd.Lora.Alpha));
+        Assert.Equal(0.001, recipe.Tscd.HuberC);
+        Assert.Null(recipe.Dataset.Resolution);
     }
 
     [Fact]
-    public void The_learning_rate_schedule_reaches_every_stage()
+    public void The_learning_rate_schedule_is_read_and_checked()
     {
-        var tscd = RecipeLoader.Parse(Valid.Replace("  loss: huber", "  loss: huber\n  lr_scheduler: cosine\n  lr_warmup_steps: 20"), Source).ToTscdConfig();
-        Assert.Equal(LearningRateSchedule.Cosine, tscd.StageFor(2).LearningRateSchedule);
-        Assert.Equal(20, tscd.StageFor(1).WarmupSteps);
-        Assert.Equal(LearningRateSchedule.Constant, RecipeLoader.Parse(Valid, Source).ToTscdConfig().Stage.LearningRateSchedule);
+        var tscd = RecipeLoader.Parse(Valid.Replace("  loss: huber", "  loss: huber\n  lr_scheduler: cosine\n  lr_warmup_steps: 20"), Source).Tscd;
+        Assert.Equal((LrScheduler.Cosine, 20), (tscd.LrScheduler, tscd.LrWarmupSteps));
+        Assert.Equal(LrScheduler.Constant, RecipeLoader.Parse(Valid, Source).Tscd.LrScheduler);
         Assert.Equal([$"{Source}: tscd.lr_scheduler: unknown value 'linear' (allowed: constant, cosine)"],
             Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr_scheduler: linear")));
         Assert.Equal([$"{Source}: tscd.lr_warmup_steps: must be in [0, steps_per_stage = 1000) (got: 1000)"],
@@ -64,8 +61,7 @@ public class RecipeLoaderTests
         var recipe = RecipeLoader.Parse(Valid + "\ngeneration:\n  prompts: [a red circle]\n  sampler: tcd\n  tcd_eta: 0.3\n", Source);
         Assert.Equal(["a red circle"], recipe.Generation!.Prompts);
         Assert.Equal(4, recipe.Generation.Steps);
-        Assert.Equal("TCDScheduler", recipe.ToGenerationSampler().Scheduler);
-        Assert.Equal(0.3, recipe.ToGenerationSampler().Eta);
+        Assert.Equal((EvaluationSampler.Tcd, 0.3), (recipe.Generation.Sampler, recipe.Generation.TcdEta));
         Assert.Equal([
             $"{Source}: generation.prompts: give exactly one of prompts and prompts_file (got: neither)",
             $"{Source}: generation.steps: must be at least 1 (got: 0)",
@@ -189,21 +185,7 @@ public class RecipeLoaderTests
         var recipe = RecipeLoader.Parse(Valid.Replace("  loss: huber", "  loss: huber\n  lora: null"), Source);
 
         Assert.Null(recipe.Tscd.Lora);
-        Assert.Null(recipe.ToTscdConfig().Stage.Lora);
         Assert.Null(RecipeLoader.Parse(recipe.ToYaml(), Source).Tscd.Lora);
-    }
-
-    [Fact]
-    public void Mse_loss_maps_to_no_huber_c_and_weights_map_per_stage()
-    {
-        var recipe = RecipeLoader.Parse(Valid.Replace("loss: huber", "loss: mse\n  weights: {1: {mse: 0.5, adversarial: 0.2}, 2: {mse: 1}, 4: {mse: 1}}"), Source);
-        var config = recipe.ToTscdConfig();
-
-        Assert.Null(config.Stage.HuberC);
-        Assert.Equal(new HyperSd.Distillation.SegmentConsistency.LossWeights(0.5, 0.2), config.StageFor(1).Weights);
-        Assert.Equal(new HyperSd.Distillation.SegmentConsistency.LossWeights(1, 0), config.StageFor(4).Weights);
-        Assert.Equal(1e-3, config.Stage.LearningRate);
-        Assert.Equal(recipe.Tscd.StepsPerStage, config.StageFor(2).Steps);
     }
 
     [Fact]

@@ -1,5 +1,4 @@
 using HyperSd.Data.Entities;
-using HyperSd.Workers.Runs;
 using Xunit;
 
 namespace HyperSd.Testing;
@@ -13,27 +12,28 @@ public static class TinyToyRunAssertions
     public static void AssertOutputs(Run run, IReadOnlyList<Artifact> artifacts, Dataset dataset, IReadOnlyList<Evaluation> evaluations,
         Func<Artifact, string> pathOf)
     {
-        int Count(string kind) => artifacts.Count(a => a.Kind == kind);
-        Assert.Equal(1, Count(RunPlan.DatasetKind));
-        Assert.Equal(1, Count(RunPlan.TrajectoriesKind));
-        Assert.Equal(2, Count(RunPlan.LoraKind));
-        Assert.True(Count(RunPlan.CheckpointKind) >= 2, "a checkpoint of each TSCD stage");
-        Assert.Equal(5, Count(RunPlan.GridKind));
-        Assert.Equal(1, Count(RunPlan.ReportKind));
-        Assert.Equal(1, Count(RunPlan.ImagesKind));
+        int Count(ArtifactKind kind) => artifacts.Count(a => a.Kind == kind);
+        Assert.Equal(1, Count(ArtifactKind.Dataset));
+        Assert.Equal(1, Count(ArtifactKind.Trajectories));
+        Assert.Equal(2, Count(ArtifactKind.Lora));
+        Assert.True(Count(ArtifactKind.Checkpoint) >= 2, "a checkpoint of each TSCD stage");
+        Assert.Equal(5, Count(ArtifactKind.Grid));
+        Assert.Equal(1, Count(ArtifactKind.Report));
+        Assert.Equal(1, Count(ArtifactKind.Images));
 
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
-        var k1 = artifacts.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k1"]);
+        var k1 = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == stageIds["tscd-k1"]);
         Assert.Equal(
-            artifacts.Where(a => a.Kind == RunPlan.TrajectoriesKind || (a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k2"]))
+            artifacts.Where(a => a.Kind == ArtifactKind.Trajectories || (a.Kind == ArtifactKind.Lora && a.StageId == stageIds["tscd-k2"]))
                 .Select(a => a.Id).Order(),
             k1.Inputs.Select(i => i.InputArtifactId).Order());
 
         // the generator: 2 prompts × 2 images at 2 steps, each a PNG with its parameters, made with the k = 2 stage's
-        // LoRA (Hyper-SD's fixed 2-step LoRA); the stage read both LoRAs
-        var images = artifacts.Single(a => a.Kind == RunPlan.ImagesKind);
-        var k2 = artifacts.Single(a => a.Kind == RunPlan.LoraKind && a.StageId == stageIds["tscd-k2"]);
-        Assert.Equal(new[] { k2.Id, k1.Id }.Order(), images.Inputs.Select(i => i.InputArtifactId).Order());
+        // LoRA (Hyper-SD's fixed 2-step LoRA), which is the one input the stage chose (by the LoRA's typed step count)
+        var images = artifacts.Single(a => a.Kind == ArtifactKind.Images);
+        var k2 = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == stageIds["tscd-k2"]);
+        Assert.Equal((2, 2), (k2.Segments, k2.Steps));
+        Assert.Equal([k2.Id], images.Inputs.Select(i => i.InputArtifactId));
         var dir = pathOf(images);
         Assert.Equal(["00000.png", "00001.png", "00002.png", "00003.png"], Directory.GetFiles(dir, "*.png").Select(Path.GetFileName).Order());
         var manifest = File.ReadAllLines(Path.Combine(dir, "manifest.jsonl"));

@@ -348,7 +348,7 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.ToTable("processed_messages", (string)null);
                 });
 
-            modelBuilder.Entity("HyperSd.Data.Entities.Recipe", b =>
+            modelBuilder.Entity("HyperSd.Data.Entities.StoredRecipe", b =>
                 {
                     b.Property<Guid>("Id")
                         .ValueGeneratedOnAdd()
@@ -749,7 +749,7 @@ namespace HyperSd.Migrations.Postgres.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Recipe", null)
+                    b.HasOne("HyperSd.Data.Entities.StoredRecipe", null)
                         .WithMany()
                         .HasForeignKey("RecipeId")
                         .OnDelete(DeleteBehavior.Restrict)
@@ -759,7 +759,7 @@ namespace HyperSd.Migrations.Postgres.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.Schedule", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Recipe", null)
+                    b.HasOne("HyperSd.Data.Entities.StoredRecipe", null)
                         .WithMany()
                         .HasForeignKey("RecipeId")
                         .OnDelete(DeleteBehavior.Restrict)

@@ -29,6 +29,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("id");
 
+                    b.Property<int?>("Attempt")
+                        .HasColumnType("integer")
+                        .HasColumnName("attempt");
+
                     b.Property<DateTimeOffset>("CreatedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("created_at");
@@ -47,6 +51,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("run_id");
 
+                    b.Property<int?>("Segments")
+                        .HasColumnType("integer")
+                        .HasColumnName("segments");
+
                     b.Property<string>("Sha256")
                         .IsRequired()
                         .HasColumnType("text")
@@ -60,6 +68,14 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("stage_id");
 
+                    b.Property<string>("StageKind")
+                        .HasColumnType("text")
+                        .HasColumnName("stage_kind");
+
+                    b.Property<int?>("Steps")
+                        .HasColumnType("integer")
+                        .HasColumnName("steps");
+
                     b.HasKey("Id")
                         .HasName("pk_artifacts");
 
@@ -67,11 +83,11 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .IsUnique()
                         .HasDatabaseName("ix_artifacts_path");
 
-                    b.HasIndex("RunId")
-                        .HasDatabaseName("ix_artifacts_run_id");
-
                     b.HasIndex("StageId")
                         .HasDatabaseName("ix_artifacts_stage_id");
+
+                    b.HasIndex("RunId", "Kind")
+                        .HasDatabaseName("ix_artifacts_run_id_kind");
 
                     b.ToTable("artifacts", (string)null);
                 });
@@ -345,38 +361,6 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.ToTable("processed_messages", (string)null);
                 });
 
-            modelBuilder.Entity("HyperSd.Data.Entities.Recipe", b =>
-                {
-                    b.Property<Guid>("Id")
-                        .ValueGeneratedOnAdd()
-                        .HasColumnType("uuid")
-                        .HasColumnName("id");
-
-                    b.Property<DateTimeOffset>("CreatedAt")
-                        .HasColumnType("timestamp with time zone")
-                        .HasColumnName("created_at");
-
-                    b.Property<string>("Name")
-                        .IsRequired()
-                        .HasColumnType("text")
-                        .HasColumnName("name");
-
-                    b.Property<string>("Sha256")
-                        .IsRequired()
-                        .HasColumnType("text")
-                        .HasColumnName("sha256");
-
-                    b.Property<string>("Yaml")
-                        .IsRequired()
-                        .HasColumnType("text")
-                        .HasColumnName("yaml");
-
-                    b.HasKey("Id")
-                        .HasName("pk_recipes");
-
-                    b.ToTable("recipes", (string)null);
-                });
-
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
                     b.Property<Guid>("Id")
@@ -512,6 +496,11 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("integer")
                         .HasColumnName("index");
 
+                    b.Property<string>("Kind")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("kind");
+
                     b.Property<DateTimeOffset?>("LeaseExpiresAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("lease_expires_at");
@@ -635,6 +624,38 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.ToTable("stage_attempts", (string)null);
                 });
 
+            modelBuilder.Entity("HyperSd.Data.Entities.StoredRecipe", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("uuid")
+                        .HasColumnName("id");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at");
+
+                    b.Property<string>("Name")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("name");
+
+                    b.Property<string>("Sha256")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("sha256");
+
+                    b.Property<string>("Yaml")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("yaml");
+
+                    b.HasKey("Id")
+                        .HasName("pk_recipes");
+
+                    b.ToTable("recipes", (string)null);
+                });
+
             modelBuilder.Entity("HyperSd.Data.Entities.Artifact", b =>
                 {
                     b.HasOne("HyperSd.Data.Entities.Run", null)
@@ -746,7 +767,7 @@ namespace HyperSd.Migrations.Postgres.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Recipe", null)
+                    b.HasOne("HyperSd.Data.Entities.StoredRecipe", null)
                         .WithMany()
                         .HasForeignKey("RecipeId")
                         .OnDelete(DeleteBehavior.Restrict)
@@ -756,7 +777,7 @@ namespace HyperSd.Migrations.Postgres.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.Schedule", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Recipe", null)
+                    b.HasOne("HyperSd.Data.Entities.StoredRecipe", null)
                         .WithMany()
                         .HasForeignKey("RecipeId")
                         .OnDelete(DeleteBehavior.Restrict)

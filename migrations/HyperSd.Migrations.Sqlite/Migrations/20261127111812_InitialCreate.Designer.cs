@@ -343,7 +343,7 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.ToTable("processed_messages", (string)null);
                 });
 
-            modelBuilder.Entity("HyperSd.Data.Entities.Recipe", b =>
+            modelBuilder.Entity("HyperSd.Data.Entities.StoredRecipe", b =>
                 {
                     b.Property<Guid>("Id")
                         .ValueGeneratedOnAdd()
@@ -744,7 +744,7 @@ namespace HyperSd.Migrations.Sqlite.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Recipe", null)
+                    b.HasOne("HyperSd.Data.Entities.StoredRecipe", null)
                         .WithMany()
                         .HasForeignKey("RecipeId")
                         .OnDelete(DeleteBehavior.Restrict)
@@ -754,7 +754,7 @@ namespace HyperSd.Migrations.Sqlite.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.Schedule", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Recipe", null)
+                    b.HasOne("HyperSd.Data.Entities.StoredRecipe", null)
                         .WithMany()
                         .HasForeignKey("RecipeId")
                         .OnDelete(DeleteBehavior.Restrict)

@@ -24,6 +24,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("id");
 
+                    b.Property<int?>("Attempt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("attempt");
+
                     b.Property<long>("CreatedAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("created_at");
@@ -42,6 +46,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("run_id");
 
+                    b.Property<int?>("Segments")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("segments");
+
                     b.Property<string>("Sha256")
                         .IsRequired()
                         .HasColumnType("TEXT")
@@ -55,6 +63,14 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("stage_id");
 
+                    b.Property<string>("StageKind")
+                        .HasColumnType("TEXT")
+                        .HasColumnName("stage_kind");
+
+                    b.Property<int?>("Steps")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("steps");
+
                     b.HasKey("Id")
                         .HasName("pk_artifacts");
 
@@ -62,11 +78,11 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .IsUnique()
                         .HasDatabaseName("ix_artifacts_path");
 
-                    b.HasIndex("RunId")
-                        .HasDatabaseName("ix_artifacts_run_id");
-
                     b.HasIndex("StageId")
                         .HasDatabaseName("ix_artifacts_stage_id");
+
+                    b.HasIndex("RunId", "Kind")
+                        .HasDatabaseName("ix_artifacts_run_id_kind");
 
                     b.ToTable("artifacts", (string)null);
                 });
@@ -340,38 +356,6 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.ToTable("processed_messages", (string)null);
                 });
 
-            modelBuilder.Entity("HyperSd.Data.Entities.Recipe", b =>
-                {
-                    b.Property<Guid>("Id")
-                        .ValueGeneratedOnAdd()
-                        .HasColumnType("TEXT")
-                        .HasColumnName("id");
-
-                    b.Property<long>("CreatedAt")
-                        .HasColumnType("INTEGER")
-                        .HasColumnName("created_at");
-
-                    b.Property<string>("Name")
-                        .IsRequired()
-                        .HasColumnType("TEXT")
-                        .HasColumnName("name");
-
-                    b.Property<string>("Sha256")
-                        .IsRequired()
-                        .HasColumnType("TEXT")
-                        .HasColumnName("sha256");
-
-                    b.Property<string>("Yaml")
-                        .IsRequired()
-                        .HasColumnType("TEXT")
-                        .HasColumnName("yaml");
-
-                    b.HasKey("Id")
-                        .HasName("pk_recipes");
-
-                    b.ToTable("recipes", (string)null);
-                });
-
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
                     b.Property<Guid>("Id")
@@ -507,6 +491,11 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("INTEGER")
                         .HasColumnName("index");
 
+                    b.Property<string>("Kind")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("kind");
+
                     b.Property<long?>("LeaseExpiresAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("lease_expires_at");
@@ -630,6 +619,38 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.ToTable("stage_attempts", (string)null);
                 });
 
+            modelBuilder.Entity("HyperSd.Data.Entities.StoredRecipe", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("id");
+
+                    b.Property<long>("CreatedAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("created_at");
+
+                    b.Property<string>("Name")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("name");
+
+                    b.Property<string>("Sha256")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("sha256");
+
+                    b.Property<string>("Yaml")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("yaml");
+
+                    b.HasKey("Id")
+                        .HasName("pk_recipes");
+
+                    b.ToTable("recipes", (string)null);
+                });
+
             modelBuilder.Entity("HyperSd.Data.Entities.Artifact", b =>
                 {
                     b.HasOne("HyperSd.Data.Entities.Run", null)
@@ -741,7 +762,7 @@ namespace HyperSd.Migrations.Sqlite.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Recipe", null)
+                    b.HasOne("HyperSd.Data.Entities.StoredRecipe", null)
                         .WithMany()
                         .HasForeignKey("RecipeId")
                         .OnDelete(DeleteBehavior.Restrict)
@@ -751,7 +772,7 @@ namespace HyperSd.Migrations.Sqlite.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.Schedule", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Recipe", null)
+                    b.HasOne("HyperSd.Data.Entities.StoredRecipe", null)
                         .WithMany()
                         .HasForeignKey("RecipeId")
                         .OnDelete(DeleteBehavior.Restrict)

@@ -59,7 +59,7 @@ public static class GenerateCommand
             }
             int px = parse.GetValue(size);
             long firstSeed = parse.GetValue(seed);
-            var jobs = all.Select((p, i) => new GenerationJob($"image-{i:D5}-{firstSeed + i}.png", p, firstSeed + i)).ToList();
+            var jobs = all.Select((p, i) => new GenerationItem($"image-{i:D5}-{firstSeed + i}.png", p, firstSeed + i)).ToList();
             var outDir = parse.GetValue(output)!.FullName;
             BatchGeneration.Run(pipeline.Generate, jobs, outDir, new GenerationRequest
             {

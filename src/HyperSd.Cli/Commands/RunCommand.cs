@@ -1,8 +1,10 @@
 using System.CommandLine;
 using HyperSd.Data;
 using HyperSd.Data.Entities;
-using HyperSd.Workers.Orchestrator;
-using HyperSd.Workers.Runs;
+using HyperSd.Services.Orchestrator;
+using HyperSd.Services.Hosting;
+using HyperSd.Services.Runs;
+using HyperSd.Services.Stages;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -25,8 +27,10 @@ public static class RunCommand
         command.SetAction(async (parse, ct) =>
         {
             var store = RunStore.From(parse) with { Postgres = null, RabbitMq = null };
+            // the recipe is read, validated and resolved before any host starts: a bad one is reported alone
+            var planned = RunSubmission.Plan(StageCatalogue.Default(), parse.GetValue(recipe)!.FullName, new WorkerOptions().MaxAttempts);
             using var host = store.StartHost(allRoles: true, parse.GetValue(VerboseOption));
-            var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(parse.GetValue(recipe)!.FullName, ct);
+            var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(planned, ct);
             Console.WriteLine($"run {runId}: store {store.StoreDir}");
             return await FollowToEndAsync(host, store, runId, ct);
         });
@@ -45,7 +49,7 @@ public static class RunCommand
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
-            await host.Services.GetRequiredService<RunStateMachine>().CancelAsync(runId, "interrupted", DateTimeOffset.UtcNow);
+            await host.Services.GetRequiredService<RunLifecycle>().CancelAsync(runId, "interrupted", DateTimeOffset.UtcNow);
             Console.Error.WriteLine($"hypersd: run {runId} interrupted and cancelled; continue it with: hypersd runs resume {runId}");
             await host.StopAsync(CancellationToken.None);
             return 130;

@@ -2,8 +2,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using HyperSd.Data;
 using HyperSd.Data.Entities;
-using HyperSd.Distillation.Evaluation;
-using HyperSd.Workers.Runs;
+using HyperSd.Services.Runs;
 using Microsoft.EntityFrameworkCore;
 using Spectre.Console;
 
@@ -79,14 +78,6 @@ public static class RunProgress
         return text;
     }
 
-    /// <summary>The run's evaluation table (Markdown), or null when it has none.</summary>
-    public static async Task<string?> EvaluationTableAsync(MetadataDbContext db, Guid runId)
-    {
-        var rows = await db.Evaluations.AsNoTracking().Where(v => v.RunId == runId).OrderBy(v => v.Model).ThenBy(v => v.Sampler)
-            .ToListAsync();
-        return rows.Count == 0 ? null : EvaluationTable.Markdown(rows.Select(v => new EvaluationRow(v.Model, v.Sampler, v.Steps, v.Metric, v.Value)));
-    }
-
     /// <summary>Outcome, error, evaluation table and where the results are.</summary>
     public static async Task PrintResultAsync(MetadataDbContext db, Run run, string artifactRoot)
     {
@@ -94,12 +85,12 @@ public static class RunProgress
         Console.WriteLine($"run {run.Id} ({run.Name}): {run.State.ToString().ToLowerInvariant()}" +
                           (run.StartedAt is { } s && run.FinishedAt is { } f ? $" in {(f - s).TotalSeconds:F1} s" : ""));
         if (run.Error is { } error) Console.WriteLine($"error: {error}");
-        if (await EvaluationTableAsync(db, run.Id) is { } table)
+        if (await EvaluationTable.QueryAsync(db, [run.Id]) is { } table)
         {
             Console.WriteLine();
             Console.WriteLine(table);
         }
-        foreach (var (kind, label) in new[] { (RunPlan.ReportKind, "results"), (RunPlan.ImagesKind, "images") })
+        foreach (var (kind, label) in new[] { (ArtifactKind.Report, "results"), (ArtifactKind.Images, "images") })
         {
             var path = await db.Artifacts.AsNoTracking().Where(a => a.RunId == run.Id && a.Kind == kind).Select(a => a.Path).FirstOrDefaultAsync();
             if (path is not null) Console.WriteLine($"{label}: {Path.Combine(artifactRoot, path)}");

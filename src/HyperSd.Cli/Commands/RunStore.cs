@@ -1,7 +1,8 @@
 using System.CommandLine;
 using HyperSd.Contracts;
 using HyperSd.Data;
-using HyperSd.Workers.Hosting;
+using HyperSd.Services.Hosting;
+using HyperSd.Services.Stages;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -39,9 +40,10 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
     }.Validate();
 
     /// <summary>A started host: every role in this process (embedded), or none (a client of a deployment).</summary>
-    public IHost StartHost(bool allRoles, bool verbose)
+    public IHost StartHost(bool allRoles, bool verbose, Action<WorkerOptions>? configure = null)
     {
-        var options = Options(allRoles ? Roles.All : []);
+        var options = Options(allRoles ? StageCatalogue.Default().Roles : []);
+        configure?.Invoke(options);
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>

@@ -2,7 +2,9 @@ using System.CommandLine;
 using System.Globalization;
 using HyperSd.Contracts;
 using HyperSd.Data.Entities;
-using HyperSd.Workers.Orchestrator;
+using HyperSd.Services.Orchestrator;
+using HyperSd.Services.Runs;
+using HyperSd.Services.Stages;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
@@ -84,7 +86,7 @@ public static class RunsCommand
                 Console.WriteLine();
                 foreach (var a in artifacts) Console.WriteLine($"{a.Kind,-12} {a.SizeBytes,12:N0} B  {a.Sha256[..12]}  {a.Path}");
             }
-            if (await RunProgress.EvaluationTableAsync(db, runId) is { } table)
+            if (await EvaluationTable.QueryAsync(db, [runId]) is { } table)
             {
                 Console.WriteLine();
                 Console.WriteLine(table);
@@ -109,7 +111,7 @@ public static class RunsCommand
             }
             await using (await store.OpenAsync()) { }
             var dbs = new StoreFactory(store);
-            await new RunStateMachine(dbs, store.Options([]), NullLogger<RunStateMachine>.Instance)
+            await new RunLifecycle(dbs, StageCatalogue.Default(), store.Options([]), NullLogger<RunLifecycle>.Instance)
                 .CancelAsync(runId, "cancelled from the command line", DateTimeOffset.UtcNow, ct);
             await using var db = dbs.CreateDbContext();
             var run = await db.Runs.SingleOrDefaultAsync(r => r.Id == runId, ct) ?? throw new ArgumentException($"no run {runId} in the store");
@@ -136,7 +138,7 @@ public static class RunsCommand
             using var host = store.StartHost(allRoles: true, parse.GetValue(RunCommand.VerboseOption));
             // Resumed here before following, so the follower never sees the old state; a run still marked running
             // (its process died) is picked up by the reconciler once its lease or dispatch times out.
-            var machine = host.Services.GetRequiredService<RunStateMachine>();
+            var machine = host.Services.GetRequiredService<RunLifecycle>();
             await host.Services.GetRequiredService<IBus>().SendAsync(await machine.ResumeAsync(runId, DateTimeOffset.UtcNow, ct), ct);
             return await RunCommand.FollowToEndAsync(host, store, runId, ct);
         });

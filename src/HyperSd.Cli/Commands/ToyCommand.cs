@@ -1,8 +1,16 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using HyperSd.Data;
+using HyperSd.Data.Entities;
 using HyperSd.Distillation.Teacher;
 using HyperSd.Distillation.Toy;
-using static TorchSharp.torch;
+using HyperSd.Services.Hosting;
+using HyperSd.Services.Runs;
+using HyperSd.Services.Stages;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace HyperSd.Cli.Commands;
 
@@ -66,42 +74,73 @@ public static class ToyCommand
             Description = "recognizer folder (default: the committed one; a missing folder is trained first)",
             DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedRecognizerDir),
         };
-        var work = new Option<DirectoryInfo>("--out") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/distill") };
-        var stageSteps = new Option<int>("--stage-steps") { DefaultValueFactory = _ => new ToyDistillationOptions().StageSteps };
-        var trajectories = new Option<int>("--trajectories") { DefaultValueFactory = _ => new ToyDistillationOptions().TrajectoryCount };
+        var work = new Option<DirectoryInfo>("--out")
+        {
+            Description = "the experiment's store (store/) and its results.md",
+            DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/distill"),
+        };
+        var baseRecipe = ToyExperiment.BaseRecipe();
+        var stageSteps = new Option<int>("--stage-steps") { DefaultValueFactory = _ => baseRecipe.Tscd.StepsPerStage };
+        var trajectories = new Option<int>("--trajectories") { DefaultValueFactory = _ => baseRecipe.Trajectories.Count };
         var parallel = new Option<int>("--parallel")
         {
-            Description = "variants trained at once, one tensor thread each",
-            DefaultValueFactory = _ => new ToyDistillationOptions().Parallelism,
+            Description = "stages run at once (one CPU slot and one tensor thread each)",
+            DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount),
         };
         var seed = new Option<long>("--seed") { Description = "seed of the trajectories and of every variant's training", DefaultValueFactory = _ => 0 };
-        var variants = new Option<string[]>("--variant") { Description = "which variants by index (0 baseline, 1 tscd, 2 tscd+adv; default all; none: the teacher only)" };
-        var command = new Command("distill", "toy distillation: trajectories, each variant's training, evaluation and the results table")
+        var variants = new Option<int[]>("--variant") { Description = "which variants by index (0 baseline, 1 tscd, 2 tscd+adv; default all)" };
+        var command = new Command("distill",
+            "toy distillation: each variant's recipe run through the services (dataset, trajectories, TSCD, evaluation), then one table")
         {
             teacher, recognizer, work, stageSteps, trajectories, seed, variants, parallel
         };
-        command.SetAction(parse =>
+        command.SetAction(async (parse, ct) =>
         {
             var watch = Stopwatch.StartNew();
             // The teacher and the recognizer are trained once and reused from their artifact folders.
             var teacherDir = parse.GetValue(teacher)!.FullName;
             var recognizerDir = parse.GetValue(recognizer)!.FullName;
             if (!Directory.Exists(teacherDir)) TrainTeacher(teacherDir, DefaultTeacher).Dispose();
-            using var model = Directory.Exists(recognizerDir)
-                ? ToyRecognizer.FromPretrained(recognizerDir) : TrainRecognizer(recognizerDir, new ToyRecognizerTrainingOptions().Steps);
-            var options = new ToyDistillationOptions { StageSteps = parse.GetValue(stageSteps), TrajectoryCount = parse.GetValue(trajectories),
-                Parallelism = parse.GetValue(parallel), Seed = parse.GetValue(seed) };
-            var chosen = parse.GetValue(variants) is { Length: > 0 } picked
-                ? picked.Where(i => i != "none").Select(i => options.Variants[int.Parse(i, System.Globalization.CultureInfo.InvariantCulture)]).ToList()
-                : options.Variants;
-            var report = ToyDistillation.Run(() => HyperSd.Diffusion.Pipelines.StableDiffusionPipeline.FromPretrained(teacherDir), model, parse.GetValue(work)!.FullName, options, chosen, Console.WriteLine);
-            var table = report.ToMarkdown();
+            if (!Directory.Exists(recognizerDir)) TrainRecognizer(recognizerDir, new ToyRecognizerTrainingOptions().Steps).Dispose();
+            var adversarial = baseRecipe with
+            {
+                Seed = parse.GetValue(seed), Generation = null,
+                Trajectories = baseRecipe.Trajectories with { Count = parse.GetValue(trajectories) },
+                Tscd = baseRecipe.Tscd with { StepsPerStage = parse.GetValue(stageSteps) },
+            };
+            var all = ToyExperiment.Variants(adversarial);
+            var chosen = parse.GetValue(variants) is { Length: > 0 } picked ? picked.Select(i => all[i]).ToList() : all;
+            var outDir = parse.GetValue(work)!.FullName;
+            var store = new RunStore(Path.Combine(outDir, "store"), null, null);
+            var planned = ToyExperiment.Plan(StageCatalogue.Default(), chosen, new WorkerOptions().MaxAttempts);
+            int slots = parse.GetValue(parallel);
+            using var host = store.StartHost(allRoles: true, parse.GetValue(RunCommand.VerboseOption), o =>
+            {
+                o.Devices = [.. Enumerable.Repeat("cpu", slots)];
+                if (slots > 1) o.TensorThreads = 1; // one core per stage beats two threads contending per op
+                o.ToyTeacherDir = teacherDir;
+                o.ToyRecognizerDir = recognizerDir;
+            });
+            Console.WriteLine($"{planned.Count} runs ({string.Join(", ", chosen.Select(r => r.Name))}), {slots} stages at a time: store {store.StoreDir}");
+            var runs = await ToyExperiment.RunAsync(host.Services, planned, ct);
+            await host.StopAsync(CancellationToken.None);
+            var ids = runs.Select(r => r.Id).ToList();
+            var dbs = host.Services.GetRequiredService<IDbContextFactory<MetadataDbContext>>();
+
+            await using var db = await dbs.CreateDbContextAsync(CancellationToken.None);
+            var table = await EvaluationTable.QueryAsync(db, ids) ?? "(no evaluation rows)\n";
+            var times = new StringBuilder("| run | stage | wall time (s) |\n| --- | --- | ---: |\n");
+            foreach (var run in runs)
+                foreach (var s in run.Stages)
+                    times.AppendLine(CultureInfo.InvariantCulture, $"| {run.Name} | {s.Name} | {((s.FinishedAt - s.StartedAt)?.TotalSeconds ?? 0):F1} |");
             Console.WriteLine();
             Console.WriteLine(table);
-            var phases = report.PhasesMarkdown();
-            Console.WriteLine(phases);
-            File.WriteAllText(Path.Combine(parse.GetValue(work)!.FullName, "results.md"), table + "\n" + phases);
+            Console.WriteLine(times);
+            foreach (var run in runs.Where(r => r.State != RunState.Succeeded))
+                Console.Error.WriteLine($"hypersd: run {run.Name} ({run.Id}) {run.State.ToString().ToLowerInvariant()}: {run.Error}");
+            await File.WriteAllTextAsync(Path.Combine(outDir, "results.md"), table + "\n" + times, CancellationToken.None);
             Console.WriteLine($"total {watch.Elapsed.TotalSeconds:F1} s");
+            return runs.All(r => r.State == RunState.Succeeded) ? 0 : 1;
         });
         return command;
     }

@@ -1,17 +1,28 @@
 namespace HyperSd.Data.Entities;
 
-/// <summary>A file or folder in the artifact store, with its content hash and the stage that made it.</summary>
+/// <summary>What an artifact is; stored as its lower-case name.</summary>
+public enum ArtifactKind { Dataset, Trajectories, Lora, Checkpoint, Grid, Report, Images }
+
+/// <summary>A file or folder in the artifact store, with its content hash, the stage attempt that made it and the typed
+/// metadata that later stages choose their inputs by (never by parsing its path).</summary>
 public class Artifact
 {
     public Guid Id { get; set; }
-    /// <summary>dataset, trajectories, checkpoint, lora, pipeline, grid, report, ...</summary>
-    public required string Kind { get; set; }
+    public required ArtifactKind Kind { get; set; }
     /// <summary>Relative to the artifact store's root, '/'-separated; unique.</summary>
     public required string Path { get; set; }
     public required string Sha256 { get; set; }
     public long SizeBytes { get; set; }
     public Guid? RunId { get; set; }
     public Guid? StageId { get; set; }
+    /// <summary>The kind of the stage that made it (its entry in the stage catalogue).</summary>
+    public string? StageKind { get; set; }
+    /// <summary>The stage attempt that made it.</summary>
+    public int? Attempt { get; set; }
+    /// <summary>TSCD's k, for what a segment-consistency stage made.</summary>
+    public int? Segments { get; set; }
+    /// <summary>The step count a fixed-step LoRA is made for (Hyper-SD: stage k's LoRA samples k steps).</summary>
+    public int? Steps { get; set; }
     public DateTimeOffset CreatedAt { get; set; }
 
     /// <summary>Lineage: the artifacts this one was made from.</summary>

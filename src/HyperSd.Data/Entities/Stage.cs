@@ -14,6 +14,8 @@ public class Stage : IVersioned
     public required string Name { get; set; }
     /// <summary>Position in the run's order.</summary>
     public int Index { get; set; }
+    /// <summary>Its kind in the stage catalogue, e.g. "train-segment-stage".</summary>
+    public required string Kind { get; set; }
     /// <summary>The worker role (and queue) that executes it, e.g. "dataset-prep".</summary>
     public required string Role { get; set; }
     public StageState State { get; set; }
@@ -31,7 +33,7 @@ public class Stage : IVersioned
     public double Progress { get; set; }
     /// <summary>JSON with stage-specific progress (step, loss, ...).</summary>
     public string? ProgressDetail { get; set; }
-    /// <summary>The stage's settings from the recipe, as JSON.</summary>
+    /// <summary>The stage kind's typed settings, resolved from the recipe at submission (JSON); what its worker runs with.</summary>
     public string SettingsJson { get; set; } = "{}";
     public DateTimeOffset? StartedAt { get; set; }
     public DateTimeOffset? FinishedAt { get; set; }

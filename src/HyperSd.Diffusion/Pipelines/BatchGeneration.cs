@@ -3,7 +3,7 @@ using HyperSd.Diffusion.Images;
 namespace HyperSd.Diffusion.Pipelines;
 
 /// <summary>One image of a batch generation: its file name, prompt and seed.</summary>
-public sealed record GenerationJob(string File, string Prompt, long Seed);
+public sealed record GenerationItem(string File, string Prompt, long Seed);
 
 /// <summary>
 /// Many prompts to PNG files in one folder, a batch per forward pass, each PNG carrying the parameters that reproduce
@@ -16,7 +16,7 @@ public static class BatchGeneration
     /// <param name="settings">Steps, guidance, eta, size and model id for every image; its prompts and seeds are ignored.</param>
     /// <param name="resume">Keep the jobs' files already in <paramref name="dir"/>; otherwise every file is made anew.</param>
     /// <param name="progress">Images done after each batch, of the jobs' count.</param>
-    public static void Run(Func<GenerationRequest, GenerationResult> generate, IReadOnlyList<GenerationJob> jobs, string dir,
+    public static void Run(Func<GenerationRequest, GenerationResult> generate, IReadOnlyList<GenerationItem> jobs, string dir,
         GenerationRequest settings, int batchSize, bool resume, string negativePrompt = "", Action<int>? progress = null,
         CancellationToken cancellationToken = default)
     {

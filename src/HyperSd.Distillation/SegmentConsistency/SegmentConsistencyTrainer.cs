@@ -41,8 +41,6 @@ public sealed record SegmentStageResult(SegmentStudent Student, SegmentStageMetr
 /// </summary>
 public static class SegmentConsistencyTrainer
 {
-    const string CheckpointFolder = "checkpoint", FinalFolder = "final";
-
     /// <summary>Runs (or resumes, or returns the finished result of) one stage in <paramref name="checkpointDir"/>.</summary>
     /// <param name="student">The weights to start from (the previous stage's student, trained in place); null = a new
     /// student from <see cref="SegmentStageConfig.Lora"/> (or a full copy of the teacher), seeded by the stage seed.</param>
@@ -55,10 +53,6 @@ public static class SegmentConsistencyTrainer
         return run.Execute(progress, cancellationToken);
     }
 
-    /// <summary>Where <see cref="TrainStages"/> leaves stage k's LoRA (Hyper-SD's fixed k-step LoRA).</summary>
-    public static string StageLoraPath(string rootDir, int segments) =>
-        Path.Combine(rootDir, $"stage-k{segments}", FinalFolder, StageRun.LoraFile);
-
     /// <summary>Runs every stage of <paramref name="config"/> in order (stage k in <c>rootDir/stage-k{k}</c>), each starting
     /// from the previous stage's student; finished stages are loaded, an interrupted one resumes.</summary>
     public static IReadOnlyList<SegmentStageResult> TrainStages(TscdConfig config, UNet2DConditionModel teacher, PromptConditioner conditioner,
@@ -69,7 +63,7 @@ public static class SegmentConsistencyTrainer
         SegmentStudent? student = null;
         foreach (var k in config.Stages)
         {
-            var result = Train(config.StageFor(k), teacher, conditioner, scheduler, shards, Path.Combine(rootDir, $"stage-k{k}"),
+            var result = Train(config.StageFor(k), teacher, conditioner, scheduler, shards, SegmentStageLayout.ForStage(rootDir, k).Dir,
                 progress, cancellationToken, student);
             student = result.Student;
             results.Add(result);
@@ -88,6 +82,7 @@ public static class SegmentConsistencyTrainer
         readonly TrajectoryShard data;
         readonly bool ownsData;
         readonly string dir;
+        readonly SegmentStageLayout layout;
         readonly Device device;
         readonly Generator generator;
         readonly Generator adversarialGenerator;
@@ -105,6 +100,7 @@ public static class SegmentConsistencyTrainer
             IReadOnlyList<TrajectoryShard> shards, string dir, SegmentStudent? student)
         {
             this.config = config; this.teacher = teacher; this.conditioner = conditioner; this.scheduler = scheduler; this.dir = dir;
+            layout = new SegmentStageLayout(dir);
             schedule = new SegmentSchedule(scheduler.NumTrainTimesteps, config.SolverSteps, config.Segments);
             data = shards.Count == 1 ? shards[0] : TrajectoryShard.Concat(shards);
             ownsData = shards.Count != 1;
@@ -130,10 +126,10 @@ public static class SegmentConsistencyTrainer
 
         public SegmentStageResult Execute(Action<SegmentProgress>? progress, CancellationToken cancellationToken)
         {
-            var final = Path.Combine(dir, FinalFolder);
+            var final = layout.Final;
             if (File.Exists(Path.Combine(final, MetricsFile)))
             {
-                LoadInto(student.Trainable, Path.Combine(final, StudentFile));
+                LoadInto(student.Trainable, layout.FinalStudent);
                 return new SegmentStageResult(student, ReadJson<SegmentStageMetrics>(Path.Combine(final, MetricsFile)));
             }
             LoadCheckpoint();
@@ -184,6 +180,10 @@ public static class SegmentConsistencyTrainer
             }
             var prediction = ConsistencyTarget.JumpToEnd(scheduler, student.Predict(input, t, cond), t, input, end);
             var consistency = ConsistencyTarget.Loss(prediction, target, config.HuberC);
+            if (!double.IsFinite(consistency.item<float>()))
+                throw new InvalidDataException($"TSCD k = {config.Segments}, step {step + 1}: the consistency loss is not finite " +
+                    $"(finite: x_t {Finite(xt)}, x_(t-s) {Finite(xPrev)}, condition {Finite(cond.Context)}, target {Finite(target)}, " +
+                    $"prediction {Finite(prediction)}, student weights {trainable.All(p => Finite(p.Param))})");
             var loss = consistency * config.Weights.Mse;
 
             Tensor? generatorLoss = null, fake = null, real = null, tAdv = null;
@@ -227,6 +227,8 @@ public static class SegmentConsistencyTrainer
             return new StepLosses(consistency.item<float>(), generatorLoss?.item<float>(), discriminatorLoss);
         }
 
+        static bool Finite(Tensor x) => isfinite(x).all().item<bool>();
+
         /// <summary>Runs <paramref name="f"/> with the EMA weights in the student (decay 0: the online weights).</summary>
         Tensor WithTargetWeights(Func<Tensor> f)
         {
@@ -258,7 +260,6 @@ public static class SegmentConsistencyTrainer
                 stepsPerSecond, history.ToList());
         }
 
-        internal const string LoraFile = "lora.safetensors";
         const string StudentFile = "student.safetensors", EmaFile = "ema.safetensors", OptimizerFile = "optimizer.bin",
             DiscriminatorFile = "discriminator.safetensors", DiscriminatorOptimizerFile = "discriminator_optimizer.bin",
             RngFile = "rng.safetensors", StateFile = "state.json", MetricsFile = "metrics.json";
@@ -271,7 +272,7 @@ public static class SegmentConsistencyTrainer
         /// <summary>Writes the checkpoint beside the current one, then swaps it in, so a crash leaves one whole checkpoint.</summary>
         void SaveCheckpoint()
         {
-            var target = Path.Combine(dir, CheckpointFolder);
+            var target = layout.Checkpoint;
             var tmp = target + ".tmp";
             var old = target + ".old";
             if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
@@ -296,7 +297,7 @@ public static class SegmentConsistencyTrainer
 
         void LoadCheckpoint()
         {
-            var path = Path.Combine(dir, CheckpointFolder);
+            var path = layout.Checkpoint;
             if (!Directory.Exists(path) && Directory.Exists(path + ".old")) path += ".old"; // a crash between the two moves
             if (!Directory.Exists(path)) return;
             var state = ReadJson<CheckpointState>(Path.Combine(path, StateFile));
@@ -330,18 +331,18 @@ public static class SegmentConsistencyTrainer
 
         void SaveFinal(SegmentStageMetrics metrics)
         {
-            var final = Path.Combine(dir, FinalFolder);
+            var final = layout.Final;
             Directory.CreateDirectory(final);
-            SafeTensors.Save(Path.Combine(final, StudentFile), StateDict.Of(student.Trainable));
+            SafeTensors.Save(layout.FinalStudent, StateDict.Of(student.Trainable));
             if (student.Lora is { } lora)
-                LoraFormats.Save(lora, Path.Combine(final, LoraFile), config.LoraFormat, new Dictionary<string, string>
+                LoraFormats.Save(lora, layout.FinalLora, config.LoraFormat, new Dictionary<string, string>
                 {
                     ["hypersd_method"] = "tscd", ["hypersd_segments"] = config.Segments.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 });
             else
                 student.Unet!.SavePretrained(Path.Combine(final, "unet"));
             WriteJson(Path.Combine(final, MetricsFile), metrics); // written last: its presence marks the stage done
-            var checkpoint = Path.Combine(dir, CheckpointFolder);
+            var checkpoint = layout.Checkpoint;
             if (Directory.Exists(checkpoint)) Directory.Delete(checkpoint, true);
         }
 

@@ -9,7 +9,7 @@ public class BatchGenerationTests : IDisposable
     public void Dispose() => Directory.Delete(dir, true);
 
     static readonly GenerationRequest Settings = new() { Prompts = [], Steps = 2, Height = 64, Width = 64, ModelId = "tiny" };
-    static readonly GenerationJob[] Jobs = Enumerable.Range(0, 5).Select(i => new GenerationJob($"{i:D5}.png", i % 2 == 0 ? "a red circle" : "a blue square", 100 + i)).ToArray();
+    static readonly GenerationItem[] Jobs = Enumerable.Range(0, 5).Select(i => new GenerationItem($"{i:D5}.png", i % 2 == 0 ? "a red circle" : "a blue square", 100 + i)).ToArray();
 
     [Fact]
     public void An_interrupted_generation_resumes_with_the_images_it_lacks()

@@ -24,7 +24,7 @@ public class EvaluatorTests : IDisposable
         using var pipeline = TinyToyPipeline.Create();
         var features = new BlockColours();
         var (real, _) = ToyShapes.Generate(64, 3);
-        var evaluator = new Evaluator(features, features.Features(real), features);
+        var evaluator = new ModelEvaluator(features, features.Features(real), features);
         var prompts = ToyWorld.EvaluationPrompts(6);
         var grid = Path.Combine(dir, "grid.png");
         var rows = evaluator.Evaluate("untrained", pipeline, prompts, SamplerSpec.Tcd(0.3),
@@ -46,7 +46,7 @@ public class EvaluatorTests : IDisposable
         using var pipeline = TinyToyPipeline.Create();
         var features = new BlockColours();
         var (real, _) = ToyShapes.Generate(128, 4);
-        var evaluator = new Evaluator(features, features.Features(real));
+        var evaluator = new ModelEvaluator(features, features.Features(real));
         var prompts = ToyWorld.EvaluationPrompts(8);
         var options = new EvaluationOptions { Steps = [2], BatchSize = 8 };
         var a = evaluator.Evaluate("m", pipeline, prompts, SamplerSpec.DdimTrailing(), options);

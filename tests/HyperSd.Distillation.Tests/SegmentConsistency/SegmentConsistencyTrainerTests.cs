@@ -18,7 +18,7 @@ public class SegmentConsistencyTrainerTests : IDisposable
     public SegmentConsistencyTrainerTests(ITestOutputHelper output)
     {
         this.output = output;
-        shard = TeacherTrajectories.Generate(tiny.Unet, tiny.Conditioner, tiny.Scheduler, tiny.Dataset,
+        shard = TrajectorySampling.Generate(tiny.Unet, tiny.Conditioner, tiny.Scheduler, tiny.Dataset,
             new TrajectoryOptions(Count: 32, Seed: 7, BatchSize: 16));
     }
 
@@ -149,7 +149,7 @@ public class SegmentConsistencyTrainerTests : IDisposable
     public void An_sdxl_stage_trains_with_the_adversarial_term_and_resumes_exactly()
     {
         using var xl = new TinyTeacher(sdxl: true);
-        using var data = TeacherTrajectories.Generate(xl.Unet, xl.Conditioner, xl.Scheduler, xl.Dataset,
+        using var data = TrajectorySampling.Generate(xl.Unet, xl.Conditioner, xl.Scheduler, xl.Dataset,
             new TrajectoryOptions(Count: 16, Seed: 7, BatchSize: 8));
         var config = Tiny with { Weights = new LossWeights(1.0, 0.1) };
         SegmentStageResult Run(string name) =>

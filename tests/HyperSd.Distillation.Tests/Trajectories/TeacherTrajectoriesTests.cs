@@ -15,7 +15,7 @@ public class TeacherTrajectoriesTests : IDisposable
     }
 
     TrajectoryShard Generate(TrajectoryOptions options, Action<int>? progress = null) =>
-        TeacherTrajectories.Generate(tiny.Unet, tiny.Conditioner, tiny.Scheduler, tiny.Dataset, options, progress: progress);
+        TrajectorySampling.Generate(tiny.Unet, tiny.Conditioner, tiny.Scheduler, tiny.Dataset, options, progress: progress);
 
     static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
 
@@ -101,7 +101,7 @@ public class TeacherTrajectoriesTests : IDisposable
     public void Sdxl_rows_carry_both_tokenizers_ids_and_step_against_zeros_with_the_pooled_embedding_and_time_ids()
     {
         using var xl = new TinyTeacher(sdxl: true);
-        using var s = TeacherTrajectories.Generate(xl.Unet, xl.Conditioner, xl.Scheduler, xl.Dataset,
+        using var s = TrajectorySampling.Generate(xl.Unet, xl.Conditioner, xl.Scheduler, xl.Dataset,
             new TrajectoryOptions(Count: 4, Seed: 5, BatchSize: 3));
         Assert.Equal([4L, 2, TinyTeacher.Tokens], s.InputIds.shape);
         using (var ids2 = xl.Dataset.InputIds2!.index_select(0, s.DatasetIndices))
@@ -133,7 +133,7 @@ public class TeacherTrajectoriesTests : IDisposable
     {
         using var xl = new TinyTeacher(sdxl: true);
         var e = Assert.Throws<ArgumentException>(() =>
-            TeacherTrajectories.Generate(xl.Unet, xl.Conditioner, xl.Scheduler, tiny.Dataset, new TrajectoryOptions(Count: 2)));
+            TrajectorySampling.Generate(xl.Unet, xl.Conditioner, xl.Scheduler, tiny.Dataset, new TrajectoryOptions(Count: 2)));
         Assert.Contains("prepared for another architecture", e.Message);
     }
 }

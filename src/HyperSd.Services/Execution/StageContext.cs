@@ -1,0 +1,150 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using HyperSd.Data;
+using HyperSd.Data.Artifacts;
+using HyperSd.Data.Entities;
+using HyperSd.Services.Hosting;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Logging;
+
+namespace HyperSd.Services.Execution;
+
+/// <summary>What one leased stage attempt works with: its verified inputs, device and scratch folder; where it reports
+/// progress and stores outputs (with their typed metadata and lineage to its inputs). Its settings are its kind's.</summary>
+public sealed class StageContext(StageLease lease, Stage stage, IReadOnlyList<Artifact> inputs, string device,
+    IArtifactStore store, IDbContextFactory<MetadataDbContext> dbs, WorkerOptions options, ILogger logger, CancellationToken cancellation)
+{
+    readonly List<Guid> outputs = [];
+    StageProgress progress = new(0, null, stage.CheckpointArtifactId);
+
+    public StageLease Lease => lease;
+    public Guid RunId => lease.RunId;
+    public Guid StageId => lease.StageId;
+    public string Stage => lease.Stage;
+    public int Attempt => lease.Attempt;
+    /// <summary>The stage's kind in the catalogue.</summary>
+    public string Kind => stage.Kind;
+    /// <summary>The last checkpoint an earlier attempt recorded, if any.</summary>
+    public Guid? CheckpointArtifactId => stage.CheckpointArtifactId;
+    /// <summary>The TorchSharp device name this attempt runs on.</summary>
+    public string Device => device;
+    public WorkerOptions Options => options;
+    public ILogger Logger => logger;
+    /// <summary>Cancelled when the lease is lost (run cancelled, attempt superseded) or the worker stops.</summary>
+    public CancellationToken Cancellation => cancellation;
+    public IReadOnlyList<Guid> Outputs => outputs;
+    public IDbContextFactory<MetadataDbContext> Db => dbs;
+    public IArtifactStore Store => store;
+
+    /// <summary>The stage's scratch folder, shared by its attempts (created).</summary>
+    public string WorkDir
+    {
+        get
+        {
+            var dir = store.GetFullPath(WorkDirOf(RunId, Stage));
+            Directory.CreateDirectory(dir);
+            return dir;
+        }
+    }
+
+    /// <summary>The stage's scratch folder (relative to the artifact root), shared by its attempts: a re-dispatched
+    /// training stage resumes from the checkpoint its predecessor left there.</summary>
+    public static string WorkDirOf(Guid runId, string stage) => $"work/{runId:N}/{stage}";
+
+    /// <summary>Where an attempt's outputs live in the artifact store; one folder per attempt, so a retry never meets
+    /// a half-finished predecessor's files.</summary>
+    public static string OutputPrefix(Guid runId, string stage, int attempt) => $"runs/{runId:N}/{stage}/a{attempt}/";
+
+    /// <summary>The one input of <paramref name="kind"/>.</summary>
+    public Artifact Input(ArtifactKind kind)
+    {
+        var found = inputs.Where(a => a.Kind == kind).ToList();
+        return found.Count == 1 ? found[0]
+            : throw new InvalidDataException($"stage {Stage}: expected one '{kind}' input artifact, got {found.Count} " +
+                                             $"(inputs: {string.Join(", ", inputs.Select(a => $"{a.Kind} {a.Path}"))})");
+    }
+
+    public Artifact? OptionalInput(ArtifactKind kind) => inputs.SingleOrDefault(a => a.Kind == kind);
+
+    /// <summary>Every input of <paramref name="kind"/>, in the order of the stages that made them.</summary>
+    public IReadOnlyList<Artifact> InputsOf(ArtifactKind kind) => inputs.Where(a => a.Kind == kind).ToList();
+
+    public string PathOf(Artifact artifact) => store.GetFullPath(artifact.Path);
+
+    /// <summary>Progress for the next heartbeat: a fraction and a detail object (serialised as snake_case JSON).</summary>
+    public void Report(double fraction, object? detail = null)
+    {
+        var json = detail is null ? null : JsonSerializer.Serialize(detail, DetailJson);
+        progress = progress with { Fraction = fraction, DetailJson = json };
+    }
+
+    public StageProgress Progress => progress;
+
+    // a rate over a zero interval is infinite: written as "Infinity" rather than failing the stage
+    static readonly JsonSerializerOptions DetailJson = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    /// <summary>Imports a file or folder as an output of this attempt (atomic, hashed) and records it with its lineage and
+    /// typed metadata: TSCD's k (<paramref name="segments"/>) and the step count a fixed-step LoRA is for.</summary>
+    public async Task<Guid> AddOutputAsync(ArtifactKind kind, string sourcePath, string name, int? segments = null, int? steps = null)
+    {
+        var id = await ImportAsync(kind, sourcePath, OutputPrefix(RunId, Stage, Attempt) + name, segments, steps);
+        outputs.Add(id);
+        return id;
+    }
+
+    /// <summary>Imports a checkpoint (an immutable copy) and points the stage at it from the next heartbeat on.</summary>
+    public async Task<Guid> AddCheckpointAsync(string sourcePath, string name)
+    {
+        var id = await ImportAsync(ArtifactKind.Checkpoint, sourcePath, $"runs/{RunId:N}/{Stage}/checkpoints/{name}", null, null);
+        progress = progress with { CheckpointArtifactId = id };
+        return id;
+    }
+
+    async Task<Guid> ImportAsync(ArtifactKind kind, string sourcePath, string path, int? segments, int? steps)
+    {
+        var info = await store.ImportAsync(sourcePath, path, cancellation);
+        await using var db = await dbs.CreateDbContextAsync(cancellation);
+        var existing = await db.Artifacts.SingleOrDefaultAsync(a => a.Path == path, cancellation);
+        if (existing is not null) return existing.Id;
+        var artifact = new Artifact
+        {
+            Id = Guid.NewGuid(), Kind = kind, Path = path, Sha256 = info.Sha256, SizeBytes = info.SizeBytes,
+            RunId = RunId, StageId = StageId, StageKind = Kind, Attempt = Attempt, Segments = segments, Steps = steps,
+            CreatedAt = DateTimeOffset.UtcNow,
+        };
+        artifact.Inputs = inputs.Select(i => new ArtifactInput { ArtifactId = artifact.Id, InputArtifactId = i.Id }).ToList();
+        db.Artifacts.Add(artifact);
+        await db.SaveChangesAsync(cancellation);
+        logger.LogInformation("stored {Kind} artifact {Path} ({Bytes} bytes, sha256 {Sha256})", kind, path, info.SizeBytes, info.Sha256);
+        return artifact.Id;
+    }
+}
+
+public static class StageCheckpoints
+{
+    /// <summary>Puts the stage's recorded checkpoint artifact (verified) into <paramref name="target"/> when the work
+    /// folder has none (a worker on another machine, a cleaned scratch folder); true if it did.</summary>
+    public static async Task<bool> RestoreAsync(this StageContext stage, string target)
+    {
+        if (Directory.Exists(target) || stage.CheckpointArtifactId is not { } id) return false;
+        await using var db = await stage.Db.CreateDbContextAsync(stage.Cancellation);
+        var artifact = await db.Artifacts.AsNoTracking().SingleOrDefaultAsync(a => a.Id == id, stage.Cancellation);
+        if (artifact is null) return false;
+        await stage.Store.VerifyAsync(artifact.Path, artifact.Sha256, stage.Cancellation);
+        var source = stage.Store.GetFullPath(artifact.Path);
+        var partial = target + ".restore";
+        if (Directory.Exists(partial)) Directory.Delete(partial, true);
+        foreach (var file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
+        {
+            var to = Path.Combine(partial, Path.GetRelativePath(source, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
+            File.Copy(file, to);
+        }
+        Directory.Move(partial, target);
+        stage.Logger.LogInformation("restored checkpoint {Path} into the work folder", artifact.Path);
+        return true;
+    }
+}

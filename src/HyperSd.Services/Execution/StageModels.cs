@@ -1,0 +1,87 @@
+using HyperSd.Diffusion.IO;
+using HyperSd.Diffusion.Lora;
+using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Diffusion.Schedulers;
+using HyperSd.Distillation.SegmentConsistency;
+using HyperSd.Distillation.Toy;
+using HyperSd.Recipes;
+using HyperSd.Services.Hosting;
+using TorchSharp;
+
+namespace HyperSd.Services.Execution;
+
+/// <summary>The models a stage loads, as its settings describe them.</summary>
+public static class StageModels
+{
+    /// <summary>The device a stage runs on: the worker's device slot, which must be of the kind the model asks for.</summary>
+    public static string ResolveDevice(ModelRecipe model, string slot)
+    {
+        bool wantsCuda = model.Device.StartsWith("cuda", StringComparison.Ordinal);
+        bool isCuda = slot.StartsWith("cuda", StringComparison.Ordinal);
+        if (wantsCuda != isCuda)
+            throw new NotSupportedException($"the recipe's model.device is '{model.Device}' but this worker's device is '{slot}'");
+        return slot;
+    }
+
+    /// <summary>The model's dtype as TorchSharp names it.</summary>
+    public static torch.ScalarType TorchDType(ModelRecipe model) => model.Dtype switch
+    {
+        ModelDType.Float16 => torch.ScalarType.Float16,
+        ModelDType.Bfloat16 => torch.ScalarType.BFloat16,
+        _ => torch.ScalarType.Float32,
+    };
+
+    /// <summary>The teacher pipeline of the model's architecture (SD1.5 or SDXL).</summary>
+    public static IDiffusionPipeline LoadTeacher(ModelRecipe model, WorkerOptions options, string device)
+    {
+        var dev = torch.device(device);
+        var dtype = TorchDType(model);
+        bool sdxl = model.Architecture == ModelArchitecture.Sdxl;
+        return model.Source switch
+        {
+            ModelSource.Toy when !sdxl => StableDiffusionPipeline.FromPretrained(model.Path ?? options.ToyTeacherDir ?? ToyWorld.PretrainedTeacherDir,
+                dev, dtype),
+            ModelSource.SingleFile when !sdxl => StableDiffusionPipeline.FromSingleFile(model.Path!,
+                model.Tokenizer ?? throw new ArgumentException("model.tokenizer is required for a single-file checkpoint"), device: dev, dtype: dtype),
+            ModelSource.SingleFile => throw new NotSupportedException(
+                "model.source single-file: SDXL single-file checkpoints are not supported; use a diffusers folder"),
+            _ when sdxl => StableDiffusionXLPipeline.FromPretrained(model.Path!, dev, dtype),
+            _ => StableDiffusionPipeline.FromPretrained(model.Path!, dev, dtype),
+        };
+    }
+
+    public static ToyRecognizer LoadRecognizer(WorkerOptions options, string device) =>
+        ToyRecognizer.FromPretrained(options.ToyRecognizerDir ?? ToyWorld.PretrainedRecognizerDir, torch.device(device));
+
+    /// <summary>The teacher's noise schedule as the forward process the trainers use.</summary>
+    public static DDPMScheduler TrainingScheduler(IDiffusionPipeline teacher) => new(teacher.Scheduler.Config);
+
+    /// <summary>A student with the weights a finished TSCD stage saved (the stage's "lora" artifact, its
+    /// <see cref="SegmentStageLayout.Final"/> folder); <paramref name="lora"/> is how it was trained (null: a full UNet).</summary>
+    public static SegmentStudent LoadStudent(UNet2DConditionModel teacher, LoraConfig? lora, string finalDir)
+    {
+        SegmentStudent student;
+        if (lora is not null)
+        {
+            using var generator = new torch.Generator(0); // initial values, replaced by the saved ones below
+            student = SegmentStudent.WithLora(teacher, lora, generator);
+        }
+        else student = SegmentStudent.FullCopy(teacher);
+        var path = Path.Combine(finalDir, SegmentStageLayout.StudentFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"the previous stage's student weights are missing: {path}", path);
+        var tensors = SafeTensors.Load(path);
+        try { StateDict.Load(student.Trainable, tensors, new WeightSource(path)); }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        return student;
+    }
+
+    /// <summary>The pipeline that samples with <paramref name="student"/>: the teacher with the student's LoRA attached
+    /// (detach it to get the teacher back), or the student's full UNet copy with the teacher's other parts.</summary>
+    public static IDiffusionPipeline WithStudent(IDiffusionPipeline teacher, SegmentStudent student)
+    {
+        if (student.Lora is null) return teacher.WithUnet(student.Unet!);
+        student.Lora.Attach(teacher.Unet);
+        return teacher;
+    }
+}

@@ -1,0 +1,80 @@
+using System.Text.Json;
+using HyperSd.Contracts;
+using HyperSd.Data.Entities;
+using HyperSd.Diffusion.Lora;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Distillation.Evaluation;
+using HyperSd.Recipes;
+using HyperSd.Services.Execution;
+using HyperSd.Services.Runs;
+using HyperSd.Services.SegmentConsistency;
+using HyperSd.Services.Stages;
+
+namespace HyperSd.Services.Generator;
+
+/// <summary>The generate stage's settings, resolved at submission (the prompts are the prompt file's lines as read then).</summary>
+public sealed record GenerationSettings(ModelRecipe Model, string RecipeName, IReadOnlyList<string> Prompts, int ImagesPerPrompt, int Steps,
+    SamplerSpec Sampler, long Seed, int BatchSize, int Resolution, LoraConfig? StudentLora) : IModelStageSettings;
+
+/// <summary>
+/// Bulk prompt-to-image generation with the distilled student (the TSCD LoRA made for the generation's step count, as
+/// Hyper-SD's fixed-step LoRAs are used, else the last stage's), when the recipe has a <c>generation</c> section: image
+/// i is prompt i / images_per_prompt with seed seed + i, written as a PNG that carries its parameters, listed in
+/// manifest.jsonl, stored as one "images" artifact. Images already written by an earlier attempt are kept, so a
+/// re-dispatched stage picks up where it stopped.
+/// </summary>
+public sealed class GenerateImagesStage : StageKind<GenerationSettings>
+{
+    public const string StageName = "generate";
+    public override string Name => "generate-images";
+    public override string Role => Roles.Generator;
+
+    static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    sealed record ManifestLine(string File, string Prompt, long Seed, int Steps, string Sampler, string Model);
+
+    public override IEnumerable<PlannedStage> Plan(Recipe recipe)
+    {
+        if (recipe.Generation is not { } g) return [];
+        var prompts = g.Prompts ?? RecipeMapping.ReadPromptsFile(g.PromptsFile!, "generation.prompts_file");
+        return [new(StageName, new GenerationSettings(recipe.Model, recipe.Name, prompts, g.ImagesPerPrompt, g.Steps,
+            RecipeMapping.Sampler(g.Sampler, g.TcdEta), g.Seed, g.BatchSize, RecipeMapping.ImageResolution(recipe), RecipeMapping.StudentLora(recipe)))];
+    }
+
+    /// <summary>The TSCD LoRA made for the generation's step count, else the last one.</summary>
+    protected override IEnumerable<Artifact> SelectInputs(GenerationSettings settings, IReadOnlyList<StageOutput> earlier)
+    {
+        var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind }).Select(o => o.Artifact).ToList();
+        if (loras.Count == 0) throw new InvalidDataException("a generate-images stage needs a TSCD stage's LoRA, and the run has none");
+        return [loras.LastOrDefault(a => a.Steps == settings.Steps) ?? loras[^1]];
+    }
+
+    protected override async Task ExecuteAsync(StageContext stage, GenerationSettings g)
+    {
+        var images = Enumerable.Range(0, g.Prompts.Count * g.ImagesPerPrompt)
+            .Select(i => new GenerationItem($"{i:D5}.png", g.Prompts[i / g.ImagesPerPrompt], g.Seed + i)).ToList();
+        var lora = stage.Input(ArtifactKind.Lora);
+        var model = $"{g.RecipeName}/{TrainSegmentStage.StageName(lora.Segments ?? 0)}";
+
+        var dir = Path.Combine(stage.WorkDir, "images");
+        if (!images.All(i => File.Exists(Path.Combine(dir, i.File))))
+        {
+            using var teacher = StageModels.LoadTeacher(g.Model, stage.Options, stage.Device);
+            using var student = StageModels.LoadStudent(teacher.Unet, g.StudentLora, stage.PathOf(lora));
+            var pipeline = StageModels.WithStudent(teacher, student);
+            pipeline.Scheduler = g.Sampler.Build(teacher.Scheduler.Config);
+            BatchGeneration.Run(pipeline.Generate, images, dir,
+                new GenerationRequest
+                {
+                    Prompts = [], Steps = g.Steps, GuidanceScale = g.Sampler.GuidanceScale, Eta = g.Sampler.Eta, Height = g.Resolution,
+                    Width = g.Resolution, ModelId = model,
+                },
+                g.BatchSize, resume: true, progress: done => stage.Report(done / (double)images.Count, new { Images = done, Total = images.Count }),
+                cancellationToken: stage.Cancellation);
+        }
+        await File.WriteAllLinesAsync(Path.Combine(dir, "manifest.jsonl"),
+            images.Select(i => JsonSerializer.Serialize(new ManifestLine(i.File, i.Prompt, i.Seed, g.Steps, g.Sampler.Name, model), Json)),
+            stage.Cancellation);
+        await stage.AddOutputAsync(ArtifactKind.Images, dir, "images");
+    }
+}

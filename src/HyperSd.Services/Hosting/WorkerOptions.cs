@@ -1,0 +1,149 @@
+using System.Globalization;
+using HyperSd.Contracts;
+using HyperSd.Data;
+using Microsoft.Extensions.Configuration;
+
+using HyperSd.Services.Stages;
+
+namespace HyperSd.Services.Hosting;
+
+/// <summary>How one worker process runs: its roles, the message transport, the metadata store, the artifact root, its
+/// devices and the lease/retry timings.</summary>
+public sealed class WorkerOptions
+{
+    public const string InMemory = "inmemory";
+    public const string RabbitMqTransport = "rabbitmq";
+
+    /// <summary>The roles this process serves (any subset of the stage catalogue's <see cref="StageCatalogue.Roles"/>; empty =
+    /// a client that only submits and queries). Default: every built-in role.</summary>
+    public List<string> Roles { get; set; } = [.. StageCatalogue.Default().Roles];
+    /// <summary>inmemory (one process) or rabbitmq.</summary>
+    public string Transport { get; set; } = InMemory;
+    public RabbitMqOptions RabbitMq { get; set; } = new();
+    /// <summary>Default: the embedded SQLite file beside the default artifact root.</summary>
+    public MetadataStoreOptions Store { get; set; } = new() { ConnectionString = "Data Source=artifacts/store/metadata.db" };
+    /// <summary>The artifact store's root folder, shared by every worker.</summary>
+    public string ArtifactRoot { get; set; } = "artifacts/store/artifacts";
+    /// <summary>Compute devices ("cpu", "cuda:0", ...); each runs one stage at a time.</summary>
+    public List<string> Devices { get; set; } = ["cpu"];
+    /// <summary>Tensor (OpenMP) threads of each stage's work; null = LibTorch's default. With several CPU slots, 1 each
+    /// keeps concurrent stages from contending for the cores.</summary>
+    public int? TensorThreads { get; set; }
+    /// <summary>Names this process as a lease owner.</summary>
+    public string WorkerId { get; set; } = $"{Environment.MachineName}-{Environment.ProcessId}";
+
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>A running stage whose heartbeat is older than this is re-dispatched.</summary>
+    public TimeSpan LeaseTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    /// <summary>A dispatched stage not leased within this is sent again.</summary>
+    public TimeSpan DispatchTimeout { get; set; } = TimeSpan.FromSeconds(30);
+    public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>Tries of a stage before it fails the run (transient failures and lost leases count).</summary>
+    public int MaxAttempts { get; set; } = 3;
+    /// <summary>Backoff before retry n is this × 2^(n−1).</summary>
+    public TimeSpan RetryBackoff { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Create and migrate the metadata store at start.</summary>
+    public bool MigrateOnStart { get; set; } = true;
+    /// <summary>The toy teacher used when a toy recipe names no model path; null = the committed one.</summary>
+    public string? ToyTeacherDir { get; set; }
+    /// <summary>The toy recognizer that measures toy evaluations; null = the committed one.</summary>
+    public string? ToyRecognizerDir { get; set; }
+
+    public TelemetryOptions Telemetry { get; set; } = new();
+
+    public bool Serves(string role) => Roles.Contains(role);
+
+    /// <summary>Checks the options; roles against <paramref name="catalogue"/>'s (default: the built-in stage kinds).</summary>
+    public WorkerOptions Validate(StageCatalogue? catalogue = null)
+    {
+        var known = (catalogue ?? StageCatalogue.Default()).Roles;
+        foreach (var role in Roles)
+            if (!known.Contains(role))
+                throw new ArgumentException($"worker roles: unknown role '{role}'; expected any of {string.Join(", ", known)}");
+        if (Transport is not (InMemory or RabbitMqTransport))
+            throw new ArgumentException($"worker transport: expected '{InMemory}' or '{RabbitMqTransport}', got '{Transport}'");
+        if (Devices.Count == 0) throw new ArgumentException("worker devices: at least one device is needed (e.g. cpu)");
+        if (MaxAttempts < 1) throw new ArgumentException($"worker max attempts: must be at least 1, got {MaxAttempts}");
+        foreach (var (name, value) in new[] { ("heartbeat interval", HeartbeatInterval), ("lease timeout", LeaseTimeout),
+                     ("dispatch timeout", DispatchTimeout), ("reconcile interval", ReconcileInterval) })
+            if (value <= TimeSpan.Zero) throw new ArgumentException($"worker {name}: must be positive, got {value}");
+        if (LeaseTimeout <= HeartbeatInterval)
+            throw new ArgumentException($"worker lease timeout ({LeaseTimeout}) must exceed the heartbeat interval ({HeartbeatInterval})");
+        return this;
+    }
+
+    /// <summary>Reads the options from a configuration section (keys as the properties; lists comma-separated;
+    /// timings in seconds: HeartbeatSeconds, LeaseTimeoutSeconds, DispatchTimeoutSeconds, ReconcileSeconds,
+    /// RetryBackoffSeconds; RabbitMq as an amqp:// URI; Store:Provider and Store:ConnectionString).</summary>
+    public static WorkerOptions FromConfiguration(IConfiguration section)
+    {
+        var o = new WorkerOptions();
+        List<string>? List(string key) => section[key] is { Length: > 0 } v
+            ? [.. v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)] : null;
+        TimeSpan? Seconds(string key) => section[key] is { Length: > 0 } v
+            ? TimeSpan.FromSeconds(double.Parse(v, CultureInfo.InvariantCulture)) : null;
+        o.Roles = List("Roles") ?? o.Roles;
+        o.Transport = section["Transport"] ?? o.Transport;
+        if (section["RabbitMq"] is { Length: > 0 } uri) o.RabbitMq = RabbitMqOptions.FromUri(uri);
+        o.Store = new MetadataStoreOptions
+        {
+            Provider = section["Store:Provider"] ?? o.Store.Provider,
+            ConnectionString = section["Store:ConnectionString"] ?? o.Store.ConnectionString,
+        };
+        o.ArtifactRoot = section["ArtifactRoot"] ?? o.ArtifactRoot;
+        o.Devices = List("Devices") ?? o.Devices;
+        o.WorkerId = section["WorkerId"] ?? o.WorkerId;
+        o.HeartbeatInterval = Seconds("HeartbeatSeconds") ?? o.HeartbeatInterval;
+        o.LeaseTimeout = Seconds("LeaseTimeoutSeconds") ?? o.LeaseTimeout;
+        o.DispatchTimeout = Seconds("DispatchTimeoutSeconds") ?? o.DispatchTimeout;
+        o.ReconcileInterval = Seconds("ReconcileSeconds") ?? o.ReconcileInterval;
+        o.RetryBackoff = Seconds("RetryBackoffSeconds") ?? o.RetryBackoff;
+        if (section["MaxAttempts"] is { Length: > 0 } max) o.MaxAttempts = int.Parse(max, CultureInfo.InvariantCulture);
+        if (section["MigrateOnStart"] is { Length: > 0 } migrate) o.MigrateOnStart = bool.Parse(migrate);
+        o.ToyTeacherDir = section["ToyTeacherDir"] ?? o.ToyTeacherDir;
+        o.ToyRecognizerDir = section["ToyRecognizerDir"] ?? o.ToyRecognizerDir;
+        o.Telemetry = new TelemetryOptions
+        {
+            Console = section["Telemetry:Console"] is { Length: > 0 } c && bool.Parse(c),
+            OtlpEndpoint = section["Telemetry:OtlpEndpoint"],
+        };
+        return o.Validate();
+    }
+}
+
+/// <summary>Where RabbitMQ is.</summary>
+public sealed class RabbitMqOptions
+{
+    public string Host { get; set; } = "localhost";
+    public ushort Port { get; set; } = 5672;
+    public string Username { get; set; } = "guest";
+    public string Password { get; set; } = "guest";
+    public string VirtualHost { get; set; } = "/";
+
+    /// <summary>amqp://user:pass@host:port/vhost (vhost "%2F" or empty = "/").</summary>
+    public static RabbitMqOptions FromUri(string uri)
+    {
+        if (!Uri.TryCreate(uri, UriKind.Absolute, out var u) || u.Scheme is not ("amqp" or "rabbitmq"))
+            throw new ArgumentException($"RabbitMQ address: expected amqp://user:pass@host:port/vhost, got '{uri}'");
+        var user = u.UserInfo.Split(':', 2);
+        var vhost = Uri.UnescapeDataString(u.AbsolutePath.TrimStart('/'));
+        return new RabbitMqOptions
+        {
+            Host = u.Host,
+            Port = u.IsDefaultPort || u.Port < 0 ? (ushort)5672 : (ushort)u.Port,
+            Username = user[0] is { Length: > 0 } name ? Uri.UnescapeDataString(name) : "guest",
+            Password = user.Length > 1 ? Uri.UnescapeDataString(user[1]) : "guest",
+            VirtualHost = vhost.Length == 0 ? "/" : vhost,
+        };
+    }
+}
+
+/// <summary>Traces: exported only when configured.</summary>
+public sealed class TelemetryOptions
+{
+    /// <summary>Write spans to the console.</summary>
+    public bool Console { get; set; }
+    /// <summary>Send spans to an OTLP collector (e.g. http://localhost:4317).</summary>
+    public string? OtlpEndpoint { get; set; }
+}

@@ -1,0 +1,73 @@
+using System.Reflection;
+using HyperSd.Data;
+using HyperSd.Data.Entities;
+using HyperSd.Recipes;
+using HyperSd.Services.Stages;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace HyperSd.Services.Runs;
+
+/// <summary>
+/// The toy distillation experiment (<c>hypersd toy distill</c>): recipes that differ only in their TSCD schedule, each run
+/// through the same stages and store as <c>hypersd run</c>, compared from their stored evaluation rows.
+/// </summary>
+public static class ToyExperiment
+{
+    /// <summary>recipes/toy.yaml, embedded: TSCD 8 → 4 → 2 → 1 with the adversarial term.</summary>
+    public static Recipe BaseRecipe()
+    {
+        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream("toy.yaml")
+            ?? throw new InvalidOperationException("recipes/toy.yaml is not embedded in HyperSd.Services");
+        return RecipeLoader.Parse(new StreamReader(stream).ReadToEnd(), "recipes/toy.yaml");
+    }
+
+    /// <summary>The table's rows, from the adversarial recipe: the LCM-style baseline (k = 1 alone, consistency loss only,
+    /// as many steps as all of TSCD's stages), TSCD with the consistency loss only, and TSCD with the adversarial term.</summary>
+    public static IReadOnlyList<Recipe> Variants(Recipe adversarial)
+    {
+        var t = adversarial.Tscd;
+        var mseOnly = t.Segments.ToDictionary(k => k, _ => new LossWeightsRecipe { Mse = 1, Adversarial = 0 });
+        return
+        [
+            adversarial with
+            {
+                Name = "toy-cd-k1",
+                Tscd = t with { Segments = [1], StepsPerStage = t.Segments.Count * t.StepsPerStage, Weights = new Dictionary<int, LossWeightsRecipe>
+                    { [1] = new() { Mse = 1, Adversarial = 0 } } },
+            },
+            adversarial with { Name = "toy-tscd-mse", Tscd = t with { Weights = mseOnly } },
+            adversarial with { Name = "toy-tscd-adv" },
+        ];
+    }
+
+    /// <summary>Plans each recipe (from its normalised YAML) as a run; nothing is stored.</summary>
+    public static IReadOnlyList<PlannedRun> Plan(StageCatalogue catalogue, IEnumerable<Recipe> recipes, int maxAttempts) =>
+        recipes.Select(r => RunSubmission.Plan(catalogue, r.ToYaml(), $"toy experiment: {r.Name}", maxAttempts)).ToList();
+
+    /// <summary>Submits the planned runs to a host's workers at once and waits until all have ended.</summary>
+    public static async Task<IReadOnlyList<Run>> RunAsync(IServiceProvider services, IReadOnlyList<PlannedRun> planned,
+        CancellationToken ct = default)
+    {
+        var submission = services.GetRequiredService<RunSubmission>();
+        var ids = new List<Guid>();
+        foreach (var run in planned) ids.Add(await submission.SubmitAsync(run, ct));
+        return await WaitAsync(services.GetRequiredService<IDbContextFactory<MetadataDbContext>>(), ids, ct);
+    }
+
+    /// <summary>Waits until every run has ended; returns them with their stages.</summary>
+    public static async Task<IReadOnlyList<Run>> WaitAsync(IDbContextFactory<MetadataDbContext> dbs, IReadOnlyList<Guid> runIds,
+        CancellationToken ct = default)
+    {
+        while (true)
+        {
+            await using (var db = await dbs.CreateDbContextAsync(ct))
+            {
+                var runs = await db.Runs.AsNoTracking().Include(r => r.Stages.OrderBy(s => s.Index)).Where(r => runIds.Contains(r.Id)).ToListAsync(ct);
+                if (runs.All(r => r.State is RunState.Succeeded or RunState.Failed or RunState.Cancelled))
+                    return runIds.Select(id => runs.Single(r => r.Id == id)).ToList();
+            }
+            await Task.Delay(TimeSpan.FromSeconds(1), ct);
+        }
+    }
+}
