@@ -272,7 +272,8 @@ public class LoraMergeTests : IDisposable
         using var unet = TinyUnet();
         using var a = RandomLora(unet, 2, 2, 1);
         using var b = RandomLora(unet, 2, 2, 2, targets: ["to_q", "to_k", "to_v", "to_out.0", "conv_shortcut"]);
-        var e = Assert.Throws<ArgumentException>(() => LoraMerge.Merge(unet, [a, b], [1.0, 1.0], names: ["a.safetensors", "b.safetensors"]));
+        var e = Assert.Throws<ArgumentException>(() =>
+            LoraMerge.Merge(unet, [a, b], [1.0, 1.0], names: ["a.safetensors", "b.safetensors"]));
         Assert.Contains("different modules", e.Message);
         Assert.Contains("b.safetensors lacks", e.Message);
         Assert.Contains("'down_blocks.0.attentions.0.proj_in'", e.Message);
@@ -288,7 +289,8 @@ public class LoraMergeTests : IDisposable
         using var good = RandomLora(unet, 2, 2, 1);
         using var foreign = RandomLora(other, 2, 2, 2);
         var e = Assert.Throws<ArgumentException>(() => LoraMerge.Merge(unet, [good, foreign], [1.0, 1.0]));
-        Assert.Contains("LoRA 1: module 'down_blocks.0.attentions.0.proj_in' (key lora_unet_down_blocks_0_attentions_0_proj_in)", e.Message);
+        Assert.Contains("LoRA 1: module 'down_blocks.0.attentions.0.proj_in' (key lora_unet_down_blocks_0_attentions_0_proj_in)",
+            e.Message);
         Assert.Contains("[8, 8, 1, 1]", e.Message);
         Assert.Contains("[16, 16, 1, 1]", e.Message);
 
