@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using HyperSd.Diffusion.IO;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -41,20 +42,7 @@ public static class LoraFormats
             }
         }
         if (format == LoraFileFormat.Peft)
-        {
-            var alphas = adapter.Layers.ToDictionary(kv => kv.Key, kv => kv.Value.Alpha);
-            var ranks = adapter.Layers.ToDictionary(kv => kv.Key, kv => kv.Value.Rank);
-            var config = new JsonObject
-            {
-                ["r"] = adapter.Rank, ["lora_alpha"] = adapter.Alpha,
-                ["target_modules"] = new JsonArray(adapter.Layers.Keys.Select(k => (JsonNode?)JsonValue.Create(k)).ToArray()),
-            };
-            if (alphas.Values.Distinct().Count() > 1)
-                config["alpha_pattern"] = new JsonObject(alphas.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
-            if (ranks.Values.Distinct().Count() > 1)
-                config["rank_pattern"] = new JsonObject(ranks.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
-            meta[PeftMetadataKey] = new JsonObject { ["unet"] = config }.ToJsonString();
-        }
+            foreach (var (key, value) in PeftConfig(adapter)) meta[key] = value;
         meta["format"] = "pt";
         SafeTensors.Save(path, tensors, meta);
     }
@@ -140,14 +128,54 @@ public static class LoraFormats
         return (null, "");
     }
 
-    /// <summary>Alpha per module from the PEFT config stored in the metadata (alpha_pattern, else lora_alpha);
-    /// without one, alpha = rank (scale 1), as diffusers assumes.</summary>
+    /// <summary>The adapter's PEFT <c>LoraConfig</c> as diffusers stores it: one JSON object under
+    /// <c>lora_adapter_metadata</c> whose keys carry the component prefix (<c>"unet.r"</c>, <c>"unet.lora_alpha"</c>,
+    /// <c>"unet.target_modules"</c>, <c>"unet.rank_pattern"</c>, <c>"unet.alpha_pattern"</c>); diffusers' loader strips
+    /// the prefix and passes the rest to <c>LoraConfig(**kwargs)</c>. r and lora_alpha are the most common rank and
+    /// alpha; modules that differ are listed by full module path in the patterns (PEFT matches a pattern key against
+    /// the module path with <c>(.*\.)?key$</c>).</summary>
+    static Dictionary<string, string> PeftConfig(LoraAdapter adapter)
+    {
+        static T MostCommon<T>(IEnumerable<T> values) where T : notnull =>
+            values.GroupBy(v => v).OrderByDescending(g => g.Count()).First().Key;
+        var layers = adapter.Layers.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList();
+        int r = layers.Count == 0 ? adapter.Rank : MostCommon(layers.Select(kv => kv.Value.Rank));
+        double alpha = layers.Count == 0 ? adapter.Alpha : MostCommon(layers.Select(kv => kv.Value.Alpha));
+        static JsonObject Pattern<T>(IEnumerable<(string Module, T Value)> items) =>
+            new(items.Select(i => KeyValuePair.Create(i.Module, (JsonNode?)JsonValue.Create(i.Value))));
+        var config = new JsonObject
+        {
+            [PeftPrefix + "r"] = r,
+            [PeftPrefix + "lora_alpha"] = alpha,
+            [PeftPrefix + "target_modules"] = new JsonArray(layers.Select(kv => (JsonNode?)JsonValue.Create(kv.Key)).ToArray()),
+            [PeftPrefix + "rank_pattern"] = Pattern(layers.Where(kv => kv.Value.Rank != r).Select(kv => (kv.Key, kv.Value.Rank))),
+            [PeftPrefix + "alpha_pattern"] = Pattern(layers.Where(kv => kv.Value.Alpha != alpha).Select(kv => (kv.Key, kv.Value.Alpha))),
+        };
+        return new Dictionary<string, string> { [PeftMetadataKey] = config.ToJsonString() };
+    }
+
+    /// <summary>Alpha per module from the PEFT config stored in the metadata: diffusers' flat form
+    /// (<c>"unet.lora_alpha"</c>, <c>"unet.alpha_pattern"</c>), or a nested <c>{"unet": {...}}</c> or bare config as
+    /// older files of this project wrote; alpha_pattern keys match as PEFT matches them (exact path, else the regex
+    /// <c>(.*\.)?key$</c>, a leading <c>^</c> anchoring at the start), else lora_alpha. Without a config, alpha = rank
+    /// (scale 1), as diffusers assumes.</summary>
     static Func<string, int, double>? PeftAlphas(string path)
     {
         if (!SafeTensors.ReadMetadata(path).TryGetValue(PeftMetadataKey, out var json)) return null;
-        var config = JsonNode.Parse(json)?["unet"] ?? JsonNode.Parse(json);
-        var alpha = config?["lora_alpha"]?.GetValue<double>();
-        var pattern = config?["alpha_pattern"]?.AsObject();
-        return (module, rank) => pattern?[module]?.GetValue<double>() ?? alpha ?? rank;
+        var root = JsonNode.Parse(json)?.AsObject() ?? throw new InvalidDataException($"{path}: empty {PeftMetadataKey}");
+        JsonNode? Get(string name) => root[PeftPrefix + name] ?? root["unet"]?[name] ?? root[name];
+        var alpha = Get("lora_alpha")?.GetValue<double>();
+        var pattern = Get("alpha_pattern")?.AsObject().Select(kv => (Key: kv.Key, Value: kv.Value!.GetValue<double>())).ToList() ?? [];
+        return (module, rank) =>
+        {
+            foreach (var (key, value) in pattern)
+                if (key == module) return value;
+            foreach (var (key, value) in pattern)
+            {
+                var regex = key.StartsWith('^') ? "^(" + key[1..] + ")$" : @"^(.*\.)?(" + key + ")$";
+                if (Regex.IsMatch(module, regex)) return value;
+            }
+            return alpha ?? rank;
+        };
     }
 }

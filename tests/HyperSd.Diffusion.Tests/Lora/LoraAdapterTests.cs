@@ -127,6 +127,33 @@ public class LoraAdapterTests : IDisposable
     }
 
     [Fact]
+    public void Peft_alphas_come_from_diffusers_flat_metadata_patterns_or_the_older_nested_form()
+    {
+        manual_seed(5);
+        var net = new Net();
+        var adapter = Randomised(net, rank: 2, alpha: 1);
+        var path = Path.Combine(dir, "peft.safetensors");
+        LoraFormats.Save(adapter, path, LoraFileFormat.Peft);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(SafeTensors.ReadMetadata(path)["lora_adapter_metadata"])!.AsObject();
+        Assert.Equal(["unet.alpha_pattern", "unet.lora_alpha", "unet.r", "unet.rank_pattern", "unet.target_modules"],
+            json.Select(kv => kv.Key).Order());
+
+        var tensors = SafeTensors.Load(path);
+        foreach (var (metadata, expected) in new[]
+        {
+            // diffusers' flat form with a PEFT pattern key (suffix match), a "^"-anchored one, and the default
+            ("""{"unet.r": 2, "unet.lora_alpha": 4, "unet.alpha_pattern": {"0.to_q": 6, "^down_blocks.1.conv1": 8}}""",
+                new Dictionary<string, double> { ["down_blocks.0.to_q"] = 6, ["down_blocks.1.conv1"] = 8, ["down_blocks.1.to_q"] = 4 }),
+            ("""{"unet": {"r": 2, "lora_alpha": 3}}""", new Dictionary<string, double> { ["down_blocks.0.conv1"] = 3 }),
+        })
+        {
+            SafeTensors.Save(path, tensors, new Dictionary<string, string> { ["lora_adapter_metadata"] = metadata });
+            using var loaded = LoraFormats.Load(path, net);
+            foreach (var (module, alpha) in expected) Assert.Equal(alpha, loaded.Layers[module].Alpha);
+        }
+    }
+
+    [Fact]
     public void A_lora_for_another_model_is_refused_with_the_key_and_the_shapes()
     {
         var net = new Net();
