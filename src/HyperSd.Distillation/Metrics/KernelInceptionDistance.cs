@@ -1,3 +1,4 @@
+using System.Globalization;
 using static TorchSharp.torch;
 
 namespace HyperSd.Distillation.Metrics;
@@ -13,7 +14,8 @@ public sealed record KidEstimate(double Value, double StandardError, double Subs
     public MetricEstimate Interval(double z = WilsonInterval.Z95) =>
         new(Value, Value - z * StandardError, Value + z * StandardError, Subsets);
 
-    public override string ToString() => $"{Interval()} (SE {StandardError:G3}, {Subsets} subsets of {SubsetSize})";
+    public override string ToString() =>
+        string.Create(CultureInfo.InvariantCulture, $"{Interval()} (SE {StandardError:G3}, {Subsets} subsets of {SubsetSize})");
 }
 
 /// <summary>
@@ -64,13 +66,13 @@ public static class KernelInceptionDistance
     }
 
     /// <summary>KID over <paramref name="subsets"/> random subsets of <paramref name="subsetSize"/> features from each
-    /// set (default min(1000, N/2), N the smaller set; at most N − 1), drawn with a generator seeded by
+    /// set (default min(1000, N/2) but at least 2, N the smaller set; at most N − 1), drawn with a generator seeded by
     /// <paramref name="seed"/>.</summary>
     public static KidEstimate Compute(Tensor x, Tensor y, int subsets = DefaultSubsets, int? subsetSize = null, long seed = 0)
     {
         Check(x, y);
         long n = Math.Min(x.shape[0], y.shape[0]);
-        int m = subsetSize ?? (int)Math.Min(DefaultMaxSubsetSize, n / 2);
+        int m = subsetSize ?? (int)Math.Max(2, Math.Min(DefaultMaxSubsetSize, n / 2));
         if (n < 3) throw new ArgumentException($"KID needs at least 3 features in each set, got {x.shape[0]} and {y.shape[0]}");
         if (m < 2 || m >= n)
             throw new ArgumentOutOfRangeException(nameof(subsetSize),
