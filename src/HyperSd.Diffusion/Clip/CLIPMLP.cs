@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace HyperSd.Diffusion.TextEncoders;
+namespace HyperSd.Diffusion.Clip;
 
 /// <summary>The transformer feed-forward: fc1 → activation (config.hidden_act) → fc2.</summary>
 public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
@@ -11,9 +11,9 @@ public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
     readonly Linear fc2;
     readonly Func<Tensor, Tensor> activation;
 
-    public CLIPMLP(CLIPTextConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPMLP))
+    public CLIPMLP(ICLIPEncoderConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPMLP))
     {
-        activation = Activation(config.HiddenAct, "CLIPTextConfig");
+        activation = Activation(config.HiddenAct, config.GetType().Name);
         fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
         fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize, device: device, dtype: dtype);
         RegisterComponents();
