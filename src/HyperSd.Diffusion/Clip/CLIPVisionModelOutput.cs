@@ -13,6 +13,10 @@ public sealed record CLIPVisionModelOutput(Tensor LastHiddenState, Tensor Pooler
 {
     public void Dispose()
     {
-        foreach (var t in HiddenStates.Append(LastHiddenState).Append(PoolerOutput).Append(ImageEmbeds).Distinct()) t?.Dispose();
+        // LastHiddenState is HiddenStates[^1]: dispose each handle once (Tensor.Equals reads the handle, so compare references)
+        var tensors = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var t in HiddenStates.Append(LastHiddenState).Append(PoolerOutput).Append(ImageEmbeds))
+            if (t is not null) tensors.Add(t);
+        foreach (var t in tensors) t.Dispose();
     }
 }
