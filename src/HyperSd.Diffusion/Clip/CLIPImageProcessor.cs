@@ -14,8 +14,8 @@ namespace HyperSd.Diffusion.Clip;
 /// reference works on 8-bit pixels (PIL images): with <see cref="EightBit"/> (the default) a float image is rounded to
 /// 8 bits as saving it as PNG would, and the resize reproduces Pillow's integer arithmetic, so a tensor and its PNG
 /// file give the same pixel_values. <see cref="EightBit"/> = false keeps everything in float (torch's antialiased
-/// bicubic) and differentiable, for reward gradients; it differs from the reference by up to about 1/255 per pixel
-/// before normalisation.</para>
+/// bicubic per axis, clamped after each) and differentiable, for reward gradients; it differs from the reference by up
+/// to about one 8-bit level per pixel before normalisation (see <see cref="BicubicResampling"/>).</para>
 /// </summary>
 public sealed record CLIPImageProcessor
 {

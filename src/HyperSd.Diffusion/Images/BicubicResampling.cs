@@ -5,9 +5,13 @@ namespace HyperSd.Diffusion.Images;
 /// <summary>
 /// Pillow's <c>Image.resize(…, BICUBIC)</c>, the resize in transformers' (slow) image processors, as separable
 /// resampling matrices: Keys' cubic with a = −0.5, its support widened by the downscale factor (antialiasing),
-/// horizontal pass first, then vertical. PyTorch's <c>interpolate(mode="bicubic", antialias=True)</c> was ported from
-/// the same code, so the float path equals it; the 8-bit path also reproduces Pillow's integer arithmetic (fixed-point
-/// coefficients with 22 fractional bits, each pass rounded and clipped to 0..255), which the float path cannot.
+/// horizontal pass first, then vertical, each pass clipped to the pixel range (Pillow keeps 8-bit images between the
+/// passes, so the cubic's overshoot at hard edges is cut before the second pass). The 8-bit path reproduces Pillow's
+/// integer arithmetic exactly (fixed-point coefficients with 22 fractional bits, each pass rounded and clipped to
+/// 0..255). The float path is PyTorch's <c>interpolate(mode="bicubic", antialias=True)</c> (ported from the same Pillow
+/// code) applied one axis at a time with a clamp to [0, 1] after each: within about one 8-bit level of Pillow, and
+/// differentiable. (A single 2-D torch call, which does not clip between the passes, can be several levels off at
+/// hard edges.)
 /// </summary>
 public static class BicubicResampling
 {
@@ -47,8 +51,7 @@ public static class BicubicResampling
 
     /// <summary>Resizes [..., H, W] images with values in [0, 1] to <paramref name="height"/> × <paramref name="width"/>.</summary>
     /// <param name="eightBit">True: as Pillow on an 8-bit image: the input is rounded to 0..255 and each pass is computed in
-    /// fixed point and rounded back to 8 bits (no gradient). False: float passes (torch's antialiased bicubic),
-    /// differentiable.</param>
+    /// fixed point and rounded back to 8 bits (no gradient). False: float passes clamped to [0, 1], differentiable.</param>
     public static Tensor Resize(Tensor images, int height, int width, bool eightBit)
     {
         using var scope = NewDisposeScope();
@@ -75,7 +78,7 @@ public static class BicubicResampling
     static Tensor Pass(Tensor x, Tensor matrix, bool eightBit, bool horizontal)
     {
         var y = horizontal ? x.matmul(matrix.t()) : matrix.matmul(x);
-        if (!eightBit) return y;
+        if (!eightBit) return y.clamp(0, 1);
         // Integer sums below 2^53 are exact in float64: Pillow's (ss + 2^21) >> 22, clipped to 0..255.
         return y.add(1 << (PrecisionBits - 1)).div(1 << PrecisionBits, RoundingMode.floor).clamp(0, 255);
     }
