@@ -15,7 +15,9 @@ public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
     readonly int heads;
     readonly bool causal;
 
-    public CLIPAttention(ICLIPEncoderConfig config, bool causal, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPAttention))
+    public CLIPAttention(ICLIPEncoderConfig config, bool causal, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(CLIPAttention))
+
     {
         int width = config.HiddenSize;
         heads = config.NumAttentionHeads;

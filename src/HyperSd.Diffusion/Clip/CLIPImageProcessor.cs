@@ -50,7 +50,8 @@ public sealed record CLIPImageProcessor
         JsonObject json;
         try
         {
-            json = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new InvalidDataException($"{file}: expected a JSON object");
+            json = JsonNode.Parse(File.ReadAllText(file)) as JsonObject
+                   ?? throw new InvalidDataException($"{file}: expected a JSON object");
         }
         catch (System.Text.Json.JsonException e)
         {
@@ -86,8 +87,12 @@ public sealed record CLIPImageProcessor
         {
             case JsonValue v: shortest = v.GetValue<int>(); break;
             case JsonObject o when o["shortest_edge"] is { } edge: shortest = edge.GetValue<int>(); break;
-            case JsonObject o when o["height"] is { } h && o["width"] is { } w: shortest = null; size = (h.GetValue<int>(), w.GetValue<int>()); break;
-            case JsonObject o: throw new InvalidDataException($"{file}: size {o.ToJsonString()} has neither shortest_edge nor height and width");
+            case JsonObject o when o["height"] is { } h && o["width"] is { } w:
+                shortest = null;
+                size = (h.GetValue<int>(), w.GetValue<int>());
+                break;
+            case JsonObject o:
+                throw new InvalidDataException($"{file}: size {o.ToJsonString()} has neither shortest_edge nor height and width");
         }
         var crop = json["crop_size"] switch
         {
@@ -99,7 +104,8 @@ public sealed record CLIPImageProcessor
         var processor = new CLIPImageProcessor
         {
             DoResize = Flag("do_resize", true), ShortestEdge = shortest, Size = size, DoCenterCrop = Flag("do_center_crop", true),
-            CropSize = crop, DoRescale = Flag("do_rescale", true), RescaleFactor = json["rescale_factor"]?.GetValue<double>() ?? defaults.RescaleFactor,
+            CropSize = crop, DoRescale = Flag("do_rescale", true),
+            RescaleFactor = json["rescale_factor"]?.GetValue<double>() ?? defaults.RescaleFactor,
             DoNormalize = Flag("do_normalize", true), ImageMean = Channels("image_mean", defaults.ImageMean),
             ImageStd = Channels("image_std", defaults.ImageStd), DoConvertRgb = Flag("do_convert_rgb", true),
         };
@@ -110,7 +116,8 @@ public sealed record CLIPImageProcessor
     {
         if (ImageMean.Count != 3 || ImageStd.Count != 3)
             throw new InvalidDataException($"{source}: image_mean and image_std need 3 values, got {ImageMean.Count} and {ImageStd.Count}");
-        if (ImageStd.Any(s => s <= 0)) throw new InvalidDataException($"{source}: image_std must be positive, got [{string.Join(", ", ImageStd)}]");
+        if (ImageStd.Any(s => s <= 0))
+            throw new InvalidDataException($"{source}: image_std must be positive, got [{string.Join(", ", ImageStd)}]");
         if (ShortestEdge is <= 0 || Size is { Height: <= 0 } or { Width: <= 0 } || CropSize.Height <= 0 || CropSize.Width <= 0)
             throw new InvalidDataException($"{source}: size and crop_size must be positive");
         return this;
@@ -133,19 +140,23 @@ public sealed record CLIPImageProcessor
     {
         using var scope = NewDisposeScope();
         var x = images.dim() == 3 ? images.unsqueeze(0) : images;
-        if (x.dim() != 4) throw new ArgumentException($"expected images [N, C, H, W] or [C, H, W], got [{string.Join(", ", images.shape)}]");
+        if (x.dim() != 4)
+            throw new ArgumentException($"expected images [N, C, H, W] or [C, H, W], got [{string.Join(", ", images.shape)}]");
         x = x.shape[1] switch
         {
             3 => x,
             1 when DoConvertRgb => x.expand(-1, 3, -1, -1),
             4 when DoConvertRgb => x[.., ..3],
-            _ => throw new ArgumentException($"expected RGB images (3 channels), got {x.shape[1]} channels in [{string.Join(", ", images.shape)}]"),
+            _ => throw new ArgumentException(
+                $"expected RGB images (3 channels), got {x.shape[1]} channels in [{string.Join(", ", images.shape)}]"),
         };
         if (x.numel() > 0)
         {
             double min = x.min().item<float>(), max = x.max().item<float>();
             if (min < -0.02 || max > 1.02)
-                throw new ArgumentException($"images must have values in [0, 1] (got {min:G4} to {max:G4}); map VAE outputs in [-1, 1] with (x + 1) / 2");
+                throw new ArgumentException(
+                    $"images must have values in [0, 1] (got {min:G4} to {max:G4}); map VAE outputs in [-1, 1] with (x + 1) / 2");
+
         }
         // Work in float64 so that 8-bit pixel values stay exact integers until the final float32 output.
         x = x.to(ScalarType.Float64);

@@ -33,6 +33,8 @@ public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
         "quick_gelu" => x => { using var s = (x * 1.702).sigmoid(); return x * s; },
         "gelu" => x => nn.functional.gelu(x),
         "gelu_new" or "gelu_pytorch_tanh" => x => nn.functional.gelu(x, GELU.Approximate.tanh),
-        _ => throw new InvalidDataException($"{source}: hidden_act '{name}' is not supported (expected quick_gelu, gelu, gelu_new or gelu_pytorch_tanh)"),
+        _ => throw new InvalidDataException(
+            $"{source}: hidden_act '{name}' is not supported (expected quick_gelu, gelu, gelu_new or gelu_pytorch_tanh)"),
+
     };
 }

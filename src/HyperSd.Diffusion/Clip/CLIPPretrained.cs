@@ -14,7 +14,8 @@ public sealed record CLIPTower(string Prefix, string Projection, string ConfigSe
     public static readonly CLIPTower Vision = new("vision_model.", "visual_projection.", "vision_config");
 
     /// <summary>Whether a key of a full CLIPModel checkpoint belongs to this tower (or its projection).</summary>
-    public bool Owns(string key) => key.StartsWith(Prefix, StringComparison.Ordinal) || key.StartsWith(Projection, StringComparison.Ordinal);
+    public bool Owns(string key) =>
+        key.StartsWith(Prefix, StringComparison.Ordinal) || key.StartsWith(Projection, StringComparison.Ordinal);
 
     /// <summary>Whether a key belongs to the other tower, its projection, or the model's logit_scale.</summary>
     public bool Foreign(string key) => key == "logit_scale" || (this == Text ? Vision : Text).Owns(key);
@@ -92,7 +93,8 @@ public static class CLIPPretrained
         var tensors = StateDict.Of(model);
         try
         {
-            SafeTensors.Save(Path.Combine(dir, WeightsName + ".safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            SafeTensors.Save(Path.Combine(dir, WeightsName + ".safetensors"), tensors,
+                new Dictionary<string, string> { ["format"] = "pt" });
         }
         finally
         {
@@ -109,7 +111,9 @@ public static class CLIPPretrained
             if (!tensors.TryGetValue("logit_scale", out var scale))
                 throw new InvalidDataException($"{source.Path}: no 'logit_scale' tensor: not a full CLIPModel checkpoint");
             if (scale.numel() != 1)
-                throw new InvalidDataException($"{source.Describe("logit_scale")}: 'logit_scale' has shape [{string.Join(", ", scale.shape)}], expected a scalar");
+                throw new InvalidDataException(
+                    $"{source.Describe("logit_scale")}: 'logit_scale' has shape [{string.Join(", ", scale.shape)}], expected a scalar");
+
             return scale.to(ScalarType.Float64).item<double>();
         }
         finally

@@ -29,7 +29,9 @@ public sealed record CLIPVisionConfig : ICLIPEncoderConfig
     public CLIPVisionConfig Validate(string source)
     {
         if (HiddenSize <= 0 || NumAttentionHeads <= 0 || HiddenSize % NumAttentionHeads != 0)
-            throw new InvalidDataException($"{source}: hidden_size {HiddenSize} must be a positive multiple of num_attention_heads {NumAttentionHeads}");
+            throw new InvalidDataException(
+                $"{source}: hidden_size {HiddenSize} must be a positive multiple of num_attention_heads {NumAttentionHeads}");
+
         foreach (var (name, value) in new[] { ("intermediate_size", IntermediateSize), ("num_hidden_layers", NumHiddenLayers),
                      ("projection_dim", ProjectionDim), ("num_channels", NumChannels), ("patch_size", PatchSize) })
             if (value <= 0) throw new InvalidDataException($"{source}: {name} must be positive, got {value}");

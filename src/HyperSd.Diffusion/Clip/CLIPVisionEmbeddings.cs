@@ -13,7 +13,9 @@ public sealed class CLIPVisionEmbeddings : nn.Module<Tensor, Tensor>
     readonly Embedding position_embedding;
     readonly int imageSize;
 
-    public CLIPVisionEmbeddings(CLIPVisionConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPVisionEmbeddings))
+    public CLIPVisionEmbeddings(CLIPVisionConfig config, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(CLIPVisionEmbeddings))
+
     {
         imageSize = config.ImageSize;
         class_embedding = nn.Parameter(randn(config.HiddenSize, dtype: dtype, device: device));

@@ -13,7 +13,9 @@ public sealed class CLIPVisionTransformer : nn.Module<Tensor, CLIPVisionModelOut
     readonly CLIPEncoder encoder;
     readonly LayerNorm post_layernorm;
 
-    public CLIPVisionTransformer(CLIPVisionConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPVisionTransformer))
+    public CLIPVisionTransformer(CLIPVisionConfig config, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(CLIPVisionTransformer))
+
     {
         config.Validate(nameof(CLIPVisionConfig));
         embeddings = new CLIPVisionEmbeddings(config, device, dtype);

@@ -31,8 +31,9 @@ public sealed class ClipEmbedder : IDisposable
             CLIPTextConfig t = textEncoder.Config;
             CLIPVisionConfig v = imageEncoder.Config;
             if (t.ProjectionDim != v.ProjectionDim)
-                throw new ArgumentException($"the CLIP towers project to different widths: text_projection.weight [{t.ProjectionDim}, {t.HiddenSize}] " +
-                                            $"vs visual_projection.weight [{v.ProjectionDim}, {v.HiddenSize}]; both must come from the same CLIP model");
+                throw new ArgumentException(
+                    $"the CLIP towers project to different widths: text_projection.weight [{t.ProjectionDim}, {t.HiddenSize}] " +
+                    $"vs visual_projection.weight [{v.ProjectionDim}, {v.HiddenSize}]; both must come from the same CLIP model");
         }
         ImageEncoder = imageEncoder;
         Processor = processor;
@@ -81,7 +82,9 @@ public sealed class ClipEmbedder : IDisposable
     /// <summary>[N, projection_dim] text_embeds of prompts (padded to the tokenizer's length, truncated with eos kept).</summary>
     public Tensor TextEmbeds(IReadOnlyList<string> prompts)
     {
-        if (TextEncoder is null || Tokenizer is null) throw new InvalidOperationException("this CLIP embedder was built without the text tower");
+        if (TextEncoder is null || Tokenizer is null)
+            throw new InvalidOperationException("this CLIP embedder was built without the text tower");
+
         var device = TextEncoder.parameters().First().device;
         return Batched(prompts.Count, (start, end) =>
         {

@@ -15,7 +15,9 @@ public sealed class ClipScore : IImageScorer, IDisposable
 
     public ClipScore(ClipEmbedder clip)
     {
-        if (clip.TextEncoder is null) throw new ArgumentException("CLIP score needs the CLIP text tower: build the embedder with its text encoder");
+        if (clip.TextEncoder is null)
+            throw new ArgumentException("CLIP score needs the CLIP text tower: build the embedder with its text encoder");
+
         this.clip = clip;
     }
 

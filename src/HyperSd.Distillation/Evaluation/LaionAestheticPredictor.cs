@@ -17,9 +17,10 @@ public sealed class LaionAestheticPredictor : IImageScorer, IDisposable
     {
         var v = clip.ImageEncoder.Config;
         if (v.ProjectionDim != mlp.InputSize)
-            throw new ArgumentException($"the aesthetic predictor takes {mlp.InputSize}-wide embeddings (layers.0.weight [1024, {mlp.InputSize}]) " +
-                                        $"but the CLIP image tower gives {v.ProjectionDim} (visual_projection.weight [{v.ProjectionDim}, {v.HiddenSize}]); " +
-                                        "the released predictor needs CLIP ViT-L/14");
+            throw new ArgumentException(
+                $"the aesthetic predictor takes {mlp.InputSize}-wide embeddings (layers.0.weight [1024, {mlp.InputSize}]) but the CLIP " +
+                $"image tower gives {v.ProjectionDim} (visual_projection.weight [{v.ProjectionDim}, {v.HiddenSize}]); " +
+                "the released predictor needs CLIP ViT-L/14");
         this.clip = clip;
         this.mlp = mlp;
     }
@@ -31,7 +32,9 @@ public sealed class LaionAestheticPredictor : IImageScorer, IDisposable
         var clip = ClipEmbedder.FromPretrained(clipDir, withText: false, device: device);
         try
         {
-            return new LaionAestheticPredictor(clip, LaionAestheticMLP.FromPretrained(predictorPath, clip.ImageEncoder.Config.ProjectionDim, device));
+            var mlp = LaionAestheticMLP.FromPretrained(predictorPath, clip.ImageEncoder.Config.ProjectionDim, device);
+            return new LaionAestheticPredictor(clip, mlp);
+
         }
         catch
         {

@@ -17,7 +17,9 @@ public sealed class PreferenceScore : IImageScorer, IDisposable
     /// <param name="logitScale">The model's <c>logit_scale</c> (a log; the score multiplies the cosine by its exp).</param>
     public PreferenceScore(ClipEmbedder clip, double logitScale, string name = "pickscore")
     {
-        if (clip.TextEncoder is null) throw new ArgumentException("a preference score needs the CLIP text tower: build the embedder with its text encoder");
+        if (clip.TextEncoder is null)
+            throw new ArgumentException("a preference score needs the CLIP text tower: build the embedder with its text encoder");
+
         if (!double.IsFinite(logitScale)) throw new ArgumentException($"logit_scale must be finite, got {logitScale}");
         this.clip = clip;
         LogitScale = logitScale;

@@ -55,7 +55,8 @@ public class CLIPImageProcessorTests : IDisposable
         {
             using var ours = BicubicResampling.Resize(image, h, w, eightBit: false);
             Tensor Torch(Tensor x, long height, long width) =>
-                nn.functional.interpolate(x, [height, width], mode: InterpolationMode.Bicubic, align_corners: false, antialias: true).clamp(0, 1);
+                nn.functional.interpolate(x, [height, width], mode: InterpolationMode.Bicubic, align_corners: false, antialias: true)
+                    .clamp(0, 1);
             using var horizontal = w == 23 ? image.clone() : Torch(image, 37, w);
             using var torchs = h == 37 ? horizontal.clone() : Torch(horizontal, h, w);
             double error = (ours - torchs).abs().max().item<float>();
@@ -117,7 +118,9 @@ public class CLIPImageProcessorTests : IDisposable
         Assert.Equal(Mean, loadedOld.ImageMean);
         Assert.Equal((224, 224), loadedOld.CropSize);
         Assert.Equal(224, loadedOld.ShortestEdge);
-        Assert.True(loadedOld is { DoResize: true, DoCenterCrop: true, DoRescale: true, DoNormalize: true, DoConvertRgb: true, EightBit: true });
+        Assert.True(loadedOld is
+            { DoResize: true, DoCenterCrop: true, DoRescale: true, DoNormalize: true, DoConvertRgb: true, EightBit: true });
+
 
         File.WriteAllText(Path.Combine(dir, CLIPImageProcessor.ConfigName), """
             {"crop_size": {"height": 32, "width": 30}, "size": {"shortest_edge": 40}, "do_rescale": true, "rescale_factor": 0.5,

@@ -12,7 +12,8 @@ public class CLIPVisionModelTests : IDisposable
     /// <summary>8×8 images in 4×4 patches: 4 patches + the class token.</summary>
     static readonly CLIPVisionConfig Tiny = new()
     {
-        HiddenSize = 16, IntermediateSize = 24, ProjectionDim = 12, NumHiddenLayers = 2, NumAttentionHeads = 2, ImageSize = 8, PatchSize = 4,
+        HiddenSize = 16, IntermediateSize = 24, ProjectionDim = 12, NumHiddenLayers = 2, NumAttentionHeads = 2,
+        ImageSize = 8, PatchSize = 4,
     };
 
     readonly string dir = Directory.CreateTempSubdirectory("clip-vision-").FullName;
@@ -48,7 +49,11 @@ public class CLIPVisionModelTests : IDisposable
     {
         using var model = new CLIPVisionModelWithProjection(Tiny with { NumHiddenLayers = 1 });
         var shapes = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
-        var layer = new[] { "self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "layer_norm1", "mlp.fc1", "mlp.fc2", "layer_norm2" }
+        var layer = new[]
+            {
+                "self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "layer_norm1", "mlp.fc1", "mlp.fc2",
+                "layer_norm2",
+            }
             .SelectMany(m => new[] { $"vision_model.encoder.layers.0.{m}.weight", $"vision_model.encoder.layers.0.{m}.bias" });
         string[] expected =
         [
@@ -149,7 +154,8 @@ public class CLIPVisionModelTests : IDisposable
         // A full CLIPConfig: the sections nest, the top-level projection_dim is what CLIPModel's projections use.
         var config = new JsonObject
         {
-            ["architectures"] = new JsonArray("CLIPModel"), ["model_type"] = "clip", ["projection_dim"] = 12, ["logit_scale_init_value"] = 2.6592,
+            ["architectures"] = new JsonArray("CLIPModel"), ["model_type"] = "clip", ["projection_dim"] = 12,
+            ["logit_scale_init_value"] = 2.6592,
             ["text_config"] = JsonSerializerNode(textConfig with { ProjectionDim = 512 }),
             ["vision_config"] = JsonSerializerNode(Tiny with { ProjectionDim = 512, HiddenSize = 99 }),
             // old checkpoints carry *_config_dict entries, which override the sections
@@ -191,8 +197,11 @@ public class CLIPVisionModelTests : IDisposable
 
         var e = Assert.Throws<WeightLoadException>(() => CLIPVisionModelWithProjection.FromPretrained(dir));
         Assert.Contains($"missing key 'vision_model.post_layernorm.weight' (expected shape [16]) in {weights}", e.Message);
-        Assert.Contains($"key 'vision_model.embeddings.position_embedding.weight' in {weights} has shape [6, 16], the model expects [5, 16]",
+        Assert.Contains(
+            $"key 'vision_model.embeddings.position_embedding.weight' in {weights} has shape [6, 16], the model expects [5, 16]",
             e.Message);
+
+
     }
 
     [Fact]

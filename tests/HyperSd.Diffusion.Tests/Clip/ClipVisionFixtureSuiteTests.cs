@@ -24,7 +24,8 @@ public class ClipVisionFixtureSuiteTests(ITestOutputHelper output) : IDisposable
     {
         var config = new CLIPVisionConfig
         {
-            HiddenSize = 32, IntermediateSize = 48, ProjectionDim = 24, NumHiddenLayers = 2, NumAttentionHeads = 4, ImageSize = 32, PatchSize = 8,
+            HiddenSize = 32, IntermediateSize = 48, ProjectionDim = 24, NumHiddenLayers = 2, NumAttentionHeads = 4,
+            ImageSize = 32, PatchSize = 8,
         };
         using var model = new CLIPVisionModelWithProjection(config);
         CLIPVisionModelTests.Randomize(model, 4);
@@ -32,7 +33,11 @@ public class ClipVisionFixtureSuiteTests(ITestOutputHelper output) : IDisposable
         var encoder = Path.Combine(dir, "image_encoder");
         model.SavePretrained(encoder);
         File.WriteAllText(Path.Combine(encoder, CLIPImageProcessor.ConfigName),
-            """{"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}, "resample": 3}""");
+            """
+            {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 32},
+             "crop_size": {"height": 32, "width": 32}, "resample": 3}
+            """);
+
         var names = new List<string>();
         var generator = new Generator(8);
         foreach (var (h, w) in new[] { (48, 64), (20, 28), (32, 50) })

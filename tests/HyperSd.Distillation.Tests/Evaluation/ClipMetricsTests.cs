@@ -51,7 +51,9 @@ public class ClipMetricsTests : IDisposable
 
         using var clip = TinyClip.Embedder();
         using var images = Images(3);
-        Assert.Contains("4 prompts for 3 images", Assert.Throws<ArgumentException>(() => new ClipScore(clip).Score(Prompts, images)).Message);
+        var count = Assert.Throws<ArgumentException>(() => new ClipScore(clip).Score(Prompts, images));
+        Assert.Contains("4 prompts for 3 images", count.Message);
+
     }
 
     [Fact]

@@ -31,7 +31,8 @@ static class TinyClip
 
     public static CLIPVisionConfig VisionConfig(int projection) => new()
     {
-        HiddenSize = 16, IntermediateSize = 24, ProjectionDim = projection, NumHiddenLayers = 2, NumAttentionHeads = 2, ImageSize = 8, PatchSize = 4,
+        HiddenSize = 16, IntermediateSize = 24, ProjectionDim = projection, NumHiddenLayers = 2, NumAttentionHeads = 2,
+        ImageSize = 8, PatchSize = 4,
     };
 
     public static void Randomize(nn.Module model, long seed)
@@ -68,7 +69,8 @@ static class TinyClip
         JsonNode Node<T>(T config) => System.Text.Json.JsonSerializer.SerializeToNode(config, ModelConfig.Json)!;
         var config = new JsonObject
         {
-            ["architectures"] = new JsonArray("CLIPModel"), ["model_type"] = "clip", ["projection_dim"] = clip.ImageEncoder.Config.ProjectionDim,
+            ["architectures"] = new JsonArray("CLIPModel"), ["model_type"] = "clip",
+            ["projection_dim"] = clip.ImageEncoder.Config.ProjectionDim,
             ["text_config"] = Node(clip.TextEncoder!.Config), ["vision_config"] = Node(clip.ImageEncoder.Config),
         };
         File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
@@ -77,7 +79,11 @@ static class TinyClip
         SafeTensors.Save(Path.Combine(dir, "model.safetensors"), tensors);
         clip.Tokenizer!.SavePretrained(dir);
         File.WriteAllText(Path.Combine(dir, CLIPImageProcessor.ConfigName),
-            """{"crop_size": {"height": 8, "width": 8}, "size": {"shortest_edge": 8}, "resample": 3, "do_rescale": true, "rescale_factor": 0.00392156862745098}""");
+            """
+            {"crop_size": {"height": 8, "width": 8}, "size": {"shortest_edge": 8}, "resample": 3,
+             "do_rescale": true, "rescale_factor": 0.00392156862745098}
+            """);
+
     }
 
     /// <summary>The cosine of each prompt's and image's projected embeddings, computed from the models directly.</summary>
