@@ -5,7 +5,11 @@ using static TorchSharp.torch;
 
 namespace HyperSd.Distillation.Tests.Evaluation;
 
+/// <summary>Builds modules, whose initialisation draws from LibTorch's global generator: run alone so that seeded
+/// trainings in parallel tests (the shared toy recognizer) draw what they expect.</summary>
+[Collection(GlobalRngCollection.Name)]
 public class ClipMetricsTests : IDisposable
+
 {
     static readonly string[] Prompts = ["a red circle", "two blue squares", "a cat on a mat", "night sky"];
 
