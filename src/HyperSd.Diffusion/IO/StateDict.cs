@@ -47,21 +47,24 @@ public static class StateDict
 
     /// <summary>Loads a diffusers weight set from a component folder: a single safetensors file, a variant
     /// (<c>.fp16</c>) or a sharded <c>*.safetensors.index.json</c>.</summary>
-    public static (Dictionary<string, Tensor> Tensors, WeightSource Source) ReadFolder(string dir, string baseName, string? variant = null)
+    /// <param name="filter">Reads only the tensors whose name it accepts (e.g. one tower of a full CLIPModel checkpoint).</param>
+    public static (Dictionary<string, Tensor> Tensors, WeightSource Source) ReadFolder(string dir, string baseName, string? variant = null,
+        Func<string, bool>? filter = null)
     {
         var stem = variant is null ? baseName : $"{baseName}.{variant}";
         var single = Path.Combine(dir, $"{stem}.safetensors");
         if (File.Exists(single))
-            return (SafeTensors.Load(single), new WeightSource(single));
+            return (SafeTensors.Load(single, filter), new WeightSource(single));
         var index = Path.Combine(dir, $"{stem}.safetensors.index.json");
         if (File.Exists(index))
         {
             var map = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(index))?["weight_map"]?.AsObject()
                       ?? throw new InvalidDataException($"{index}: no 'weight_map' object");
-            var files = map.ToDictionary(kv => kv.Key, kv => Path.Combine(dir, kv.Value!.GetValue<string>()));
+            var files = map.Where(kv => filter == null || filter(kv.Key))
+                .ToDictionary(kv => kv.Key, kv => Path.Combine(dir, kv.Value!.GetValue<string>()));
             var all = new Dictionary<string, Tensor>();
             foreach (var file in files.Values.Distinct())
-                foreach (var (k, v) in SafeTensors.Load(file)) all[k] = v;
+                foreach (var (k, v) in SafeTensors.Load(file, filter)) all[k] = v;
             return (all, new WeightSource(index, files));
         }
         foreach (var pickle in new[] { ".bin", ".ckpt", ".pt" })

@@ -1,9 +1,10 @@
 using System.Text.Json.Serialization;
+using HyperSd.Diffusion.Clip;
 
 namespace HyperSd.Diffusion.TextEncoders;
 
 /// <summary>transformers' <c>CLIPTextConfig</c> (text_encoder/config.json); defaults are transformers' own.</summary>
-public sealed record CLIPTextConfig
+public sealed record CLIPTextConfig : ICLIPEncoderConfig
 {
     public int VocabSize { get; init; } = 49408;
     public int HiddenSize { get; init; } = 512;

@@ -1,3 +1,4 @@
+using HyperSd.Diffusion.Clip;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -17,8 +18,8 @@ public sealed class CLIPTextTransformer : nn.Module<Tensor, CLIPTextModelOutput>
         config.Validate(nameof(CLIPTextConfig));
         eosTokenId = config.EosTokenId;
         embeddings = new CLIPTextEmbeddings(config, device, dtype);
-        encoder = new CLIPEncoder(config, device, dtype);
-        final_layer_norm = LayerNorm(config, device, dtype);
+        encoder = new CLIPEncoder(config, causal: true, device, dtype);
+        final_layer_norm = CLIPEncoder.LayerNorm(config, device, dtype);
         RegisterComponents();
     }
 
@@ -35,15 +36,5 @@ public sealed class CLIPTextTransformer : nn.Module<Tensor, CLIPTextModelOutput>
         var pooled = last.index(arange(last.shape[0], ScalarType.Int64, last.device), eosIndex);
         scope.MoveToOuter(hidden.Append(last).Append(pooled));
         return new CLIPTextModelOutput(last, pooled, hidden);
-    }
-
-    /// <summary>A LayerNorm over hidden_size with explicit identity initialisation.</summary>
-    internal static LayerNorm LayerNorm(CLIPTextConfig config, Device? device, ScalarType? dtype)
-    {
-        var norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
-        using var _ = no_grad();
-        norm.weight!.fill_(1);
-        norm.bias!.zero_();
-        return norm;
     }
 }

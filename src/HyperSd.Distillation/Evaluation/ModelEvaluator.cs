@@ -12,6 +12,9 @@ namespace HyperSd.Distillation.Evaluation;
 public interface IImageFeatures
 {
     Tensor Features(Tensor images);
+
+    /// <summary>The metric row's name: "fd" for the toy recognizer's features, "fd-clip" for CLIP image embeddings.</summary>
+    string MetricName => "fd";
 }
 
 /// <summary>Does an image show what its prompt asks for (prompt adherence)?</summary>
@@ -130,7 +133,7 @@ public sealed class ModelEvaluator(IImageFeatures? features, Tensor? realFeature
         using var _ = no_grad();
         var rows = new List<EvaluationRow>();
         if (features is not null)
-            rows.Add(new(model, sampler, steps, "fd", Metrics.FrechetDistance.Compute(features.Features(images),
+            rows.Add(new(model, sampler, steps, features.MetricName, Metrics.FrechetDistance.Compute(features.Features(images),
                 realFeatures ?? throw new ArgumentException("the real images' features are needed with an image feature model"))));
         if (adherence is not null)
         {

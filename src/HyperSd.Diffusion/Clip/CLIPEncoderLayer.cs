@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace HyperSd.Diffusion.TextEncoders;
+namespace HyperSd.Diffusion.Clip;
 
 /// <summary>A pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)).</summary>
 public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
@@ -12,12 +12,13 @@ public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
     readonly CLIPMLP mlp;
     readonly LayerNorm layer_norm2;
 
-    public CLIPEncoderLayer(CLIPTextConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPEncoderLayer))
+    public CLIPEncoderLayer(ICLIPEncoderConfig config, bool causal, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(CLIPEncoderLayer))
     {
-        self_attn = new CLIPAttention(config, device, dtype);
-        layer_norm1 = CLIPTextTransformer.LayerNorm(config, device, dtype);
+        self_attn = new CLIPAttention(config, causal, device, dtype);
+        layer_norm1 = CLIPEncoder.LayerNorm(config, device, dtype);
         mlp = new CLIPMLP(config, device, dtype);
-        layer_norm2 = CLIPTextTransformer.LayerNorm(config, device, dtype);
+        layer_norm2 = CLIPEncoder.LayerNorm(config, device, dtype);
         RegisterComponents();
     }
 

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace HyperSd.Diffusion.TextEncoders;
+namespace HyperSd.Diffusion.Clip;
 
 /// <summary>The transformer feed-forward: fc1 → activation (config.hidden_act) → fc2.</summary>
 public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
@@ -11,9 +11,9 @@ public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
     readonly Linear fc2;
     readonly Func<Tensor, Tensor> activation;
 
-    public CLIPMLP(CLIPTextConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPMLP))
+    public CLIPMLP(ICLIPEncoderConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPMLP))
     {
-        activation = Activation(config.HiddenAct, "CLIPTextConfig");
+        activation = Activation(config.HiddenAct, config.GetType().Name);
         fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
         fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize, device: device, dtype: dtype);
         RegisterComponents();
@@ -33,6 +33,8 @@ public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
         "quick_gelu" => x => { using var s = (x * 1.702).sigmoid(); return x * s; },
         "gelu" => x => nn.functional.gelu(x),
         "gelu_new" or "gelu_pytorch_tanh" => x => nn.functional.gelu(x, GELU.Approximate.tanh),
-        _ => throw new InvalidDataException($"{source}: hidden_act '{name}' is not supported (expected quick_gelu, gelu, gelu_new or gelu_pytorch_tanh)"),
+        _ => throw new InvalidDataException(
+            $"{source}: hidden_act '{name}' is not supported (expected quick_gelu, gelu, gelu_new or gelu_pytorch_tanh)"),
+
     };
 }

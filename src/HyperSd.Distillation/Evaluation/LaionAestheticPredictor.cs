@@ -1,0 +1,62 @@
+using static TorchSharp.torch;
+
+namespace HyperSd.Distillation.Evaluation;
+
+/// <summary>
+/// The LAION aesthetic score: <see cref="LaionAestheticMLP"/> on the L2-normalised projected image embedding of CLIP
+/// ViT-L/14 (OpenAI's <c>encode_image</c>, which is transformers' image_embeds). The prompt is not used. The original
+/// runs OpenAI CLIP's preprocessing (torchvision Resize(224, bicubic) and CenterCrop on PIL images), which computes
+/// the same as CLIPImageProcessor with openai/clip-vit-large-patch14's preprocessor_config.json.
+/// </summary>
+public sealed class LaionAestheticPredictor : IImageScorer, IDisposable
+{
+    readonly ClipEmbedder clip;
+    readonly LaionAestheticMLP mlp;
+
+    public LaionAestheticPredictor(ClipEmbedder clip, LaionAestheticMLP mlp)
+    {
+        var v = clip.ImageEncoder.Config;
+        if (v.ProjectionDim != mlp.InputSize)
+            throw new ArgumentException(
+                $"the aesthetic predictor takes {mlp.InputSize}-wide embeddings (layers.0.weight [1024, {mlp.InputSize}]) but the CLIP " +
+                $"image tower gives {v.ProjectionDim} (visual_projection.weight [{v.ProjectionDim}, {v.HiddenSize}]); " +
+                "the released predictor needs CLIP ViT-L/14");
+        this.clip = clip;
+        this.mlp = mlp;
+    }
+
+    /// <summary>CLIP ViT-L/14 from a full CLIPModel (or CLIPVisionModelWithProjection) folder with its
+    /// preprocessor_config.json, and the predictor from a safetensors file.</summary>
+    public static LaionAestheticPredictor FromPretrained(string clipDir, string predictorPath, Device? device = null)
+    {
+        var clip = ClipEmbedder.FromPretrained(clipDir, withText: false, device: device);
+        try
+        {
+            var mlp = LaionAestheticMLP.FromPretrained(predictorPath, clip.ImageEncoder.Config.ProjectionDim, device);
+            return new LaionAestheticPredictor(clip, mlp);
+
+        }
+        catch
+        {
+            clip.Dispose();
+            throw;
+        }
+    }
+
+    public string Name => "laion-aesthetic";
+
+    /// <summary>[N] predicted ratings of images in [0, 1]; <paramref name="prompts"/> is ignored.</summary>
+    public Tensor Score(IReadOnlyList<string> prompts, Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        var embeds = ClipEmbedder.Normalize(clip.ImageEmbeds(images));
+        var weight = mlp.parameters().First();
+        return mlp.call(embeds.to(weight.dtype, weight.device)).squeeze(-1).MoveToOuterDisposeScope();
+    }
+
+    public void Dispose()
+    {
+        clip.Dispose();
+        mlp.Dispose();
+    }
+}
