@@ -22,6 +22,7 @@ namespace HyperSd.Services.Tests;
 /// machine (one tensor thread per stage, seeded generators).
 /// </summary>
 [Trait("Category", "Slow")]
+[Collection(nameof(TorchGlobalState))] // no other tensor work beside it in this assembly
 public class ToyExperimentOutcomeTests(ToyExperimentOutcomeTests.Experiment experiment, ITestOutputHelper output)
     : IClassFixture<ToyExperimentOutcomeTests.Experiment>
 {

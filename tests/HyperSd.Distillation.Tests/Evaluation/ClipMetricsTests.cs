@@ -76,7 +76,7 @@ public class ClipMetricsTests : IDisposable
 
         using var real = projected.Features(images);
         var prompts = Enumerable.Repeat("x", 6).ToList();
-        var row = new Evaluator(projected, real).Measure("m", "ddim", 1, prompts, images).Single();
+        var row = new ModelEvaluator(projected, real).Measure("m", "ddim", 1, prompts, images).Single();
         Assert.Equal("fd-clip", row.Metric);
         Assert.InRange(row.Value, -1e-6, 1e-6);
     }
