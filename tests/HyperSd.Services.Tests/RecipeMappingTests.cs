@@ -45,6 +45,22 @@ public class RecipeMappingTests
         Assert.Equal("dataset.resolution", problem.Field);
     }
 
+    /// <summary>Submission resolves everything before anything is stored or any host starts, and names the file.</summary>
+    [Fact]
+    public void Planning_a_bad_recipe_names_the_file_and_field_and_a_missing_file_says_so()
+    {
+        var catalogue = StageCatalogue.Default();
+        var e = Assert.Throws<RecipeValidationException>(() =>
+            RunSubmission.Plan(catalogue, Valid.Replace("  count: 64", "  count: 64\n  resolution: 64"), "recipes/bad.yaml", 3));
+        Assert.StartsWith("recipes/bad.yaml: 1 problem(s)", e.Message);
+        Assert.Contains("recipes/bad.yaml: dataset.resolution: toy images are 32 px", e.Message);
+        var missing = Assert.Throws<FileNotFoundException>(() => RunSubmission.Plan(catalogue, "/nonexistent/recipe.yaml", 3));
+        Assert.Contains("no such recipe file: /nonexistent/recipe.yaml", missing.Message);
+        var prompts = Assert.Throws<FileNotFoundException>(() =>
+            RunSubmission.Plan(catalogue, Valid.Replace("  prompts: 16", "  prompts_file: /nonexistent/prompts.txt"), "r.yaml", 3));
+        Assert.Contains("evaluation.prompts_file: no such file", prompts.Message);
+    }
+
     [Fact]
     public void The_learning_rate_schedule_reaches_every_stage()
     {

@@ -128,6 +128,21 @@ public sealed class RunLifecycleTests : IDisposable
         return await db.Artifacts.Where(a => a.StageId == id).Select(a => a.Id).SingleAsync();
     }
 
+    /// <summary>A stage that finished without what the next one reads fails the run, saying what is missing.</summary>
+    [Fact]
+    public async Task A_stage_whose_inputs_are_missing_fails_the_run_instead_of_being_dispatched()
+    {
+        var runId = await StartedRun();
+        await Lease(runId, "dataset", t0);
+        var stage = await store.StageAsync(runId, "dataset");
+        Assert.Empty(await machine.StageCompletedAsync(new StageCompleted(runId, stage.Id, 1, []), t0));
+        var run = await store.RunAsync(runId);
+        Assert.Equal(RunState.Failed, run.State);
+        var trajectories = run.Stages.Single(s => s.Name == "trajectories");
+        Assert.Equal(StageState.Failed, trajectories.State);
+        Assert.Contains("needs a 'dataset' artifact", trajectories.Error);
+    }
+
     [Fact]
     public async Task A_duplicate_or_stale_completion_is_ignored()
     {

@@ -33,7 +33,15 @@ public sealed class RunSubmission(IDbContextFactory<MetadataDbContext> dbs, ISen
         var now = DateTimeOffset.UtcNow;
         var stored = new StoredRecipe { Id = Guid.NewGuid(), Name = recipe.Name, Yaml = yaml, Sha256 = recipe.Sha256(), CreatedAt = now };
         var run = new Run { Id = Guid.NewGuid(), RecipeId = stored.Id, Name = recipe.Name, State = RunState.Pending, CreatedAt = now };
-        run.Stages = catalogue.Plan(recipe, run.Id, maxAttempts);
+        try
+        {
+            run.Stages = catalogue.Plan(recipe, run.Id, maxAttempts);
+        }
+        catch (RecipeValidationException e)
+        {
+            // a problem found while resolving the settings: name the file, as the loader does
+            throw new RecipeValidationException(sourceName, e.Problems);
+        }
         return new PlannedRun(stored, run);
     }
 
