@@ -24,7 +24,10 @@ public static class Program
             var parse = root.Parse(args);
             if (parse.GetValue(threads) is int n and > 0) TorchSharp.torch.set_num_threads(n);
             // Ctrl+C cancels the action, which may need a few seconds to record a cancelled run and stop its workers.
-            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(30) });
+            return parse.Invoke(new InvocationConfiguration
+            {
+                EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(30)
+            });
         }
         catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or NotSupportedException
                                        or InvalidOperationException or UnauthorizedAccessException

@@ -6,7 +6,8 @@ namespace HyperSd.Recipes;
 
 /// <summary>A whole distillation run: the teacher, the data, the teacher trajectories, the TSCD schedule and the
 /// evaluation. Plain data: the services resolve it into each stage's typed settings once, at submission
-/// (HyperSd.Services.Runs.RecipeMapping). Paths are used as written (relative ones against the submitting process's working directory).</summary>
+/// (HyperSd.Services.Runs.RecipeMapping). Paths are used as written (relative ones against the submitting process's
+/// working directory).</summary>
 public sealed partial record Recipe
 {
 
@@ -68,7 +69,8 @@ public enum DatasetSource { Toy, Folder, Jsonl, Csv }
 /// <summary>The image–caption pairs the trajectories start from.</summary>
 public sealed record DatasetRecipe
 {
-    /// <summary>toy: generated scenes; folder: images with same-named .txt captions; jsonl / csv: a manifest of image paths and captions.</summary>
+    /// <summary>toy: generated scenes; folder: images with same-named .txt captions; jsonl / csv: a manifest of image paths
+    /// and captions.</summary>
     public DatasetSource Source { get; init; } = DatasetSource.Toy;
 
     /// <summary>The folder or manifest; required unless toy.</summary>
@@ -158,7 +160,8 @@ public sealed record TscdRecipe
     /// <summary>Pseudo-Huber c (PCM, LCM: 0.001); used with loss huber.</summary>
     public double HuberC { get; init; } = 0.001;
 
-    /// <summary>The LoRA to train (PCM: rank 64, PEFT's default alpha 8); null (or left empty) = full fine-tuning of a teacher copy.</summary>
+    /// <summary>The LoRA to train (PCM: rank 64, PEFT's default alpha 8); null (or left empty) = full fine-tuning of a
+    /// teacher copy.</summary>
     public LoraRecipe? Lora { get; init; } = new();
 
     /// <summary>kohya or peft: the layout of the saved LoRA files.</summary>

@@ -6,7 +6,8 @@ namespace HyperSd.Recipes;
 
 /// <summary>A recipe that cannot be run; the message lists every problem as <c>&lt;file&gt;: &lt;field&gt;: &lt;problem&gt;</c>.</summary>
 public sealed class RecipeValidationException(string sourceName, IReadOnlyList<RecipeProblem> problems)
-    : Exception($"{sourceName}: {problems.Count} problem(s) in the recipe:\n" + string.Join("\n", problems.Select(p => $"{sourceName}: {p}")))
+    : Exception($"{sourceName}: {problems.Count} problem(s) in the recipe:\n" +
+                string.Join("\n", problems.Select(p => $"{sourceName}: {p}")))
 {
     public string SourceName { get; } = sourceName;
     public IReadOnlyList<RecipeProblem> Problems { get; } = problems;
@@ -53,7 +54,8 @@ public static class RecipeLoader
         }
         catch (YamlException e)
         {
-            throw new RecipeValidationException(sourceName, [new($"line {e.Start.Line}, column {e.Start.Column}", $"YAML syntax error: {e.Message}")]);
+            throw new RecipeValidationException(sourceName,
+                [new($"line {e.Start.Line}, column {e.Start.Column}", $"YAML syntax error: {e.Message}")]);
         }
         catch (InvalidOperationException)
         {
@@ -65,9 +67,11 @@ public static class RecipeLoader
         return stream.Documents.Count switch
         {
             0 => throw new RecipeValidationException(sourceName, [new("(document)", "the recipe is empty")]),
-            > 1 => throw new RecipeValidationException(sourceName, [new("(document)", $"expected one YAML document (got: {stream.Documents.Count})")]),
+            > 1 => throw new RecipeValidationException(sourceName,
+                [new("(document)", $"expected one YAML document (got: {stream.Documents.Count})")]),
             _ => stream.Documents[0].RootNode as YamlMappingNode ?? throw new RecipeValidationException(sourceName,
-                [new("(document)", $"expected a mapping of sections (allowed: {string.Join(", ", RecipeSchema.Properties(typeof(Recipe)).Keys)})")]),
+                [new("(document)",
+                    $"expected a mapping of sections (allowed: {string.Join(", ", RecipeSchema.Properties(typeof(Recipe)).Keys)})")]),
         };
     }
 

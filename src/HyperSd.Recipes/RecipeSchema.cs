@@ -38,7 +38,8 @@ static class RecipeSchema
                 problems.Add(new(field, $"unknown key (allowed: {string.Join(", ", properties.Keys)})"));
                 remove.Add(keyNode);
             }
-            else if (!CheckValue(value, property.PropertyType, nullability.Create(property).WriteState == NullabilityState.Nullable, field, problems))
+            else if (!CheckValue(value, property.PropertyType,
+                         nullability.Create(property).WriteState == NullabilityState.Nullable, field, problems))
                 remove.Add(keyNode);
         }
         foreach (var key in remove) mapping.Children.Remove(key);
@@ -71,7 +72,8 @@ static class RecipeSchema
         if (type == typeof(string))
             return scalar is not null || Fail($"expected text (got: {Describe(node)})");
         if (type == typeof(int) || type == typeof(long))
-            return scalar is not null && long.TryParse(scalar.Value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long v)
+            return scalar is not null
+                && long.TryParse(scalar.Value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long v)
                 && (type == typeof(long) || v is >= int.MinValue and <= int.MaxValue)
                 || Fail($"expected an integer (got: {Describe(node)})");
         if (type == typeof(double))
@@ -112,7 +114,8 @@ static class RecipeSchema
 
     /// <summary>YAML's null: a plain (unquoted) empty value, ~ or null.</summary>
     static bool IsNull(YamlNode node) =>
-        node is YamlScalarNode { Style: ScalarStyle.Plain or ScalarStyle.Any } s && s.Value is null or "" or "~" or "null" or "Null" or "NULL";
+        node is YamlScalarNode { Style: ScalarStyle.Plain or ScalarStyle.Any } s
+        && s.Value is null or "" or "~" or "null" or "Null" or "NULL";
 
     static string Describe(YamlNode node) => node switch
     {

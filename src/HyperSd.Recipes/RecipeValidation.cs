@@ -25,13 +25,17 @@ public sealed partial record Recipe
         Check(Seed >= 0, "seed", "must be non-negative", Seed);
 
         var toy = Model.Source == ModelSource.Toy;
-        if (!toy) Check(!string.IsNullOrWhiteSpace(Model.Path), "model.path", $"required with source {Value(Model.Source)}", Text(Model.Path));
+        if (!toy)
+            Check(!string.IsNullOrWhiteSpace(Model.Path), "model.path", $"required with source {Value(Model.Source)}", Text(Model.Path));
         Check(!toy || Model.Architecture == ModelArchitecture.Sd15 || Model.Path is not null, "model.architecture",
-            "the built-in toy teacher has the sd15 topology; an sdxl toy model needs model.path (allowed without it: sd15)", Value(Model.Architecture));
+            "the built-in toy teacher has the sd15 topology; an sdxl toy model needs model.path (allowed without it: sd15)",
+            Value(Model.Architecture));
         Check(Model.Source != ModelSource.SingleFile || Model.Architecture == ModelArchitecture.Sd15, "model.architecture",
-            "single-file checkpoints load the sd15 layout; give SDXL as a diffusers folder (allowed with single-file: sd15)", Value(Model.Architecture));
+            "single-file checkpoints load the sd15 layout; give SDXL as a diffusers folder (allowed with single-file: sd15)",
+            Value(Model.Architecture));
         if (Model.Source == ModelSource.SingleFile)
-            Check(!string.IsNullOrWhiteSpace(Model.Tokenizer), "model.tokenizer", "required with source single-file (the checkpoint has no tokenizer)", Text(Model.Tokenizer));
+            Check(!string.IsNullOrWhiteSpace(Model.Tokenizer), "model.tokenizer",
+                "required with source single-file (the checkpoint has no tokenizer)", Text(Model.Tokenizer));
         else
             Check(Model.Tokenizer is null, "model.tokenizer", "only used with source single-file", Text(Model.Tokenizer));
         Check(DeviceName().IsMatch(Model.Device), "model.device", "unknown device (allowed: cpu, cuda, cuda:N)", Text(Model.Device));
@@ -47,10 +51,12 @@ public sealed partial record Recipe
         }
         else
         {
-            Check(!string.IsNullOrWhiteSpace(Dataset.Path), "dataset.path", $"required with source {Value(Dataset.Source)}", Text(Dataset.Path));
+            Check(!string.IsNullOrWhiteSpace(Dataset.Path), "dataset.path",
+                $"required with source {Value(Dataset.Source)}", Text(Dataset.Path));
             Check(Dataset.Count is null or >= 1, "dataset.count", "must be at least 1 (or absent for all pairs)", Dataset.Count);
             // the VAE downsamples by 8
-            Check(Dataset.Resolution is null || Dataset.Resolution >= 8 && Dataset.Resolution % 8 == 0, "dataset.resolution", "must be a positive multiple of 8", Dataset.Resolution);
+            Check(Dataset.Resolution is null || Dataset.Resolution >= 8 && Dataset.Resolution % 8 == 0, "dataset.resolution",
+                "must be a positive multiple of 8", Dataset.Resolution);
         }
         Check(Dataset.Seed >= 0, "dataset.seed", "must be non-negative", Dataset.Seed);
         Check(Dataset.ShardSize >= 1, "dataset.shard_size", "must be at least 1", Dataset.ShardSize);
@@ -59,18 +65,23 @@ public sealed partial record Recipe
         Check(t.Count >= 1, "trajectories.count", "required, at least 1", t.Count);
         Check(t.SolverSteps is >= 1 and <= TrainTimesteps, "trajectories.solver_steps", $"must be in [1, {TrainTimesteps}]", t.SolverSteps);
         Check(t.GuidanceMin >= 0, "trajectories.guidance_min", "must be non-negative", t.GuidanceMin);
-        Check(t.GuidanceMax >= t.GuidanceMin, "trajectories.guidance_max", $"must be at least guidance_min ({Format(t.GuidanceMin)})", t.GuidanceMax);
+        Check(t.GuidanceMax >= t.GuidanceMin, "trajectories.guidance_max",
+            $"must be at least guidance_min ({Format(t.GuidanceMin)})", t.GuidanceMax);
         Check(t.BatchSize >= 1, "trajectories.batch_size", "must be at least 1", t.BatchSize);
-        Check(t.EmptyPromptProbability is >= 0 and <= 1, "trajectories.empty_prompt_probability", "must be in [0, 1]", t.EmptyPromptProbability);
+        Check(t.EmptyPromptProbability is >= 0 and <= 1, "trajectories.empty_prompt_probability",
+            "must be in [0, 1]", t.EmptyPromptProbability);
 
         var s = Tscd;
         Check(s.Segments.Count >= 1, "tscd.segments", "at least one stage is required", Format(s.Segments));
-        Check(s.Segments.Zip(s.Segments.Skip(1)).All(p => p.First > p.Second), "tscd.segments", "must be strictly decreasing", Format(s.Segments));
-        Check(s.Segments.All(k => k >= 1 && k <= t.SolverSteps), "tscd.segments", $"each k must be in [1, solver_steps = {t.SolverSteps}]", Format(s.Segments));
+        Check(s.Segments.Zip(s.Segments.Skip(1)).All(p => p.First > p.Second), "tscd.segments",
+            "must be strictly decreasing", Format(s.Segments));
+        Check(s.Segments.All(k => k >= 1 && k <= t.SolverSteps), "tscd.segments",
+            $"each k must be in [1, solver_steps = {t.SolverSteps}]", Format(s.Segments));
         Check(s.StepsPerStage >= 1, "tscd.steps_per_stage", "must be at least 1", s.StepsPerStage);
         Check(s.BatchSize >= 1, "tscd.batch_size", "must be at least 1", s.BatchSize);
         Check(s.LearningRate > 0, "tscd.learning_rate", "must be positive", s.LearningRate);
-        Check(s.LrWarmupSteps >= 0 && s.LrWarmupSteps < s.StepsPerStage, "tscd.lr_warmup_steps", $"must be in [0, steps_per_stage = {s.StepsPerStage})", s.LrWarmupSteps);
+        Check(s.LrWarmupSteps >= 0 && s.LrWarmupSteps < s.StepsPerStage, "tscd.lr_warmup_steps",
+            $"must be in [0, steps_per_stage = {s.StepsPerStage})", s.LrWarmupSteps);
         Check(s.WeightDecay >= 0, "tscd.weight_decay", "must be non-negative", s.WeightDecay);
         Check(s.MaxGradNorm > 0, "tscd.max_grad_norm", "must be positive", s.MaxGradNorm);
         Check(s.EmaDecay is >= 0 and < 1, "tscd.ema_decay", "must be in [0, 1)", s.EmaDecay);
@@ -80,7 +91,8 @@ public sealed partial record Recipe
         {
             Check(lora.Rank >= 1, "tscd.lora.rank", "must be at least 1", lora.Rank);
             Check(lora.Alpha > 0, "tscd.lora.alpha", "must be positive", lora.Alpha);
-            Check(lora.TargetModules is null || lora.TargetModules.Count > 0, "tscd.lora.target_modules", "must list at least one pattern (or be absent for the LCM list)", "[]");
+            Check(lora.TargetModules is null || lora.TargetModules.Count > 0, "tscd.lora.target_modules",
+                "must list at least one pattern (or be absent for the LCM list)", "[]");
         }
         foreach (int k in s.Segments.Where(k => !s.Weights.ContainsKey(k)))
             problems.Add(new("tscd.weights", $"no loss weights for stage k = {k} (given for k = {string.Join(", ", s.Weights.Keys)})"));
@@ -88,17 +100,20 @@ public sealed partial record Recipe
         {
             Check(w.Mse >= 0, $"tscd.weights.{k}.mse", "must be non-negative", w.Mse);
             Check(w.Adversarial >= 0, $"tscd.weights.{k}.adversarial", "must be non-negative", w.Adversarial);
-            Check(w.Mse + w.Adversarial > 0, $"tscd.weights.{k}", "at least one weight must be positive", $"mse {Format(w.Mse)}, adversarial {Format(w.Adversarial)}");
+            Check(w.Mse + w.Adversarial > 0, $"tscd.weights.{k}", "at least one weight must be positive",
+                $"mse {Format(w.Mse)}, adversarial {Format(w.Adversarial)}");
         }
         Check(s.DiscriminatorLearningRate > 0, "tscd.discriminator_learning_rate", "must be positive", s.DiscriminatorLearningRate);
-        Check(s.DiscriminatorChannels is null or >= 1, "tscd.discriminator_channels", "must be at least 1 (or absent)", s.DiscriminatorChannels);
+        Check(s.DiscriminatorChannels is null or >= 1, "tscd.discriminator_channels",
+            "must be at least 1 (or absent)", s.DiscriminatorChannels);
         Check(s.CheckpointEvery >= 1, "tscd.checkpoint_every", "must be at least 1", s.CheckpointEvery);
 
         var e = Evaluation;
         Check(e.Steps.Count >= 1 && e.Steps.All(n => n >= 1), "evaluation.steps", "must list step counts of at least 1", Format(e.Steps));
         Check(e.Steps.Distinct().Count() == e.Steps.Count, "evaluation.steps", "must not repeat a step count", Format(e.Steps));
         Check(e.Samplers.Count >= 1, "evaluation.samplers", "at least one sampler is required (allowed: ddim-trailing, tcd)", "[]");
-        Check(e.Samplers.Distinct().Count() == e.Samplers.Count, "evaluation.samplers", "must not repeat a sampler", string.Join(", ", e.Samplers.Select(Value)));
+        Check(e.Samplers.Distinct().Count() == e.Samplers.Count, "evaluation.samplers",
+            "must not repeat a sampler", string.Join(", ", e.Samplers.Select(Value)));
         Check(e.TcdEta is >= 0 and <= 1, "evaluation.tcd_eta", "must be in [0, 1]", e.TcdEta);
         Check((e.Prompts is null) != (e.PromptsFile is null), "evaluation.prompts", "give exactly one of prompts (toy) and prompts_file",
             e.Prompts is null && e.PromptsFile is null ? "neither" : "both");
@@ -122,7 +137,8 @@ public sealed partial record Recipe
                 g.Prompts is null && g.PromptsFile is null ? "neither" : "both");
             Check(g.Prompts is null || (g.Prompts.Count >= 1 && g.Prompts.All(p => p.Trim().Length > 0)), "generation.prompts",
                 "must list at least one non-blank prompt", g.Prompts is null ? null : $"[{string.Join(", ", g.Prompts.Select(Text))}]");
-            Check(g.PromptsFile is null || g.PromptsFile.Trim().Length > 0, "generation.prompts_file", "must name a file", Text(g.PromptsFile));
+            Check(g.PromptsFile is null || g.PromptsFile.Trim().Length > 0, "generation.prompts_file",
+                "must name a file", Text(g.PromptsFile));
             Check(g.ImagesPerPrompt >= 1, "generation.images_per_prompt", "must be at least 1", g.ImagesPerPrompt);
             Check(g.Steps >= 1, "generation.steps", "must be at least 1", g.Steps);
             Check(g.TcdEta is >= 0 and <= 1, "generation.tcd_eta", "must be in [0, 1]", g.TcdEta);

@@ -23,7 +23,10 @@ public static class BenchCommand
         var config = new Option<FileInfo?>("--unet-config") { Description = "a UNet config.json (default: the tiny SD1.5-topology UNet)" };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 8 };
         var size = new Option<int>("--latent-size") { Description = "latent height/width", DefaultValueFactory = _ => 8 };
-        var steps = new Option<int>("--train-steps") { Description = "LoRA training steps for the memory check", DefaultValueFactory = _ => 1000 };
+        var steps = new Option<int>("--train-steps")
+        {
+            Description = "LoRA training steps for the memory check", DefaultValueFactory = _ => 1000
+        };
         var seconds = new Option<double>("--seconds") { Description = "time per throughput measurement", DefaultValueFactory = _ => 5 };
         var devices = new DeviceOptions();
         var command = new Command("bench", "UNet throughput and LoRA training memory") { config, batch, size, steps, seconds };
@@ -46,7 +49,8 @@ public static class BenchCommand
         var sample = randn(batch, config.InChannels, size, size).to(dtype, device);
         var hidden = randn(batch, 77, context).to(dtype, device);
         var t = randint(0, 1000, [batch]).to(device);
-        Console.WriteLine($"UNet {parameters:N0} parameters, batch {batch}, latents {config.InChannels}x{size}x{size}, {device.type} {dtype}, {get_num_threads()} threads");
+        Console.WriteLine($"UNet {parameters:N0} parameters, batch {batch}, latents {config.InChannels}x{size}x{size}, " +
+                          $"{device.type} {dtype}, {get_num_threads()} threads");
 
         unet.eval();
         double forward = Throughput(seconds, () =>
@@ -74,17 +78,26 @@ public static class BenchCommand
             Sync(device);
         }
         double train = Throughput(seconds, Step);
-        Console.WriteLine($"forward+backward:   {train:F2} it/s  ({train * batch:F1} samples/s, LoRA rank 8 on {adapter.Layers.Count} modules, AdamW)");
+        Console.WriteLine($"forward+backward:   {train:F2} it/s  ({train * batch:F1} samples/s, " +
+                          $"LoRA rank 8 on {adapter.Layers.Count} modules, AdamW)");
 
         // Native memory: resident set after 10 steps vs after trainSteps (managed heap collected first).
-        long Rss() { GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect(); using var p = Process.GetCurrentProcess(); p.Refresh(); return p.WorkingSet64; }
+        long Rss()
+        {
+            GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
+            using var p = Process.GetCurrentProcess();
+            p.Refresh();
+            return p.WorkingSet64;
+        }
         for (int i = 0; i < 10; i++) Step();
         long after10 = Rss();
         var watch = Stopwatch.StartNew();
         for (int i = 10; i < trainSteps; i++) Step();
         long afterN = Rss();
-        Console.WriteLine($"memory (RSS):       {after10 / 1048576.0:F1} MiB after 10 steps, {afterN / 1048576.0:F1} MiB after {trainSteps} " +
-                          $"(growth {(afterN - after10) / 1048576.0:+0.0;-0.0} MiB, {(double)afterN / after10:F3}x), {(trainSteps - 10) / watch.Elapsed.TotalSeconds:F2} steps/s");
+        Console.WriteLine($"memory (RSS):       {after10 / 1048576.0:F1} MiB after 10 steps, " +
+                          $"{afterN / 1048576.0:F1} MiB after {trainSteps} " +
+                          $"(growth {(afterN - after10) / 1048576.0:+0.0;-0.0} MiB, {(double)afterN / after10:F3}x), " +
+                          $"{(trainSteps - 10) / watch.Elapsed.TotalSeconds:F2} steps/s");
     }
 
     static double Throughput(double seconds, Action action)

@@ -8,7 +8,8 @@ namespace HyperSd.Cli.Commands;
 public sealed class DeviceOptions
 {
     public Option<string> Device { get; } = new("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
-    public Option<string> DType { get; } = new("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
+    public Option<string> DType { get; } =
+        new("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
 
     public void AddTo(Command command)
     {
@@ -23,7 +24,9 @@ public sealed class DeviceOptions
         if (device.type == DeviceType.CUDA)
         {
             InitializeDeviceType(DeviceType.CUDA);
-            if (!cuda.is_available()) throw new InvalidOperationException($"--device {name}: CUDA is not available (build with -p:TorchBackend=cuda and a LibTorch CUDA)");
+            if (!cuda.is_available())
+                throw new InvalidOperationException(
+                    $"--device {name}: CUDA is not available (build with -p:TorchBackend=cuda and a LibTorch CUDA)");
         }
         var dtype = parse.GetValue(DType) switch
         {

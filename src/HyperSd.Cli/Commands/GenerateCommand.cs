@@ -12,17 +12,35 @@ public static class GenerateCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "a diffusers pipeline folder (SD1.x or SDXL), or a single-file SD1.x .safetensors", Required = true };
-        var tokenizer = new Option<DirectoryInfo?>("--tokenizer") { Description = "CLIP tokenizer folder (needed with a single-file checkpoint)" };
-        var prompts = new Option<string[]>("--prompt", "-p") { Description = "a prompt (repeat for several)", AllowMultipleArgumentsPerToken = false };
+        var model = new Option<string>("--model")
+        {
+            Description = "a diffusers pipeline folder (SD1.x or SDXL), or a single-file SD1.x .safetensors", Required = true
+        };
+        var tokenizer = new Option<DirectoryInfo?>("--tokenizer")
+        {
+            Description = "CLIP tokenizer folder (needed with a single-file checkpoint)"
+        };
+        var prompts = new Option<string[]>("--prompt", "-p")
+        {
+            Description = "a prompt (repeat for several)", AllowMultipleArgumentsPerToken = false
+        };
         var promptFile = new Option<FileInfo?>("--prompts-file") { Description = "a text file with one prompt per line" };
         var negative = new Option<string>("--negative") { Description = "negative prompt for every image", DefaultValueFactory = _ => "" };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 4 };
-        var guidance = new Option<double>("--guidance") { Description = "CFG scale; ≤ 1 turns guidance off", DefaultValueFactory = _ => 1.0 };
+        var guidance = new Option<double>("--guidance")
+        {
+            Description = "CFG scale; ≤ 1 turns guidance off", DefaultValueFactory = _ => 1.0
+        };
         var scheduler = new Option<string?>("--scheduler") { Description = $"one of: {string.Join(", ", SchedulerFactory.Supported)}" };
-        var spacing = new Option<string?>("--timestep-spacing") { Description = "leading, trailing or linspace (Hyper-SD LoRAs: trailing)" };
+        var spacing = new Option<string?>("--timestep-spacing")
+        {
+            Description = "leading, trailing or linspace (Hyper-SD LoRAs: trailing)"
+        };
         var eta = new Option<double?>("--eta") { Description = "DDIM eta or TCD gamma" };
-        var seed = new Option<long>("--seed") { Description = "seed of the first image; image i uses seed + i", DefaultValueFactory = _ => 0 };
+        var seed = new Option<long>("--seed")
+        {
+            Description = "seed of the first image; image i uses seed + i", DefaultValueFactory = _ => 0
+        };
         var size = new Option<int>("--size") { Description = "height and width", DefaultValueFactory = _ => 512 };
         var loras = new Option<string[]>("--lora") { Description = "a LoRA file, optionally with :scale (repeat for several)" };
         var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 4 };
@@ -42,20 +60,25 @@ public static class GenerateCommand
             var modelPath = parse.GetValue(model)!;
             using var pipeline = File.Exists(modelPath)
                 ? StableDiffusionPipeline.FromSingleFile(modelPath,
-                    parse.GetValue(tokenizer)?.FullName ?? throw new ArgumentException("--tokenizer is needed with a single-file checkpoint"),
+                    parse.GetValue(tokenizer)?.FullName
+                        ?? throw new ArgumentException("--tokenizer is needed with a single-file checkpoint"),
                     device: device, dtype: dtype)
                 : DiffusionPipeline.FromPretrained(modelPath, device, dtype);
             if (parse.GetValue(scheduler) is not null || parse.GetValue(spacing) is not null)
             {
-                var config = System.Text.Json.JsonSerializer.SerializeToNode(pipeline.Scheduler.Config, HyperSd.Diffusion.IO.ModelConfig.Json)!.AsObject();
+                var config = System.Text.Json.JsonSerializer
+                    .SerializeToNode(pipeline.Scheduler.Config, HyperSd.Diffusion.IO.ModelConfig.Json)!.AsObject();
                 if (parse.GetValue(spacing) is { } s) config["timestep_spacing"] = s;
-                pipeline.Scheduler = SchedulerFactory.FromConfig(SchedulerConfig.FromJson(config, parse.GetValue(scheduler) ?? pipeline.Scheduler.Config.ClassName));
+                pipeline.Scheduler = SchedulerFactory.FromConfig(
+                    SchedulerConfig.FromJson(config, parse.GetValue(scheduler) ?? pipeline.Scheduler.Config.ClassName));
             }
             foreach (var spec in parse.GetValue(loras) ?? [])
             {
                 int colon = spec.LastIndexOf(':');
                 bool scaled = colon > 0 && double.TryParse(spec[(colon + 1)..], CultureInfo.InvariantCulture, out _);
-                pipeline.LoadLora(scaled ? spec[..colon] : spec, scaled ? double.Parse(spec[(colon + 1)..], CultureInfo.InvariantCulture) : 1.0);
+                pipeline.LoadLora(
+                    scaled ? spec[..colon] : spec,
+                    scaled ? double.Parse(spec[(colon + 1)..], CultureInfo.InvariantCulture) : 1.0);
             }
             int px = parse.GetValue(size);
             long firstSeed = parse.GetValue(seed);

@@ -27,7 +27,8 @@ public static class RunProgress
         if (!Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive)
         {
             await AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
-                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new SpinnerColumn())
+                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
+                    new SpinnerColumn())
                 .StartAsync(async ctx =>
                 {
                     var bars = run.Stages.ToDictionary(s => s.Id, s => ctx.AddTask(s.Name, autoStart: false, maxValue: 1));
@@ -39,7 +40,8 @@ public static class RunProgress
                             bar.Description = Markup.Escape(Line(stage));
                             if (stage.State is StageState.Running or StageState.Dispatched && !bar.IsStarted) bar.StartTask();
                             bar.Value = stage.State == StageState.Succeeded ? 1 : stage.Progress;
-                            if (stage.State is StageState.Succeeded or StageState.Failed or StageState.Cancelled && bar.IsStarted) bar.StopTask();
+                            if (stage.State is StageState.Succeeded or StageState.Failed or StageState.Cancelled && bar.IsStarted)
+                                bar.StopTask();
                         }
                         if (Finished(run)) break;
                         await Task.Delay(Poll, ct);
@@ -56,7 +58,8 @@ public static class RunProgress
             {
                 var key = (stage.State, stage.Attempt, (int)(stage.Progress * 10));
                 if (shown.TryGetValue(stage.Id, out var last) && last == key) continue;
-                if (shown.ContainsKey(stage.Id) || stage.State != StageState.Pending) Console.WriteLine($"{DateTime.Now:HH:mm:ss} {Line(stage)}");
+                if (shown.ContainsKey(stage.Id) || stage.State != StageState.Pending)
+                    Console.WriteLine($"{DateTime.Now:HH:mm:ss} {Line(stage)}");
                 shown[stage.Id] = key;
             }
             if (Finished(run)) return run;
@@ -68,12 +71,14 @@ public static class RunProgress
     /// <summary>"tscd-k8 running #1 42% step 126/300 loss 0.0123 4.1 steps/s".</summary>
     public static string Line(Stage stage)
     {
-        var text = $"{stage.Name} {stage.State.ToString().ToLowerInvariant()} #{stage.Attempt} {stage.Progress.ToString("P0", CultureInfo.InvariantCulture)}";
+        var text = $"{stage.Name} {stage.State.ToString().ToLowerInvariant()} #{stage.Attempt} " +
+                   $"{stage.Progress.ToString("P0", CultureInfo.InvariantCulture)}";
         if (stage.State is StageState.Failed or StageState.Cancelled && stage.Error is { } error) return $"{text}: {error}";
         if (stage.ProgressDetail is null || JsonNode.Parse(stage.ProgressDetail) is not JsonObject d) return text;
         if (d["step"] is { } step) text += $" step {step}/{d["total_steps"]}";
         else if (d["done"] is { } done) text += $" {done}/{d["total"]}";
-        if (d["losses"]?["consistency"] is { } loss) text += $" loss {loss.GetValue<double>().ToString("G4", CultureInfo.InvariantCulture)}";
+        if (d["losses"]?["consistency"] is { } loss)
+            text += $" loss {loss.GetValue<double>().ToString("G4", CultureInfo.InvariantCulture)}";
         if (d["steps_per_second"] is { } speed) text += $" {speed.GetValue<double>().ToString("F1", CultureInfo.InvariantCulture)} steps/s";
         return text;
     }
@@ -92,7 +97,8 @@ public static class RunProgress
         }
         foreach (var (kind, label) in new[] { (ArtifactKind.Report, "results"), (ArtifactKind.Images, "images") })
         {
-            var path = await db.Artifacts.AsNoTracking().Where(a => a.RunId == run.Id && a.Kind == kind).Select(a => a.Path).FirstOrDefaultAsync();
+            var path = await db.Artifacts.AsNoTracking()
+                .Where(a => a.RunId == run.Id && a.Kind == kind).Select(a => a.Path).FirstOrDefaultAsync();
             if (path is not null) Console.WriteLine($"{label}: {Path.Combine(artifactRoot, path)}");
         }
     }

@@ -18,8 +18,10 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
         Description = "embedded store: the SQLite file and, beside it, the artifact folder",
         DefaultValueFactory = _ => new DirectoryInfo("artifacts/store"),
     };
-    public static readonly Option<string?> PostgresOption = new("--postgres") { Description = "a deployment's PostgreSQL connection string" };
-    public static readonly Option<string?> RabbitMqOption = new("--rabbitmq") { Description = "a deployment's RabbitMQ (amqp://user:pass@host:port/vhost)" };
+    public static readonly Option<string?> PostgresOption =
+        new("--postgres") { Description = "a deployment's PostgreSQL connection string" };
+    public static readonly Option<string?> RabbitMqOption =
+        new("--rabbitmq") { Description = "a deployment's RabbitMQ (amqp://user:pass@host:port/vhost)" };
 
     public static RunStore From(ParseResult parse) => new(parse.GetValue(StoreDirOption)!.FullName, parse.GetValue(PostgresOption),
         parse.GetValue(RabbitMqOption));
@@ -30,7 +32,10 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
     {
         Roles = [.. roles],
         Store = Postgres is null
-            ? new MetadataStoreOptions { Provider = MetadataStoreOptions.Sqlite, ConnectionString = $"Data Source={Path.Combine(StoreDir, "metadata.db")}" }
+            ? new MetadataStoreOptions
+            {
+                Provider = MetadataStoreOptions.Sqlite, ConnectionString = $"Data Source={Path.Combine(StoreDir, "metadata.db")}"
+            }
             : new MetadataStoreOptions { Provider = MetadataStoreOptions.Postgres, ConnectionString = Postgres },
         ArtifactRoot = Path.Combine(StoreDir, "artifacts"),
         Transport = RabbitMq is null ? WorkerOptions.InMemory : WorkerOptions.RabbitMqTransport,
@@ -53,7 +58,8 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
             o.TimestampFormat = "HH:mm:ss ";
         });
         // Logs go to stderr; the progress display owns stdout.
-        builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(
+            o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Logging.SetMinimumLevel(verbose ? LogLevel.Information : LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);

@@ -46,7 +46,8 @@ public static class RunsCommand
             Console.WriteLine($"{"id",-36}  {"name",-20}  {"state",-9}  {"stage",-12}  {"created",-19}  duration");
             foreach (var r in runs)
                 Console.WriteLine($"{r.Id,-36}  {r.Name,-20}  {r.State.ToString().ToLowerInvariant(),-9}  {r.CurrentStage ?? "",-12}  " +
-                                  $"{r.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}  {Seconds(r.StartedAt, r.FinishedAt ?? (r.StartedAt is null ? null : DateTimeOffset.UtcNow))}");
+                                  $"{r.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}  " +
+                                  $"{Seconds(r.StartedAt, r.FinishedAt ?? (r.StartedAt is null ? null : DateTimeOffset.UtcNow))}");
         });
         return command;
     }
@@ -54,7 +55,8 @@ public static class RunsCommand
     static Command Show()
     {
         var id = RunId();
-        var command = WithStore("show", "a run's stages (state, attempts, progress, timings and orchestration gaps), artifacts and evaluations", id);
+        var command = WithStore(
+            "show", "a run's stages (state, attempts, progress, timings and orchestration gaps), artifacts and evaluations", id);
         command.SetAction(async (parse, ct) =>
         {
             var store = RunStore.From(parse);
@@ -62,7 +64,8 @@ public static class RunsCommand
             var runId = parse.GetValue(id);
             var run = await db.Runs.AsNoTracking().Include(r => r.Stages.OrderBy(s => s.Index)).SingleOrDefaultAsync(r => r.Id == runId, ct)
                 ?? throw new ArgumentException($"no run {runId} in the store");
-            Console.WriteLine($"run {run.Id} ({run.Name}): {run.State.ToString().ToLowerInvariant()}, created {run.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}" +
+            Console.WriteLine($"run {run.Id} ({run.Name}): {run.State.ToString().ToLowerInvariant()}, " +
+                              $"created {run.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}" +
                               $", duration {Seconds(run.StartedAt, run.FinishedAt)}");
             if (run.Error is { } error) Console.WriteLine($"error: {error}");
             Console.WriteLine();
@@ -75,9 +78,11 @@ public static class RunsCommand
             {
                 var gap = previousEnd is { } end && s.StartedAt is { } start ? $"{(start - end).TotalSeconds:F2}s" : "";
                 Console.WriteLine($"{s.Name,-14} {s.Role,-21} {s.State.ToString().ToLowerInvariant(),-10} {s.Attempt,3} " +
-                                  $"{s.Progress.ToString("P0", CultureInfo.InvariantCulture),8} {gap,8} {Seconds(s.StartedAt, s.FinishedAt),9}  " +
+                                  $"{s.Progress.ToString("P0", CultureInfo.InvariantCulture),8} {gap,8} " +
+                                  $"{Seconds(s.StartedAt, s.FinishedAt),9}  " +
                                   $"{s.Error ?? s.ProgressDetail}");
-                previousEnd = attempts.Where(a => a.StageId == s.Id && a.Outcome == AttemptOutcome.Succeeded).Select(a => a.FinishedAt).FirstOrDefault()
+                previousEnd = attempts.Where(a => a.StageId == s.Id && a.Outcome == AttemptOutcome.Succeeded)
+                                  .Select(a => a.FinishedAt).FirstOrDefault()
                               ?? s.FinishedAt;
             }
             var artifacts = await db.Artifacts.AsNoTracking().Where(a => a.RunId == runId).OrderBy(a => a.CreatedAt).ToListAsync(ct);
@@ -114,7 +119,8 @@ public static class RunsCommand
             await new RunLifecycle(dbs, StageCatalogue.Default(), store.Options([]), NullLogger<RunLifecycle>.Instance)
                 .CancelAsync(runId, "cancelled from the command line", DateTimeOffset.UtcNow, ct);
             await using var db = dbs.CreateDbContext();
-            var run = await db.Runs.SingleOrDefaultAsync(r => r.Id == runId, ct) ?? throw new ArgumentException($"no run {runId} in the store");
+            var run = await db.Runs.SingleOrDefaultAsync(r => r.Id == runId, ct)
+                ?? throw new ArgumentException($"no run {runId} in the store");
             Console.WriteLine($"run {runId}: {run.State.ToString().ToLowerInvariant()}");
         });
         return command;
@@ -153,7 +159,8 @@ public static class RunsCommand
         await host.StopAsync(CancellationToken.None);
     }
 
-    static string Seconds(DateTimeOffset? start, DateTimeOffset? end) => start is { } s && end is { } e ? $"{(e - s).TotalSeconds:F1}s" : "";
+    static string Seconds(DateTimeOffset? start, DateTimeOffset? end) =>
+        start is { } s && end is { } e ? $"{(e - s).TotalSeconds:F1}s" : "";
 
     sealed class StoreFactory(RunStore store) : IDbContextFactory<HyperSd.Data.MetadataDbContext>
     {

@@ -32,9 +32,15 @@ public static class ToyCommand
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => DefaultTeacher.Steps };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => DefaultTeacher.BatchSize };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
-        var command = new Command("teacher", "train the toy teacher from scratch (a diffusers pipeline folder)") { output, steps, batch, seed };
+        var command = new Command("teacher", "train the toy teacher from scratch (a diffusers pipeline folder)")
+        {
+            output, steps, batch, seed
+        };
         command.SetAction(parse => TrainTeacher(parse.GetValue(output)!.FullName,
-            DefaultTeacher with { Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), Seed = parse.GetValue(seed) }).Dispose());
+            DefaultTeacher with
+            {
+                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), Seed = parse.GetValue(seed)
+            }).Dispose());
         return command;
     }
 
@@ -57,7 +63,8 @@ public static class ToyCommand
         var model = ToyRecognizerTrainer.Train(new ToyRecognizerTrainingOptions { Steps = steps });
         var (images, scenes) = ToyShapes.Generate(1000, 99_000_001);
         using (images)
-            Console.WriteLine($"recognizer accuracy on 1000 held-out images: {ToyRecognizerTrainer.Evaluate(model, images, scenes)} ({watch.Elapsed.TotalSeconds:F1} s)");
+            Console.WriteLine($"recognizer accuracy on 1000 held-out images: {ToyRecognizerTrainer.Evaluate(model, images, scenes)} " +
+                              $"({watch.Elapsed.TotalSeconds:F1} s)");
         model.SavePretrained(dir);
         return model;
     }
@@ -87,8 +94,14 @@ public static class ToyCommand
             Description = "stages run at once (one CPU slot and one tensor thread each)",
             DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount),
         };
-        var seed = new Option<long>("--seed") { Description = "seed of the trajectories and of every variant's training", DefaultValueFactory = _ => 0 };
-        var variants = new Option<int[]>("--variant") { Description = "which variants by index (0 baseline, 1 tscd, 2 tscd+adv; default all)" };
+        var seed = new Option<long>("--seed")
+        {
+            Description = "seed of the trajectories and of every variant's training", DefaultValueFactory = _ => 0
+        };
+        var variants = new Option<int[]>("--variant")
+        {
+            Description = "which variants by index (0 baseline, 1 tscd, 2 tscd+adv; default all)"
+        };
         var command = new Command("distill",
             "toy distillation: each variant's recipe run through the services (dataset, trajectories, TSCD, evaluation), then one table")
         {
@@ -121,7 +134,8 @@ public static class ToyCommand
                 o.ToyTeacherDir = teacherDir;
                 o.ToyRecognizerDir = recognizerDir;
             });
-            Console.WriteLine($"{planned.Count} runs ({string.Join(", ", chosen.Select(r => r.Name))}), {slots} stages at a time: store {store.StoreDir}");
+            Console.WriteLine($"{planned.Count} runs ({string.Join(", ", chosen.Select(r => r.Name))}), " +
+                              $"{slots} stages at a time: store {store.StoreDir}");
             var runs = await ToyExperiment.RunAsync(host.Services, planned, ct);
             await host.StopAsync(CancellationToken.None);
             var ids = runs.Select(r => r.Id).ToList();
@@ -132,7 +146,8 @@ public static class ToyCommand
             var times = new StringBuilder("| run | stage | wall time (s) |\n| --- | --- | ---: |\n");
             foreach (var run in runs)
                 foreach (var s in run.Stages)
-                    times.AppendLine(CultureInfo.InvariantCulture, $"| {run.Name} | {s.Name} | {((s.FinishedAt - s.StartedAt)?.TotalSeconds ?? 0):F1} |");
+                    times.AppendLine(CultureInfo.InvariantCulture,
+                        $"| {run.Name} | {s.Name} | {((s.FinishedAt - s.StartedAt)?.TotalSeconds ?? 0):F1} |");
             Console.WriteLine();
             Console.WriteLine(table);
             Console.WriteLine(times);

@@ -16,12 +16,15 @@ public sealed class FileSystemArtifactStore : IArtifactStore
         if (string.IsNullOrWhiteSpace(relativePath))
             throw new ArgumentException("Artifact path is empty.", nameof(relativePath));
         if (Path.IsPathRooted(relativePath))
-            throw new ArgumentException($"Artifact path '{relativePath}' is absolute; expected a path relative to the store root.", nameof(relativePath));
+            throw new ArgumentException(
+                $"Artifact path '{relativePath}' is absolute; expected a path relative to the store root.", nameof(relativePath));
         if (relativePath.Split('/', '\\').Any(segment => segment == ".."))
-            throw new ArgumentException($"Artifact path '{relativePath}' contains '..'; expected a path inside the store root.", nameof(relativePath));
+            throw new ArgumentException(
+                $"Artifact path '{relativePath}' contains '..'; expected a path inside the store root.", nameof(relativePath));
         var full = Path.GetFullPath(Path.Combine(Root, relativePath));
         if (!full.StartsWith(Root + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-            throw new ArgumentException($"Artifact path '{relativePath}' resolves to '{full}', outside the store root '{Root}'.", nameof(relativePath));
+            throw new ArgumentException(
+                $"Artifact path '{relativePath}' resolves to '{full}', outside the store root '{Root}'.", nameof(relativePath));
         return full;
     }
 
@@ -36,7 +39,8 @@ public sealed class FileSystemArtifactStore : IArtifactStore
         var target = GetFullPath(relativePath);
         var isDirectory = Directory.Exists(sourcePath);
         if (!isDirectory && !File.Exists(sourcePath))
-            throw new FileNotFoundException($"Cannot import '{sourcePath}' as artifact '{relativePath}': no such file or folder.", sourcePath);
+            throw new FileNotFoundException(
+                $"Cannot import '{sourcePath}' as artifact '{relativePath}': no such file or folder.", sourcePath);
 
         string? sha256 = null;
         if (!Exists(relativePath))

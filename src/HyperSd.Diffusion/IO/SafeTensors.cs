@@ -59,9 +59,11 @@ public static class SafeTensors
             long begin = offsets[0], end = offsets[1];
             long expected = shape.Aggregate(1L, (a, b) => a * b) * ElementSize(dtype);
             if (end - begin != expected)
-                throw new InvalidDataException($"{path}: tensor '{name}' holds {end - begin} bytes, its shape [{string.Join(", ", shape)}] of {dtypeName} needs {expected}");
+                throw new InvalidDataException($"{path}: tensor '{name}' holds {end - begin} bytes, " +
+                                               $"its shape [{string.Join(", ", shape)}] of {dtypeName} needs {expected}");
             if (end > dataLength)
-                throw new InvalidDataException($"{path}: truncated: tensor '{name}' ends at byte {dataStart + end} but the file has {stream.Length}");
+                throw new InvalidDataException(
+                    $"{path}: truncated: tensor '{name}' ends at byte {dataStart + end} but the file has {stream.Length}");
             var bytes = new byte[expected];
             stream.Position = dataStart + begin;
             stream.ReadExactly(bytes);
@@ -77,7 +79,8 @@ public static class SafeTensors
     {
         var header = new JsonObject();
         if (metadata is { Count: > 0 })
-            header["__metadata__"] = new JsonObject(metadata.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
+            header["__metadata__"] = new JsonObject(
+                metadata.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
         var blobs = new List<byte[]>();
         long offset = 0;
         foreach (var (name, tensor) in tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal))
@@ -137,7 +140,8 @@ public static class SafeTensors
         stream.ReadExactly(lenBytes);
         ulong len = BitConverter.ToUInt64(lenBytes);
         if (len > (ulong)(stream.Length - 8) || len > 100_000_000)
-            throw new InvalidDataException($"{path}: header length {len} exceeds the file ({stream.Length} bytes): truncated or not safetensors");
+            throw new InvalidDataException(
+                $"{path}: header length {len} exceeds the file ({stream.Length} bytes): truncated or not safetensors");
         var json = new byte[len];
         stream.ReadExactly(json);
         try

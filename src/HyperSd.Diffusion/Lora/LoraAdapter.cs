@@ -125,7 +125,8 @@ public sealed class LoraAdapter : nn.Module
             if (module is Linear or Conv2d && config.Matches(path))
                 adapter.Add(path, new LoraLayer((nn.Module<Tensor, Tensor>)module, config.Rank, config.Alpha, device, dtype));
         if (adapter.layers.Count == 0)
-            throw new ArgumentException($"no Linear/Conv2d module of {model.GetType().Name} matches the LoRA targets [{string.Join(", ", config.Targets)}]");
+            throw new ArgumentException(
+                $"no Linear/Conv2d module of {model.GetType().Name} matches the LoRA targets [{string.Join(", ", config.Targets)}]");
         return adapter;
     }
 
@@ -197,7 +198,9 @@ public sealed class LoraAdapter : nn.Module
                 throw new ArgumentException($"LoRA module '{path}' has no Linear/Conv2d counterpart in {model.GetType().Name}");
             var shape = m is Linear l ? l.weight!.shape : ((Conv2d)m).weight!.shape;
             if (!shape.SequenceEqual(layer.BaseWeightShape))
-                throw new ArgumentException($"LoRA module '{path}' was made for weight shape [{string.Join(", ", layer.BaseWeightShape)}], the model has [{string.Join(", ", shape)}]");
+                throw new ArgumentException(
+                    $"LoRA module '{path}' was made for weight shape [{string.Join(", ", layer.BaseWeightShape)}], " +
+                    $"the model has [{string.Join(", ", shape)}]");
             result[path] = (nn.Module<Tensor, Tensor>)m;
         }
         return result;

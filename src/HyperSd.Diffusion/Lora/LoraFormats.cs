@@ -70,7 +70,8 @@ public static class LoraFormats
                     $"{path}: key '{key}' names no Linear/Conv2d module of {model.GetType().Name}")
                 : module;
             if (!modules.ContainsKey(modulePath))
-                throw new InvalidDataException($"{path}: key '{key}' names no Linear/Conv2d module '{modulePath}' of {model.GetType().Name}");
+                throw new InvalidDataException(
+                    $"{path}: key '{key}' names no Linear/Conv2d module '{modulePath}' of {model.GetType().Name}");
             if (!groups.TryGetValue(modulePath, out var g)) groups[modulePath] = g = new Dictionary<string, Tensor>();
             g[part] = value;
         }
@@ -80,7 +81,8 @@ public static class LoraFormats
         foreach (var (modulePath, parts) in groups.OrderBy(g => g.Key, StringComparer.Ordinal))
         {
             if (!parts.TryGetValue("down", out var down) || !parts.TryGetValue("up", out var up))
-                throw new InvalidDataException($"{path}: module '{modulePath}' lacks its {(parts.ContainsKey("down") ? "up" : "down")} weight");
+                throw new InvalidDataException(
+                    $"{path}: module '{modulePath}' lacks its {(parts.ContainsKey("down") ? "up" : "down")} weight");
             int rank = (int)down.shape[0];
             double alpha = parts.TryGetValue("alpha", out var a) ? a.to(float64).item<double>()
                 : peftAlpha?.Invoke(modulePath, rank) ?? rank;

@@ -46,7 +46,8 @@ public static class PretrainedModel
         var tensors = StateDict.Of(model);
         try
         {
-            SafeTensors.Save(Path.Combine(dir, WeightsName + ".safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            SafeTensors.Save(
+                Path.Combine(dir, WeightsName + ".safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
         }
         finally
         {

@@ -78,7 +78,8 @@ public sealed class SdxlPromptConditioner(CLIPTextModel textEncoder, CLIPTextMod
     public (Tensor PromptEmbeds, Tensor PooledPromptEmbeds) Encode(Tensor ids)
     {
         if (ids.dim() != 3 || ids.shape[1] != 2)
-            throw new ArgumentException($"SDXL token ids must be [batch, 2, tokens] (both tokenizers' ids), got [{string.Join(", ", ids.shape)}]");
+            throw new ArgumentException(
+                $"SDXL token ids must be [batch, 2, tokens] (both tokenizers' ids), got [{string.Join(", ", ids.shape)}]");
         using var _ = no_grad();
         using var output = textEncoder.call(ids.select(1, 0));
         using var output2 = textEncoder2.call(ids.select(1, 1));
@@ -90,7 +91,8 @@ public sealed class SdxlPromptConditioner(CLIPTextModel textEncoder, CLIPTextMod
         var n = latents.shape[0];
         var empty = Condition(EmptyPromptIds.expand(n, -1, -1), latents);
         if (!forceZerosForEmptyPrompt) return empty;
-        return new PromptCondition(zeros_like(empty.Context), new UNetAddedConditions(zeros_like(empty.Added!.TextEmbeds!), empty.Added.TimeIds));
+        return new PromptCondition(
+            zeros_like(empty.Context), new UNetAddedConditions(zeros_like(empty.Added!.TextEmbeds!), empty.Added.TimeIds));
     }
 
     Tensor TimeIds(Tensor latents)

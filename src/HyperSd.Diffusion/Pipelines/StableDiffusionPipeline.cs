@@ -105,7 +105,8 @@ public sealed class StableDiffusionPipeline : IDiffusionPipeline
     {
         if (unet.Config.AdditionEmbedType is not null)
             throw new NotSupportedException(
-                $"this UNet has addition_embed_type '{unet.Config.AdditionEmbedType}' (SDXL): it needs the SDXL pipeline's second text encoder and time ids");
+                $"this UNet has addition_embed_type '{unet.Config.AdditionEmbedType}' (SDXL): " +
+                "it needs the SDXL pipeline's second text encoder and time ids");
         Unet = unet; Vae = vae; TextEncoder = textEncoder; Tokenizer = tokenizer; Scheduler = scheduler;
         Device = device ?? CPU;
         DType = dtype ?? float32;
@@ -114,7 +115,8 @@ public sealed class StableDiffusionPipeline : IDiffusionPipeline
 
     /// <summary>Loads a diffusers pipeline folder (model_index.json with unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     /// <paramref name="scheduler"/> overrides the folder's scheduler class (e.g. "TCDScheduler").</summary>
-    public static StableDiffusionPipeline FromPretrained(string dir, Device? device = null, ScalarType? dtype = null, string? scheduler = null)
+    public static StableDiffusionPipeline FromPretrained(
+        string dir, Device? device = null, ScalarType? dtype = null, string? scheduler = null)
     {
         TextToImage.ReadModelIndex(dir, "unet", "vae", "text_encoder", "tokenizer", "scheduler");
         return new StableDiffusionPipeline(
@@ -157,7 +159,8 @@ public sealed class StableDiffusionPipeline : IDiffusionPipeline
         var tokenizer = CLIPTokenizer.FromPretrained(tokenizerDir);
         var models = StableDiffusionSingleFile.Load(path, configs, device, dtype);
         return new StableDiffusionPipeline(models.Unet, models.Vae, models.TextEncoder, tokenizer,
-            SchedulerFactory.FromConfig(SchedulerConfig.FromJson(StableDiffusion15Schedule, scheduler, "SD1.x noise schedule")), device, dtype);
+            SchedulerFactory.FromConfig(SchedulerConfig.FromJson(StableDiffusion15Schedule, scheduler, "SD1.x noise schedule")),
+            device, dtype);
     }
 
     /// <summary>Attaches a LoRA file (kohya or PEFT) to the UNet with a scale; several may be active at once.</summary>
@@ -172,7 +175,8 @@ public sealed class StableDiffusionPipeline : IDiffusionPipeline
 
     /// <summary>This pipeline with another UNet (a fully fine-tuned student); it shares every other component, so dispose
     /// only the original.</summary>
-    public IDiffusionPipeline WithUnet(UNet2DConditionModel unet) => new StableDiffusionPipeline(unet, Vae, TextEncoder, Tokenizer, Scheduler, Device, DType);
+    public IDiffusionPipeline WithUnet(UNet2DConditionModel unet) =>
+        new StableDiffusionPipeline(unet, Vae, TextEncoder, Tokenizer, Scheduler, Device, DType);
 
     /// <summary>Text embeddings (last hidden state) for prompts, truncated/padded to the tokenizer's length.</summary>
     public Tensor EncodePrompt(IReadOnlyList<string> prompts)

@@ -53,23 +53,31 @@ public sealed class StableDiffusionXLPipeline : IDiffusionPipeline
         var c = unet.Config;
         if (c.AdditionEmbedType != "text_time")
             throw new NotSupportedException($"{nameof(StableDiffusionXLPipeline)} needs an SDXL UNet (addition_embed_type 'text_time'), " +
-                                            $"this one has addition_embed_type {(c.AdditionEmbedType is { } t ? $"'{t}'" : "null")}: use {nameof(StableDiffusionPipeline)}");
+                                            $"this one has addition_embed_type {(c.AdditionEmbedType is { } t ? $"'{t}'" : "null")}: " +
+                                            $"use {nameof(StableDiffusionPipeline)}");
         int width = textEncoder.Config.HiddenSize + textEncoder2.Config.HiddenSize;
         if (c.CrossAttentionDim.Values.Any(d => d != width))
-            throw new ArgumentException($"the UNet's cross_attention_dim is {string.Join(", ", c.CrossAttentionDim.Values)} but the text encoders' " +
-                                        $"hidden sizes add to {width} ({textEncoder.Config.HiddenSize} + {textEncoder2.Config.HiddenSize})");
+            throw new ArgumentException($"the UNet's cross_attention_dim is {string.Join(", ", c.CrossAttentionDim.Values)} " +
+                                        $"but the text encoders' hidden sizes add to {width} " +
+                                        $"({textEncoder.Config.HiddenSize} + {textEncoder2.Config.HiddenSize})");
         // diffusers' _get_add_time_ids check
         int added = c.AdditionTimeEmbedDim!.Value * TimeIdCount + textEncoder2.Config.ProjectionDim;
         if (added != c.ProjectionClassEmbeddingsInputDim)
             throw new ArgumentException($"the UNet's projection_class_embeddings_input_dim is {c.ProjectionClassEmbeddingsInputDim} but " +
-                                        $"{TimeIdCount} time ids × addition_time_embed_dim {c.AdditionTimeEmbedDim} + text_encoder_2's projection_dim {textEncoder2.Config.ProjectionDim} = {added}");
+                                        $"{TimeIdCount} time ids × addition_time_embed_dim {c.AdditionTimeEmbedDim} + " +
+                                        $"text_encoder_2's projection_dim {textEncoder2.Config.ProjectionDim} = {added}");
         if (tokenizer.ModelMaxLength != tokenizer2.ModelMaxLength)
-            throw new ArgumentException($"the tokenizers' model_max_length differ ({tokenizer.ModelMaxLength} and {tokenizer2.ModelMaxLength}): their states are concatenated per token");
+            throw new ArgumentException(
+                $"the tokenizers' model_max_length differ ({tokenizer.ModelMaxLength} and {tokenizer2.ModelMaxLength}): " +
+                "their states are concatenated per token");
         Unet = unet; Vae = vae; TextEncoder = textEncoder; TextEncoder2 = textEncoder2; Tokenizer = tokenizer; Tokenizer2 = tokenizer2;
         Scheduler = scheduler; ForceZerosForEmptyPrompt = forceZerosForEmptyPrompt;
         Device = device ?? CPU;
         DType = dtype ?? float32;
-        foreach (var m in new[] { unet, vae as nn.Module, textEncoder, textEncoder2 }.OfType<nn.Module>()) { m.to(Device, DType); m.eval(); }
+        foreach (var m in new[] { unet, vae as nn.Module, textEncoder, textEncoder2 }.OfType<nn.Module>())
+        {
+            m.to(Device, DType); m.eval();
+        }
         conditioner = new SdxlPromptConditioner(textEncoder, textEncoder2, TokenIds([""]), VaeScaleFactor, forceZerosForEmptyPrompt);
     }
 
@@ -77,14 +85,16 @@ public sealed class StableDiffusionXLPipeline : IDiffusionPipeline
 
     /// <summary>Loads a diffusers SDXL pipeline folder (model_index.json with unet/, vae/, text_encoder/, text_encoder_2/,
     /// tokenizer/, tokenizer_2/, scheduler/). <paramref name="scheduler"/> overrides the folder's scheduler class.</summary>
-    public static StableDiffusionXLPipeline FromPretrained(string dir, Device? device = null, ScalarType? dtype = null, string? scheduler = null)
+    public static StableDiffusionXLPipeline FromPretrained(
+        string dir, Device? device = null, ScalarType? dtype = null, string? scheduler = null)
     {
         var index = TextToImage.ReadModelIndex(dir, Components);
         bool forceZeros = index["force_zeros_for_empty_prompt"] switch
         {
             null => true, // diffusers' default
             JsonValue v when v.TryGetValue<bool>(out var value) => value,
-            var other => throw new InvalidDataException($"{Path.Combine(dir, "model_index.json")}: force_zeros_for_empty_prompt must be true or false, got {other.ToJsonString()}"),
+            var other => throw new InvalidDataException(
+                $"{Path.Combine(dir, "model_index.json")}: force_zeros_for_empty_prompt must be true or false, got {other.ToJsonString()}"),
         };
         return new StableDiffusionXLPipeline(
             UNet2DConditionModel.FromPretrained(Path.Combine(dir, "unet"), device, dtype),
@@ -124,7 +134,8 @@ public sealed class StableDiffusionXLPipeline : IDiffusionPipeline
 
     readonly SdxlPromptConditioner conditioner;
 
-    /// <summary>The trainers' view of the text side: both tokenizers' ids [N, 2, tokens] → context, pooled embedding and time ids.</summary>
+    /// <summary>The trainers' view of the text side: both tokenizers' ids [N, 2, tokens] → context, pooled embedding
+    /// and time ids.</summary>
     public PromptConditioner Conditioner => conditioner;
 
     /// <summary>Both tokenizers' ids, [N, 2, tokens] (how SDXL datasets' captions reach <see cref="Conditioner"/>).</summary>

@@ -29,10 +29,12 @@ public abstract class ConsistencyScheduler : DDPMScheduler, IScheduler
     {
         int n = numInferenceSteps, T = NumTrainTimesteps;
         if (n < 1 || n > T)
-            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), $"num_inference_steps must be between 1 and num_train_timesteps {T}, got {n}");
+            throw new ArgumentOutOfRangeException(
+                nameof(numInferenceSteps), $"num_inference_steps must be between 1 and num_train_timesteps {T}, got {n}");
         var (grid, originalSteps) = OriginGrid(originalInferenceSteps, strength);
         if (grid.Length / n < 1)
-            throw new ArgumentException($"original_inference_steps × strength = {originalSteps} × {strength} leaves {grid.Length} timesteps, " +
+            throw new ArgumentException($"original_inference_steps × strength = {originalSteps} × {strength} " +
+                                        $"leaves {grid.Length} timesteps, " +
                                         $"fewer than num_inference_steps {n}; lower num_inference_steps or raise strength");
         if (n > originalSteps)
             throw new ArgumentOutOfRangeException(nameof(numInferenceSteps),
@@ -49,9 +51,11 @@ public abstract class ConsistencyScheduler : DDPMScheduler, IScheduler
         if (timesteps.Count == 0) throw new ArgumentException("custom timesteps are empty", nameof(timesteps));
         for (int i = 1; i < timesteps.Count; i++)
             if (timesteps[i] >= timesteps[i - 1])
-                throw new ArgumentException($"custom timesteps must be in descending order, got [{string.Join(", ", timesteps)}]", nameof(timesteps));
+                throw new ArgumentException(
+                    $"custom timesteps must be in descending order, got [{string.Join(", ", timesteps)}]", nameof(timesteps));
         if (timesteps[0] >= NumTrainTimesteps || timesteps[^1] < 0)
-            throw new ArgumentOutOfRangeException(nameof(timesteps), $"custom timesteps must lie in [0, {NumTrainTimesteps - 1}], got [{string.Join(", ", timesteps)}]");
+            throw new ArgumentOutOfRangeException(nameof(timesteps),
+                $"custom timesteps must lie in [0, {NumTrainTimesteps - 1}], got [{string.Join(", ", timesteps)}]");
         int n = timesteps.Count;
         int start = Math.Max(n - Math.Min((int)(n * strength), n), 0);
         Set(timesteps.Skip(start).ToArray(), n, device);
@@ -85,6 +89,6 @@ public abstract class ConsistencyScheduler : DDPMScheduler, IScheduler
 
     public Tensor ScaleModelInput(Tensor sample, double timestep) => sample;
 
-    public abstract SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null,
-        IReadOnlyList<Generator>? generators = null);
+    public abstract SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null,
+        Tensor? noise = null, IReadOnlyList<Generator>? generators = null);
 }

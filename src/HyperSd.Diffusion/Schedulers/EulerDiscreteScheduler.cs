@@ -109,7 +109,8 @@ public sealed class EulerDiscreteScheduler : IScheduler
     {
         if (NumInferenceSteps is null) throw new InvalidOperationException("call SetTimesteps before Step");
         int index = BeginStep(timestep);
-        if (index + 1 >= sigmaValues.Length) throw new InvalidOperationException("every step of the schedule has run; call SetTimesteps again");
+        if (index + 1 >= sigmaValues.Length)
+            throw new InvalidOperationException("every step of the schedule has run; call SetTimesteps again");
         float sigma = sigmaValues[index];
         double gamma = STmin <= sigma && sigma <= STmax ? Math.Min(SChurn / (sigmaValues.Length - 1), Math.Sqrt(2) - 1) : 0.0;
         float sigmaHat = sigma * (float)(gamma + 1);

@@ -17,8 +17,8 @@ public sealed class LCMScheduler(SchedulerConfig config) : ConsistencyScheduler(
         return (SigmaData * SigmaData / denominator, scaled / MathF.Sqrt(denominator));
     }
 
-    public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null,
-        IReadOnlyList<Generator>? generators = null)
+    public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null,
+        Tensor? noise = null, IReadOnlyList<Generator>? generators = null)
     {
         var (steps, index) = BeginStep(timestep);
         long t = TimestepIndex.Integral(timestep);

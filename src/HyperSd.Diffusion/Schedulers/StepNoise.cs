@@ -13,16 +13,20 @@ internal static class StepNoise
         {
             // One generator per sample, as diffusers' randn_tensor does with a list of generators.
             if (generators.Count != like.shape[0] || generator is not null || noise is not null)
-                throw new ArgumentException($"pass one generator per sample ({like.shape[0]}), and not also a generator or noise; got {generators.Count}");
+                throw new ArgumentException(
+                    $"pass one generator per sample ({like.shape[0]}), and not also a generator or noise; got {generators.Count}");
             using var scope = NewDisposeScope();
-            return stack(generators.Select(g => randn(like.shape[1..], like.dtype, g.device, generator: g))).to(like.device).MoveToOuterDisposeScope();
+            return stack(generators.Select(g => randn(like.shape[1..], like.dtype, g.device, generator: g)))
+                .to(like.device).MoveToOuterDisposeScope();
         }
         if (noise is null)
             return randn(like.shape, like.dtype, generator?.device ?? like.device, generator: generator).to(like.device);
         if (generator is not null)
             throw new ArgumentException("pass either a generator or the noise to replay, not both");
         if (!noise.shape.SequenceEqual(like.shape))
-            throw new ArgumentException($"noise has shape [{string.Join(", ", noise.shape)}] but the model output has [{string.Join(", ", like.shape)}]", nameof(noise));
+            throw new ArgumentException(
+                $"noise has shape [{string.Join(", ", noise.shape)}] but the model output has [{string.Join(", ", like.shape)}]",
+                nameof(noise));
         return noise.to(like.dtype, like.device);
     }
 }

@@ -20,8 +20,8 @@ public sealed class TCDScheduler(SchedulerConfig config) : ConsistencyScheduler(
         return (grid, originalInferenceSteps ?? NumTrainTimesteps);
     }
 
-    public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null, Tensor? noise = null,
-        IReadOnlyList<Generator>? generators = null)
+    public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, Generator? generator = null,
+        Tensor? noise = null, IReadOnlyList<Generator>? generators = null)
     {
         if (Eta is < 0 or > 1 || double.IsNaN(Eta))
             throw new ArgumentOutOfRangeException(nameof(Eta), $"TCD's eta (gamma) must be in [0, 1], got {Eta}");

@@ -22,5 +22,6 @@ internal static class TimestepIndex
     public static long Integral(double timestep) =>
         timestep == Math.Floor(timestep) && Math.Abs(timestep) < long.MaxValue
             ? (long)timestep
-            : throw new ArgumentException($"timestep {timestep} is not a whole number; this scheduler's timesteps index alphas_cumprod", nameof(timestep));
+            : throw new ArgumentException(
+                $"timestep {timestep} is not a whole number; this scheduler's timesteps index alphas_cumprod", nameof(timestep));
 }

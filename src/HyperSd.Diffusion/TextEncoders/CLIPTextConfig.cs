@@ -30,9 +30,11 @@ public sealed record CLIPTextConfig : ICLIPEncoderConfig
     public CLIPTextConfig Validate(string source)
     {
         if (HiddenSize <= 0 || NumAttentionHeads <= 0 || HiddenSize % NumAttentionHeads != 0)
-            throw new InvalidDataException($"{source}: hidden_size {HiddenSize} must be a positive multiple of num_attention_heads {NumAttentionHeads}");
+            throw new InvalidDataException(
+                $"{source}: hidden_size {HiddenSize} must be a positive multiple of num_attention_heads {NumAttentionHeads}");
         foreach (var (name, value) in new[] { ("vocab_size", VocabSize), ("intermediate_size", IntermediateSize),
-                     ("num_hidden_layers", NumHiddenLayers), ("max_position_embeddings", MaxPositionEmbeddings), ("projection_dim", ProjectionDim) })
+                     ("num_hidden_layers", NumHiddenLayers), ("max_position_embeddings", MaxPositionEmbeddings),
+                     ("projection_dim", ProjectionDim) })
             if (value <= 0) throw new InvalidDataException($"{source}: {name} must be positive, got {value}");
         CLIPMLP.Activation(HiddenAct, source);
         return this;

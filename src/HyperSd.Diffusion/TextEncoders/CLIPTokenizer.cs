@@ -184,7 +184,8 @@ public sealed partial class CLIPTokenizer
             int bestRank = int.MaxValue;
             (string, string) best = default;
             for (int i = 0; i < word.Count - 1; i++)
-                if (bpeRanks.TryGetValue((word[i], word[i + 1]), out var rank) && rank < bestRank) (bestRank, best) = (rank, (word[i], word[i + 1]));
+                if (bpeRanks.TryGetValue((word[i], word[i + 1]), out var rank) && rank < bestRank)
+                    (bestRank, best) = (rank, (word[i], word[i + 1]));
             if (bestRank == int.MaxValue) break;
             var merged = new List<string>(word.Count);
             for (int i = 0; i < word.Count; i++)

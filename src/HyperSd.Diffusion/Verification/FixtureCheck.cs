@@ -31,7 +31,8 @@ public sealed record FixtureCheck(string Name, double MaxError, string Tolerance
     {
         var a = actual.ToList(); var e = expected.ToList();
         int mismatches = Math.Abs(a.Count - e.Count) + a.Zip(e).Count(p => !EqualityComparer<T>.Default.Equals(p.First, p.Second));
-        return new(name, mismatches, "exact", mismatches == 0, mismatches == 0 ? detail : $"{mismatches} mismatch(es){(detail is null ? "" : "; " + detail)}");
+        return new(name, mismatches, "exact", mismatches == 0,
+            mismatches == 0 ? detail : $"{mismatches} mismatch(es){(detail is null ? "" : "; " + detail)}");
     }
 }
 

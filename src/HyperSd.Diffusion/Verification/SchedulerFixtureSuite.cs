@@ -59,7 +59,8 @@ public sealed partial class SchedulerFixtureSuite : IFixtureSuite
     {
         var className = c["scheduler"]?.GetValue<string>() ?? throw new InvalidDataException($"case {tag}: no scheduler");
         var configJson = c["config"] as JsonObject ?? fixture.Json["config"] as JsonObject ?? [];
-        var scheduler = SchedulerFactory.FromConfig(SchedulerConfig.FromJson(configJson, className, $"{fixture.Dir}/fixture.json case {tag}"));
+        var scheduler = SchedulerFactory.FromConfig(
+            SchedulerConfig.FromJson(configJson, className, $"{fixture.Dir}/fixture.json case {tag}"));
         SetTimesteps(scheduler, c["steps"]!.GetValue<int>(), c["set_timesteps_kwargs"] as JsonObject);
         ApplyStepKwargs(scheduler, c["step_kwargs"] as JsonObject);
         double atol = c["atol"]?.GetValue<double>() ?? fixture.Atol, rtol = c["rtol"]?.GetValue<double>() ?? fixture.Rtol;
@@ -71,7 +72,8 @@ public sealed partial class SchedulerFixtureSuite : IFixtureSuite
         };
         if (c["sigmas"] is JsonArray sigmas)
             checks.Add(scheduler is EulerDiscreteScheduler euler
-                ? FixtureCheck.Compare($"{tag}/sigmas", euler.Sigmas, tensor(sigmas.Select(s => s!.GetValue<double>()).ToArray()), atol, rtol)
+                ? FixtureCheck.Compare(
+                    $"{tag}/sigmas", euler.Sigmas, tensor(sigmas.Select(s => s!.GetValue<double>()).ToArray()), atol, rtol)
                 : new FixtureCheck($"{tag}/sigmas", double.NaN, "-", false, $"{className} has no sigmas"));
 
         int modelOutputs = io.Keys.Count(k => ModelOutputKey().IsMatch(k));
@@ -102,7 +104,9 @@ public sealed partial class SchedulerFixtureSuite : IFixtureSuite
             var failed = steps.FirstOrDefault(s => !s.Check.Passed);
             checks.Add(new FixtureCheck($"{tag}/{kind} ×{steps.Count}", steps.Count == 0 ? 0 : steps.Max(s => s.Check.MaxError),
                 steps.FirstOrDefault().Check?.Tolerance ?? "-", steps.Count > 0 && failed.Check is null,
-                steps.Count == 0 ? "no step ran" : failed.Check is null ? null : $"first failing step {failed.Step}{(failed.Check.Detail is { } d ? ": " + d : "")}"));
+                steps.Count == 0 ? "no step ran"
+                : failed.Check is null ? null
+                : $"first failing step {failed.Step}{(failed.Check.Detail is { } d ? ": " + d : "")}"));
         }
         checks.Add(FixtureCheck.Exact($"{tag}/noise_draws", [draws], [c["noise_draws"]?.GetValue<int>() ?? 0]));
         return checks;
@@ -123,7 +127,8 @@ public sealed partial class SchedulerFixtureSuite : IFixtureSuite
         string[] known = ["original_inference_steps", "strength", "timesteps"];
         if (scheduler is not ConsistencyScheduler consistency || kwargs.Any(kv => !known.Contains(kv.Key)))
             throw new NotSupportedException(
-                $"set_timesteps arguments {string.Join(", ", kwargs.Select(kv => kv.Key))} are not supported for {scheduler.GetType().Name}");
+                $"set_timesteps arguments {string.Join(", ", kwargs.Select(kv => kv.Key))} " +
+                $"are not supported for {scheduler.GetType().Name}");
         double strength = kwargs["strength"]?.GetValue<double>() ?? 1.0;
         if (kwargs["timesteps"] is JsonArray custom)
             consistency.SetTimesteps(custom.Select(t => t!.GetValue<long>()).ToList(), null, strength);

@@ -18,7 +18,8 @@ public sealed class SingleFileLayoutSuite : IFixtureSuite
         var vae = ReadLayout(folder, "sd15_vae.json");
         var text = ReadLayout(folder, "sd15_text_encoder.json");
         var singleFile = Tensors(ReadLayout(folder, "sd15_single_file.json"), "sd15_single_file.json");
-        var map = SingleFileKeyMap.FromConfigs(Config(unet, "sd15_unet.json"), Config(vae, "sd15_vae.json"), Config(text, "sd15_text_encoder.json"));
+        var map = SingleFileKeyMap.FromConfigs(
+            Config(unet, "sd15_unet.json"), Config(vae, "sd15_vae.json"), Config(text, "sd15_text_encoder.json"));
 
         // The text encoder layout is CLIPTextModel's inner module; the model is keyed like transformers' CLIPTextModel.
         var expected = new Dictionary<Component, Dictionary<string, long[]>>
@@ -26,7 +27,9 @@ public sealed class SingleFileLayoutSuite : IFixtureSuite
             [Component.Unet] = Tensors(unet, "sd15_unet.json"),
             [Component.Vae] = Tensors(vae, "sd15_vae.json"),
             [Component.TextEncoder] = Tensors(text, "sd15_text_encoder.json")
-                .ToDictionary(kv => kv.Key.StartsWith("text_model.", StringComparison.Ordinal) ? kv.Key : "text_model." + kv.Key, kv => kv.Value),
+                .ToDictionary(
+                    kv => kv.Key.StartsWith("text_model.", StringComparison.Ordinal) ? kv.Key : "text_model." + kv.Key,
+                    kv => kv.Value),
         };
 
         var unmapped = new List<string>();
@@ -39,13 +42,15 @@ public sealed class SingleFileLayoutSuite : IFixtureSuite
             else unmapped.Add(key);
         }
         yield return FixtureCheck.Exact("single_file/unmapped keys", unmapped, [],
-            $"{singleFile.Count} keys, {ignored} ignored extras{(unmapped.Count > 0 ? "; e.g. " + string.Join(", ", unmapped.Take(3)) : "")}");
+            $"{singleFile.Count} keys, {ignored} ignored extras" +
+            $"{(unmapped.Count > 0 ? "; e.g. " + string.Join(", ", unmapped.Take(3)) : "")}");
 
         foreach (var (component, layout) in expected)
             yield return Cover(component, layout, mapped[component]);
     }
 
-    static FixtureCheck Cover(Component component, Dictionary<string, long[]> layout, List<(string Key, SingleFileTarget Target, long[] Shape)> mapped)
+    static FixtureCheck Cover(
+        Component component, Dictionary<string, long[]> layout, List<(string Key, SingleFileTarget Target, long[] Shape)> mapped)
     {
         var problems = new List<string>();
         var coveredBy = new Dictionary<string, string>(StringComparer.Ordinal);

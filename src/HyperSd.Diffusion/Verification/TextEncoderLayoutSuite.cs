@@ -27,7 +27,8 @@ public sealed class TextEncoderLayoutSuite : IFixtureSuite
             kv => kv.Value!.AsArray().Select(s => s!.GetValue<long>()).ToArray());
 
         using var model = new CLIPTextModel(config, new Device(DeviceType.META));
-        var actual = model.state_dict().ToDictionary(kv => kv.Key.StartsWith(Prefix, StringComparison.Ordinal) ? kv.Key[Prefix.Length..] : kv.Key,
+        var actual = model.state_dict().ToDictionary(
+            kv => kv.Key.StartsWith(Prefix, StringComparison.Ordinal) ? kv.Key[Prefix.Length..] : kv.Key,
             kv => kv.Value.shape);
 
         var missing = expected.Keys.Where(k => !actual.ContainsKey(k)).Order(StringComparer.Ordinal).ToList();
@@ -36,7 +37,9 @@ public sealed class TextEncoderLayoutSuite : IFixtureSuite
             .Select(kv => $"{kv.Key} [{string.Join(", ", actual[kv.Key])}] vs expected [{string.Join(", ", kv.Value)}]").ToList();
         int problems = missing.Count + extra.Count + misShaped.Count;
         yield return new FixtureCheck("sd15_text_encoder/keys", problems, "exact", problems == 0,
-            problems == 0 ? $"{expected.Count} keys" : Describe("missing", missing) + Describe("extra", extra) + Describe("mis-shaped", misShaped));
+            problems == 0
+                ? $"{expected.Count} keys"
+                : Describe("missing", missing) + Describe("extra", extra) + Describe("mis-shaped", misShaped));
 
         long parameters = model.parameters().Sum(p => p.numel());
         long expectedParameters = layout["parameters"]!.GetValue<long>();

@@ -50,7 +50,11 @@ public sealed record DatasetSummary(string Source, int Count, int BadCount, int 
     {
         var path = Path.Combine(dir, FileName);
         if (!File.Exists(path)) throw new FileNotFoundException($"dataset summary not found: {path}", path);
-        try { return JsonSerializer.Deserialize<DatasetSummary>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty"); }
+        try
+        {
+            return JsonSerializer.Deserialize<DatasetSummary>(File.ReadAllText(path), Json)
+                ?? throw new InvalidDataException($"{path}: empty");
+        }
         catch (JsonException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
     }
 
@@ -168,7 +172,8 @@ public sealed class DatasetPreparation(IAutoencoder autoencoder, CLIPTokenizer t
         using var rgba = image.CloneAs<RgbaVector>();
         rgba.Mutate(x => x.AutoOrient());
         int side = Math.Min(rgba.Width, rgba.Height);
-        if (rgba.Width != rgba.Height) rgba.Mutate(x => x.Crop(new Rectangle((rgba.Width - side) / 2, (rgba.Height - side) / 2, side, side)));
+        if (rgba.Width != rgba.Height)
+            rgba.Mutate(x => x.Crop(new Rectangle((rgba.Width - side) / 2, (rgba.Height - side) / 2, side, side)));
         if (side != resolution) rgba.Mutate(x => x.Resize(resolution, resolution, KnownResamplers.Bicubic));
         var pixels = new RgbaVector[resolution * resolution];
         rgba.CopyPixelDataTo(pixels);

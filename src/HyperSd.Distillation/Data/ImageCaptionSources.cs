@@ -22,7 +22,8 @@ public interface IImageCaptionSource
 /// order of their relative paths.</summary>
 public sealed class ImageFolderSource : IImageCaptionSource
 {
-    public static readonly IReadOnlySet<string> Extensions = new HashSet<string>(StringComparer.OrdinalIgnoreCase) { ".png", ".jpg", ".jpeg", ".webp", ".bmp" };
+    public static readonly IReadOnlySet<string> Extensions =
+        new HashSet<string>(StringComparer.OrdinalIgnoreCase) { ".png", ".jpg", ".jpeg", ".webp", ".bmp" };
 
     public string Description { get; }
     public IReadOnlyList<SourceItem> Items { get; }

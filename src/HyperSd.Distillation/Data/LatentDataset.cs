@@ -31,7 +31,8 @@ public sealed class LatentDataset : IDisposable
     {
         long n = captions.Count;
         if (latents.shape[0] != n || inputIds.shape[0] != n || (labels != null && labels.Count != n))
-            throw new ArgumentException($"dataset parts disagree: {latents.shape[0]} latents, {inputIds.shape[0]} token rows, {n} captions, {labels?.Count} labels");
+            throw new ArgumentException($"dataset parts disagree: {latents.shape[0]} latents, {inputIds.shape[0]} token rows, " +
+                                        $"{n} captions, {labels?.Count} labels");
         foreach (var (key, t) in Optional(inputIds2, promptEmbeds, pooledPromptEmbeds))
             if (t.shape[0] != n) throw new ArgumentException($"dataset parts disagree: {t.shape[0]} rows of {key}, {n} captions");
         Latents = latents; InputIds = inputIds; Captions = captions;
@@ -62,7 +63,8 @@ public sealed class LatentDataset : IDisposable
         {
             var present = parts.Count(p => part(p) is not null);
             if (present == 0) return null;
-            if (present != parts.Count) throw new ArgumentException($"dataset parts disagree: only {present} of {parts.Count} have '{key}'");
+            if (present != parts.Count)
+                throw new ArgumentException($"dataset parts disagree: only {present} of {parts.Count} have '{key}'");
             return cat(parts.Select(p => part(p)!).ToArray());
         }
         return new LatentDataset(cat(parts.Select(p => p.Latents).ToArray()), cat(parts.Select(p => p.InputIds).ToArray()),
@@ -96,8 +98,10 @@ public sealed class LatentDataset : IDisposable
             JsonSerializer.Deserialize<Row>(line) ?? throw new InvalidDataException($"{captionsPath}:{i + 1}: empty row")).ToList();
         foreach (var key in new[] { "latents", "input_ids" })
             if (!tensors.ContainsKey(key)) throw new InvalidDataException($"{Path.Combine(dir, TensorsFile)}: missing tensor '{key}'");
-        return new LatentDataset(tensors["latents"], tensors["input_ids"], rows.Select(r => r.Caption).ToList(), rows.Select(r => r.Label).ToList(),
-            tensors.GetValueOrDefault("input_ids_2"), tensors.GetValueOrDefault("prompt_embeds"), tensors.GetValueOrDefault("pooled_prompt_embeds"));
+        return new LatentDataset(tensors["latents"], tensors["input_ids"],
+            rows.Select(r => r.Caption).ToList(), rows.Select(r => r.Label).ToList(),
+            tensors.GetValueOrDefault("input_ids_2"), tensors.GetValueOrDefault("prompt_embeds"),
+            tensors.GetValueOrDefault("pooled_prompt_embeds"));
     }
 
     public void Dispose()

@@ -63,8 +63,10 @@ public sealed class CsvManifestSource : IImageCaptionSource
         {
             var found = header.Select((h, i) => (Name: h.Trim(), Index: i)).Where(h => h.Name == name || h.Name == alias).ToList();
             return found.Count == 1 ? found[0].Index
-                : throw new InvalidDataException($"{path}:{records[0].Line}: the header needs one '{name}' (or '{alias}') column, " +
-                                                 $"got {(found.Count == 0 ? "none" : string.Join(", ", found.Select(f => $"'{f.Name}'")))} in [{string.Join(",", header)}]");
+                : throw new InvalidDataException(
+                    $"{path}:{records[0].Line}: the header needs one '{name}' (or '{alias}') column, " +
+                    $"got {(found.Count == 0 ? "none" : string.Join(", ", found.Select(f => $"'{f.Name}'")))} " +
+                    $"in [{string.Join(",", header)}]");
         }
         int fileColumn = Column("file_name", "image"), textColumn = Column("text", "caption");
         Items = records.Skip(1).Where(r => r.Fields is not [""]).Select(r => r.Fields.Count == header.Count
@@ -89,19 +91,24 @@ public sealed class CsvManifestSource : IImageCaptionSource
                     int openLine = line;
                     for (i++; ; )
                     {
-                        if (i >= text.Length) throw new InvalidDataException($"{path}:{openLine}: field {fields.Count + 1} opens a quote that is never closed");
+                        if (i >= text.Length)
+                            throw new InvalidDataException(
+                                $"{path}:{openLine}: field {fields.Count + 1} opens a quote that is never closed");
                         char c = text[i++];
                         if (c == '"' && i < text.Length && text[i] == '"') { field.Append('"'); i++; }
                         else if (c == '"') break;
                         else { if (c == '\n') line++; field.Append(c); }
                     }
                     if (i < text.Length && text[i] is not (',' or '\r' or '\n'))
-                        throw new InvalidDataException($"{path}:{line}: field {fields.Count + 1}: expected ',' or end of line after the closing quote, got '{text[i]}'");
+                        throw new InvalidDataException($"{path}:{line}: field {fields.Count + 1}: " +
+                                                       $"expected ',' or end of line after the closing quote, got '{text[i]}'");
                 }
                 else
                     for (; i < text.Length && text[i] is not (',' or '\r' or '\n'); i++)
                     {
-                        if (text[i] == '"') throw new InvalidDataException($"{path}:{line}: field {fields.Count + 1}: a quote inside an unquoted field; quote the whole field and double the quote");
+                        if (text[i] == '"')
+                            throw new InvalidDataException($"{path}:{line}: field {fields.Count + 1}: " +
+                                                           "a quote inside an unquoted field; quote the whole field and double the quote");
                         field.Append(text[i]);
                     }
                 fields.Add(field.ToString());

@@ -31,18 +31,22 @@ public interface IImageScorer
 }
 
 /// <summary>A sampler to evaluate with: the scheduler class, its timestep spacing, eta (DDIM η / TCD γ) and CFG scale.</summary>
-public sealed record SamplerSpec(string Name, string Scheduler, string? TimestepSpacing = null, double? Eta = null, double GuidanceScale = 1.0)
+public sealed record SamplerSpec(
+    string Name, string Scheduler, string? TimestepSpacing = null, double? Eta = null, double GuidanceScale = 1.0)
 {
     /// <summary>Plain DDIM: the model's own scheduler config (SD1.5's leading spacing with steps_offset 1), η = 0.</summary>
     public static SamplerSpec Ddim(double guidance = 1.0) => new($"ddim{Cfg(guidance)}", "DDIMScheduler", null, 0, guidance);
     /// <summary>The teacher's samplers with CFG: plain DDIM (what the model ships with; its reference steps use this one),
     /// then DDIM with trailing spacing, which makes a many-step model much stronger at few steps.</summary>
     public static IReadOnlyList<SamplerSpec> Teacher(double guidance) => [Ddim(guidance), DdimTrailing(guidance)];
-    public static SamplerSpec DdimTrailing(double guidance = 1.0) => new($"ddim-trailing{Cfg(guidance)}", "DDIMScheduler", "trailing", 0, guidance);
+    public static SamplerSpec DdimTrailing(double guidance = 1.0) =>
+        new($"ddim-trailing{Cfg(guidance)}", "DDIMScheduler", "trailing", 0, guidance);
     public static SamplerSpec Tcd(double eta, double guidance = 1.0) =>
-        new($"tcd-eta{eta.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture)}{Cfg(guidance)}", "TCDScheduler", null, eta, guidance);
+        new($"tcd-eta{eta.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture)}{Cfg(guidance)}",
+            "TCDScheduler", null, eta, guidance);
 
-    static string Cfg(double guidance) => guidance > 1 ? $"-cfg{guidance.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture)}" : "";
+    static string Cfg(double guidance) =>
+        guidance > 1 ? $"-cfg{guidance.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture)}" : "";
 
     public IScheduler Build(SchedulerConfig baseConfig)
     {
@@ -72,7 +76,8 @@ public sealed record EvaluationOptions
 /// Seeds are fixed per prompt, so every model sees the same noise. Without <paramref name="features"/> it only makes the
 /// images (and grids) and measures what the other metrics give.
 /// </summary>
-public sealed class ModelEvaluator(IImageFeatures? features, Tensor? realFeatures, IPromptAdherence? adherence = null, IReadOnlyList<IImageScorer>? scorers = null)
+public sealed class ModelEvaluator(
+    IImageFeatures? features, Tensor? realFeatures, IPromptAdherence? adherence = null, IReadOnlyList<IImageScorer>? scorers = null)
 {
     public IReadOnlyList<EvaluationRow> Evaluate(string model, IDiffusionPipeline pipeline, IReadOnlyList<string> prompts,
         SamplerSpec sampler, EvaluationOptions options, string? gridPath = null)
@@ -108,7 +113,8 @@ public sealed class ModelEvaluator(IImageFeatures? features, Tensor? realFeature
         return rows;
     }
 
-    public Tensor Generate(IDiffusionPipeline pipeline, IReadOnlyList<string> prompts, SamplerSpec sampler, int steps, EvaluationOptions options)
+    public Tensor Generate(
+        IDiffusionPipeline pipeline, IReadOnlyList<string> prompts, SamplerSpec sampler, int steps, EvaluationOptions options)
     {
         var parts = new List<Tensor>();
         for (int start = 0; start < prompts.Count; start += options.BatchSize)

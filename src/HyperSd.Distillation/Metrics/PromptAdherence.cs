@@ -17,7 +17,8 @@ public static class PromptAdherence
     public static double Score(IReadOnlyList<string> prompts, IReadOnlyList<ToyScene> seen, bool matchSize = true)
     {
         if (prompts.Count != seen.Count || prompts.Count == 0)
-            throw new ArgumentException($"expected one recognised scene per prompt and at least one prompt, got {prompts.Count} prompts and {seen.Count} scenes");
+            throw new ArgumentException("expected one recognised scene per prompt and at least one prompt, " +
+                                        $"got {prompts.Count} prompts and {seen.Count} scenes");
         return prompts.Zip(seen).Count(p => Matches(ToyShapes.ParseCaption(p.First), p.Second, matchSize)) / (double)prompts.Count;
     }
 

@@ -55,7 +55,8 @@ public static class SegmentConsistencyTrainer
 
     /// <summary>Runs every stage of <paramref name="config"/> in order (stage k in <c>rootDir/stage-k{k}</c>), each starting
     /// from the previous stage's student; finished stages are loaded, an interrupted one resumes.</summary>
-    public static IReadOnlyList<SegmentStageResult> TrainStages(TscdConfig config, UNet2DConditionModel teacher, PromptConditioner conditioner,
+    public static IReadOnlyList<SegmentStageResult> TrainStages(
+        TscdConfig config, UNet2DConditionModel teacher, PromptConditioner conditioner,
         DDPMScheduler scheduler, IReadOnlyList<TrajectoryShard> shards, string rootDir, Action<SegmentProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
@@ -105,7 +106,8 @@ public static class SegmentConsistencyTrainer
             data = shards.Count == 1 ? shards[0] : TrajectoryShard.Concat(shards);
             ownsData = shards.Count != 1;
             if (data.SolverSteps != config.SolverSteps || data.NumTrainTimesteps != scheduler.NumTrainTimesteps)
-                throw new ArgumentException($"the trajectories were made on a {data.NumTrainTimesteps}/{data.SolverSteps} grid, the stage uses " +
+                throw new ArgumentException($"the trajectories were made on a {data.NumTrainTimesteps}/{data.SolverSteps} grid, " +
+                                            "the stage uses " +
                                             $"{scheduler.NumTrainTimesteps}/{config.SolverSteps} (num_train_timesteps/solver steps)");
             device = teacher.parameters().First().device;
             generator = new Generator((ulong)config.Seed, CPU);
@@ -145,7 +147,8 @@ public static class SegmentConsistencyTrainer
                 var losses = TrainStep();
                 history.Add(losses);
                 step++;
-                progress?.Invoke(new SegmentProgress(config.Segments, step, config.Steps, losses, (step - first) / clock.Elapsed.TotalSeconds, first));
+                progress?.Invoke(new SegmentProgress(
+                    config.Segments, step, config.Steps, losses, (step - first) / clock.Elapsed.TotalSeconds, first));
                 if (step % config.CheckpointEvery == 0 && step < config.Steps) SaveCheckpoint();
             }
             var metrics = Metrics((step - first) / Math.Max(clock.Elapsed.TotalSeconds, 1e-9));
@@ -175,7 +178,8 @@ public static class SegmentConsistencyTrainer
             Tensor target;
             using (no_grad())
             {
-                var jumped = WithTargetWeights(() => ConsistencyTarget.JumpToEnd(scheduler, student.Predict(xPrev, tPrev, cond), tPrev, xPrev, end));
+                var jumped = WithTargetWeights(
+                    () => ConsistencyTarget.JumpToEnd(scheduler, student.Predict(xPrev, tPrev, cond), tPrev, xPrev, end));
                 target = ConsistencyTarget.Select(onBoundary, xPrev, jumped);
             }
             var prediction = ConsistencyTarget.JumpToEnd(scheduler, student.Predict(input, t, cond), t, input, end);
@@ -287,7 +291,8 @@ public static class SegmentConsistencyTrainer
             }
             using (var rng = generator.get_state())
             using (var adversarialRng = adversarialGenerator.get_state())
-                SafeTensors.Save(Path.Combine(tmp, RngFile), new Dictionary<string, Tensor> { [RngKey] = rng, [AdversarialRngKey] = adversarialRng });
+                SafeTensors.Save(
+                    Path.Combine(tmp, RngFile), new Dictionary<string, Tensor> { [RngKey] = rng, [AdversarialRngKey] = adversarialRng });
             WriteJson(Path.Combine(tmp, StateFile), new CheckpointState(config.Segments, step, config.Seed, history));
             if (Directory.Exists(old)) Directory.Delete(old, true);
             if (Directory.Exists(target)) Directory.Move(target, old);
@@ -310,7 +315,8 @@ public static class SegmentConsistencyTrainer
                 var saved = SafeTensors.Load(Path.Combine(path, EmaFile));
                 using var _ = no_grad();
                 foreach (var (name, value) in ema)
-                    value.copy_(saved.TryGetValue(name, out var s) ? s : throw new InvalidDataException($"{path}/{EmaFile}: missing EMA tensor '{name}'"));
+                    value.copy_(saved.TryGetValue(name, out var s) ? s
+                        : throw new InvalidDataException($"{path}/{EmaFile}: missing EMA tensor '{name}'"));
                 foreach (var s in saved.Values) s.Dispose();
             }
             optimizer.load_state_dict(Path.Combine(path, OptimizerFile));
@@ -322,7 +328,8 @@ public static class SegmentConsistencyTrainer
             var rng = SafeTensors.Load(Path.Combine(path, RngFile));
             foreach (var (key, g) in new[] { (RngKey, generator), (AdversarialRngKey, adversarialGenerator) })
                 g.set_state(rng.TryGetValue(key, out var saved) ? saved
-                    : throw new InvalidDataException($"{path}/{RngFile}: missing generator state '{key}' (a checkpoint of an older version: restart the stage)"));
+                    : throw new InvalidDataException(
+                        $"{path}/{RngFile}: missing generator state '{key}' (a checkpoint of an older version: restart the stage)"));
             foreach (var t in rng.Values) t.Dispose();
             step = state.Step;
             history.Clear();
@@ -337,7 +344,8 @@ public static class SegmentConsistencyTrainer
             if (student.Lora is { } lora)
                 LoraFormats.Save(lora, layout.FinalLora, config.LoraFormat, new Dictionary<string, string>
                 {
-                    ["hypersd_method"] = "tscd", ["hypersd_segments"] = config.Segments.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    ["hypersd_method"] = "tscd",
+                    ["hypersd_segments"] = config.Segments.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 });
             else
                 student.Unet!.SavePretrained(Path.Combine(final, "unet"));

@@ -32,9 +32,11 @@ public sealed class SegmentSchedule
     public SegmentSchedule(int numTrainTimesteps, int solverSteps, int segments)
     {
         if (solverSteps < 1 || solverSteps > numTrainTimesteps)
-            throw new ArgumentOutOfRangeException(nameof(solverSteps), $"solver steps must be in [1, {numTrainTimesteps}] (num_train_timesteps), got {solverSteps}");
+            throw new ArgumentOutOfRangeException(nameof(solverSteps),
+                $"solver steps must be in [1, {numTrainTimesteps}] (num_train_timesteps), got {solverSteps}");
         if (segments < 1 || segments > solverSteps)
-            throw new ArgumentOutOfRangeException(nameof(segments), $"segments must be in [1, {solverSteps}] (solver steps), got {segments}");
+            throw new ArgumentOutOfRangeException(nameof(segments),
+                $"segments must be in [1, {solverSteps}] (solver steps), got {segments}");
         NumTrainTimesteps = numTrainTimesteps;
         SolverSteps = solverSteps;
         Segments = segments;

@@ -102,6 +102,7 @@ public sealed record TscdConfig
     {
         Segments = segments,
         Weights = Weights.TryGetValue(segments, out var w) ? w
-            : throw new ArgumentException($"TSCD config: no loss weights for k = {segments} (weights are given for k = {string.Join(", ", Weights.Keys)})"),
+            : throw new ArgumentException($"TSCD config: no loss weights for k = {segments} " +
+                                          $"(weights are given for k = {string.Join(", ", Weights.Keys)})"),
     };
 }

@@ -28,10 +28,12 @@ public sealed class SegmentStudent : IDisposable
         teacher.eval();
     }
 
-    /// <summary>Trains <paramref name="lora"/> (in place; the student now owns it) on <paramref name="teacher"/>; freezes the teacher.</summary>
+    /// <summary>Trains <paramref name="lora"/> (in place; the student now owns it) on <paramref name="teacher"/>;
+    /// freezes the teacher.</summary>
     public static SegmentStudent WithLora(UNet2DConditionModel teacher, LoraAdapter lora)
     {
-        if (lora.IsAttached) throw new ArgumentException("the student's LoRA must not be attached: it is attached only while the student predicts");
+        if (lora.IsAttached)
+            throw new ArgumentException("the student's LoRA must not be attached: it is attached only while the student predicts");
         return new SegmentStudent(teacher, lora, null);
     }
 

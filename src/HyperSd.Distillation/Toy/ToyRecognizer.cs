@@ -43,9 +43,11 @@ public sealed class ToyRecognizer : nn.Module<Tensor, ToyRecognizerOutput>
     {
         int blocks = config.BlockOutChannels.Count, downscale = 1 << blocks;
         if (blocks == 0 || config.BlockOutChannels.Any(c => c <= 0) || config.FeatureDim <= 0)
-            throw new ArgumentException($"block_out_channels [{string.Join(", ", config.BlockOutChannels)}] and feature_dim {config.FeatureDim} must be positive and non-empty");
+            throw new ArgumentException($"block_out_channels [{string.Join(", ", config.BlockOutChannels)}] " +
+                                        $"and feature_dim {config.FeatureDim} must be positive and non-empty");
         if (config.SampleSize % downscale != 0)
-            throw new ArgumentException($"sample_size {config.SampleSize} must be a multiple of {downscale} ({blocks} blocks each halve it)");
+            throw new ArgumentException(
+                $"sample_size {config.SampleSize} must be a multiple of {downscale} ({blocks} blocks each halve it)");
         Config = config;
         int inChannels = 3;
         foreach (var c in config.BlockOutChannels)
@@ -91,7 +93,8 @@ public sealed class ToyRecognizer : nn.Module<Tensor, ToyRecognizerOutput>
             var (shapes, colors, sizes) = (Argmax(output.ShapeLogits), Argmax(output.ColorLogits), Argmax(output.SizeLogits));
             for (int n = 0; n < chunk.shape[0]; n++)
                 scenes.Add(new ToyScene(Enumerable.Range(n * ToyShapes.Positions, ToyShapes.Positions).Where(i => shapes[i] != 0)
-                    .Select(i => new ToyObject((ToyShape)(shapes[i] - 1), (ToyColor)colors[i], (ToyPosition)(i % ToyShapes.Positions), (ToySize)sizes[i]))
+                    .Select(i => new ToyObject(
+                        (ToyShape)(shapes[i] - 1), (ToyColor)colors[i], (ToyPosition)(i % ToyShapes.Positions), (ToySize)sizes[i]))
                     .ToArray()));
         }
         return scenes;
@@ -106,7 +109,8 @@ public sealed class ToyRecognizer : nn.Module<Tensor, ToyRecognizerOutput>
     Tensor Trunk(Tensor images)
     {
         if (images.dim() != 4 || images.shape[1] != 3 || images.shape[2] != Config.SampleSize || images.shape[3] != Config.SampleSize)
-            throw new ArgumentException($"toy recognizer expects images [N, 3, {Config.SampleSize}, {Config.SampleSize}], got [{string.Join(", ", images.shape)}]");
+            throw new ArgumentException($"toy recognizer expects images [N, 3, {Config.SampleSize}, {Config.SampleSize}], " +
+                                        $"got [{string.Join(", ", images.shape)}]");
         var weight = fc.weight!;
         var x = images.to(weight.dtype, weight.device) * 2 - 1;
         foreach (var conv in convs)

@@ -106,6 +106,7 @@ public static class ToyRecognizerTrainer
                 if (guess?.Size == truth.Size) sizeRight++;
             }
         }
-        return new((double)shapeRight / cells, (double)colorRight / objects, (double)sizeRight / objects, (double)scenesRight / scenes.Count);
+        return new((double)shapeRight / cells, (double)colorRight / objects, (double)sizeRight / objects,
+            (double)scenesRight / scenes.Count);
     }
 }

@@ -48,7 +48,8 @@ public sealed record ToyScene
         try { labels = JsonSerializer.Deserialize<Labels>(json, JsonOptions); }
         catch (JsonException e) { throw new InvalidDataException($"invalid toy labels '{json}': {e.Message}", e); }
         if (labels?.Objects is null || labels.Objects.Any(o => o is null))
-            throw new InvalidDataException($"invalid toy labels '{json}': expected {{\"objects\": [{{\"shape\", \"color\", \"position\", \"size\"}}, ...]}}");
+            throw new InvalidDataException(
+                $"invalid toy labels '{json}': expected {{\"objects\": [{{\"shape\", \"color\", \"position\", \"size\"}}, ...]}}");
         try { return new ToyScene(labels.Objects); }
         catch (ArgumentException e) { throw new InvalidDataException($"invalid toy labels '{json}': {e.Message}", e); }
     }
@@ -79,7 +80,8 @@ public static class ToyShapes
 
     static readonly string[] ShapeWords = ["circle", "square", "triangle"];
     static readonly string[] ColorWords = ["red", "green", "blue", "yellow"];
-    static readonly string[] PositionPhrases = ["at the top left", "at the top right", "at the bottom left", "at the bottom right", "in the center"];
+    static readonly string[] PositionPhrases =
+        ["at the top left", "at the top right", "at the bottom left", "at the bottom right", "in the center"];
     static readonly string[] SizeWords = ["small", "large"];
 
     static readonly float[][] Rgb = [[0.95f, 0.1f, 0.1f], [0.1f, 0.85f, 0.15f], [0.15f, 0.3f, 1f], [0.95f, 0.9f, 0.1f]];
@@ -103,7 +105,8 @@ public static class ToyShapes
     public static ToyScene RandomScene(Random random, int? objectCount = null)
     {
         int count = objectCount ?? random.Next(1, 3);
-        if (count < 1 || count > Positions) throw new ArgumentOutOfRangeException(nameof(objectCount), $"expected 1..{Positions} objects, got {count}");
+        if (count < 1 || count > Positions)
+            throw new ArgumentOutOfRangeException(nameof(objectCount), $"expected 1..{Positions} objects, got {count}");
         var cells = Enumerable.Range(0, Positions).ToArray();
         random.Shuffle(cells);
         return new ToyScene(cells.Take(count).Select(cell => new ToyObject(
@@ -176,10 +179,13 @@ public static class ToyShapes
         {
             var m = PhrasePattern.Match(part);
             if (!m.Success)
-                throw new FormatException($"cannot parse '{part}' in caption '{caption}': expected 'a [small|large] <{string.Join("|", ColorWords)}> " +
-                                          $"<{string.Join("|", ShapeWords)}> <{string.Join("|", PositionPhrases)}>', phrases joined by 'and'");
+                throw new FormatException($"cannot parse '{part}' in caption '{caption}': " +
+                                          $"expected 'a [small|large] <{string.Join("|", ColorWords)}> " +
+                                          $"<{string.Join("|", ShapeWords)}> <{string.Join("|", PositionPhrases)}>', " +
+                                          "phrases joined by 'and'");
             requests.Add(new ToyRequest((ToyShape)Array.IndexOf(ShapeWords, m.Groups["shape"].Value),
-                (ToyColor)Array.IndexOf(ColorWords, m.Groups["color"].Value), (ToyPosition)Array.IndexOf(PositionPhrases, m.Groups["position"].Value),
+                (ToyColor)Array.IndexOf(ColorWords, m.Groups["color"].Value),
+                (ToyPosition)Array.IndexOf(PositionPhrases, m.Groups["position"].Value),
                 m.Groups["size"].Success ? (ToySize)Array.IndexOf(SizeWords, m.Groups["size"].Value) : null));
         }
         var repeated = requests.GroupBy(r => r.Position).FirstOrDefault(g => g.Count() > 1);

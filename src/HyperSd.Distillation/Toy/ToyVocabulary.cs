@@ -25,7 +25,9 @@ public static class ToyVocabulary
         // when no earlier one applies, so it never changes how an already-finished word tokenises.
         var merges = new List<(string, string)>();
         foreach (var word in ToyShapes.CaptionWords)
-            for (var pieces = Build(vocab, merges, modelMaxLength).Tokenize(word); pieces.Count > 1; pieces = Build(vocab, merges, modelMaxLength).Tokenize(word))
+            for (var pieces = Build(vocab, merges, modelMaxLength).Tokenize(word);
+                 pieces.Count > 1;
+                 pieces = Build(vocab, merges, modelMaxLength).Tokenize(word))
             {
                 merges.Add((pieces[0], pieces[1]));
                 Add(pieces[0] + pieces[1]);
@@ -34,7 +36,8 @@ public static class ToyVocabulary
         var tokenizer = Build(vocab, merges, modelMaxLength);
         foreach (var word in ToyShapes.CaptionWords)
             if (tokenizer.Tokenize(word) is not [var token] || token != word + EndOfWord)
-                throw new InvalidOperationException($"toy vocabulary: caption word '{word}' tokenises as [{string.Join(", ", tokenizer.Tokenize(word))}], expected '{word}{EndOfWord}'");
+                throw new InvalidOperationException($"toy vocabulary: caption word '{word}' tokenises as " +
+                                                    $"[{string.Join(", ", tokenizer.Tokenize(word))}], expected '{word}{EndOfWord}'");
         return tokenizer;
     }
 

@@ -21,7 +21,8 @@ public sealed record TrajectoryOptions(
         if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), $"batch size must be at least 1, got {BatchSize}");
         if (GuidanceMax < GuidanceMin) throw new ArgumentException($"guidance range [{GuidanceMin}, {GuidanceMax}] is empty");
         if (EmptyPromptProbability is < 0 or > 1)
-            throw new ArgumentOutOfRangeException(nameof(EmptyPromptProbability), $"empty-prompt probability must be in [0, 1], got {EmptyPromptProbability}");
+            throw new ArgumentOutOfRangeException(nameof(EmptyPromptProbability),
+                $"empty-prompt probability must be in [0, 1], got {EmptyPromptProbability}");
     }
 }
 
@@ -45,8 +46,9 @@ public static class TrajectorySampling
         using var empty = conditioner.EmptyPromptIds.to(int64);
         using (var first = dataset.TokenIds(tensor(new long[] { 0 })))
             if (!empty.shape.SequenceEqual(first.shape))
-                throw new ArgumentException($"the dataset's token ids are [{string.Join(", ", first.shape[1..])}] per caption, the model's " +
-                                            $"[{string.Join(", ", empty.shape[1..])}]: the dataset was prepared for another architecture or tokenizer");
+                throw new ArgumentException($"the dataset's token ids are [{string.Join(", ", first.shape[1..])}] per caption, " +
+                                            $"the model's [{string.Join(", ", empty.shape[1..])}]: " +
+                                            "the dataset was prepared for another architecture or tokenizer");
         using var generator = new Generator((ulong)options.Seed, CPU);
         using var gridTimesteps = tensor(grid.Timesteps.Select(t => (long)t).ToArray());
         using var gridPrev = tensor(Enumerable.Range(0, grid.SolverSteps).Select(i => (long)grid.PrevTimestep(i)).ToArray());
@@ -81,7 +83,8 @@ public static class TrajectorySampling
             foreach (var p in parts) p[i].Dispose();
             return joined;
         }
-        return new TrajectoryShard(Cat(0), Cat(1), Cat(2), Cat(3), Cat(4), Cat(5), Cat(6), Cat(7), scheduler.NumTrainTimesteps, grid.SolverSteps);
+        return new TrajectoryShard(
+            Cat(0), Cat(1), Cat(2), Cat(3), Cat(4), Cat(5), Cat(6), Cat(7), scheduler.NumTrainTimesteps, grid.SolverSteps);
     }
 
     /// <summary>One teacher DDIM step x_t → x_{t_prev} with LCM-form guidance w (per sample) against the conditioner's

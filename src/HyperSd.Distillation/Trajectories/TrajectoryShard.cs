@@ -38,9 +38,11 @@ public sealed class TrajectoryShard : IDisposable
         };
         foreach (var (name, t) in parts)
             if (t.dim() == 0 || t.shape[0] != n)
-                throw new ArgumentException($"trajectory shard parts disagree: '{name}' has shape [{string.Join(", ", t.shape)}], expected {n} rows");
+                throw new ArgumentException(
+                    $"trajectory shard parts disagree: '{name}' has shape [{string.Join(", ", t.shape)}], expected {n} rows");
         if (!noisyLatents.shape.SequenceEqual(prevLatents.shape))
-            throw new ArgumentException($"trajectory shard: x_t [{string.Join(", ", noisyLatents.shape)}] and x_prev [{string.Join(", ", prevLatents.shape)}] differ in shape");
+            throw new ArgumentException($"trajectory shard: x_t [{string.Join(", ", noisyLatents.shape)}] " +
+                                        $"and x_prev [{string.Join(", ", prevLatents.shape)}] differ in shape");
         NoisyLatents = noisyLatents; Timesteps = timesteps; GridIndices = gridIndices; Guidance = guidance; InputIds = inputIds;
         DatasetIndices = datasetIndices; PrevLatents = prevLatents; PrevTimesteps = prevTimesteps;
         NumTrainTimesteps = numTrainTimesteps; SolverSteps = solverSteps;
@@ -79,7 +81,8 @@ public sealed class TrajectoryShard : IDisposable
         var first = shards[0];
         foreach (var s in shards)
             if (s.NumTrainTimesteps != first.NumTrainTimesteps || s.SolverSteps != first.SolverSteps)
-                throw new ArgumentException($"trajectory shards were made on different grids: {first.NumTrainTimesteps}/{first.SolverSteps} and {s.NumTrainTimesteps}/{s.SolverSteps}");
+                throw new ArgumentException("trajectory shards were made on different grids: " +
+                                            $"{first.NumTrainTimesteps}/{first.SolverSteps} and {s.NumTrainTimesteps}/{s.SolverSteps}");
         Tensor Cat(Func<TrajectoryShard, Tensor> part) => cat(shards.Select(part).ToArray());
         return new TrajectoryShard(Cat(s => s.NoisyLatents), Cat(s => s.Timesteps), Cat(s => s.GridIndices), Cat(s => s.Guidance),
             Cat(s => s.InputIds), Cat(s => s.DatasetIndices), Cat(s => s.PrevLatents), Cat(s => s.PrevTimesteps),

@@ -42,11 +42,14 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
             e.RealImages, RecipeMapping.StudentLora(recipe)))];
     }
 
-    /// <summary>Every TSCD stage's LoRA, in run order: the last is the distilled student; each earlier one is also a fixed-step LoRA.</summary>
+    /// <summary>Every TSCD stage's LoRA, in run order: the last is the distilled student; each earlier one is also a
+    /// fixed-step LoRA.</summary>
     protected override IEnumerable<Artifact> SelectInputs(EvaluationSettings settings, IReadOnlyList<StageOutput> earlier)
     {
-        var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind }).Select(o => o.Artifact).ToList();
-        return loras.Count > 0 ? loras : throw new InvalidDataException("an evaluate-model stage needs a TSCD stage's LoRA, and the run has none");
+        var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind })
+            .Select(o => o.Artifact).ToList();
+        return loras.Count > 0 ? loras
+            : throw new InvalidDataException("an evaluate-model stage needs a TSCD stage's LoRA, and the run has none");
     }
 
     protected override async Task ExecuteAsync(StageContext stage, EvaluationSettings settings)
@@ -64,7 +67,8 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         using var recognizer = measured ? StageModels.LoadRecognizer(stage.Options, stage.Device) : null;
         var metrics = recognizer is null ? null : new ToyRecognizerMetrics(recognizer);
         using var real = metrics?.RealFeatures(settings.RealImages, RealImageSeed);
-        var notMeasured = $"Not measured: FD and prompt adherence need the toy world's recognizer, and model.source is {settings.Model.Source}.";
+        var notMeasured = "Not measured: FD and prompt adherence need the toy world's recognizer, " +
+                          $"and model.source is {settings.Model.Source}.";
         if (!measured) stage.Logger.LogWarning("{Why} The evaluation makes the image grids only.", notMeasured);
         var evaluator = new ModelEvaluator(metrics, real, metrics);
         var outDir = Path.Combine(stage.WorkDir, $"a{stage.Attempt}");
@@ -119,7 +123,11 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
             using var student = StageModels.LoadStudent(teacher.Unet, settings.StudentLora, stage.PathOf(artifact));
             var pipeline = StageModels.WithStudent(teacher, student);
             grid = Path.Combine(outDir, $"grid-{name}-ddim-trailing.png");
-            try { rows.AddRange(evaluator.Evaluate(name, pipeline, prompts, SamplerSpec.DdimTrailing(), options with { Steps = [steps] }, grid)); }
+            try
+            {
+                rows.AddRange(evaluator.Evaluate(
+                    name, pipeline, prompts, SamplerSpec.DdimTrailing(), options with { Steps = [steps] }, grid));
+            }
             finally { student.Lora?.Detach(); }
             grids.Add(grid);
             Evaluated(name, $"ddim-trailing@{steps}");
@@ -130,7 +138,8 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
             await stage.AddOutputAsync(ArtifactKind.Grid, path, Path.GetFileName(path));
         var report = Path.Combine(outDir, "results.md");
         var table = measured ? EvaluationTable.Markdown(rows)
-            : $"{notMeasured} The image grids are this stage's other outputs:\n\n{string.Join("\n", grids.Select(g => $"- {Path.GetFileName(g)}"))}\n";
+            : $"{notMeasured} The image grids are this stage's other outputs:\n\n" +
+              $"{string.Join("\n", grids.Select(g => $"- {Path.GetFileName(g)}"))}\n";
         await File.WriteAllTextAsync(report, $"# {settings.RecipeName}\n\n{table}", stage.Cancellation);
         await stage.AddOutputAsync(ArtifactKind.Report, report, "results.md");
     }
@@ -139,7 +148,8 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
     static string ModelName(Artifact lora) => TrainSegmentStage.StageName(lora.Segments
         ?? throw new InvalidDataException($"LoRA artifact {lora.Id} ({lora.Path}) has no segments (k) recorded"));
 
-    /// <summary>Adds the rows not yet stored: (run, model, sampler, steps, metric) is unique, so a redelivered evaluation adds nothing.</summary>
+    /// <summary>Adds the rows not yet stored: (run, model, sampler, steps, metric) is unique, so a redelivered evaluation
+    /// adds nothing.</summary>
     static async Task StoreRowsAsync(StageContext stage, IReadOnlyList<EvaluationRow> rows)
     {
         await using var db = await stage.Db.CreateDbContextAsync(stage.Cancellation);

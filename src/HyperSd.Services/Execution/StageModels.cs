@@ -40,10 +40,12 @@ public static class StageModels
         bool sdxl = model.Architecture == ModelArchitecture.Sdxl;
         return model.Source switch
         {
-            ModelSource.Toy when !sdxl => StableDiffusionPipeline.FromPretrained(model.Path ?? options.ToyTeacherDir ?? ToyWorld.PretrainedTeacherDir,
+            ModelSource.Toy when !sdxl => StableDiffusionPipeline.FromPretrained(
+                model.Path ?? options.ToyTeacherDir ?? ToyWorld.PretrainedTeacherDir,
                 dev, dtype),
             ModelSource.SingleFile when !sdxl => StableDiffusionPipeline.FromSingleFile(model.Path!,
-                model.Tokenizer ?? throw new ArgumentException("model.tokenizer is required for a single-file checkpoint"), device: dev, dtype: dtype),
+                model.Tokenizer ?? throw new ArgumentException("model.tokenizer is required for a single-file checkpoint"),
+                device: dev, dtype: dtype),
             ModelSource.SingleFile => throw new NotSupportedException(
                 "model.source single-file: SDXL single-file checkpoints are not supported; use a diffusers folder"),
             _ when sdxl => StableDiffusionXLPipeline.FromPretrained(model.Path!, dev, dtype),

@@ -18,7 +18,8 @@ namespace HyperSd.Services.Execution;
 /// input artifacts' hashes, leases the stage, and returns (the message is acknowledged) while the work runs in the
 /// background with a heartbeat. The outcome is published as the completed event or <see cref="StageFailed"/>.
 /// </summary>
-public sealed class StageRuntime(StageCatalogue catalogue, StageLeases leases, DeviceSlots devices, IDbContextFactory<MetadataDbContext> dbs,
+public sealed class StageRuntime(
+    StageCatalogue catalogue, StageLeases leases, DeviceSlots devices, IDbContextFactory<MetadataDbContext> dbs,
     IArtifactStore store, IBus bus, WorkerOptions options, ILogger<StageRuntime> logger) : IHostedService
 {
     public static readonly ActivitySource Activities = new("HyperSd.Services");
@@ -87,7 +88,8 @@ public sealed class StageRuntime(StageCatalogue catalogue, StageLeases leases, D
         await using var db = await dbs.CreateDbContextAsync(ct);
         var ids = command.InputArtifactIds;
         // in the command's order, which is the order of the stages that made them
-        var inputs = (await db.Artifacts.AsNoTracking().Where(a => ids.Contains(a.Id)).ToListAsync(ct)).OrderBy(a => Array.IndexOf(ids, a.Id)).ToList();
+        var inputs = (await db.Artifacts.AsNoTracking().Where(a => ids.Contains(a.Id)).ToListAsync(ct))
+            .OrderBy(a => Array.IndexOf(ids, a.Id)).ToList();
         var missing = ids.Except(inputs.Select(a => a.Id)).ToList();
         if (missing.Count > 0)
             throw new InvalidOperationException($"input artifact(s) {string.Join(", ", missing)} do not exist in the metadata store");
@@ -143,7 +145,9 @@ public sealed class StageRuntime(StageCatalogue catalogue, StageLeases leases, D
         catch (Exception e) when (e is OperationCanceledException && cancel.IsCancellationRequested)
         {
             var workerStopping = stopping.IsCancellationRequested;
-            logger.LogWarning(workerStopping ? "worker stopping: attempt abandoned (the stage will be re-dispatched)" : "lease lost: work stopped");
+            logger.LogWarning(workerStopping
+                ? "worker stopping: attempt abandoned (the stage will be re-dispatched)"
+                : "lease lost: work stopped");
             await leases.FinishAttemptAsync(lease, workerStopping ? AttemptOutcome.Lost : AttemptOutcome.Cancelled,
                 workerStopping ? "worker stopped" : "lease lost", CancellationToken.None);
         }

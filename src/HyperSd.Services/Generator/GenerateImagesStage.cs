@@ -38,13 +38,15 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
         if (recipe.Generation is not { } g) return [];
         var prompts = g.Prompts ?? RecipeMapping.ReadPromptsFile(g.PromptsFile!, "generation.prompts_file");
         return [new(StageName, new GenerationSettings(recipe.Model, recipe.Name, prompts, g.ImagesPerPrompt, g.Steps,
-            RecipeMapping.Sampler(g.Sampler, g.TcdEta), g.Seed, g.BatchSize, RecipeMapping.ImageResolution(recipe), RecipeMapping.StudentLora(recipe)))];
+            RecipeMapping.Sampler(g.Sampler, g.TcdEta), g.Seed, g.BatchSize, RecipeMapping.ImageResolution(recipe),
+            RecipeMapping.StudentLora(recipe)))];
     }
 
     /// <summary>The TSCD LoRA made for the generation's step count, else the last one.</summary>
     protected override IEnumerable<Artifact> SelectInputs(GenerationSettings settings, IReadOnlyList<StageOutput> earlier)
     {
-        var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind }).Select(o => o.Artifact).ToList();
+        var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind })
+            .Select(o => o.Artifact).ToList();
         if (loras.Count == 0) throw new InvalidDataException("a generate-images stage needs a TSCD stage's LoRA, and the run has none");
         return [loras.LastOrDefault(a => a.Steps == settings.Steps) ?? loras[^1]];
     }
@@ -69,7 +71,8 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
                     Prompts = [], Steps = g.Steps, GuidanceScale = g.Sampler.GuidanceScale, Eta = g.Sampler.Eta, Height = g.Resolution,
                     Width = g.Resolution, ModelId = model,
                 },
-                g.BatchSize, resume: true, progress: done => stage.Report(done / (double)images.Count, new { Images = done, Total = images.Count }),
+                g.BatchSize, resume: true,
+                progress: done => stage.Report(done / (double)images.Count, new { Images = done, Total = images.Count }),
                 cancellationToken: stage.Cancellation);
         }
         await File.WriteAllLinesAsync(Path.Combine(dir, "manifest.jsonl"),

@@ -6,7 +6,8 @@ using Microsoft.Extensions.Logging;
 namespace HyperSd.Services.Hosting;
 
 /// <summary>Creates and migrates the metadata store before the bus starts (registered first, so it starts first).</summary>
-public sealed class StoreMigration(WorkerOptions options, IDbContextFactory<MetadataDbContext> dbs, ILogger<StoreMigration> logger) : IHostedService
+public sealed class StoreMigration(WorkerOptions options, IDbContextFactory<MetadataDbContext> dbs, ILogger<StoreMigration> logger)
+    : IHostedService
 {
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -25,6 +26,7 @@ public sealed class StoreMigration(WorkerOptions options, IDbContextFactory<Meta
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     static string? SqliteFile(string connectionString) =>
-        new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(connectionString).DataSource is { Length: > 0 } source && source != ":memory:"
+        new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(connectionString).DataSource is { Length: > 0 } source
+        && source != ":memory:"
             ? source : null;
 }

@@ -19,7 +19,8 @@ public static class WorkerServiceCollectionExtensions
     /// <see cref="WorkerOptions.Roles"/>, each role on its own queue. With no roles: a client that submits runs
     /// (<see cref="RunSubmission"/>) and sends run commands. <paramref name="catalogue"/>: the stage kinds (default: the
     /// built-in ones); every process of a deployment must use the same.</summary>
-    public static IServiceCollection AddHyperSdWorkers(this IServiceCollection services, WorkerOptions options, StageCatalogue? catalogue = null)
+    public static IServiceCollection AddHyperSdWorkers(
+        this IServiceCollection services, WorkerOptions options, StageCatalogue? catalogue = null)
     {
         catalogue ??= StageCatalogue.Default();
         options.Validate(catalogue);
@@ -73,7 +74,8 @@ public static class WorkerServiceCollectionExtensions
     /// <c>queue:role</c> declares the queue too, without arguments, and the broker refuses (PRECONDITION_FAILED, the send
     /// retried forever) a declaration whose x-queue-type differs from the existing queue's, so quorum queues would need
     /// every sender configured alike.</summary>
-    static void ConfigureEndpoints(IBusRegistrationContext context, IBusFactoryConfigurator cfg, WorkerOptions options, StageCatalogue catalogue)
+    static void ConfigureEndpoints(
+        IBusRegistrationContext context, IBusFactoryConfigurator cfg, WorkerOptions options, StageCatalogue catalogue)
     {
         if (options.Serves(Roles.Orchestrator))
             cfg.ReceiveEndpoint(Roles.Orchestrator, e =>
@@ -110,7 +112,8 @@ public static class WorkerServiceCollectionExtensions
             {
                 t.AddSource("MassTransit", StageRuntime.Activities.Name);
                 if (telemetry.Console) t.AddConsoleExporter();
-                if (!string.IsNullOrWhiteSpace(telemetry.OtlpEndpoint)) t.AddOtlpExporter(o => o.Endpoint = new Uri(telemetry.OtlpEndpoint));
+                if (!string.IsNullOrWhiteSpace(telemetry.OtlpEndpoint))
+                    t.AddOtlpExporter(o => o.Endpoint = new Uri(telemetry.OtlpEndpoint));
             });
         return services;
     }

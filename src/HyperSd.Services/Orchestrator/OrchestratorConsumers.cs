@@ -6,7 +6,8 @@ namespace HyperSd.Services.Orchestrator;
 /// <summary>Sends the commands a committed transition produced, each to its role's queue.</summary>
 public static class StageDispatchSender
 {
-    public static async Task SendAsync(this ISendEndpointProvider provider, IReadOnlyList<StageDispatch> dispatches, CancellationToken ct = default)
+    public static async Task SendAsync(
+        this ISendEndpointProvider provider, IReadOnlyList<StageDispatch> dispatches, CancellationToken ct = default)
     {
         foreach (var d in dispatches)
         {
@@ -21,23 +22,30 @@ public sealed class RunCommandsConsumer(RunLifecycle machine) :
     IConsumer<StartRun>, IConsumer<CancelRun>, IConsumer<ResumeRun>
 {
     public async Task Consume(ConsumeContext<StartRun> context) =>
-        await context.SendAsync(await machine.StartAsync(context.Message.RunId, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
+        await context.SendAsync(
+            await machine.StartAsync(context.Message.RunId, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
 
     public async Task Consume(ConsumeContext<CancelRun> context) =>
-        await context.SendAsync(await machine.CancelAsync(context.Message.RunId, context.Message.Reason, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
+        await context.SendAsync(
+            await machine.CancelAsync(context.Message.RunId, context.Message.Reason, DateTimeOffset.UtcNow, context.CancellationToken),
+            context.CancellationToken);
 
     public async Task Consume(ConsumeContext<ResumeRun> context) =>
-        await context.SendAsync(await machine.ResumeAsync(context.Message.RunId, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
+        await context.SendAsync(
+            await machine.ResumeAsync(context.Message.RunId, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
 }
 
 /// <summary>Every stage's completed and failed events.</summary>
 public sealed class StageEventsConsumer(RunLifecycle machine) : IConsumer<StageCompleted>, IConsumer<StageFailed>
 {
     public async Task Consume(ConsumeContext<StageCompleted> context) =>
-        await context.SendAsync(await machine.StageCompletedAsync(context.Message, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
+        await context.SendAsync(
+            await machine.StageCompletedAsync(context.Message, DateTimeOffset.UtcNow, context.CancellationToken),
+            context.CancellationToken);
 
     public async Task Consume(ConsumeContext<StageFailed> context) =>
-        await context.SendAsync(await machine.StageFailedAsync(context.Message, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
+        await context.SendAsync(
+            await machine.StageFailedAsync(context.Message, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
 }
 
 /// <summary>A stage consumer threw on its command (a corrupt input, a command for a stage that does not exist):
@@ -47,7 +55,8 @@ public sealed class StageFaultsConsumer(RunLifecycle machine) : IConsumer<Fault<
     public async Task Consume(ConsumeContext<Fault<RunStage>> context)
     {
         var error = string.Join("; ", context.Message.Exceptions.Select(e => $"{e.ExceptionType}: {e.Message}"));
-        await context.SendAsync(await machine.StageFaultedAsync(context.Message.Message, error, DateTimeOffset.UtcNow, context.CancellationToken),
+        await context.SendAsync(
+            await machine.StageFaultedAsync(context.Message.Message, error, DateTimeOffset.UtcNow, context.CancellationToken),
             context.CancellationToken);
     }
 }

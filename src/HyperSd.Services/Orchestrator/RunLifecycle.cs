@@ -71,7 +71,8 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
         });
 
     /// <summary>A worker's consumer threw on the command (MassTransit moved it to the error queue).</summary>
-    public Task<IReadOnlyList<StageDispatch>> StageFaultedAsync(IStageCommand command, string error, DateTimeOffset now, CancellationToken ct = default) =>
+    public Task<IReadOnlyList<StageDispatch>> StageFaultedAsync(
+        IStageCommand command, string error, DateTimeOffset now, CancellationToken ct = default) =>
         Transition(command.RunId, ct, (_, run) =>
         {
             var stage = Current(run, command.StageId, command.Attempt, StageState.Dispatched, StageState.Running);
@@ -170,7 +171,8 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
                         result.AddRange(await Succeed(db, run, stage, now));
                         break;
                     }
-                    logger.LogWarning("run {RunId}: stage {Stage} attempt {Attempt} lost its lease (owner {Owner}, last heartbeat {Heartbeat})",
+                    logger.LogWarning(
+                        "run {RunId}: stage {Stage} attempt {Attempt} lost its lease (owner {Owner}, last heartbeat {Heartbeat})",
                         run.Id, stage.Name, stage.Attempt, stage.LeaseOwner, stage.LeaseHeartbeatAt);
                     if (attempt is { Outcome: null })
                     {
@@ -247,7 +249,8 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
         stage.Progress = 0;
         stage.ProgressDetail = null;
         run.CurrentStage = stage.Name;
-        logger.LogInformation("run {RunId}: dispatching stage {Stage} attempt {Attempt} to {Role}", run.Id, stage.Name, stage.Attempt, stage.Role);
+        logger.LogInformation("run {RunId}: dispatching stage {Stage} attempt {Attempt} to {Role}",
+            run.Id, stage.Name, stage.Attempt, stage.Role);
         try
         {
             return [await CommandAsync(db, run, stage)];

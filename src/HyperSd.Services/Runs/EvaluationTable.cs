@@ -17,14 +17,17 @@ public static class EvaluationTable
         var all = rows.ToList();
         bool byRun = all.Any(r => r.Run is not null);
         var steps = all.Select(r => r.Row.Steps).Distinct().Order().ToList();
-        var metrics = all.Select(r => r.Row.Metric).Distinct().OrderBy(m => m == "fd" ? 0 : m == "adherence" ? 1 : 2).ThenBy(m => m).ToList();
+        var metrics = all.Select(r => r.Row.Metric).Distinct()
+            .OrderBy(m => m == "fd" ? 0 : m == "adherence" ? 1 : 2).ThenBy(m => m).ToList();
         var columns = metrics.SelectMany(m => steps.Select(s => (Metric: m, Steps: s))).ToList();
         var sb = new StringBuilder();
-        sb.Append(byRun ? "| run | model | sampler |" : "| model | sampler |").AppendJoin("", columns.Select(c => $" {c.Metric}@{c.Steps} |")).AppendLine();
+        sb.Append(byRun ? "| run | model | sampler |" : "| model | sampler |")
+            .AppendJoin("", columns.Select(c => $" {c.Metric}@{c.Steps} |")).AppendLine();
         sb.Append(byRun ? "| --- | --- | --- |" : "| --- | --- |").AppendJoin("", columns.Select(_ => " ---: |")).AppendLine();
         foreach (var group in all.GroupBy(r => (r.Run, r.Row.Model, r.Row.Sampler)))
         {
-            string Cell((string Metric, int Steps) c) => group.FirstOrDefault(r => r.Row.Metric == c.Metric && r.Row.Steps == c.Steps) is { Row: { } r }
+            string Cell((string Metric, int Steps) c) =>
+                group.FirstOrDefault(r => r.Row.Metric == c.Metric && r.Row.Steps == c.Steps) is { Row: { } r }
                 ? r.Value.ToString(c.Metric == "fd" ? "F2" : "F3", CultureInfo.InvariantCulture) : "";
             sb.Append(byRun ? $"| {group.Key.Run} | " : "| ").Append($"{group.Key.Model} | {group.Key.Sampler} |")
                 .AppendJoin("", columns.Select(c => $" {Cell(c)} |")).AppendLine();
@@ -40,6 +43,7 @@ public static class EvaluationTable
         if (rows.Count == 0) return null;
         return Markdown(rows.OrderBy(v => runIds.ToList().IndexOf(v.RunId)).ThenBy(v => v.Model, StringComparer.Ordinal)
             .ThenBy(v => v.Sampler, StringComparer.Ordinal)
-            .Select(v => (runIds.Count > 1 ? names.GetValueOrDefault(v.RunId) : null, new EvaluationRow(v.Model, v.Sampler, v.Steps, v.Metric, v.Value))));
+            .Select(v => (runIds.Count > 1 ? names.GetValueOrDefault(v.RunId) : null,
+                new EvaluationRow(v.Model, v.Sampler, v.Steps, v.Metric, v.Value))));
     }
 }

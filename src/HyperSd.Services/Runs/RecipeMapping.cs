@@ -35,7 +35,8 @@ public static class RecipeMapping
     {
         var t = recipe.Tscd;
         var weights = t.Weights.TryGetValue(segments, out var w) ? w
-            : throw new RecipeValidationException(recipe.Name, [new($"tscd.weights.{segments}", "missing: every stage needs its loss weights")]);
+            : throw new RecipeValidationException(recipe.Name,
+                [new($"tscd.weights.{segments}", "missing: every stage needs its loss weights")]);
         return new SegmentStageConfig
         {
             Segments = segments, SolverSteps = recipe.Trajectories.SolverSteps, Steps = t.StepsPerStage, BatchSize = t.BatchSize,
@@ -57,7 +58,8 @@ public static class RecipeMapping
 
     public static EvaluationOptions Evaluation(Recipe recipe) => new()
     {
-        Steps = [.. recipe.Evaluation.Steps], Height = ImageResolution(recipe), Width = ImageResolution(recipe), Seed = recipe.Evaluation.Seed,
+        Steps = [.. recipe.Evaluation.Steps], Height = ImageResolution(recipe), Width = ImageResolution(recipe),
+        Seed = recipe.Evaluation.Seed,
         BatchSize = recipe.Evaluation.BatchSize, GridPrompts = recipe.Evaluation.GridPrompts,
     };
 

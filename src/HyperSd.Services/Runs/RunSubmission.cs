@@ -67,7 +67,8 @@ public sealed class RunSubmission(IDbContextFactory<MetadataDbContext> dbs, ISen
     }
 
     /// <summary>Stores the recipe, the pending run and its stages in one transaction.</summary>
-    public static async Task StoreAsync(IDbContextFactory<MetadataDbContext> dbs, PlannedRun planned, CancellationToken cancellationToken = default)
+    public static async Task StoreAsync(
+        IDbContextFactory<MetadataDbContext> dbs, PlannedRun planned, CancellationToken cancellationToken = default)
     {
         await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         db.Recipes.Add(planned.Recipe);

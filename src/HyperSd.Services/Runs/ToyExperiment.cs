@@ -33,8 +33,11 @@ public static class ToyExperiment
             adversarial with
             {
                 Name = "toy-cd-k1",
-                Tscd = t with { Segments = [1], StepsPerStage = t.Segments.Count * t.StepsPerStage, Weights = new Dictionary<int, LossWeightsRecipe>
-                    { [1] = new() { Mse = 1, Adversarial = 0 } } },
+                Tscd = t with
+                {
+                    Segments = [1], StepsPerStage = t.Segments.Count * t.StepsPerStage,
+                    Weights = new Dictionary<int, LossWeightsRecipe> { [1] = new() { Mse = 1, Adversarial = 0 } }
+                },
             },
             adversarial with { Name = "toy-tscd-mse", Tscd = t with { Weights = mseOnly } },
             adversarial with { Name = "toy-tscd-adv" },
@@ -63,7 +66,8 @@ public static class ToyExperiment
         {
             await using (var db = await dbs.CreateDbContextAsync(ct))
             {
-                var runs = await db.Runs.AsNoTracking().Include(r => r.Stages.OrderBy(s => s.Index)).Where(r => runIds.Contains(r.Id)).ToListAsync(ct);
+                var runs = await db.Runs.AsNoTracking().Include(r => r.Stages.OrderBy(s => s.Index))
+                    .Where(r => runIds.Contains(r.Id)).ToListAsync(ct);
                 if (runs.All(r => r.State is RunState.Succeeded or RunState.Failed or RunState.Cancelled))
                     return runIds.Select(id => runs.Single(r => r.Id == id)).ToList();
             }

@@ -48,7 +48,8 @@ public sealed class TrainSegmentStage : StageKind<SegmentStageSettings>
 
         int imported = -1;
         int? resumedFrom = null; // null: no step ran here (the stage had already finished)
-        var result = SegmentConsistencyTrainer.Train(config, teacher.Unet, teacher.Conditioner, StageModels.TrainingScheduler(teacher), [shard],
+        var result = SegmentConsistencyTrainer.Train(
+            config, teacher.Unet, teacher.Conditioner, StageModels.TrainingScheduler(teacher), [shard],
             layout.Dir, p =>
             {
                 if (resumedFrom is null && p.ResumedFrom > 0)
@@ -70,8 +71,11 @@ public sealed class TrainSegmentStage : StageKind<SegmentStageSettings>
         try
         {
             var m = result.Metrics;
-            stage.Report(1, new { m.Steps, TotalSteps = config.Steps, m.Segments, m.StepsPerSecond, ResumedFrom = resumedFrom, m.InitialLoss,
-                m.FinalLoss, m.FinalGeneratorLoss, m.FinalDiscriminatorLoss });
+            stage.Report(1, new
+            {
+                m.Steps, TotalSteps = config.Steps, m.Segments, m.StepsPerSecond, ResumedFrom = resumedFrom, m.InitialLoss,
+                m.FinalLoss, m.FinalGeneratorLoss, m.FinalDiscriminatorLoss
+            });
             await stage.AddOutputAsync(ArtifactKind.Lora, layout.Final, "lora", segments: config.Segments, steps: config.Segments);
         }
         finally

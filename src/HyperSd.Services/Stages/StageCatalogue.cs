@@ -42,7 +42,8 @@ public sealed class StageCatalogue
     public IReadOnlyList<string> Roles => [Contracts.Roles.Orchestrator, .. kinds.Select(k => k.Role).Distinct()];
 
     public IStageKind Get(string name) => kinds.FirstOrDefault(k => k.Name == name)
-        ?? throw new InvalidDataException($"unknown stage kind '{name}' (this worker knows: {string.Join(", ", kinds.Select(k => k.Name))})");
+        ?? throw new InvalidDataException(
+            $"unknown stage kind '{name}' (this worker knows: {string.Join(", ", kinds.Select(k => k.Name))})");
 
     /// <summary>The run's stages with their settings (JSON of each kind's settings type), pending.</summary>
     public List<Stage> Plan(Recipe recipe, Guid runId, int maxAttempts)

@@ -42,7 +42,8 @@ public abstract class StageKind<TSettings> : IStageKind where TSettings : class
 
     protected abstract Task ExecuteAsync(StageContext context, TSettings settings);
 
-    IEnumerable<Artifact> IStageKind.SelectInputs(object settings, IReadOnlyList<StageOutput> earlier) => SelectInputs((TSettings)settings, earlier);
+    IEnumerable<Artifact> IStageKind.SelectInputs(object settings, IReadOnlyList<StageOutput> earlier) =>
+        SelectInputs((TSettings)settings, earlier);
 
     Task IStageKind.ExecuteAsync(StageContext context, object settings) => ExecuteAsync(context, (TSettings)settings);
 
@@ -53,7 +54,8 @@ public abstract class StageKind<TSettings> : IStageKind where TSettings : class
     /// <summary>Like <see cref="Latest"/>, but the input is required.</summary>
     protected Artifact Required(IReadOnlyList<StageOutput> earlier, ArtifactKind kind, string? stageKind = null) =>
         Latest(earlier, kind, stageKind) ?? throw new InvalidDataException(
-            $"a {Name} stage needs a '{kind.ToString().ToLowerInvariant()}' artifact{(stageKind is null ? "" : $" from a {stageKind} stage")} " +
+            $"a {Name} stage needs a '{kind.ToString().ToLowerInvariant()}' artifact" +
+            $"{(stageKind is null ? "" : $" from a {stageKind} stage")} " +
             $"from an earlier stage, and the run has none");
 }
 

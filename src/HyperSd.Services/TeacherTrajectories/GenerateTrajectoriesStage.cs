@@ -33,7 +33,8 @@ public sealed class GenerateTrajectoriesStage : StageKind<TrajectorySettings>
         using var teacher = StageModels.LoadTeacher(settings.Model, stage.Options, stage.Device);
         stage.Report(0, new { Samples = options.Count, DatasetSize = data.Count });
         using var shard = TrajectorySampling.Generate(teacher.Unet, teacher.Conditioner, StageModels.TrainingScheduler(teacher), data,
-            options, stage.Cancellation, done => stage.Report(done / (double)options.Count, new { Samples = done, Total = options.Count, DatasetSize = data.Count }));
+            options, stage.Cancellation,
+            done => stage.Report(done / (double)options.Count, new { Samples = done, Total = options.Count, DatasetSize = data.Count }));
         var file = Path.Combine(stage.WorkDir, $"a{stage.Attempt}", "trajectories.safetensors");
         Directory.CreateDirectory(Path.GetDirectoryName(file)!);
         shard.Save(file);

@@ -26,7 +26,8 @@ public sealed record SingleFileTarget(Component Component, string DiffusersKey, 
     public Tensor Convert(Tensor tensor) => ConvertShape(tensor.shape) is var s && s.Length != tensor.dim() ? tensor.reshape(s) : tensor;
 
     /// <summary>The inverse of <see cref="Convert"/>: a diffusers Linear weight back to the [out, in, 1, 1] conv ldm stores.</summary>
-    public Tensor ConvertBack(Tensor tensor) => SqueezeConv1x1 && tensor.dim() == 2 ? tensor.reshape(tensor.shape[0], tensor.shape[1], 1, 1) : tensor;
+    public Tensor ConvertBack(Tensor tensor) =>
+        SqueezeConv1x1 && tensor.dim() == 2 ? tensor.reshape(tensor.shape[0], tensor.shape[1], 1, 1) : tensor;
 }
 
 /// <summary>
@@ -132,7 +133,8 @@ public sealed class SingleFileKeyMap
             }
             if (!sourceOf.TryAdd((target.Component, target.DiffusersKey), key))
             {
-                problems.Add($"keys '{sourceOf[(target.Component, target.DiffusersKey)]}' and '{key}' both map to {target.Component} '{target.DiffusersKey}'");
+                problems.Add($"keys '{sourceOf[(target.Component, target.DiffusersKey)]}' and '{key}' " +
+                             $"both map to {target.Component} '{target.DiffusersKey}'");
                 continue;
             }
             try { result[target.Component][target.DiffusersKey] = target.Convert(tensor); }
@@ -140,7 +142,8 @@ public sealed class SingleFileKeyMap
         }
         if (problems.Count > 0)
             throw new InvalidDataException(
-                $"{file}: cannot map this single-file Stable Diffusion checkpoint onto the diffusers components: {problems.Count} problem(s):\n  "
+                $"{file}: cannot map this single-file Stable Diffusion checkpoint onto the diffusers components: " +
+                $"{problems.Count} problem(s):\n  "
                 + string.Join("\n  ", problems.Take(20)) + (problems.Count > 20 ? $"\n  … and {problems.Count - 20} more" : ""));
         return result;
     }
@@ -160,9 +163,11 @@ public sealed class SingleFileKeyMap
         IReadOnlyList<bool> downHasAttention, IReadOnlyList<bool> upHasAttention, int vaeLevels, int vaeLayersPerBlock, int textLayers)
     {
         Positive(unetLevels, nameof(unetLevels)); Positive(unetLayersPerBlock, nameof(unetLayersPerBlock));
-        Positive(vaeLevels, nameof(vaeLevels)); Positive(vaeLayersPerBlock, nameof(vaeLayersPerBlock)); Positive(textLayers, nameof(textLayers));
+        Positive(vaeLevels, nameof(vaeLevels)); Positive(vaeLayersPerBlock, nameof(vaeLayersPerBlock));
+        Positive(textLayers, nameof(textLayers));
         if (downHasAttention.Count != unetLevels || upHasAttention.Count != unetLevels)
-            throw new ArgumentException($"expected {unetLevels} down and up block attention flags, got {downHasAttention.Count} and {upHasAttention.Count}");
+            throw new ArgumentException(
+                $"expected {unetLevels} down and up block attention flags, got {downHasAttention.Count} and {upHasAttention.Count}");
         var map = new SingleFileKeyMap();
         map.AddUnet(unetLevels, unetLayersPerBlock, downHasAttention, upHasAttention);
         map.AddVae(vaeLevels, vaeLayersPerBlock);

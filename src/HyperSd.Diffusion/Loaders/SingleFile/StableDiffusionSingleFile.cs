@@ -20,7 +20,8 @@ public sealed class StableDiffusionSingleFile(UNet2DConditionModel unet, Autoenc
 
     /// <summary>Loads the three components (eval mode) from <paramref name="path"/>.</summary>
     /// <param name="configs">The architectures; default <see cref="SingleFileConfigs.StableDiffusion15"/>.</param>
-    public static StableDiffusionSingleFile Load(string path, SingleFileConfigs? configs = null, Device? device = null, ScalarType? dtype = null)
+    public static StableDiffusionSingleFile Load(
+        string path, SingleFileConfigs? configs = null, Device? device = null, ScalarType? dtype = null)
     {
         configs ??= SingleFileConfigs.StableDiffusion15;
         var map = configs.KeyMap();
@@ -33,7 +34,8 @@ public sealed class StableDiffusionSingleFile(UNet2DConditionModel unet, Autoenc
             // Errors name the model's key; the source names the key the file stores it under.
             var origin = checkpoint.Keys.Select(k => (Key: k, Target: map.Map(k))).Where(x => x.Target is not null)
                 .ToDictionary(x => (x.Target!.Component, x.Target.DiffusersKey), x => x.Key);
-            WeightSource Source(Component c) => new(path, parts[c].Keys.ToDictionary(k => k, k => $"{path} (stored as '{origin[(c, k)]}')"));
+            WeightSource Source(Component c) =>
+                new(path, parts[c].Keys.ToDictionary(k => k, k => $"{path} (stored as '{origin[(c, k)]}')"));
 
             T Build<T>(T model, Component component) where T : nn.Module
             {
@@ -63,7 +65,8 @@ public sealed class StableDiffusionSingleFile(UNet2DConditionModel unet, Autoenc
     public static void Save(string path, UNet2DConditionModel unet, AutoencoderKL vae, CLIPTextModel textEncoder)
     {
         if (!Path.GetExtension(path).Equals(".safetensors", StringComparison.OrdinalIgnoreCase))
-            throw new ArgumentException($"{path}: single-file checkpoints are written as safetensors; give a .safetensors path", nameof(path));
+            throw new ArgumentException(
+                $"{path}: single-file checkpoints are written as safetensors; give a .safetensors path", nameof(path));
         var map = new SingleFileConfigs(unet.Config, vae.Config, textEncoder.Config).KeyMap();
         var parts = new Dictionary<Component, Dictionary<string, Tensor>>
         {
@@ -83,7 +86,8 @@ public sealed class StableDiffusionSingleFile(UNet2DConditionModel unet, Autoenc
         }
     }
 
-    /// <summary>Saves this checkpoint's components (see the static <see cref="Save(string, UNet2DConditionModel, AutoencoderKL, CLIPTextModel)"/>).</summary>
+    /// <summary>Saves this checkpoint's components (see the static
+    /// <see cref="Save(string, UNet2DConditionModel, AutoencoderKL, CLIPTextModel)"/>).</summary>
     public void Save(string path) => Save(path, Unet, Vae, TextEncoder);
 
     public void Dispose()

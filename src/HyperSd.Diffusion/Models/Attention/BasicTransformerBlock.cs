@@ -22,7 +22,8 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
         norm1 = Norms.LayerNorm(dim, normEps, device, dtype);
         attn1 = new Attention(dim, null, numAttentionHeads, attentionHeadDim, dropout, attentionBias, device: device, dtype: dtype);
         norm2 = Norms.LayerNorm(dim, normEps, device, dtype);
-        attn2 = new Attention(dim, crossAttentionDim, numAttentionHeads, attentionHeadDim, dropout, attentionBias, device: device, dtype: dtype);
+        attn2 = new Attention(
+            dim, crossAttentionDim, numAttentionHeads, attentionHeadDim, dropout, attentionBias, device: device, dtype: dtype);
         norm3 = Norms.LayerNorm(dim, normEps, device, dtype);
         ff = new FeedForward(dim, dropout: dropout, device: device, dtype: dtype);
         RegisterComponents();

@@ -43,7 +43,8 @@ public sealed record AutoencoderKLConfig
     void CheckBlocks(string field, string[] types, string[] allowed)
     {
         if (types.Length != BlockOutChannels.Length)
-            throw new ArgumentException($"config field '{field}' has {types.Length} entries, 'block_out_channels' has {BlockOutChannels.Length}; they must match");
+            throw new ArgumentException(
+                $"config field '{field}' has {types.Length} entries, 'block_out_channels' has {BlockOutChannels.Length}; they must match");
         for (int i = 0; i < types.Length; i++) UNet2DBlocks.CheckType($"{field}[{i}]", types[i], allowed);
     }
 }

@@ -32,7 +32,9 @@ public sealed class DiagonalGaussianDistribution : IDisposable
     public Tensor Sample(Tensor noise)
     {
         if (!noise.shape.SequenceEqual(Mean.shape))
-            throw new ArgumentException($"DiagonalGaussianDistribution: noise shape [{string.Join(", ", noise.shape)}] differs from the mean's [{string.Join(", ", Mean.shape)}]");
+            throw new ArgumentException(
+                $"DiagonalGaussianDistribution: noise shape [{string.Join(", ", noise.shape)}] " +
+                $"differs from the mean's [{string.Join(", ", Mean.shape)}]");
         using var scaled = Std * noise;
         return Mean + scaled;
     }

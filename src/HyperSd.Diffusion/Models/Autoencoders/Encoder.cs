@@ -29,7 +29,8 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
             attentionHeadDim: blockOutChannels[^1], device: device, dtype: dtype);
         conv_norm_out = Norms.GroupNorm(normNumGroups, blockOutChannels[^1], 1e-6, device, dtype);
         conv_act = nn.SiLU();
-        conv_out = nn.Conv2d(blockOutChannels[^1], doubleZ ? 2 * outChannels : outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        conv_out = nn.Conv2d(
+            blockOutChannels[^1], doubleZ ? 2 * outChannels : outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -31,7 +31,8 @@ public static class Autoencoders
             nameof(AutoencoderKL) => AutoencoderKL.FromPretrained(dir, device, dtype),
             nameof(PixelUnshuffleAutoencoder) => PixelUnshuffleAutoencoder.FromPretrained(dir),
             _ => throw new InvalidDataException(
-                $"{configPath}: _class_name '{name}' is not an autoencoder this project has; expected {nameof(AutoencoderKL)} or {nameof(PixelUnshuffleAutoencoder)}"),
+                $"{configPath}: _class_name '{name}' is not an autoencoder this project has; " +
+                $"expected {nameof(AutoencoderKL)} or {nameof(PixelUnshuffleAutoencoder)}"),
         };
     }
 }

@@ -6,7 +6,8 @@ namespace HyperSd.Diffusion.Models.Autoencoders;
 
 public sealed record PixelUnshuffleAutoencoderConfig
 {
-    [System.Text.Json.Serialization.JsonPropertyName("_class_name")] public string ClassName { get; init; } = nameof(PixelUnshuffleAutoencoder);
+    [System.Text.Json.Serialization.JsonPropertyName("_class_name")]
+    public string ClassName { get; init; } = nameof(PixelUnshuffleAutoencoder);
     public int InChannels { get; init; } = 3;
     /// <summary>Each factor × factor patch of pixels becomes one latent pixel with in_channels · factor² channels.</summary>
     public int Factor { get; init; } = 4;
@@ -20,7 +21,8 @@ public sealed record PixelUnshuffleAutoencoderConfig
 /// An exact, parameter-free autoencoder: pixels in [−1, 1] rearranged into channels (pixel unshuffle) and back.
 /// The toy world uses it so that distillation results measure the UNet alone, with no VAE error and no VAE to train.
 /// </summary>
-public sealed class PixelUnshuffleAutoencoder(PixelUnshuffleAutoencoderConfig config) : nn.Module(nameof(PixelUnshuffleAutoencoder)), IAutoencoder
+public sealed class PixelUnshuffleAutoencoder(PixelUnshuffleAutoencoderConfig config)
+    : nn.Module(nameof(PixelUnshuffleAutoencoder)), IAutoencoder
 {
     public PixelUnshuffleAutoencoderConfig Config { get; } = config.Factor >= 1 ? config
         : throw new ArgumentException($"factor must be at least 1, got {config.Factor}");

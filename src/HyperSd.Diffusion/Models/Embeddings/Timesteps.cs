@@ -23,7 +23,8 @@ public sealed class Timesteps : nn.Module<Tensor, Tensor>
     /// <param name="timesteps">1-D: one timestep per batch element.</param>
     public override Tensor forward(Tensor timesteps)
     {
-        if (timesteps.dim() != 1) throw new ArgumentException($"Timesteps: expected a 1-D tensor, got shape [{string.Join(", ", timesteps.shape)}]");
+        if (timesteps.dim() != 1)
+            throw new ArgumentException($"Timesteps: expected a 1-D tensor, got shape [{string.Join(", ", timesteps.shape)}]");
         using var scope = NewDisposeScope();
         int half = numChannels / 2;
         var exponent = arange(0, half, dtype: float32, device: timesteps.device) * -Math.Log(MaxPeriod) / (half - downscaleFreqShift);

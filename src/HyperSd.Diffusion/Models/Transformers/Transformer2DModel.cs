@@ -26,7 +26,8 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor>
             ? nn.Linear(inChannels, innerDim, true, device, dtype)
             : nn.Conv2d(inChannels, innerDim, 1, stride: 1, padding: 0L, device: device, dtype: dtype);
         transformer_blocks = nn.ModuleList(Enumerable.Range(0, numLayers)
-            .Select(_ => new BasicTransformerBlock(innerDim, numAttentionHeads, attentionHeadDim, crossAttentionDim, dropout, device: device, dtype: dtype))
+            .Select(_ => new BasicTransformerBlock(
+                innerDim, numAttentionHeads, attentionHeadDim, crossAttentionDim, dropout, device: device, dtype: dtype))
             .ToArray());
         proj_out = useLinearProjection
             ? nn.Linear(innerDim, inChannels, true, device, dtype)

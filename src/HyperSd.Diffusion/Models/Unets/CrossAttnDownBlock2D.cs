@@ -17,7 +17,8 @@ public sealed class CrossAttnDownBlock2D : UNetDownBlock
         long crossAttentionDim, bool addDownsample, int downsamplePadding, UNetBlockOptions o) : base(nameof(CrossAttnDownBlock2D))
     {
         resnets = nn.ModuleList(Enumerable.Range(0, numLayers).Select(i => new ResnetBlock2D(i == 0 ? inChannels : outChannels,
-            outChannels, o.TembChannels, o.ResnetGroups, o.ResnetEps, o.Dropout, o.ResnetActFn, device: o.Device, dtype: o.DType)).ToArray());
+            outChannels, o.TembChannels, o.ResnetGroups, o.ResnetEps, o.Dropout, o.ResnetActFn,
+            device: o.Device, dtype: o.DType)).ToArray());
         attentions = nn.ModuleList(Enumerable.Range(0, numLayers).Select(_ => new Transformer2DModel(numAttentionHeads,
             outChannels / numAttentionHeads, outChannels, transformerLayers, crossAttentionDim, o.ResnetGroups, o.UseLinearProjection,
             o.Dropout, o.Device, o.DType)).ToArray());
@@ -25,7 +26,8 @@ public sealed class CrossAttnDownBlock2D : UNetDownBlock
         RegisterComponents();
     }
 
-    public override (Tensor Hidden, IReadOnlyList<Tensor> ResSamples) forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
+    public override (Tensor Hidden, IReadOnlyList<Tensor> ResSamples) forward(
+        Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
     {
         var outputs = new List<Tensor>();
         for (int i = 0; i < resnets.Count; i++)

@@ -19,7 +19,8 @@ public sealed class CrossAttnUpBlock2D : UNetUpBlock
     {
         resnets = nn.ModuleList(Enumerable.Range(0, numLayers).Select(i => new ResnetBlock2D(
             (i == 0 ? prevOutputChannel : outChannels) + (i == numLayers - 1 ? inChannels : outChannels),
-            outChannels, o.TembChannels, o.ResnetGroups, o.ResnetEps, o.Dropout, o.ResnetActFn, device: o.Device, dtype: o.DType)).ToArray());
+            outChannels, o.TembChannels, o.ResnetGroups, o.ResnetEps, o.Dropout, o.ResnetActFn,
+            device: o.Device, dtype: o.DType)).ToArray());
         attentions = nn.ModuleList(Enumerable.Range(0, numLayers).Select(_ => new Transformer2DModel(numAttentionHeads,
             outChannels / numAttentionHeads, outChannels, transformerLayers, crossAttentionDim, o.ResnetGroups, o.UseLinearProjection,
             o.Dropout, o.Device, o.DType)).ToArray());

@@ -15,12 +15,14 @@ public sealed class DownBlock2D : UNetDownBlock
         : base(nameof(DownBlock2D))
     {
         resnets = nn.ModuleList(Enumerable.Range(0, numLayers).Select(i => new ResnetBlock2D(i == 0 ? inChannels : outChannels,
-            outChannels, o.TembChannels, o.ResnetGroups, o.ResnetEps, o.Dropout, o.ResnetActFn, device: o.Device, dtype: o.DType)).ToArray());
+            outChannels, o.TembChannels, o.ResnetGroups, o.ResnetEps, o.Dropout, o.ResnetActFn,
+            device: o.Device, dtype: o.DType)).ToArray());
         if (addDownsample) downsamplers = nn.ModuleList(new Downsample2D(outChannels, outChannels, downsamplePadding, o.Device, o.DType));
         RegisterComponents();
     }
 
-    public override (Tensor Hidden, IReadOnlyList<Tensor> ResSamples) forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
+    public override (Tensor Hidden, IReadOnlyList<Tensor> ResSamples) forward(
+        Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
     {
         var outputs = new List<Tensor>();
         foreach (var resnet in resnets) outputs.Add(hiddenStates = resnet.call(hiddenStates, temb));

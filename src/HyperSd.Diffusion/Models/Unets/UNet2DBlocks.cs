@@ -7,7 +7,8 @@ namespace HyperSd.Diffusion.Models.Unets;
 /// downsampled output).</summary>
 public abstract class UNetDownBlock(string name) : nn.Module(name)
 {
-    public abstract (Tensor Hidden, IReadOnlyList<Tensor> ResSamples) forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates);
+    public abstract (Tensor Hidden, IReadOnlyList<Tensor> ResSamples) forward(
+        Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates);
 }
 
 /// <summary>A UNet up block: consumes <see cref="ResnetCount"/> skip connections, last first.</summary>
@@ -46,7 +47,8 @@ public static class UNet2DBlocks
     {
         if (type is null ? nullable : allowed.Contains(StripLegacyPrefix(type))) return;
         throw new ArgumentException(
-            $"config field '{field}' is {(type is null ? "null" : $"'{type}'")}; allowed values: {string.Join(", ", allowed)}{(nullable ? ", null" : "")}");
+            $"config field '{field}' is {(type is null ? "null" : $"'{type}'")}; " +
+            $"allowed values: {string.Join(", ", allowed)}{(nullable ? ", null" : "")}");
     }
 
     public static UNetDownBlock GetDownBlock(string type, int numLayers, int transformerLayers, long inChannels, long outChannels,

@@ -76,7 +76,8 @@ public sealed record UNet2DConditionConfig
         if (n == 0) throw new ArgumentException("config field 'down_block_types' is empty");
         for (int i = 0; i < n; i++) UNet2DBlocks.CheckType($"down_block_types[{i}]", DownBlockTypes[i], UNet2DBlocks.DownBlockTypes);
         UNet2DBlocks.CheckType("mid_block_type", MidBlockType, UNet2DBlocks.MidBlockTypes, nullable: true);
-        for (int i = 0; i < UpBlockTypes.Length; i++) UNet2DBlocks.CheckType($"up_block_types[{i}]", UpBlockTypes[i], UNet2DBlocks.UpBlockTypes);
+        for (int i = 0; i < UpBlockTypes.Length; i++)
+            UNet2DBlocks.CheckType($"up_block_types[{i}]", UpBlockTypes[i], UNet2DBlocks.UpBlockTypes);
         CheckCount("up_block_types", UpBlockTypes.Length);
         CheckCount("block_out_channels", BlockOutChannels.Length);
         foreach (var (field, value) in new[] { ("layers_per_block", LayersPerBlock), ("attention_head_dim", AttentionHeadDim),
@@ -87,7 +88,8 @@ public sealed record UNet2DConditionConfig
         Require("addition_embed_type", AdditionEmbedType, v => v is null or "text_time", "null, text_time");
         if (AdditionEmbedType == "text_time" && (AdditionTimeEmbedDim is null || ProjectionClassEmbeddingsInputDim is null))
             throw new ArgumentException("config field 'addition_embed_type' is 'text_time', which needs 'addition_time_embed_dim' and " +
-                                        $"'projection_class_embeddings_input_dim' (got {Show(AdditionTimeEmbedDim)} and {Show(ProjectionClassEmbeddingsInputDim)})");
+                                        "'projection_class_embeddings_input_dim' " +
+                                        $"(got {Show(AdditionTimeEmbedDim)} and {Show(ProjectionClassEmbeddingsInputDim)})");
         Require("time_embedding_type", TimeEmbeddingType, v => v == "positional", "positional");
         Require("resnet_time_scale_shift", ResnetTimeScaleShift, v => v == "default", "default");
         Require("attention_type", AttentionType, v => v == "default", "default");
@@ -105,7 +107,8 @@ public sealed record UNet2DConditionConfig
     void CheckCount(string field, int count)
     {
         if (count != BlockCount)
-            throw new ArgumentException($"config field '{field}' has {count} entries, 'down_block_types' has {BlockCount}; they must match");
+            throw new ArgumentException(
+                $"config field '{field}' has {count} entries, 'down_block_types' has {BlockCount}; they must match");
     }
 
     static void Require<T>(string field, T value, Func<T, bool> supported, string allowed)

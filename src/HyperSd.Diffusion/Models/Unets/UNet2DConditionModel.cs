@@ -46,7 +46,8 @@ public sealed class UNet2DConditionModel : nn.Module
     readonly nn.Module<Tensor, Tensor> conv_act;
     readonly Conv2d conv_out;
 
-    public UNet2DConditionModel(UNet2DConditionConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(UNet2DConditionModel))
+    public UNet2DConditionModel(UNet2DConditionConfig config, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(UNet2DConditionModel))
     {
         config.Validate();
         Config = config;
@@ -57,7 +58,8 @@ public sealed class UNet2DConditionModel : nn.Module
 
         conv_in = nn.Conv2d(c.InChannels, channels[0], c.ConvInKernel, padding: (c.ConvInKernel - 1) / 2, device: device, dtype: dtype);
         time_proj = new Timesteps(channels[0], c.FlipSinToCos, c.FreqShift);
-        time_embedding = new TimestepEmbedding(channels[0], c.TimeEmbedDim, c.ActFn, postActFn: c.TimestepPostAct, device: device, dtype: dtype);
+        time_embedding = new TimestepEmbedding(
+            channels[0], c.TimeEmbedDim, c.ActFn, postActFn: c.TimestepPostAct, device: device, dtype: dtype);
         if (c.AdditionEmbedType == "text_time")
         {
             add_time_proj = new Timesteps(c.AdditionTimeEmbedDim!.Value, c.FlipSinToCos, c.FreqShift);
@@ -73,7 +75,8 @@ public sealed class UNet2DConditionModel : nn.Module
 
         var down = new UNetDownBlock[n];
         for (int i = 0; i < n; i++)
-            down[i] = UNet2DBlocks.GetDownBlock(c.DownBlockTypes[i], layers[i], transformerLayers[i], channels[Math.Max(i - 1, 0)], channels[i],
+            down[i] = UNet2DBlocks.GetDownBlock(
+                c.DownBlockTypes[i], layers[i], transformerLayers[i], channels[Math.Max(i - 1, 0)], channels[i],
                 addDownsample: i < n - 1, heads[i], crossDims[i], c.DownsamplePadding, options);
         down_blocks = nn.ModuleList(down);
 
@@ -97,7 +100,8 @@ public sealed class UNet2DConditionModel : nn.Module
         RegisterComponents();
     }
 
-    public static UNet2DConditionModel FromPretrained(string dir, Device? device = null, ScalarType? dtype = null, string? variant = null) =>
+    public static UNet2DConditionModel FromPretrained(
+        string dir, Device? device = null, ScalarType? dtype = null, string? variant = null) =>
         PretrainedModel.Load<UNet2DConditionConfig, UNet2DConditionModel>(dir, c => new UNet2DConditionModel(c, device, dtype), variant);
 
     public void SavePretrained(string dir) => PretrainedModel.Save(this, Config, dir);
@@ -112,7 +116,8 @@ public sealed class UNet2DConditionModel : nn.Module
         UNetFeatures? features = null)
     {
         if (sample.dim() != 4 || sample.shape[1] != Config.InChannels)
-            throw new ArgumentException($"UNet2DConditionModel: sample must be (batch, {Config.InChannels}, height, width), got [{string.Join(", ", sample.shape)}]");
+            throw new ArgumentException($"UNet2DConditionModel: sample must be (batch, {Config.InChannels}, height, width), " +
+                                        $"got [{string.Join(", ", sample.shape)}]");
         using var scope = NewDisposeScope();
         long batch = sample.shape[0];
         if (Config.CenterInputSample) sample = 2 * sample - 1.0;
@@ -159,7 +164,8 @@ public sealed class UNet2DConditionModel : nn.Module
     {
         var t = timestep.dim() == 0 ? timestep.unsqueeze(0) : timestep;
         if (t.dim() != 1 || (t.shape[0] != 1 && t.shape[0] != batch))
-            throw new ArgumentException($"UNet2DConditionModel: timestep must be a scalar, [1] or [{batch}] (one per sample), got [{string.Join(", ", timestep.shape)}]");
+            throw new ArgumentException($"UNet2DConditionModel: timestep must be a scalar, [1] or [{batch}] (one per sample), " +
+                                        $"got [{string.Join(", ", timestep.shape)}]");
         return t.to(device).expand(batch);
     }
 
@@ -167,12 +173,15 @@ public sealed class UNet2DConditionModel : nn.Module
     Tensor TextTimeEmbedding(UNetAddedConditions? added, long batch, ScalarType dtype)
     {
         const string what = "UNet2DConditionModel has addition_embed_type 'text_time' (SDXL) and needs added conditions";
-        var textEmbeds = added?.TextEmbeds ?? throw new ArgumentException($"{what}: text_embeds (pooled text embedding, [batch, width]) is missing");
-        var timeIds = added.TimeIds ?? throw new ArgumentException($"{what}: time_ids ([batch, 6]: original size, crop top-left, target size) is missing");
+        var textEmbeds = added?.TextEmbeds
+            ?? throw new ArgumentException($"{what}: text_embeds (pooled text embedding, [batch, width]) is missing");
+        var timeIds = added.TimeIds
+            ?? throw new ArgumentException($"{what}: time_ids ([batch, 6]: original size, crop top-left, target size) is missing");
         long expected = Config.ProjectionClassEmbeddingsInputDim!.Value;
         long got = textEmbeds.shape[^1] + timeIds.numel() / batch * Config.AdditionTimeEmbedDim!.Value;
         if (textEmbeds.dim() != 2 || textEmbeds.shape[0] != batch || timeIds.numel() % batch != 0 || got != expected)
-            throw new ArgumentException($"{what}: text_embeds [{string.Join(", ", textEmbeds.shape)}] and time_ids [{string.Join(", ", timeIds.shape)}] " +
+            throw new ArgumentException($"{what}: text_embeds [{string.Join(", ", textEmbeds.shape)}] " +
+                                        $"and time_ids [{string.Join(", ", timeIds.shape)}] " +
                                         $"give {got} features for batch {batch}; projection_class_embeddings_input_dim is {expected}");
         var timeEmbeds = add_time_proj!.call(timeIds.flatten()).reshape(batch, -1);
         return add_embedding!.call(cat([textEmbeds, timeEmbeds.to(textEmbeds.dtype)], -1).to(dtype));

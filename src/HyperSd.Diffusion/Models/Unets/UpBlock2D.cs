@@ -17,7 +17,8 @@ public sealed class UpBlock2D : UNetUpBlock
     {
         resnets = nn.ModuleList(Enumerable.Range(0, numLayers).Select(i => new ResnetBlock2D(
             (i == 0 ? prevOutputChannel : outChannels) + (i == numLayers - 1 ? inChannels : outChannels),
-            outChannels, o.TembChannels, o.ResnetGroups, o.ResnetEps, o.Dropout, o.ResnetActFn, device: o.Device, dtype: o.DType)).ToArray());
+            outChannels, o.TembChannels, o.ResnetGroups, o.ResnetEps, o.Dropout, o.ResnetActFn,
+            device: o.Device, dtype: o.DType)).ToArray());
         if (addUpsample) upsamplers = nn.ModuleList(new Upsample2D(outChannels, outChannels, o.Device, o.DType));
         RegisterComponents();
     }
