@@ -184,8 +184,9 @@ public static class SegmentConsistencyTrainer
             }
             var prediction = ConsistencyTarget.JumpToEnd(scheduler, student.Predict(input, t, cond), t, input, end);
             var consistency = ConsistencyTarget.Loss(prediction, target, config.HuberC);
+            // NotFiniteNumberException: worth a retry from the last checkpoint (the services treat it as transient)
             if (!double.IsFinite(consistency.item<float>()))
-                throw new InvalidDataException($"TSCD k = {config.Segments}, step {step + 1}: the consistency loss is not finite " +
+                throw new NotFiniteNumberException($"TSCD k = {config.Segments}, step {step + 1}: the consistency loss is not finite " +
                     $"(finite: x_t {Finite(xt)}, x_(t-s) {Finite(xPrev)}, condition {Finite(cond.Context)}, target {Finite(target)}, " +
                     $"prediction {Finite(prediction)}, student weights {trainable.All(p => Finite(p.Param))})");
             var loss = consistency * config.Weights.Mse;
