@@ -7,6 +7,7 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        HyperSd.Diffusion.CpuKernels.Configure(); // before any tensor work
         var root = new RootCommand("hypersd: Hyper-SD distillation, generation and evaluation")
         {
             VerifyFixturesCommand.Create(),
