@@ -7,7 +7,6 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        HyperSd.Diffusion.CpuKernels.Configure(); // before any tensor work
         var root = new RootCommand("hypersd: Hyper-SD distillation, generation and evaluation")
         {
             VerifyFixturesCommand.Create(),

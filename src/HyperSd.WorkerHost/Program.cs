@@ -9,7 +9,6 @@ using Microsoft.Extensions.Logging;
 // variables (HyperSd__Roles=...) and the command line, e.g.
 //   hypersd-worker --roles orchestrator,evaluator --transport rabbitmq --rabbitmq amqp://guest:guest@localhost:5672/ \
 //     --store-provider postgres --store "Host=...;Database=hypersd" --artifact-root /mnt/artifacts --devices cuda:0,cuda:1
-HyperSd.Diffusion.CpuKernels.Configure(); // before any tensor work
 var switches = new Dictionary<string, string>
 {
     ["--roles"] = "HyperSd:Roles",
