@@ -5,7 +5,7 @@ using TorchSharp;
 namespace HyperSd.Diffusion;
 
 /// <summary>
-/// LibTorch's CPU kernel choice that this project overrides: oneDNN (MKLDNN) is switched off, so CPU convolutions run
+/// LibTorch's CPU kernel choices that this project overrides: oneDNN (MKLDNN) and NNPACK are switched off, so CPU convolutions run
 /// on ATen's own im2col + BLAS kernels. On an AMD EPYC with AVX-512 (Zen 4/5), LibTorch 2.10's oneDNN convolutions gave
 /// wrong forwards (up to 0.024 between batch sizes) and backward passes that returned NaN from finite inputs, in some
 /// runs and not others (<c>CpuKernelsTests</c> pins it). CUDA is untouched: this only changes the CPU dispatch.
@@ -20,6 +20,8 @@ public static class CpuKernels
     {
         torch.InitializeDeviceType(DeviceType.CPU); // loads LibTorch, which the calls below bind to
         SetUserEnabledMkldnn(GlobalContext(), false);
+        // without oneDNN, convolutions try NNPACK, which may report the CPU unsupported and then warns at every call
+        SetUserEnabledNnpack(GlobalContext(), false);
     }
 
     /// <summary>Whether LibTorch may use oneDNN for CPU kernels (false once this assembly is loaded).</summary>
@@ -32,6 +34,9 @@ public static class CpuKernels
 
     [DllImport("torch_cpu", EntryPoint = "_ZN2at7Context20setUserEnabledMkldnnEb")]
     static extern void SetUserEnabledMkldnn(IntPtr context, [MarshalAs(UnmanagedType.U1)] bool enabled);
+
+    [DllImport("torch_cpu", EntryPoint = "_ZN2at7Context20setUserEnabledNNPACKEb")]
+    static extern void SetUserEnabledNnpack(IntPtr context, [MarshalAs(UnmanagedType.U1)] bool enabled);
 
     [DllImport("torch_cpu", EntryPoint = "_ZNK2at7Context17userEnabledMkldnnEv")]
     [return: MarshalAs(UnmanagedType.U1)]
