@@ -32,9 +32,18 @@ public sealed class WorkerOptions
     /// <summary>Names this process as a lease owner.</summary>
     public string WorkerId { get; set; } = $"{Environment.MachineName}-{Environment.ProcessId}";
 
+    /// <summary>This worker's clock, for the times it stamps on what it records (never for leases: their times are the
+    /// database server's). Tests skew it.</summary>
+    public TimeProvider Clock { get; set; } = TimeProvider.System;
+
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(5);
     /// <summary>A running stage whose heartbeat is older than this is re-dispatched.</summary>
     public TimeSpan LeaseTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    /// <summary>A running stage that reports no progress for this long is hung: its attempt is abandoned and the stage
+    /// re-dispatched. Per stage kind in <see cref="ProgressTimeouts"/>; this is the default.</summary>
+    public TimeSpan ProgressTimeout { get; set; } = TimeSpan.FromMinutes(30);
+    /// <summary>The no-progress limit of a stage kind, by its name (e.g. a slow teacher's first step).</summary>
+    public Dictionary<string, TimeSpan> ProgressTimeouts { get; set; } = [];
     /// <summary>A dispatched stage not leased within this is sent again.</summary>
     public TimeSpan DispatchTimeout { get; set; } = TimeSpan.FromSeconds(30);
     public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(5);
@@ -54,6 +63,8 @@ public sealed class WorkerOptions
 
     public bool Serves(string role) => Roles.Contains(role);
 
+    public TimeSpan ProgressTimeoutOf(string kind) => ProgressTimeouts.GetValueOrDefault(kind, ProgressTimeout);
+
     /// <summary>Checks the options; roles against <paramref name="catalogue"/>'s (default: the built-in stage kinds).</summary>
     public WorkerOptions Validate(StageCatalogue? catalogue = null)
     {
@@ -66,8 +77,11 @@ public sealed class WorkerOptions
         if (Devices.Count == 0) throw new ArgumentException("worker devices: at least one device is needed (e.g. cpu)");
         if (MaxAttempts < 1) throw new ArgumentException($"worker max attempts: must be at least 1, got {MaxAttempts}");
         foreach (var (name, value) in new[] { ("heartbeat interval", HeartbeatInterval), ("lease timeout", LeaseTimeout),
-                     ("dispatch timeout", DispatchTimeout), ("reconcile interval", ReconcileInterval) })
+                     ("dispatch timeout", DispatchTimeout), ("reconcile interval", ReconcileInterval),
+                     ("progress timeout", ProgressTimeout) })
             if (value <= TimeSpan.Zero) throw new ArgumentException($"worker {name}: must be positive, got {value}");
+        foreach (var (kind, value) in ProgressTimeouts)
+            if (value <= TimeSpan.Zero) throw new ArgumentException($"worker progress timeout of '{kind}': must be positive, got {value}");
         if (LeaseTimeout <= HeartbeatInterval)
             throw new ArgumentException($"worker lease timeout ({LeaseTimeout}) must exceed the heartbeat interval ({HeartbeatInterval})");
         return this;
@@ -75,7 +89,8 @@ public sealed class WorkerOptions
 
     /// <summary>Reads the options from a configuration section (keys as the properties; lists comma-separated;
     /// timings in seconds: HeartbeatSeconds, LeaseTimeoutSeconds, DispatchTimeoutSeconds, ReconcileSeconds,
-    /// RetryBackoffSeconds; RabbitMq as an amqp:// URI; Store:Provider and Store:ConnectionString).</summary>
+    /// RetryBackoffSeconds, ProgressTimeoutSeconds, ProgressTimeouts as kind=seconds pairs;
+    /// RabbitMq as an amqp:// URI; Store:Provider and Store:ConnectionString).</summary>
     public static WorkerOptions FromConfiguration(IConfiguration section)
     {
         var o = new WorkerOptions();
@@ -99,6 +114,14 @@ public sealed class WorkerOptions
         o.DispatchTimeout = Seconds("DispatchTimeoutSeconds") ?? o.DispatchTimeout;
         o.ReconcileInterval = Seconds("ReconcileSeconds") ?? o.ReconcileInterval;
         o.RetryBackoff = Seconds("RetryBackoffSeconds") ?? o.RetryBackoff;
+        o.ProgressTimeout = Seconds("ProgressTimeoutSeconds") ?? o.ProgressTimeout;
+        foreach (var pair in List("ProgressTimeouts") ?? [])
+        {
+            var kv = pair.Split('=', 2, StringSplitOptions.TrimEntries);
+            if (kv.Length != 2 || !double.TryParse(kv[1], CultureInfo.InvariantCulture, out var seconds))
+                throw new ArgumentException($"worker progress timeouts: expected kind=seconds, got '{pair}'");
+            o.ProgressTimeouts[kv[0]] = TimeSpan.FromSeconds(seconds);
+        }
         if (section["MaxAttempts"] is { Length: > 0 } max) o.MaxAttempts = int.Parse(max, CultureInfo.InvariantCulture);
         if (section["MigrateOnStart"] is { Length: > 0 } migrate) o.MigrateOnStart = bool.Parse(migrate);
         o.ToyTeacherDir = section["ToyTeacherDir"] ?? o.ToyTeacherDir;
