@@ -11,20 +11,23 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace HyperSd.Services.Tests;
 
-/// <summary>Leases under faults, on the real PostgreSQL server: a zombie attempt that outlives its lease, a worker cut
-/// off from the store, a store blip at a stage's end, workers whose clocks are wrong.</summary>
-public sealed class FencingTests : IClassFixture<PostgresDatabase>, IDisposable
+/// <summary>Leases and reconciliation under faults, on the real PostgreSQL server: a zombie attempt that outlives its
+/// lease, a worker cut off from the store, a store blip at a stage's end, workers whose clocks are wrong, lost messages,
+/// a run whose reconciliation throws, a duplicate delivery's fault, hung work.</summary>
+public sealed class OrchestrationFaultTests : IClassFixture<PostgresDatabase>, IDisposable
 {
     readonly TestStore store;
     readonly WorkerOptions options;
-    readonly RunLifecycle machine;
+    RunLifecycle machine;
 
-    public FencingTests(PostgresDatabase database)
+    public OrchestrationFaultTests(PostgresDatabase database)
     {
         store = new TestStore(database.ConnectionString);
         options = Options("orchestrator");
-        machine = new RunLifecycle(store, StageCatalogue.Default(), options, NullLogger<RunLifecycle>.Instance);
+        machine = Machine(options);
     }
+
+    RunLifecycle Machine(WorkerOptions o) => new(store, StageCatalogue.Default(), o, NullLogger<RunLifecycle>.Instance);
 
     public void Dispose() => store.Dispose();
 
@@ -217,5 +220,103 @@ public sealed class FencingTests : IClassFixture<PostgresDatabase>, IDisposable
             var now = await db.NowAsync();
             Assert.InRange(now, DateTimeOffset.UtcNow - TimeSpan.FromSeconds(5), DateTimeOffset.UtcNow + TimeSpan.FromSeconds(5));
         }
+    }
+
+    [Fact]
+    public async Task A_lost_StartRun_is_recovered_by_the_reconciler()
+    {
+        var runId = await store.CreateRunAsync(TinyToy.Recipe(), options); // StartRun published to nowhere
+        var now = await machine.NowAsync();
+        Assert.Empty(await ReconcileAsync(runId, now));
+        var started = Assert.Single(await ReconcileAsync(runId, now + options.DispatchTimeout + TimeSpan.FromSeconds(1)));
+        Assert.Equal(("dataset", 1), (started.Command.Stage, started.Command.Attempt));
+        Assert.Equal(RunState.Running, (await store.RunAsync(runId)).State);
+        Assert.Empty(await machine.StartAsync(runId, await machine.NowAsync())); // the StartRun, if it comes late, does nothing
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_lost_StageFailed_is_settled_from_the_attempt_with_its_semantics(bool transient)
+    {
+        var command = await DispatchedAsync();
+        var leases = new StageLeases(store, Options("worker"));
+        var lease = (await leases.TryAcquireAsync(command, default))!;
+        await leases.FinishAttemptAsync(lease, AttemptOutcome.Failed, "IOException: disk", default, transient);
+        // the worker stops heartbeating; its StageFailed never arrives
+        var expired = (await store.StageAsync(command.RunId, command.Stage)).LeaseExpiresAt!.Value + TimeSpan.FromSeconds(1);
+        Assert.Empty(await ReconcileAsync(command.RunId, expired));
+        var stage = await store.StageAsync(command.RunId, command.Stage);
+        var run = await store.RunAsync(command.RunId);
+        if (!transient)
+        {
+            // a permanent error is not re-dispatched
+            Assert.Equal((RunState.Failed, StageState.Failed), (run.State, stage.State));
+            Assert.Contains("IOException: disk", run.Error);
+            Assert.Empty(await ReconcileAsync(command.RunId, expired + TimeSpan.FromHours(1)));
+            return;
+        }
+        // a transient one is retried after the backoff
+        Assert.Equal((RunState.Running, StageState.Pending), (run.State, stage.State));
+        Assert.Equal(expired + options.RetryBackoff, stage.NextAttemptAt);
+        Assert.Empty(await ReconcileAsync(command.RunId, expired + options.RetryBackoff - TimeSpan.FromSeconds(1)));
+        Assert.Equal(2, Assert.Single(await ReconcileAsync(command.RunId, expired + options.RetryBackoff)).Command.Attempt);
+    }
+
+    [Fact]
+    public async Task A_run_whose_reconciliation_throws_does_not_stop_the_others()
+    {
+        // the first run's stage names a kind nobody knows: building its command throws, every round
+        var broken = await DispatchedAsync();
+        await using (var db = store.CreateDbContext())
+            await db.Stages.Where(s => s.Id == broken.StageId).ExecuteUpdateAsync(u => u.SetProperty(s => s.Kind, "no-such-kind"));
+        var lost = await store.CreateRunAsync(TinyToy.Recipe(), options);
+        var later = await machine.NowAsync() + options.DispatchTimeout + TimeSpan.FromSeconds(1);
+        for (int round = 0; round < 2; round++)
+        {
+            var sent = await machine.ReconcileAsync(later);
+            Assert.DoesNotContain(sent, d => d.Command.RunId == broken.RunId);
+            Assert.Contains(sent, d => d.Command.RunId == lost);
+            later += options.DispatchTimeout + TimeSpan.FromSeconds(1);
+        }
+        Assert.Equal(RunState.Running, (await store.RunAsync(lost)).State);
+    }
+
+    [Fact]
+    public async Task A_fault_from_a_duplicate_delivery_does_not_fail_a_run_another_attempt_holds()
+    {
+        var command = await DispatchedAsync();
+        var leases = new StageLeases(store, Options("worker"));
+        Assert.NotNull(await leases.TryAcquireAsync(command, default));
+        // a copy of the command, delivered again, faulted on a transient error after its retries
+        Assert.Empty(await machine.StageFaultedAsync(command, "NpgsqlException: connection reset", await machine.NowAsync()));
+        var run = await store.RunAsync(command.RunId);
+        Assert.Equal((RunState.Running, StageState.Running), (run.State, run.Stages[0].State));
+    }
+
+    [Fact]
+    public async Task A_stage_without_progress_for_its_kinds_limit_is_hung_and_redispatched()
+    {
+        var hungOptions = Options("orchestrator", o => o.ProgressTimeouts["prepare-dataset"] = TimeSpan.FromSeconds(1.5));
+        machine = Machine(hungOptions);
+        var command = await DispatchedAsync();
+        var leases = new StageLeases(store, Options("worker"));
+        var lease = (await leases.TryAcquireAsync(command, default))!;
+        var progress = new StageProgress(0.1, null, null);
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.True(await leases.HeartbeatAsync(lease, progress, default, progressed: true));
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.True(await leases.HeartbeatAsync(lease, progress, default, progressed: false));
+        Assert.Empty(await ReconcileAsync(command.RunId)); // moved a second ago
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        // alive (the lease is renewed) but stuck: no progress for 2 s
+        Assert.True(await leases.HeartbeatAsync(lease, progress, default, progressed: false));
+        var again = Assert.Single(await ReconcileAsync(command.RunId));
+        Assert.Equal(2, again.Command.Attempt);
+        Assert.False(await leases.HeartbeatAsync(lease, progress, default, progressed: false)); // the hung worker's work stops
+        await using var db = store.CreateDbContext();
+        var attempt = await db.StageAttempts.SingleAsync(a => a.StageId == command.StageId && a.Attempt == 1);
+        Assert.Equal(AttemptOutcome.Lost, attempt.Outcome);
+        Assert.Contains("no progress", attempt.Error);
     }
 }
