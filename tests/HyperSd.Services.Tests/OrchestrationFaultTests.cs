@@ -319,4 +319,48 @@ public sealed class OrchestrationFaultTests : IClassFixture<PostgresDatabase>, I
         Assert.Equal(AttemptOutcome.Lost, attempt.Outcome);
         Assert.Contains("no progress", attempt.Error);
     }
+
+    [Fact]
+    public async Task A_corrupt_newest_checkpoint_falls_back_to_the_one_before_then_to_a_fresh_start()
+    {
+        var command = await DispatchedAsync();
+        var o = Options("worker", x => x.LeaseTimeout = TimeSpan.FromSeconds(30));
+        var leases = new StageLeases(store, o);
+        var lease = (await leases.TryAcquireAsync(command, default))!;
+        var first = Context(lease, await store.StageAsync(command.RunId, command.Stage), store, leases, o);
+        var saved = new List<Guid>();
+        foreach (var step in new[] { 2, 4 })
+        {
+            var dir = Path.Combine(first.WorkDir, "checkpoint");
+            Directory.CreateDirectory(dir);
+            WriteFile(dir, "state.bin", $"step {step}");
+            saved.Add(await first.AddCheckpointAsync(dir, $"step-{step:D7}"));
+        }
+        Assert.True(await leases.HeartbeatAsync(lease, first.Progress, default)); // the stage points at step 4
+        await using (var db = store.CreateDbContext())
+        {
+            var paths = await db.Artifacts.Where(a => saved.Contains(a.Id)).OrderBy(a => a.CreatedAt).Select(a => a.Path).ToListAsync();
+            Assert.All(paths, p => Assert.StartsWith(StageContext.OutputPrefix(command.RunId, command.Stage, 1) + "checkpoints/", p));
+            // the newest one rots on disk
+            File.WriteAllText(Path.Combine(store.Artifacts.GetFullPath(paths[1]), "state.bin"), "garbage");
+        }
+
+        var later = await machine.NowAsync() + o.LeaseTimeout + TimeSpan.FromSeconds(1);
+        var second = Assert.Single(await ReconcileAsync(command.RunId, later)).Command;
+        var lease2 = (await leases.TryAcquireAsync(second, default))!;
+        var stage = await store.StageAsync(command.RunId, command.Stage);
+        Assert.Equal(saved[1], stage.CheckpointArtifactId);
+        var next = Context(lease2, stage, store, leases, o);
+        var target = Path.Combine(next.WorkDir, "checkpoint");
+        Assert.True(await next.RestoreAsync(target));
+        Assert.Equal("step 2", File.ReadAllText(Path.Combine(target, "state.bin")));
+
+        // with every checkpoint corrupt, a fresh start
+        await using (var db = store.CreateDbContext())
+            foreach (var path in await db.Artifacts.Where(a => saved.Contains(a.Id)).Select(a => a.Path).ToListAsync())
+                File.WriteAllText(Path.Combine(store.Artifacts.GetFullPath(path), "state.bin"), "garbage");
+        var fresh = Path.Combine(next.WorkDir, "fresh");
+        Assert.False(await next.RestoreAsync(fresh));
+        Assert.False(Directory.Exists(fresh));
+    }
 }

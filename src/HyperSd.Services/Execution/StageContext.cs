@@ -140,16 +140,40 @@ public sealed class StageContext(StageLease lease, Stage stage, IReadOnlyList<Ar
 
 public static class StageCheckpoints
 {
-    /// <summary>Puts the stage's recorded checkpoint artifact (verified) into <paramref name="target"/> when the work
-    /// folder has none (a worker on another machine, a cleaned scratch folder); true if it did.</summary>
+    /// <summary>Puts the stage's newest usable checkpoint into <paramref name="target"/> (an empty work folder of a new
+    /// attempt): the one the stage recorded last, else — when that one is corrupt or missing — the ones before it, newest
+    /// attempt first; false (a fresh start) when there is none or none is whole.</summary>
     public static async Task<bool> RestoreAsync(this StageContext stage, string target)
     {
-        if (Directory.Exists(target) || stage.CheckpointArtifactId is not { } id) return false;
-        await using var db = await stage.Db.CreateDbContextAsync(stage.Cancellation);
-        var artifact = await db.Artifacts.AsNoTracking().SingleOrDefaultAsync(a => a.Id == id, stage.Cancellation);
-        if (artifact is null) return false;
-        await stage.Store.VerifyAsync(artifact.Path, artifact.Sha256, stage.Cancellation);
-        var source = stage.Store.GetFullPath(artifact.Path);
+        if (Directory.Exists(target)) return false;
+        List<Artifact> checkpoints;
+        await using (var db = await stage.Db.CreateDbContextAsync(stage.Cancellation))
+            checkpoints = await db.Artifacts.AsNoTracking()
+                .Where(a => a.StageId == stage.StageId && a.Kind == ArtifactKind.Checkpoint).ToListAsync(stage.Cancellation);
+        // within an attempt, the worker's own clock orders its checkpoints; a later attempt resumed from an earlier one's
+        var candidates = checkpoints.OrderByDescending(a => a.Id == stage.CheckpointArtifactId)
+            .ThenByDescending(a => a.Attempt).ThenByDescending(a => a.CreatedAt);
+        foreach (var artifact in candidates)
+        {
+            try
+            {
+                await stage.Store.VerifyAsync(artifact.Path, artifact.Sha256, stage.Cancellation);
+            }
+            catch (ArtifactCorruptException e)
+            {
+                stage.Logger.LogWarning("checkpoint {Path} is unusable ({Error}); trying the one before it", artifact.Path, e.Message);
+                continue;
+            }
+            Copy(stage.Store.GetFullPath(artifact.Path), target);
+            stage.Logger.LogInformation("restored checkpoint {Path} into the work folder", artifact.Path);
+            return true;
+        }
+        if (checkpoints.Count > 0) stage.Logger.LogWarning("no usable checkpoint among {Count}; starting afresh", checkpoints.Count);
+        return false;
+    }
+
+    static void Copy(string source, string target)
+    {
         var partial = target + ".restore";
         if (Directory.Exists(partial)) Directory.Delete(partial, true);
         foreach (var file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
@@ -159,7 +183,5 @@ public static class StageCheckpoints
             File.Copy(file, to);
         }
         Directory.Move(partial, target);
-        stage.Logger.LogInformation("restored checkpoint {Path} into the work folder", artifact.Path);
-        return true;
     }
 }
