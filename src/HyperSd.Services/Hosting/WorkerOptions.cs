@@ -74,6 +74,8 @@ public sealed class WorkerOptions
                 throw new ArgumentException($"worker roles: unknown role '{role}'; expected any of {string.Join(", ", known)}");
         if (Transport is not (InMemory or RabbitMqTransport))
             throw new ArgumentException($"worker transport: expected '{InMemory}' or '{RabbitMqTransport}', got '{Transport}'");
+        if (Transport == RabbitMqTransport && RabbitMq.Username.Length == 0)
+            throw new ArgumentException("worker transport rabbitmq: no RabbitMQ user given (amqp://user:pass@host:port/vhost)");
         if (Devices.Count == 0) throw new ArgumentException("worker devices: at least one device is needed (e.g. cpu)");
         if (MaxAttempts < 1) throw new ArgumentException($"worker max attempts: must be at least 1, got {MaxAttempts}");
         foreach (var (name, value) in new[] { ("heartbeat interval", HeartbeatInterval), ("lease timeout", LeaseTimeout),
@@ -135,30 +137,45 @@ public sealed class WorkerOptions
     }
 }
 
-/// <summary>Where RabbitMQ is.</summary>
+/// <summary>Where RabbitMQ is, and who to log in as: always given (no silent guest account).</summary>
 public sealed class RabbitMqOptions
 {
     public string Host { get; set; } = "localhost";
     public ushort Port { get; set; } = 5672;
-    public string Username { get; set; } = "guest";
-    public string Password { get; set; } = "guest";
+    public string Username { get; set; } = "";
+    public string Password { get; set; } = "";
     public string VirtualHost { get; set; } = "/";
 
-    /// <summary>amqp://user:pass@host:port/vhost (vhost "%2F" or empty = "/").</summary>
+    /// <summary>amqp://user:pass@host:port/vhost (vhost "%2F" or empty = "/"); the user and password are required.
+    /// Errors show the address with its password masked.</summary>
     public static RabbitMqOptions FromUri(string uri)
     {
         if (!Uri.TryCreate(uri, UriKind.Absolute, out var u) || u.Scheme is not ("amqp" or "rabbitmq"))
-            throw new ArgumentException($"RabbitMQ address: expected amqp://user:pass@host:port/vhost, got '{uri}'");
+            throw new ArgumentException($"RabbitMQ address: expected amqp://user:pass@host:port/vhost, got '{Redact(uri)}'");
         var user = u.UserInfo.Split(':', 2);
+        if (user[0].Length == 0 || user.Length < 2)
+            throw new ArgumentException($"RabbitMQ address '{Redact(uri)}' names no user and password: " +
+                                        "give them as amqp://user:pass@host:port/vhost");
         var vhost = Uri.UnescapeDataString(u.AbsolutePath.TrimStart('/'));
         return new RabbitMqOptions
         {
             Host = u.Host,
             Port = u.IsDefaultPort || u.Port < 0 ? (ushort)5672 : (ushort)u.Port,
-            Username = user[0] is { Length: > 0 } name ? Uri.UnescapeDataString(name) : "guest",
-            Password = user.Length > 1 ? Uri.UnescapeDataString(user[1]) : "guest",
+            Username = Uri.UnescapeDataString(user[0]),
+            Password = Uri.UnescapeDataString(user[1]),
             VirtualHost = vhost.Length == 0 ? "/" : vhost,
         };
+    }
+
+    /// <summary>The address with the password of its user part (scheme://user:password@…) masked, parsed or not.</summary>
+    public static string Redact(string uri)
+    {
+        int scheme = uri.IndexOf("://", StringComparison.Ordinal);
+        int start = scheme < 0 ? 0 : scheme + 3;
+        int at = uri.LastIndexOf('@');
+        if (at < start) return uri;
+        int colon = uri.IndexOf(':', start);
+        return colon < 0 || colon > at ? uri : $"{uri[..(colon + 1)]}***{uri[at..]}";
     }
 }
 
