@@ -8,7 +8,6 @@ using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
 
 namespace HyperSd.Services.Tests;
 
@@ -41,25 +40,7 @@ public sealed class BusRetryTests(PostgresDatabase database) : IClassFixture<Pos
             o.ReconcileInterval = TimeSpan.FromSeconds(1);
             o.DispatchTimeout = TimeSpan.FromSeconds(60);
         }, catalogue);
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddHyperSdWorkers(options, catalogue);
-        var host = builder.Build();
-        host.Start();
-        return host;
-    }
-
-    async Task<Run> WaitForAsync(Guid runId, Func<Run, bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (true)
-        {
-            var run = await store.RunAsync(runId);
-            if (condition(run)) return run;
-            if (DateTime.UtcNow > deadline)
-                throw new TimeoutException($"waiting for {what}: run {run.State} ({run.Error}), stage {run.Stages[0].State}#{run.Stages[0].Attempt}");
-            await Task.Delay(200);
-        }
+        return TestHosts.Start(options, catalogue);
     }
 
     [Fact]
@@ -76,7 +57,7 @@ public sealed class BusRetryTests(PostgresDatabase database) : IClassFixture<Pos
         var runId = await orchestrator.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned);
         await Task.Delay(TimeSpan.FromSeconds(2));
         proxy.Restore();
-        await WaitForAsync(runId, r => r.Stages[0].State == StageState.Running, "the stage to run");
+        await store.WaitForAsync(runId, r => r.Stages[0].State == StageState.Running, "the stage to run");
 
         // a duplicate of the command arrives while attempt 1 runs, and its consumer meets the store down too
         proxy.Cut();
@@ -87,7 +68,7 @@ public sealed class BusRetryTests(PostgresDatabase database) : IClassFixture<Pos
         await Task.Delay(TimeSpan.FromSeconds(2));
         release.Set();
 
-        var run = await WaitForAsync(runId, r => r.State is not (RunState.Pending or RunState.Running), "the run to end");
+        var run = await store.WaitForAsync(runId, r => r.State is not (RunState.Pending or RunState.Running), "the run to end");
         await worker.StopAsync();
         await orchestrator.StopAsync();
         Assert.True(run.State == RunState.Succeeded, $"{run.State}: {run.Error}");

@@ -9,7 +9,6 @@ using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
 
 namespace HyperSd.Services.Tests;
 
@@ -61,27 +60,10 @@ public sealed class LivenessTests(PostgresDatabase database) : IClassFixture<Pos
             o.ReconcileInterval = TimeSpan.FromMilliseconds(300);
             o.ProgressTimeouts[HangStage.Kind] = TimeSpan.FromSeconds(2);
         }, catalogue);
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddHyperSdWorkers(options, catalogue);
-        var host = builder.Build();
-        host.Start();
+        var host = TestHosts.Start(options, catalogue);
         var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(), "tiny", options.MaxAttempts);
         var runId = host.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned).GetAwaiter().GetResult();
         return (host, runId);
-    }
-
-    async Task<Run> WaitForAsync(Guid runId, Func<Run, bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (true)
-        {
-            var run = await store.RunAsync(runId);
-            if (condition(run)) return run;
-            if (DateTime.UtcNow > deadline)
-                throw new TimeoutException($"waiting for {what}: run {run.State}, stage {run.Stages[0].State}#{run.Stages[0].Attempt}");
-            await Task.Delay(200);
-        }
     }
 
     [Fact]
@@ -90,7 +72,7 @@ public sealed class LivenessTests(PostgresDatabase database) : IClassFixture<Pos
         var (host, runId) = Start(hangAttempts: 1);
         using var _ = host;
         var started = DateTime.UtcNow;
-        var run = await WaitForAsync(runId, r => r.State is not (RunState.Pending or RunState.Running), "the run to end");
+        var run = await store.WaitForAsync(runId, r => r.State is not (RunState.Pending or RunState.Running), "the run to end");
         var took = DateTime.UtcNow - started;
         await host.StopAsync();
 
@@ -110,12 +92,12 @@ public sealed class LivenessTests(PostgresDatabase database) : IClassFixture<Pos
     {
         var (host, runId) = Start(hangAttempts: int.MaxValue);
         using var _ = host;
-        await WaitForAsync(runId, r => r.Stages[0].State == StageState.Running, "the stage to run");
+        await store.WaitForAsync(runId, r => r.Stages[0].State == StageState.Running, "the stage to run");
         var slots = host.Services.GetRequiredService<DeviceSlots>();
         Assert.Null(slots.TryAcquire()); // the hung attempt holds the only slot
         await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(Roles.Queue(Roles.Orchestrator)))
             .Send(new CancelRun(runId, "operator"));
-        await WaitForAsync(runId, r => r.State == RunState.Cancelled, "the run to be cancelled");
+        await store.WaitForAsync(runId, r => r.State == RunState.Cancelled, "the run to be cancelled");
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
         string? slot;
         while ((slot = slots.TryAcquire()) is null && DateTime.UtcNow < deadline) await Task.Delay(100);
