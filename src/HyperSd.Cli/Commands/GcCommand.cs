@@ -3,7 +3,7 @@ using HyperSd.Data;
 using HyperSd.Data.Artifacts;
 using HyperSd.Services.Runs;
 using Microsoft.EntityFrameworkCore;
-using Microsoft.EntityFrameworkCore.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace HyperSd.Cli.Commands;
 
@@ -22,9 +22,9 @@ public static class GcCommand
             var runStore = RunStore.From(parse);
             var options = runStore.Options([]);
             await (await runStore.OpenAsync()).DisposeAsync(); // migrated
-            var builder = new DbContextOptionsBuilder<MetadataDbContext>();
-            builder.UseMetadataStore(options.Store);
-            var dbs = new PooledDbContextFactory<MetadataDbContext>(builder.Options);
+            await using var services = new ServiceCollection()
+                .AddDbContextFactory<MetadataDbContext>(b => b.UseMetadataStore(options.Store)).BuildServiceProvider();
+            var dbs = services.GetRequiredService<IDbContextFactory<MetadataDbContext>>();
             var collector = new StoreCollector(dbs, new FileSystemArtifactStore(options.ArtifactRoot));
             var items = await collector.FindAsync(ct);
             foreach (var item in items)

@@ -16,8 +16,9 @@ public sealed record SegmentStageSettings(ModelRecipe Model, SegmentStageConfig 
 /// <summary>
 /// One TSCD stage (k segments) per entry of the recipe's <c>tscd.segments</c>, each from the previous stage's student.
 /// It trains in its attempt's work folder (<see cref="SegmentStageLayout"/>): a re-dispatched attempt resumes from the
-/// stage's last recorded checkpoint artifact, which it copies there. Each checkpoint is stored as an artifact, and the finished stage's folder becomes the "lora" artifact, tagged with k and with the
-/// step count it is for (Hyper-SD: stage k's LoRA samples k steps).
+/// stage's last recorded checkpoint artifact, which it copies there. Each checkpoint is stored as an artifact, and the
+/// finished stage's folder becomes the "lora" artifact, tagged with k and with the step count it is for (Hyper-SD:
+/// stage k's LoRA samples k steps).
 /// </summary>
 public sealed class TrainSegmentStage : StageKind<SegmentStageSettings>
 {
