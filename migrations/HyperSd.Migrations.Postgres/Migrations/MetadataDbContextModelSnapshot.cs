@@ -530,6 +530,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("double precision")
                         .HasColumnName("progress");
 
+                    b.Property<DateTimeOffset?>("ProgressAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("progress_at");
+
                     b.Property<string>("ProgressDetail")
                         .HasColumnType("text")
                         .HasColumnName("progress_detail");
@@ -613,6 +617,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.Property<DateTimeOffset>("StartedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("started_at");
+
+                    b.Property<bool?>("Transient")
+                        .HasColumnType("boolean")
+                        .HasColumnName("transient");
 
                     b.HasKey("Id")
                         .HasName("pk_stage_attempts");

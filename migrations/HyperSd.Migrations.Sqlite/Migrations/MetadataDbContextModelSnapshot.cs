@@ -525,6 +525,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("REAL")
                         .HasColumnName("progress");
 
+                    b.Property<long?>("ProgressAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("progress_at");
+
                     b.Property<string>("ProgressDetail")
                         .HasColumnType("TEXT")
                         .HasColumnName("progress_detail");
@@ -608,6 +612,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.Property<long>("StartedAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("started_at");
+
+                    b.Property<bool?>("Transient")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("transient");
 
                     b.HasKey("Id")
                         .HasName("pk_stage_attempts");

@@ -32,9 +32,18 @@ public sealed class WorkerOptions
     /// <summary>Names this process as a lease owner.</summary>
     public string WorkerId { get; set; } = $"{Environment.MachineName}-{Environment.ProcessId}";
 
+    /// <summary>This worker's clock, for the times it stamps on what it records (never for leases: their times are the
+    /// database server's). Tests skew it.</summary>
+    public TimeProvider Clock { get; set; } = TimeProvider.System;
+
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(5);
     /// <summary>A running stage whose heartbeat is older than this is re-dispatched.</summary>
     public TimeSpan LeaseTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    /// <summary>A running stage that reports no progress for this long is hung: its attempt is abandoned and the stage
+    /// re-dispatched. Per stage kind in <see cref="ProgressTimeouts"/>; this is the default.</summary>
+    public TimeSpan ProgressTimeout { get; set; } = TimeSpan.FromMinutes(30);
+    /// <summary>The no-progress limit of a stage kind, by its name (e.g. a slow teacher's first step).</summary>
+    public Dictionary<string, TimeSpan> ProgressTimeouts { get; set; } = [];
     /// <summary>A dispatched stage not leased within this is sent again.</summary>
     public TimeSpan DispatchTimeout { get; set; } = TimeSpan.FromSeconds(30);
     public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(5);
@@ -54,6 +63,8 @@ public sealed class WorkerOptions
 
     public bool Serves(string role) => Roles.Contains(role);
 
+    public TimeSpan ProgressTimeoutOf(string kind) => ProgressTimeouts.GetValueOrDefault(kind, ProgressTimeout);
+
     /// <summary>Checks the options; roles against <paramref name="catalogue"/>'s (default: the built-in stage kinds).</summary>
     public WorkerOptions Validate(StageCatalogue? catalogue = null)
     {
@@ -63,11 +74,16 @@ public sealed class WorkerOptions
                 throw new ArgumentException($"worker roles: unknown role '{role}'; expected any of {string.Join(", ", known)}");
         if (Transport is not (InMemory or RabbitMqTransport))
             throw new ArgumentException($"worker transport: expected '{InMemory}' or '{RabbitMqTransport}', got '{Transport}'");
+        if (Transport == RabbitMqTransport && RabbitMq.Username.Length == 0)
+            throw new ArgumentException("worker transport rabbitmq: no RabbitMQ user given (amqp://user:pass@host:port/vhost)");
         if (Devices.Count == 0) throw new ArgumentException("worker devices: at least one device is needed (e.g. cpu)");
         if (MaxAttempts < 1) throw new ArgumentException($"worker max attempts: must be at least 1, got {MaxAttempts}");
         foreach (var (name, value) in new[] { ("heartbeat interval", HeartbeatInterval), ("lease timeout", LeaseTimeout),
-                     ("dispatch timeout", DispatchTimeout), ("reconcile interval", ReconcileInterval) })
+                     ("dispatch timeout", DispatchTimeout), ("reconcile interval", ReconcileInterval),
+                     ("progress timeout", ProgressTimeout) })
             if (value <= TimeSpan.Zero) throw new ArgumentException($"worker {name}: must be positive, got {value}");
+        foreach (var (kind, value) in ProgressTimeouts)
+            if (value <= TimeSpan.Zero) throw new ArgumentException($"worker progress timeout of '{kind}': must be positive, got {value}");
         if (LeaseTimeout <= HeartbeatInterval)
             throw new ArgumentException($"worker lease timeout ({LeaseTimeout}) must exceed the heartbeat interval ({HeartbeatInterval})");
         return this;
@@ -75,7 +91,8 @@ public sealed class WorkerOptions
 
     /// <summary>Reads the options from a configuration section (keys as the properties; lists comma-separated;
     /// timings in seconds: HeartbeatSeconds, LeaseTimeoutSeconds, DispatchTimeoutSeconds, ReconcileSeconds,
-    /// RetryBackoffSeconds; RabbitMq as an amqp:// URI; Store:Provider and Store:ConnectionString).</summary>
+    /// RetryBackoffSeconds, ProgressTimeoutSeconds, ProgressTimeouts as kind=seconds pairs;
+    /// RabbitMq as an amqp:// URI; Store:Provider and Store:ConnectionString).</summary>
     public static WorkerOptions FromConfiguration(IConfiguration section)
     {
         var o = new WorkerOptions();
@@ -99,6 +116,14 @@ public sealed class WorkerOptions
         o.DispatchTimeout = Seconds("DispatchTimeoutSeconds") ?? o.DispatchTimeout;
         o.ReconcileInterval = Seconds("ReconcileSeconds") ?? o.ReconcileInterval;
         o.RetryBackoff = Seconds("RetryBackoffSeconds") ?? o.RetryBackoff;
+        o.ProgressTimeout = Seconds("ProgressTimeoutSeconds") ?? o.ProgressTimeout;
+        foreach (var pair in List("ProgressTimeouts") ?? [])
+        {
+            var kv = pair.Split('=', 2, StringSplitOptions.TrimEntries);
+            if (kv.Length != 2 || !double.TryParse(kv[1], CultureInfo.InvariantCulture, out var seconds))
+                throw new ArgumentException($"worker progress timeouts: expected kind=seconds, got '{pair}'");
+            o.ProgressTimeouts[kv[0]] = TimeSpan.FromSeconds(seconds);
+        }
         if (section["MaxAttempts"] is { Length: > 0 } max) o.MaxAttempts = int.Parse(max, CultureInfo.InvariantCulture);
         if (section["MigrateOnStart"] is { Length: > 0 } migrate) o.MigrateOnStart = bool.Parse(migrate);
         o.ToyTeacherDir = section["ToyTeacherDir"] ?? o.ToyTeacherDir;
@@ -112,30 +137,45 @@ public sealed class WorkerOptions
     }
 }
 
-/// <summary>Where RabbitMQ is.</summary>
+/// <summary>Where RabbitMQ is, and who to log in as: always given (no silent guest account).</summary>
 public sealed class RabbitMqOptions
 {
     public string Host { get; set; } = "localhost";
     public ushort Port { get; set; } = 5672;
-    public string Username { get; set; } = "guest";
-    public string Password { get; set; } = "guest";
+    public string Username { get; set; } = "";
+    public string Password { get; set; } = "";
     public string VirtualHost { get; set; } = "/";
 
-    /// <summary>amqp://user:pass@host:port/vhost (vhost "%2F" or empty = "/").</summary>
+    /// <summary>amqp://user:pass@host:port/vhost (vhost "%2F" or empty = "/"); the user and password are required.
+    /// Errors show the address with its password masked.</summary>
     public static RabbitMqOptions FromUri(string uri)
     {
         if (!Uri.TryCreate(uri, UriKind.Absolute, out var u) || u.Scheme is not ("amqp" or "rabbitmq"))
-            throw new ArgumentException($"RabbitMQ address: expected amqp://user:pass@host:port/vhost, got '{uri}'");
+            throw new ArgumentException($"RabbitMQ address: expected amqp://user:pass@host:port/vhost, got '{Redact(uri)}'");
         var user = u.UserInfo.Split(':', 2);
+        if (user[0].Length == 0 || user.Length < 2)
+            throw new ArgumentException($"RabbitMQ address '{Redact(uri)}' names no user and password: " +
+                                        "give them as amqp://user:pass@host:port/vhost");
         var vhost = Uri.UnescapeDataString(u.AbsolutePath.TrimStart('/'));
         return new RabbitMqOptions
         {
             Host = u.Host,
             Port = u.IsDefaultPort || u.Port < 0 ? (ushort)5672 : (ushort)u.Port,
-            Username = user[0] is { Length: > 0 } name ? Uri.UnescapeDataString(name) : "guest",
-            Password = user.Length > 1 ? Uri.UnescapeDataString(user[1]) : "guest",
+            Username = Uri.UnescapeDataString(user[0]),
+            Password = Uri.UnescapeDataString(user[1]),
             VirtualHost = vhost.Length == 0 ? "/" : vhost,
         };
+    }
+
+    /// <summary>The address with the password of its user part (scheme://user:password@…) masked, parsed or not.</summary>
+    public static string Redact(string uri)
+    {
+        int scheme = uri.IndexOf("://", StringComparison.Ordinal);
+        int start = scheme < 0 ? 0 : scheme + 3;
+        int at = uri.LastIndexOf('@');
+        if (at < start) return uri;
+        int colon = uri.IndexOf(':', start);
+        return colon < 0 || colon > at ? uri : $"{uri[..(colon + 1)]}***{uri[at..]}";
     }
 }
 

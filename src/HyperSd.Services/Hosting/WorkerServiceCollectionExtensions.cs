@@ -80,11 +80,12 @@ public static class WorkerServiceCollectionExtensions
         if (options.Serves(Roles.Orchestrator))
             cfg.ReceiveEndpoint(Roles.Orchestrator, e =>
             {
-                // Two transitions of one run raced on a stage's version: run the message again on fresh state.
+                // Two transitions of one run raced on a stage's version, or the store was briefly unreachable: run the
+                // message again on fresh state (in process: no delayed-delivery plugin needed).
                 e.UseMessageRetry(r =>
                 {
-                    r.Handle<DbUpdateException>();
-                    r.Intervals(50, 200, 500, 1000, 2000);
+                    r.Handle<Exception>(x => x is DbUpdateException || StoreRetry.IsTransient(x));
+                    r.Intervals(50, 200, 500, 1000, 2000, 5000, 10000);
                 });
                 e.ConfigureConsumer<RunCommandsConsumer>(context);
                 e.ConfigureConsumer<StageEventsConsumer>(context);
@@ -97,6 +98,12 @@ public static class WorkerServiceCollectionExtensions
                 // Accepting is quick (the work runs in the background): one command at a time keeps leasing orderly.
                 e.PrefetchCount = 1;
                 e.ConcurrentMessageLimit = 1;
+                // a store blip while accepting is retried with backoff before the command faults (and fails its stage)
+                e.UseMessageRetry(r =>
+                {
+                    r.Handle<Exception>(StoreRetry.IsTransient);
+                    r.Exponential(6, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(500));
+                });
                 e.Consumer(() => new RunStageConsumer(context.GetRequiredService<StageRuntime>(), role));
             });
     }

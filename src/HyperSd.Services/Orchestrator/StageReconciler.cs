@@ -16,7 +16,7 @@ public sealed class StageReconciler(RunLifecycle machine, IBus bus, WorkerOption
         {
             try
             {
-                await bus.SendAsync(await machine.ReconcileAsync(DateTimeOffset.UtcNow, stoppingToken), stoppingToken);
+                await bus.SendAsync(await machine.ReconcileAsync(stoppingToken), stoppingToken);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
