@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using HyperSd.Contracts;
 using HyperSd.Data.Entities;
+using HyperSd.Services.Hosting;
 using HyperSd.Services.Orchestrator;
 using HyperSd.Services.Runs;
 using HyperSd.Services.Stages;
@@ -145,7 +146,8 @@ public static class RunsCommand
             // Resumed here before following, so the follower never sees the old state; a run still marked running
             // (its process died) is picked up by the reconciler once its lease or dispatch times out.
             var machine = host.Services.GetRequiredService<RunLifecycle>();
-            await host.Services.GetRequiredService<IBus>().SendAsync(await machine.ResumeAsync(runId, DateTimeOffset.UtcNow, ct), ct);
+            await host.Services.GetRequiredService<IBus>().SendAsync(host.Services.GetRequiredService<RoleQueues>(),
+                await machine.ResumeAsync(runId, DateTimeOffset.UtcNow, ct), ct);
             return await RunCommand.FollowToEndAsync(host, store, runId, ct);
         });
         return command;
@@ -155,7 +157,8 @@ public static class RunsCommand
     static async Task SendAsync(RunStore store, object message, CancellationToken ct)
     {
         using var host = store.StartHost(allRoles: false, verbose: false);
-        await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(Roles.Queue(Roles.Orchestrator))).Send(message, ct);
+        var orchestrator = host.Services.GetRequiredService<RoleQueues>().Address(Roles.Orchestrator);
+        await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(orchestrator)).Send(message, ct);
         await host.StopAsync(CancellationToken.None);
     }
 

@@ -112,22 +112,42 @@ public sealed class WorkerOptions
     }
 }
 
-/// <summary>Where RabbitMQ is.</summary>
+/// <summary>Where RabbitMQ is, and the type of the roles' queues there.</summary>
 public sealed class RabbitMqOptions
 {
+    public const string ClassicQueues = "classic";
+    public const string QuorumQueues = "quorum";
+    /// <summary>The address's query parameter that names <see cref="QueueType"/>.</summary>
+    public const string QueueTypeParameter = "queue-type";
+
     public string Host { get; set; } = "localhost";
     public ushort Port { get; set; } = 5672;
     public string Username { get; set; } = "guest";
     public string Password { get; set; } = "guest";
     public string VirtualHost { get; set; } = "/";
+    /// <summary>classic (the default: one broker node) or quorum (deployments: replicated queues that survive a broker
+    /// node). It travels with the address (<c>?queue-type=quorum</c>), so every process given a deployment's address
+    /// declares its queues alike (<see cref="RoleQueues"/>).</summary>
+    public string QueueType { get; set; } = ClassicQueues;
 
-    /// <summary>amqp://user:pass@host:port/vhost (vhost "%2F" or empty = "/").</summary>
+    public bool Quorum => QueueType == QuorumQueues;
+
+    /// <summary>amqp://user:pass@host:port/vhost[?queue-type=classic|quorum] (vhost "%2F" or empty = "/").</summary>
     public static RabbitMqOptions FromUri(string uri)
     {
         if (!Uri.TryCreate(uri, UriKind.Absolute, out var u) || u.Scheme is not ("amqp" or "rabbitmq"))
             throw new ArgumentException($"RabbitMQ address: expected amqp://user:pass@host:port/vhost, got '{uri}'");
         var user = u.UserInfo.Split(':', 2);
         var vhost = Uri.UnescapeDataString(u.AbsolutePath.TrimStart('/'));
+        var queueType = ClassicQueues;
+        foreach (var parameter in u.Query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var (key, value) = parameter.Split('=', 2) is [var k, var v] ? (k, Uri.UnescapeDataString(v)) : (parameter, "");
+            if (key != QueueTypeParameter)
+                throw new ArgumentException($"RabbitMQ address: unknown parameter '{key}' (known: {QueueTypeParameter})");
+            queueType = value is ClassicQueues or QuorumQueues ? value : throw new ArgumentException(
+                $"RabbitMQ address: {QueueTypeParameter} must be {ClassicQueues} or {QuorumQueues}, got '{value}'");
+        }
         return new RabbitMqOptions
         {
             Host = u.Host,
@@ -135,6 +155,7 @@ public sealed class RabbitMqOptions
             Username = user[0] is { Length: > 0 } name ? Uri.UnescapeDataString(name) : "guest",
             Password = user.Length > 1 ? Uri.UnescapeDataString(user[1]) : "guest",
             VirtualHost = vhost.Length == 0 ? "/" : vhost,
+            QueueType = queueType,
         };
     }
 }
