@@ -19,6 +19,7 @@ public static class RunsCommand
     public static Command Create()
     {
         var command = new Command("runs", "list, inspect, cancel and resume runs");
+        command.Subcommands.Add(Submit());
         command.Subcommands.Add(List());
         command.Subcommands.Add(Show());
         command.Subcommands.Add(Cancel());
@@ -97,6 +98,24 @@ public static class RunsCommand
                 Console.WriteLine();
                 Console.WriteLine(table);
             }
+        });
+        return command;
+    }
+
+    static Command Submit()
+    {
+        var recipe = new Argument<FileInfo>("recipe") { Description = "the recipe YAML" };
+        var command = WithStore("submit", "submit a recipe to a deployment (--postgres and --rabbitmq); prints the run's id", recipe);
+        command.SetAction(async (parse, ct) =>
+        {
+            var store = RunStore.From(parse);
+            if (store.Embedded || store.Postgres is null)
+                throw new ArgumentException("runs submit sends a run to a deployment: give --postgres and --rabbitmq " +
+                                            "(hypersd run runs a recipe in this process)");
+            using var host = store.StartHost(allRoles: false, verbose: false);
+            var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(parse.GetValue(recipe)!.FullName, ct);
+            await host.StopAsync(CancellationToken.None);
+            Console.WriteLine(runId);
         });
         return command;
     }

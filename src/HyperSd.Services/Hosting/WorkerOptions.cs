@@ -51,6 +51,8 @@ public sealed class WorkerOptions
     public string? ToyRecognizerDir { get; set; }
 
     public TelemetryOptions Telemetry { get; set; } = new();
+    /// <summary>A file the worker touches while it is healthy (<see cref="WorkerHealth"/>), for container probes; null = none.</summary>
+    public string? HealthFile { get; set; }
 
     public bool Serves(string role) => Roles.Contains(role);
 
@@ -73,7 +75,8 @@ public sealed class WorkerOptions
         return this;
     }
 
-    /// <summary>Reads the options from a configuration section (keys as the properties; lists comma-separated;
+    /// <summary>Reads the options from a configuration section (keys as the properties; lists comma-separated; Threads =
+    /// <see cref="TensorThreads"/>;
     /// timings in seconds: HeartbeatSeconds, LeaseTimeoutSeconds, DispatchTimeoutSeconds, ReconcileSeconds,
     /// RetryBackoffSeconds; RabbitMq as an amqp:// URI; Store:Provider and Store:ConnectionString).</summary>
     public static WorkerOptions FromConfiguration(IConfiguration section)
@@ -99,10 +102,12 @@ public sealed class WorkerOptions
         o.DispatchTimeout = Seconds("DispatchTimeoutSeconds") ?? o.DispatchTimeout;
         o.ReconcileInterval = Seconds("ReconcileSeconds") ?? o.ReconcileInterval;
         o.RetryBackoff = Seconds("RetryBackoffSeconds") ?? o.RetryBackoff;
+        if (section["Threads"] is { Length: > 0 } threads) o.TensorThreads = int.Parse(threads, CultureInfo.InvariantCulture);
         if (section["MaxAttempts"] is { Length: > 0 } max) o.MaxAttempts = int.Parse(max, CultureInfo.InvariantCulture);
         if (section["MigrateOnStart"] is { Length: > 0 } migrate) o.MigrateOnStart = bool.Parse(migrate);
         o.ToyTeacherDir = section["ToyTeacherDir"] ?? o.ToyTeacherDir;
         o.ToyRecognizerDir = section["ToyRecognizerDir"] ?? o.ToyRecognizerDir;
+        o.HealthFile = section["HealthFile"] is { Length: > 0 } health ? health : o.HealthFile;
         o.Telemetry = new TelemetryOptions
         {
             Console = section["Telemetry:Console"] is { Length: > 0 } c && bool.Parse(c),

@@ -39,6 +39,7 @@ public static class WorkerServiceCollectionExtensions
         services.AddSingleton<StageRuntime>();
         services.AddHostedService(sp => sp.GetRequiredService<StageRuntime>());
         if (options.Serves(Roles.Orchestrator)) services.AddHostedService<StageReconciler>();
+        if (options.HealthFile is not null) services.AddHostedService<WorkerHealth>();
         services.AddOptions<MassTransitHostOptions>().Configure(o =>
         {
             o.WaitUntilStarted = true;

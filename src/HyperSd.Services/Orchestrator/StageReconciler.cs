@@ -6,8 +6,8 @@ using Microsoft.Extensions.Logging;
 namespace HyperSd.Services.Orchestrator;
 
 /// <summary>Runs <see cref="RunLifecycle.ReconcileAsync"/> every <see cref="WorkerOptions.ReconcileInterval"/>.</summary>
-public sealed class StageReconciler(RunLifecycle machine, IBus bus, RoleQueues queues, WorkerOptions options, ILogger<StageReconciler> logger)
-    : BackgroundService
+public sealed class StageReconciler(
+    RunLifecycle machine, IBus bus, RoleQueues queues, WorkerOptions options, ILogger<StageReconciler> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
