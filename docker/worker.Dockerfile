@@ -43,6 +43,8 @@ RUN pip install --no-cache-dir --target /opt/wheel "torch==${TORCH_VERSION}" \
 
 FROM mcr.microsoft.com/dotnet/runtime:${DOTNET_VERSION}-noble AS runtime
 COPY docker/hypersd-worker-healthy /usr/local/bin/hypersd-worker-healthy
+# the recipes, for `hypersd runs submit /app/recipes/toy.yaml`
+COPY recipes/ /app/recipes/
 # the artifact store: mount the volume every worker shares here
 RUN chmod 0755 /usr/local/bin/hypersd-worker-healthy && mkdir -p /data/artifacts && chown "$APP_UID" /data/artifacts
 ENV PATH=/app:$PATH \
