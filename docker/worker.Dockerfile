@@ -31,11 +31,13 @@ RUN sh docker/publish.sh cuda /app
 # on (cuBLAS, cuDNN, NCCL, ...), not a LibTorch CUDA zip, and not TorchSharp-cuda (not on the registries our machines
 # reach). Why the wheel: its LibTorch is the one seen working with TorchSharp 0.107's glue on an H100/H200 machine (no
 # undefined symbol; CUDA matmul, convolutions and bf16 attention ran), and it pins matching CUDA libraries in one step.
-# TORCH_VERSION matches the LibTorch TorchSharp 0.107 is built against (2.10.0; 2.11 was seen working too). The Linux
-# x86_64 torch wheels on PyPI are CUDA 12 builds. Python is needed here only: the image takes the shared libraries, in
-# the wheel's layout so their RPATHs ($ORIGIN/../../nvidia/*/lib) resolve.
+# TORCH_VERSION matches the LibTorch TorchSharp 0.107 is built against (2.10.0; 2.11 with CUDA 13 was seen working
+# too). PyPI's Linux x86_64 torch wheels are CUDA builds; for another CUDA version pass PyTorch's index for it as
+# --build-arg PIP_INDEX_URL=... The nodes need an NVIDIA driver new enough for that CUDA. Python is needed here only:
+# the image takes the shared libraries, in the wheel's layout so their RPATHs ($ORIGIN/../../nvidia/*/lib) resolve.
 FROM python:3.12-slim-bookworm AS libtorch-cuda
 ARG TORCH_VERSION=2.10.0
+ARG PIP_INDEX_URL=https://pypi.org/simple
 RUN pip install --no-cache-dir --target /opt/wheel "torch==${TORCH_VERSION}" \
  && mkdir -p /opt/libtorch/torch \
  && cp -a /opt/wheel/torch/lib /opt/libtorch/torch/lib \
