@@ -140,7 +140,7 @@ public sealed class KubernetesTests
         var workers = Workers(k).ToDictionary(w => w.Name);
         var authentications = k.CustomOfKind("TriggerAuthentication").Select(t => t.StringAt("metadata", "name")).ToHashSet();
         var scaled = k.CustomOfKind("ScaledObject").ToDictionary(s => s.StringAt("spec", "scaleTargetRef", "name")!);
-        Assert.Equal(new[] { Contracts.Roles.Generator, Contracts.Roles.SegmentConsistency }.Order(), scaled.Keys.Order());
+        Assert.Superset(new HashSet<string> { Contracts.Roles.Generator, Contracts.Roles.SegmentConsistency }, scaled.Keys.ToHashSet());
 
         using var db = MetadataStore.CreateContext(new MetadataStoreOptions
             { Provider = MetadataStoreOptions.Postgres, ConnectionString = "Host=model-only" });
