@@ -18,10 +18,21 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
         Description = "embedded store: the SQLite file and, beside it, the artifact folder",
         DefaultValueFactory = _ => new DirectoryInfo("artifacts/store"),
     };
-    public static readonly Option<string?> PostgresOption =
-        new("--postgres") { Description = "a deployment's PostgreSQL connection string" };
-    public static readonly Option<string?> RabbitMqOption =
-        new("--rabbitmq") { Description = "a deployment's RabbitMQ (amqp://user:pass@host:port/vhost)" };
+    /// <summary>The environment variables hypersd-worker reads these from (HyperSd:Store:*, HyperSd:RabbitMq): inside a
+    /// deployment's container the CLI finds its deployment with no secret on the command line.</summary>
+    public const string PostgresVariable = "HyperSd__Store__ConnectionString", ProviderVariable = "HyperSd__Store__Provider",
+        RabbitMqVariable = "HyperSd__RabbitMq";
+    public static readonly Option<string?> PostgresOption = new("--postgres")
+    {
+        Description = $"a deployment's PostgreSQL connection string (default: ${PostgresVariable} where ${ProviderVariable} is postgres)",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(ProviderVariable) == MetadataStoreOptions.Postgres
+                                   && Environment.GetEnvironmentVariable(PostgresVariable) is { Length: > 0 } v ? v : null,
+    };
+    public static readonly Option<string?> RabbitMqOption = new("--rabbitmq")
+    {
+        Description = $"a deployment's RabbitMQ (amqp://user:pass@host:port/vhost[?queue-type=quorum]; default: ${RabbitMqVariable})",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(RabbitMqVariable) is { Length: > 0 } v ? v : null,
+    };
 
     public static RunStore From(ParseResult parse) => new(parse.GetValue(StoreDirOption)!.FullName, parse.GetValue(PostgresOption),
         parse.GetValue(RabbitMqOption));

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using HyperSd.Contracts;
 using HyperSd.Data.Entities;
+using HyperSd.Services.Hosting;
 using HyperSd.Services.Orchestrator;
 using HyperSd.Services.Runs;
 using HyperSd.Services.Stages;
@@ -18,6 +19,7 @@ public static class RunsCommand
     public static Command Create()
     {
         var command = new Command("runs", "list, inspect, cancel and resume runs");
+        command.Subcommands.Add(Submit());
         command.Subcommands.Add(List());
         command.Subcommands.Add(Show());
         command.Subcommands.Add(Cancel());
@@ -100,6 +102,24 @@ public static class RunsCommand
         return command;
     }
 
+    static Command Submit()
+    {
+        var recipe = new Argument<FileInfo>("recipe") { Description = "the recipe YAML" };
+        var command = WithStore("submit", "submit a recipe to a deployment (--postgres and --rabbitmq); prints the run's id", recipe);
+        command.SetAction(async (parse, ct) =>
+        {
+            var store = RunStore.From(parse);
+            if (store.Embedded || store.Postgres is null)
+                throw new ArgumentException("runs submit sends a run to a deployment: give --postgres and --rabbitmq " +
+                                            "(hypersd run runs a recipe in this process)");
+            using var host = store.StartHost(allRoles: false, verbose: false);
+            var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(parse.GetValue(recipe)!.FullName, ct);
+            await host.StopAsync(CancellationToken.None);
+            Console.WriteLine(runId);
+        });
+        return command;
+    }
+
     static Command Cancel()
     {
         var id = RunId();
@@ -145,7 +165,8 @@ public static class RunsCommand
             // Resumed here before following, so the follower never sees the old state; a run still marked running
             // (its process died) is picked up by the reconciler once its lease or dispatch times out.
             var machine = host.Services.GetRequiredService<RunLifecycle>();
-            await host.Services.GetRequiredService<IBus>().SendAsync(await machine.ResumeAsync(runId, DateTimeOffset.UtcNow, ct), ct);
+            await host.Services.GetRequiredService<IBus>().SendAsync(host.Services.GetRequiredService<RoleQueues>(),
+                await machine.ResumeAsync(runId, DateTimeOffset.UtcNow, ct), ct);
             return await RunCommand.FollowToEndAsync(host, store, runId, ct);
         });
         return command;
@@ -155,7 +176,8 @@ public static class RunsCommand
     static async Task SendAsync(RunStore store, object message, CancellationToken ct)
     {
         using var host = store.StartHost(allRoles: false, verbose: false);
-        await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(Roles.Queue(Roles.Orchestrator))).Send(message, ct);
+        var orchestrator = host.Services.GetRequiredService<RoleQueues>().Address(Roles.Orchestrator);
+        await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(orchestrator)).Send(message, ct);
         await host.StopAsync(CancellationToken.None);
     }
 

@@ -60,6 +60,8 @@ public sealed class WorkerOptions
     public string? ToyRecognizerDir { get; set; }
 
     public TelemetryOptions Telemetry { get; set; } = new();
+    /// <summary>A file the worker touches while it is healthy (<see cref="WorkerHealth"/>), for container probes; null = none.</summary>
+    public string? HealthFile { get; set; }
 
     public bool Serves(string role) => Roles.Contains(role);
 
@@ -89,7 +91,8 @@ public sealed class WorkerOptions
         return this;
     }
 
-    /// <summary>Reads the options from a configuration section (keys as the properties; lists comma-separated;
+    /// <summary>Reads the options from a configuration section (keys as the properties; lists comma-separated; Threads =
+    /// <see cref="TensorThreads"/>;
     /// timings in seconds: HeartbeatSeconds, LeaseTimeoutSeconds, DispatchTimeoutSeconds, ReconcileSeconds,
     /// RetryBackoffSeconds, ProgressTimeoutSeconds, ProgressTimeouts as kind=seconds pairs;
     /// RabbitMq as an amqp:// URI; Store:Provider and Store:ConnectionString).</summary>
@@ -124,10 +127,12 @@ public sealed class WorkerOptions
                 throw new ArgumentException($"worker progress timeouts: expected kind=seconds, got '{pair}'");
             o.ProgressTimeouts[kv[0]] = TimeSpan.FromSeconds(seconds);
         }
+        if (section["Threads"] is { Length: > 0 } threads) o.TensorThreads = int.Parse(threads, CultureInfo.InvariantCulture);
         if (section["MaxAttempts"] is { Length: > 0 } max) o.MaxAttempts = int.Parse(max, CultureInfo.InvariantCulture);
         if (section["MigrateOnStart"] is { Length: > 0 } migrate) o.MigrateOnStart = bool.Parse(migrate);
         o.ToyTeacherDir = section["ToyTeacherDir"] ?? o.ToyTeacherDir;
         o.ToyRecognizerDir = section["ToyRecognizerDir"] ?? o.ToyRecognizerDir;
+        o.HealthFile = section["HealthFile"] is { Length: > 0 } health ? health : o.HealthFile;
         o.Telemetry = new TelemetryOptions
         {
             Console = section["Telemetry:Console"] is { Length: > 0 } c && bool.Parse(c),
@@ -137,17 +142,29 @@ public sealed class WorkerOptions
     }
 }
 
-/// <summary>Where RabbitMQ is, and who to log in as: always given (no silent guest account).</summary>
+/// <summary>Where RabbitMQ is, who to log in as (always given: no silent guest account), and the type of the roles'
+/// queues there.</summary>
 public sealed class RabbitMqOptions
 {
+    public const string ClassicQueues = "classic";
+    public const string QuorumQueues = "quorum";
+    /// <summary>The address's query parameter that names <see cref="QueueType"/>.</summary>
+    public const string QueueTypeParameter = "queue-type";
+
     public string Host { get; set; } = "localhost";
     public ushort Port { get; set; } = 5672;
     public string Username { get; set; } = "";
     public string Password { get; set; } = "";
     public string VirtualHost { get; set; } = "/";
+    /// <summary>classic (the default: one broker node) or quorum (deployments: replicated queues that survive a broker
+    /// node). It travels with the address (<c>?queue-type=quorum</c>), so every process given a deployment's address
+    /// declares its queues alike (<see cref="RoleQueues"/>).</summary>
+    public string QueueType { get; set; } = ClassicQueues;
 
-    /// <summary>amqp://user:pass@host:port/vhost (vhost "%2F" or empty = "/"); the user and password are required.
-    /// Errors show the address with its password masked.</summary>
+    public bool Quorum => QueueType == QuorumQueues;
+
+    /// <summary>amqp://user:pass@host:port/vhost[?queue-type=classic|quorum] (vhost "%2F" or empty = "/"); the user and
+    /// password are required. Errors show the address with its password masked.</summary>
     public static RabbitMqOptions FromUri(string uri)
     {
         if (!Uri.TryCreate(uri, UriKind.Absolute, out var u) || u.Scheme is not ("amqp" or "rabbitmq"))
@@ -157,6 +174,15 @@ public sealed class RabbitMqOptions
             throw new ArgumentException($"RabbitMQ address '{Redact(uri)}' names no user and password: " +
                                         "give them as amqp://user:pass@host:port/vhost");
         var vhost = Uri.UnescapeDataString(u.AbsolutePath.TrimStart('/'));
+        var queueType = ClassicQueues;
+        foreach (var parameter in u.Query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var (key, value) = parameter.Split('=', 2) is [var k, var v] ? (k, Uri.UnescapeDataString(v)) : (parameter, "");
+            if (key != QueueTypeParameter)
+                throw new ArgumentException($"RabbitMQ address: unknown parameter '{key}' (known: {QueueTypeParameter})");
+            queueType = value is ClassicQueues or QuorumQueues ? value : throw new ArgumentException(
+                $"RabbitMQ address: {QueueTypeParameter} must be {ClassicQueues} or {QuorumQueues}, got '{value}'");
+        }
         return new RabbitMqOptions
         {
             Host = u.Host,
@@ -164,6 +190,7 @@ public sealed class RabbitMqOptions
             Username = Uri.UnescapeDataString(user[0]),
             Password = Uri.UnescapeDataString(user[1]),
             VirtualHost = vhost.Length == 0 ? "/" : vhost,
+            QueueType = queueType,
         };
     }
 
