@@ -22,6 +22,42 @@ namespace HyperSd.Migrations.Postgres.Migrations
 
             NpgsqlModelBuilderExtensions.UseIdentityByDefaultColumns(modelBuilder);
 
+            modelBuilder.Entity("HyperSd.Data.Entities.ApiKey", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("uuid")
+                        .HasColumnName("id");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at");
+
+                    b.Property<string>("Name")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("name");
+
+                    b.Property<string>("Role")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("role");
+
+                    b.Property<string>("Sha256")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("sha256");
+
+                    b.HasKey("Id")
+                        .HasName("pk_api_keys");
+
+                    b.HasIndex("Sha256")
+                        .IsUnique()
+                        .HasDatabaseName("ix_api_keys_sha256");
+
+                    b.ToTable("api_keys", (string)null);
+                });
+
             modelBuilder.Entity("HyperSd.Data.Entities.Artifact", b =>
                 {
                     b.Property<Guid>("Id")
@@ -207,8 +243,17 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.HasKey("Id")
                         .HasName("pk_evaluations");
 
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_evaluations_created_at");
+
+                    b.HasIndex("Sampler")
+                        .HasDatabaseName("ix_evaluations_sampler");
+
                     b.HasIndex("StageId")
                         .HasDatabaseName("ix_evaluations_stage_id");
+
+                    b.HasIndex("Metric", "Steps")
+                        .HasDatabaseName("ix_evaluations_metric_steps");
 
                     b.HasIndex("RunId", "Model", "Sampler", "Steps", "Metric")
                         .IsUnique()
@@ -368,6 +413,11 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("id");
 
+                    b.Property<string>("BaseModel")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("base_model");
+
                     b.Property<DateTimeOffset>("CreatedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("created_at");
@@ -408,6 +458,15 @@ namespace HyperSd.Migrations.Postgres.Migrations
 
                     b.HasKey("Id")
                         .HasName("pk_runs");
+
+                    b.HasIndex("BaseModel")
+                        .HasDatabaseName("ix_runs_base_model");
+
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_runs_created_at");
+
+                    b.HasIndex("Name")
+                        .HasDatabaseName("ix_runs_name");
 
                     b.HasIndex("RecipeId")
                         .HasDatabaseName("ix_runs_recipe_id");

@@ -1,0 +1,34 @@
+using HyperSd.Data;
+using HyperSd.Data.Entities;
+using HyperSd.Services.Orchestrator;
+using MassTransit;
+using Microsoft.EntityFrameworkCore;
+
+namespace HyperSd.Services.Runs;
+
+/// <summary>Cancels and resumes runs in a process that holds the store and a bus (the API host, the embedded CLI): the
+/// transition is committed here and its stage commands sent, as the orchestrator does for a CancelRun or ResumeRun.</summary>
+public sealed class RunControl(IDbContextFactory<MetadataDbContext> dbs, RunLifecycle lifecycle, IBus send)
+{
+    /// <summary>Cancels a pending or running run (no change otherwise); returns its state after, or null if there is no such run.</summary>
+    public Task<RunState?> CancelAsync(Guid runId, string reason, CancellationToken ct = default) =>
+        ChangeAsync(runId, () => lifecycle.CancelAsync(runId, reason, DateTimeOffset.UtcNow, ct), ct);
+
+    /// <summary>Resumes a failed or cancelled run from its first unfinished stage (no change otherwise); returns its state
+    /// after, or null if there is no such run.</summary>
+    public Task<RunState?> ResumeAsync(Guid runId, CancellationToken ct = default) =>
+        ChangeAsync(runId, () => lifecycle.ResumeAsync(runId, DateTimeOffset.UtcNow, ct), ct);
+
+    async Task<RunState?> ChangeAsync(Guid runId, Func<Task<IReadOnlyList<StageDispatch>>> transition, CancellationToken ct)
+    {
+        if (await StateAsync(runId, ct) is null) return null;
+        await send.SendAsync(await transition(), ct);
+        return await StateAsync(runId, ct);
+    }
+
+    async Task<RunState?> StateAsync(Guid runId, CancellationToken ct)
+    {
+        await using var db = await dbs.CreateDbContextAsync(ct);
+        return await db.Runs.AsNoTracking().Where(r => r.Id == runId).Select(r => (RunState?)r.State).SingleOrDefaultAsync(ct);
+    }
+}
