@@ -6,7 +6,11 @@ namespace HyperSd.Services.Runs;
 
 /// <summary>A bad value of a named query or request field (paging, an unknown metric): the API answers it with a 400
 /// naming <see cref="ArgumentException.ParamName"/>, the CLI prints the message.</summary>
-public class InvalidFieldException(string field, string message) : ArgumentException($"{field}: {message}", field);
+public class InvalidFieldException(string field, string message) : ArgumentException($"{field}: {message}", field)
+{
+    /// <summary>Without ArgumentException's "(Parameter ...)" suffix: the message names the field already.</summary>
+    public override string Message { get; } = $"{field}: {message}";
+}
 
 /// <summary>A field names a run (or other record) that the store does not hold: the API answers 404.</summary>
 public sealed class UnknownIdException(string field, Guid id, string what = "run")
