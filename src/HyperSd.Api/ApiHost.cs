@@ -67,7 +67,8 @@ public static class ApiHost
         app.UseAuthorization();
         // liveness: the process answers; readiness: the store and the bus do too
         app.MapHealthChecks("/health", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
-        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains(ReadyTag), ResponseWriter = WriteHealth })
+        app.MapHealthChecks("/health/ready",
+                new HealthCheckOptions { Predicate = c => c.Tags.Contains(ReadyTag), ResponseWriter = WriteHealth })
             .AllowAnonymous();
         app.MapOpenApi();
         var api = app.MapGroup("/api");

@@ -6,6 +6,18 @@ using Microsoft.AspNetCore.Mvc;
 
 namespace HyperSd.Api;
 
+/// <summary>Query values read at the boundary.</summary>
+public static class QueryValues
+{
+    /// <summary>An enum member by its name in any case (state=cancelled); null when absent; anything else is refused naming
+    /// <paramref name="field"/> and the names it takes.</summary>
+    public static T? Enum<T>(string? value, string field) where T : struct, System.Enum =>
+        value is null ? null
+        : System.Enum.TryParse<T>(value, ignoreCase: true, out var parsed) && System.Enum.IsDefined(parsed) ? parsed
+        : throw new InvalidFieldException(field, $"expected one of " +
+            $"{string.Join(", ", System.Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}, got '{value}'");
+}
+
 /// <summary>A request body larger than the host accepts (413).</summary>
 public sealed class BodyTooLargeException(string field, long limit)
     : InvalidFieldException(field, $"larger than the {limit:N0} bytes this host accepts");

@@ -28,6 +28,26 @@ public static class Csv
         await csv.FlushAsync();
     }, ContentType);
 
-    /// <summary>A header of <typeparamref name="T"/>'s properties, then a record per row.</summary>
-    public static IResult Records<T>(IEnumerable<T> rows) => Result(async csv => await csv.WriteRecordsAsync(rows));
+    /// <summary>A header row of the columns' names, then a record per row.</summary>
+    public static IResult Table<T>(IEnumerable<T> rows, IReadOnlyList<CsvColumn<T>> columns) => Result(async csv =>
+    {
+        foreach (var column in columns) csv.WriteField(column.Header);
+        await csv.EndRecordAsync();
+        foreach (var row in rows)
+        {
+            foreach (var column in columns) column.Write(csv, row);
+            await csv.EndRecordAsync();
+        }
+    });
+
+    public static CsvColumn<T> Text<T>(string header, Func<T, string> value) => new(header, (w, r) => w.WriteField(value(r)));
+    public static CsvColumn<T> Id<T>(string header, Func<T, Guid> value) => new(header, (w, r) => w.WriteField(value(r), "D"));
+    public static CsvColumn<T> Integer<T>(string header, Func<T, int> value) => new(header, (w, r) => w.WriteField(value(r), "D"));
+    public static CsvColumn<T> Flag<T>(string header, Func<T, bool> value) => new(header, (w, r) => w.WriteField(value(r)));
+    /// <summary>"R": the text parses back to the same double.</summary>
+    public static CsvColumn<T> Number<T>(string header, Func<T, double?> value) => new(header, (w, r) => w.WriteField(value(r), "R"));
+    public static CsvColumn<T> Time<T>(string header, Func<T, DateTimeOffset> value) => new(header, (w, r) => w.WriteField(value(r), "O"));
 }
+
+/// <summary>A CSV column: its header and how a row's value is written (typed, with a format that round-trips).</summary>
+public sealed record CsvColumn<T>(string Header, Action<CsvWriter, T> Write);

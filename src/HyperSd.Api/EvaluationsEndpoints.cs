@@ -20,9 +20,11 @@ public static class EvaluationsEndpoints
     public static void Map(IEndpointRouteBuilder api)
     {
         var evaluations = api.MapGroup("/evaluations").WithTags("evaluations");
-        evaluations.MapGet("/", QueryAsync).Produces<Page<EvaluationRecord>>().Produces(StatusCodes.Status200OK, contentType: Csv.ContentType)
+        evaluations.MapGet("/", QueryAsync).Produces<Page<EvaluationRecord>>()
+            .Produces(StatusCodes.Status200OK, contentType: Csv.ContentType)
             .WithSummary("evaluation rows matching the filters, sorted (sort=created|value|steps|metric|run, desc=true) and paged");
-        evaluations.MapGet("/compare", CompareAsync).Produces<RunComparison>().Produces(StatusCodes.Status200OK, contentType: Csv.ContentType)
+        evaluations.MapGet("/compare", CompareAsync).Produces<RunComparison>()
+            .Produces(StatusCodes.Status200OK, contentType: Csv.ContentType)
             .WithSummary("two or more runs (runs=A&runs=B) side by side: a row per model, sampler, metric and steps, a value per run");
         evaluations.MapGet("/best", BestAsync).Produces<IReadOnlyList<BestRun>>()
             .Produces(StatusCodes.Status200OK, contentType: Csv.ContentType)
@@ -30,12 +32,12 @@ public static class EvaluationsEndpoints
     }
 
     static async Task<IResult> QueryAsync(MetadataDbContext db, HttpRequest request, [AsParameters] FilterArgs args,
-        EvaluationSort? sort, bool? desc, int? offset, int? limit, CancellationToken ct)
+        string? sort, bool? desc, int? offset, int? limit, CancellationToken ct)
     {
         var csv = Csv.Wanted(request, args.Format);
         var page = await EvaluationQueries.QueryAsync(db, args.Filter, new Paging(offset ?? 0, limit ?? Paging.DefaultLimit),
-            sort ?? EvaluationSort.Created, desc ?? false, ct);
-        return csv ? Csv.Records(page.Items) : Results.Ok(page);
+            QueryValues.Enum<EvaluationSort>(sort, "sort") ?? EvaluationSort.Created, desc ?? false, ct);
+        return csv ? Csv.Table(page.Items, RecordColumns) : Results.Ok(page);
     }
 
     static async Task<IResult> CompareAsync(MetadataDbContext db, HttpRequest request, [AsParameters] FilterArgs args,
@@ -46,28 +48,38 @@ public static class EvaluationsEndpoints
             throw new InvalidFieldException("runs", $"name two or more runs to compare (runs=A&runs=B), got {args.Runs?.Length ?? 0}");
         var comparison = await EvaluationQueries.CompareAsync(db, args.Runs, args.Filter, ct);
         if (!csv) return Results.Ok(comparison);
-        return Csv.Result(async w =>
-        {
-            foreach (var header in new[] { "model", "sampler", "metric", "steps" }) w.WriteField(header);
-            // a column per run, named and identified (names repeat across runs of one recipe)
-            foreach (var run in comparison.Runs) w.WriteField($"{run.Name} ({run.Id})");
-            await w.EndRecordAsync();
-            foreach (var row in comparison.Rows)
-            {
-                w.WriteField(row.Model);
-                w.WriteField(row.Sampler);
-                w.WriteField(row.Metric);
-                w.WriteField(row.Steps);
-                foreach (var value in row.Values) w.WriteField(value);
-                await w.EndRecordAsync();
-            }
-        });
+        // a column per run, named and identified (names repeat across runs of one recipe)
+        IReadOnlyList<CsvColumn<ComparisonRow>> columns =
+        [
+            Csv.Text<ComparisonRow>("model", r => r.Model), Csv.Text<ComparisonRow>("sampler", r => r.Sampler),
+            Csv.Text<ComparisonRow>("metric", r => r.Metric), Csv.Integer<ComparisonRow>("steps", r => r.Steps),
+            .. comparison.Runs.Select((run, i) => Csv.Number<ComparisonRow>($"{run.Name} ({run.Id})", r => r.Values[i])),
+        ];
+        return Csv.Table(comparison.Rows, columns);
     }
+
+    static readonly IReadOnlyList<CsvColumn<EvaluationRecord>> RecordColumns =
+    [
+        Csv.Id<EvaluationRecord>("runId", r => r.RunId), Csv.Text<EvaluationRecord>("run", r => r.Run),
+        Csv.Text<EvaluationRecord>("recipe", r => r.Recipe), Csv.Text<EvaluationRecord>("baseModel", r => r.BaseModel),
+        Csv.Text<EvaluationRecord>("stage", r => r.Stage), Csv.Text<EvaluationRecord>("model", r => r.Model),
+        Csv.Text<EvaluationRecord>("sampler", r => r.Sampler), Csv.Integer<EvaluationRecord>("steps", r => r.Steps),
+        Csv.Text<EvaluationRecord>("metric", r => r.Metric), Csv.Number<EvaluationRecord>("value", r => r.Value),
+        Csv.Time<EvaluationRecord>("createdAt", r => r.CreatedAt),
+    ];
+
+    static readonly IReadOnlyList<CsvColumn<BestRun>> BestColumns =
+    [
+        Csv.Text<BestRun>("metric", r => r.Metric), Csv.Integer<BestRun>("steps", r => r.Steps),
+        Csv.Flag<BestRun>("lowerIsBetter", r => r.LowerIsBetter), Csv.Id<BestRun>("runId", r => r.RunId),
+        Csv.Text<BestRun>("run", r => r.Run), Csv.Text<BestRun>("model", r => r.Model), Csv.Text<BestRun>("sampler", r => r.Sampler),
+        Csv.Number<BestRun>("value", r => r.Value),
+    ];
 
     static async Task<IResult> BestAsync(MetadataDbContext db, HttpRequest request, [AsParameters] FilterArgs args, CancellationToken ct)
     {
         var csv = Csv.Wanted(request, args.Format);
         var best = await EvaluationQueries.BestAsync(db, args.Filter, ct);
-        return csv ? Csv.Records(best) : Results.Ok(best);
+        return csv ? Csv.Table(best, BestColumns) : Results.Ok(best);
     }
 }

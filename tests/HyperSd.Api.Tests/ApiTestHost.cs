@@ -48,13 +48,15 @@ public sealed class ApiTestHost : IAsyncDisposable
     };
 
     /// <param name="root">An existing store folder to start on again (kept on dispose); null = a new temporary one.</param>
-    public static async Task<ApiTestHost> StartAsync(ApiOptions? api = null, Action<WorkerOptions>? configure = null, string? root = null)
+    /// <param name="store">The metadata store; null = SQLite in the store folder.</param>
+    public static async Task<ApiTestHost> StartAsync(ApiOptions? api = null, Action<WorkerOptions>? configure = null, string? root = null,
+        MetadataStoreOptions? store = null)
     {
         var ownsRoot = root is null;
         root ??= Directory.CreateTempSubdirectory("hypersd-api-").FullName;
         var workers = new WorkerOptions
         {
-            Store = new MetadataStoreOptions
+            Store = store ?? new MetadataStoreOptions
             {
                 Provider = MetadataStoreOptions.Sqlite, ConnectionString = $"Data Source={Path.Combine(root, "metadata.db")}",
             },

@@ -48,7 +48,8 @@ public static class RunsCommand
             {
                 var page = await RunQueries.ListAsync(db, new RunFilter(), paging, ct);
                 foreach (var r in page.Items)
-                    Console.WriteLine($"{r.Id,-36}  {r.Name,-20}  {r.State.ToString().ToLowerInvariant(),-9}  {r.CurrentStage ?? "",-12}  " +
+                    Console.WriteLine($"{r.Id,-36}  {r.Name,-20}  {r.State.ToString().ToLowerInvariant(),-9}  " +
+                                      $"{r.CurrentStage ?? "",-12}  " +
                                       $"{r.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}  {Seconds(r.Duration(now))}");
                 if (paging.Offset + page.Items.Count >= page.Total) break;
             }

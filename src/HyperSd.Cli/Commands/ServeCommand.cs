@@ -18,7 +18,10 @@ public static class ServeCommand
 {
     public static Command Create()
     {
-        var port = new Option<int>("--port") { Description = "the loopback port to listen on (0: any free one)", DefaultValueFactory = _ => 8080 };
+        var port = new Option<int>("--port")
+        {
+            Description = "the loopback port to listen on (0: any free one)", DefaultValueFactory = _ => 8080,
+        };
         var command = new Command("serve", "the API host with every worker role, on 127.0.0.1 (embedded store)")
         {
             port, RunStore.StoreDirOption, RunCommand.VerboseOption,
@@ -37,7 +40,8 @@ public static class ServeCommand
             builder.WebHost.UseUrls($"http://127.0.0.1:{portNumber}");
             await using var app = builder.Build().MapHyperSdApi();
             await app.StartAsync(ct);
-            var address = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>().Addresses.First();
+            var address = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>()
+                .Addresses.First();
             Console.WriteLine($"url: {address.TrimEnd('/')}/");
             if (app.Services.GetRequiredService<ApiKeyBootstrap>().GeneratedAdminKey is { } key) Console.WriteLine($"admin key: {key}");
             Console.WriteLine($"store: {store.StoreDir}");

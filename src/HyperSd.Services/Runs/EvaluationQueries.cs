@@ -139,7 +139,8 @@ public static class EvaluationQueries
     }
 
     /// <summary>For each (metric, steps) among the matching rows, the row with the best value (ties: the earliest run).</summary>
-    public static async Task<IReadOnlyList<BestRun>> BestAsync(MetadataDbContext db, EvaluationFilter filter, CancellationToken ct = default)
+    public static async Task<IReadOnlyList<BestRun>> BestAsync(MetadataDbContext db, EvaluationFilter filter,
+        CancellationToken ct = default)
     {
         var rows = await (await MatchingAsync(db, filter, ct)).ToListAsync(ct);
         var metricOrder = InDisplayOrder(rows.Select(r => r.Metric).Distinct()).ToList();

@@ -19,11 +19,25 @@ public sealed class RunControl(IDbContextFactory<MetadataDbContext> dbs, RunLife
     public Task<RunState?> ResumeAsync(Guid runId, CancellationToken ct = default) =>
         ChangeAsync(runId, () => lifecycle.ResumeAsync(runId, DateTimeOffset.UtcNow, ct), ct);
 
+    /// <summary>Waits before each retry, as the orchestrator's queue does.</summary>
+    static readonly TimeSpan[] RetryDelays = [.. new[] { 50, 200, 500, 1000, 2000 }.Select(ms => TimeSpan.FromMilliseconds(ms))];
+
     async Task<RunState?> ChangeAsync(Guid runId, Func<Task<IReadOnlyList<StageDispatch>>> transition, CancellationToken ct)
     {
         if (await StateAsync(runId, ct) is null) return null;
-        await send.SendAsync(await transition(), ct);
-        return await StateAsync(runId, ct);
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                await send.SendAsync(await transition(), ct);
+                return await StateAsync(runId, ct);
+            }
+            catch (DbUpdateConcurrencyException) when (attempt < RetryDelays.Length)
+            {
+                // the orchestrator changed one of the run's stages meanwhile: run the transition again on fresh state
+                await Task.Delay(RetryDelays[attempt], ct);
+            }
+        }
     }
 
     async Task<RunState?> StateAsync(Guid runId, CancellationToken ct)
