@@ -94,6 +94,17 @@ public sealed class AuthTests
     }
 
     [Fact]
+    public async Task The_OpenAPI_document_lists_the_endpoints()
+    {
+        await using var host = await ApiTestHost.StartAsync();
+        using var document = JsonDocument.Parse(await host.Client(ApiTestHost.ViewerKey).GetStringAsync("/openapi/v1.json"));
+        var paths = document.RootElement.GetProperty("paths");
+        foreach (var path in new[] { "/api/runs", "/api/runs/{id}", "/api/runs/{id}/cancel", "/api/runs/{id}/resume",
+                     "/api/runs/{id}/artifacts/{path}", "/api/evaluations", "/api/evaluations/compare", "/api/evaluations/best" })
+            Assert.True(paths.TryGetProperty(path, out _), $"no {path} in {string.Join(", ", paths.EnumerateObject().Select(p => p.Name))}");
+    }
+
+    [Fact]
     public void A_configured_key_with_an_unknown_role_or_too_short_is_refused_naming_it()
     {
         var role = Assert.Throws<ArgumentException>(() => new ApiOptions
