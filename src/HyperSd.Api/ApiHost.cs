@@ -1,5 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Hangfire;
+using Hangfire.InMemory;
+using Hangfire.PostgreSql;
 using HyperSd.Data;
 using HyperSd.Services.Hosting;
 using Microsoft.AspNetCore.Authentication;
@@ -55,7 +58,31 @@ public static class ApiHost
         // the bus's check is MassTransit's own ("masstransit-bus", tagged ready), registered by AddMassTransit
         services.AddHealthChecks().AddCheck<StoreHealthCheck>("store", tags: [ReadyTag]);
         services.AddOpenApi();
+        AddScheduler(services, services.Single(s => s.ServiceType == typeof(WorkerOptions)).ImplementationInstance as WorkerOptions
+            ?? throw new InvalidOperationException("WorkerOptions must be registered as an instance"));
         return services;
+    }
+
+    /// <summary>Hangfire for the schedules: its storage beside the metadata store (PostgreSQL in deployments, in memory on
+    /// the embedded SQLite default), a server that runs the firings, and the recurring jobs kept in step with the store.
+    /// The storage is this host's own service, not Hangfire's process-wide default.</summary>
+    static void AddScheduler(IServiceCollection services, WorkerOptions workers)
+    {
+        // before the storage is made: its constructor asks Hangfire's static log provider for loggers already
+        GlobalConfiguration.Configuration.UseLogProvider(HangfireLogs.Instance);
+        services.AddHostedService<HangfireLogs.Attach>();
+        var postgres = new PostgreSqlStorageOptions();
+        JobStorage storage = workers.Store.Provider == MetadataStoreOptions.Postgres
+            ? new PostgreSqlStorage(
+                new Hangfire.PostgreSql.Factories.NpgsqlConnectionFactory(workers.Store.ConnectionString, postgres), postgres)
+            : new InMemoryStorage();
+        services.AddSingleton(storage);
+        // AddHangfire points the static log provider at this host's logging; set it back to the one that outlives hosts
+        services.AddHangfire(c => c.SetDataCompatibilityLevel(CompatibilityLevel.Version_180).UseSimpleAssemblyNameTypeSerializer()
+            .UseRecommendedSerializerSettings().UseLogProvider(HangfireLogs.Instance));
+        services.AddHangfireServer(o => o.WorkerCount = 1);
+        services.AddSingleton<RecurringSchedules>();
+        services.AddHostedService(sp => sp.GetRequiredService<RecurringSchedules>());
     }
 
     /// <summary>The middleware and endpoints.</summary>
@@ -74,6 +101,11 @@ public static class ApiHost
         var api = app.MapGroup("/api");
         RunsEndpoints.Map(api);
         EvaluationsEndpoints.Map(api);
+        SchedulesEndpoints.Map(api);
+        app.MapHangfireDashboard("/hangfire", new DashboardOptions
+        {
+            Authorization = [new DashboardKeyFilter()], IsReadOnlyFunc = DashboardKeyFilter.ReadOnly, AppPath = null,
+        }).RequireAuthorization();
         return app;
     }
 

@@ -35,6 +35,7 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
         configuration.Properties<StageState>().HaveConversion<string>();
         configuration.Properties<AttemptOutcome>().HaveConversion<string>();
         configuration.Properties<GenerationState>().HaveConversion<string>();
+        configuration.Properties<ScheduleOverlap>().HaveConversion<string>();
 
         // SQLite stores DateTimeOffset as text and cannot compare or order it in queries ("lease expired?");
         // UTC ticks compare correctly. Postgres maps it to timestamptz natively.
@@ -56,6 +57,9 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
             e.HasIndex(r => r.CreatedAt);
             e.HasIndex(r => r.Name);
             e.HasIndex(r => r.BaseModel);
+            // a schedule's active runs (its overlap policy); deleting a schedule keeps its runs
+            e.HasOne<Schedule>().WithMany().HasForeignKey(r => r.ScheduleId).OnDelete(DeleteBehavior.SetNull);
+            e.HasIndex(r => new { r.ScheduleId, r.State });
         });
         model.Entity<Stage>(e =>
         {

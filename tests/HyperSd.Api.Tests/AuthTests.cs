@@ -101,7 +101,8 @@ public sealed class AuthTests
         var paths = document.RootElement.GetProperty("paths");
         foreach (var path in new[] { "/api/runs", "/api/runs/{id}", "/api/runs/{id}/cancel", "/api/runs/{id}/resume",
                      "/api/runs/{id}/artifacts/{path}", "/api/evaluations", "/api/evaluations/compare", "/api/evaluations/best" })
-            Assert.True(paths.TryGetProperty(path, out _), $"no {path} in {string.Join(", ", paths.EnumerateObject().Select(p => p.Name))}");
+            Assert.True(paths.TryGetProperty(path, out _),
+                $"no {path} in {string.Join(", ", paths.EnumerateObject().Select(p => p.Name))}");
     }
 
     [Fact]

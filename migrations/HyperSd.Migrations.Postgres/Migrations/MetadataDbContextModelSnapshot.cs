@@ -443,6 +443,14 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("recipe_id");
 
+                    b.Property<Guid?>("ScheduleId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("schedule_id");
+
+                    b.Property<DateTimeOffset?>("ScheduledAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("scheduled_at");
+
                     b.Property<DateTimeOffset?>("StartedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("started_at");
@@ -474,6 +482,9 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.HasIndex("State")
                         .HasDatabaseName("ix_runs_state");
 
+                    b.HasIndex("ScheduleId", "State")
+                        .HasDatabaseName("ix_runs_schedule_id_state");
+
                     b.ToTable("runs", (string)null);
                 });
 
@@ -501,6 +512,11 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .IsRequired()
                         .HasColumnType("text")
                         .HasColumnName("name");
+
+                    b.Property<string>("Overlap")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("overlap");
 
                     b.Property<Guid>("RecipeId")
                         .HasColumnType("uuid")
@@ -832,6 +848,12 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .OnDelete(DeleteBehavior.Restrict)
                         .IsRequired()
                         .HasConstraintName("fk_runs_recipes_recipe_id");
+
+                    b.HasOne("HyperSd.Data.Entities.Schedule", null)
+                        .WithMany()
+                        .HasForeignKey("ScheduleId")
+                        .OnDelete(DeleteBehavior.SetNull)
+                        .HasConstraintName("fk_runs_schedules_schedule_id");
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.Schedule", b =>

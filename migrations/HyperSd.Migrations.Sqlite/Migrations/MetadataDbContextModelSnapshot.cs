@@ -438,6 +438,14 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("recipe_id");
 
+                    b.Property<Guid?>("ScheduleId")
+                        .HasColumnType("TEXT")
+                        .HasColumnName("schedule_id");
+
+                    b.Property<long?>("ScheduledAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("scheduled_at");
+
                     b.Property<long?>("StartedAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("started_at");
@@ -469,6 +477,9 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.HasIndex("State")
                         .HasDatabaseName("ix_runs_state");
 
+                    b.HasIndex("ScheduleId", "State")
+                        .HasDatabaseName("ix_runs_schedule_id_state");
+
                     b.ToTable("runs", (string)null);
                 });
 
@@ -496,6 +507,11 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .IsRequired()
                         .HasColumnType("TEXT")
                         .HasColumnName("name");
+
+                    b.Property<string>("Overlap")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("overlap");
 
                     b.Property<Guid>("RecipeId")
                         .HasColumnType("TEXT")
@@ -827,6 +843,12 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .OnDelete(DeleteBehavior.Restrict)
                         .IsRequired()
                         .HasConstraintName("fk_runs_recipes_recipe_id");
+
+                    b.HasOne("HyperSd.Data.Entities.Schedule", null)
+                        .WithMany()
+                        .HasForeignKey("ScheduleId")
+                        .OnDelete(DeleteBehavior.SetNull)
+                        .HasConstraintName("fk_runs_schedules_schedule_id");
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.Schedule", b =>
