@@ -12,9 +12,9 @@ public static class EvaluationsEndpoints
 {
     /// <summary>The filters (query string); <see cref="Runs"/> repeats (<c>runs=A&amp;runs=B</c>).</summary>
     public sealed record FilterArgs(Guid[]? Runs, string? Recipe, string? BaseModel, string? Stage, string? Model, int? Steps,
-        string? Sampler, string? Metric, DateTimeOffset? From, DateTimeOffset? To, string? Format)
+        string? Sampler, string? Metric, DateTimeOffset? From, DateTimeOffset? To, Guid? Schedule, string? Format)
     {
-        public EvaluationFilter Filter => new(Runs, Recipe, BaseModel, Stage, Model, Steps, Sampler, Metric, From, To);
+        public EvaluationFilter Filter => new(Runs, Recipe, BaseModel, Stage, Model, Steps, Sampler, Metric, From, To, Schedule);
     }
 
     public static void Map(IEndpointRouteBuilder api)

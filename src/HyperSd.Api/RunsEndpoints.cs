@@ -22,7 +22,7 @@ public static class RunsEndpoints
 {
     /// <summary>The list's filters (query string).</summary>
     public sealed record ListArgs(string? Name, string? State, string? BaseModel, DateTimeOffset? From, DateTimeOffset? To,
-        int? Offset, int? Limit);
+        Guid? Schedule, int? Offset, int? Limit);
 
     public static void Map(IEndpointRouteBuilder api)
     {
@@ -42,7 +42,7 @@ public static class RunsEndpoints
 
     static async Task<Page<RunSummary>> ListAsync(MetadataDbContext db, [AsParameters] ListArgs args, CancellationToken ct) =>
         await RunQueries.ListAsync(db,
-            new RunFilter(args.Name, QueryValues.Enum<RunState>(args.State, "state"), args.BaseModel, args.From, args.To),
+            new RunFilter(args.Name, QueryValues.Enum<RunState>(args.State, "state"), args.BaseModel, args.From, args.To, args.Schedule),
             new Paging(args.Offset ?? 0, args.Limit ?? Paging.DefaultLimit), ct);
 
     static async Task<IResult> SubmitAsync(HttpRequest request, RunSubmission submission, StageCatalogue catalogue,

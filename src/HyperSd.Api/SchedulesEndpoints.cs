@@ -32,7 +32,9 @@ public sealed class RecurringSchedules(IRecurringJobManager jobs, ScheduleServic
             return;
         }
         var (_, zone) = ScheduleService.Parse(s.Cron, s.TimeZone);
-        jobs.AddOrUpdate<ScheduleJob>(JobId(s.Id), j => j.FireAsync(s.Id), s.Cron, new RecurringJobOptions { TimeZone = zone });
+        // missed firings (the host was down): one run at the next start, not one per missed time
+        jobs.AddOrUpdate<ScheduleJob>(JobId(s.Id), j => j.FireAsync(s.Id), s.Cron,
+            new RecurringJobOptions { TimeZone = zone, MisfireHandling = MisfireHandlingMode.Relaxed });
     }
 
     public void Remove(Guid scheduleId) => jobs.RemoveIfExists(JobId(scheduleId));

@@ -145,6 +145,9 @@ public sealed class ScheduleTests : IAsyncLifetime
         }
         Assert.NotNull(next);
         await host.App.Services.GetRequiredService<RunControl>().CancelAsync(next.Id, "test");
+        var byFiring = await Ok<Page<RunSummary>>(await client.GetAsync($"/api/runs?schedule={schedule.Id}"));
+        Assert.Equal([next.Id, first.RunId!.Value], byFiring.Items.Select(r => r.Id));
+        Assert.All(byFiring.Items, r => Assert.Equal(schedule.Id, r.ScheduleId));
 
         await client.PostAsync($"/api/schedules/{schedule.Id}/pause", null);
         Assert.Equal(FiringOutcome.SkippedPaused, (await service.FireAsync(schedule.Id, DateTimeOffset.UtcNow)).Outcome);

@@ -8,10 +8,12 @@ public enum EvaluationSort { Created, Value, Steps, Metric, Run }
 /// <summary>Which evaluation rows; every filter optional. <see cref="Runs"/>: any of these runs. <see cref="Recipe"/>: the
 /// stored recipe's name; <see cref="BaseModel"/>: the run's teacher (<see cref="HyperSd.Data.Entities.Run.BaseModel"/>);
 /// <see cref="Stage"/>: the evaluating stage's name; <see cref="Model"/>: the evaluated model (teacher, a TSCD stage's
-/// LoRA). <see cref="From"/>/<see cref="To"/> bound the row's time (inclusive, exclusive).</summary>
+/// LoRA). <see cref="From"/>/<see cref="To"/> bound the row's time (inclusive, exclusive). <see cref="Schedule"/>: runs its
+/// firings started.</summary>
 public sealed record EvaluationFilter(
     IReadOnlyList<Guid>? Runs = null, string? Recipe = null, string? BaseModel = null, string? Stage = null, string? Model = null,
-    int? Steps = null, string? Sampler = null, string? Metric = null, DateTimeOffset? From = null, DateTimeOffset? To = null);
+    int? Steps = null, string? Sampler = null, string? Metric = null, DateTimeOffset? From = null, DateTimeOffset? To = null,
+    Guid? Schedule = null);
 
 /// <summary>One stored metric value with what it belongs to.</summary>
 public sealed record EvaluationRecord(Guid RunId, string Run, string Recipe, string BaseModel, string Stage, string Model,
@@ -43,6 +45,7 @@ public static class EvaluationQueries
     sealed class Joined
     {
         public Guid RunId { get; init; }
+        public Guid? ScheduleId { get; init; }
         public string Run { get; init; } = "";
         public string Recipe { get; init; } = "";
         public string BaseModel { get; init; } = "";
@@ -75,8 +78,8 @@ public static class EvaluationQueries
             join p in db.Recipes on r.RecipeId equals p.Id
             select new Joined
             {
-                RunId = v.RunId, Run = r.Name, Recipe = p.Name, BaseModel = r.BaseModel, Stage = s.Name, Model = v.Model,
-                Sampler = v.Sampler, Steps = v.Steps, Metric = v.Metric, Value = v.Value, CreatedAt = v.CreatedAt,
+                RunId = v.RunId, ScheduleId = r.ScheduleId, Run = r.Name, Recipe = p.Name, BaseModel = r.BaseModel, Stage = s.Name,
+                Model = v.Model, Sampler = v.Sampler, Steps = v.Steps, Metric = v.Metric, Value = v.Value, CreatedAt = v.CreatedAt,
             };
         if (filter.Runs is { Count: > 0 } runs) rows = rows.Where(x => runs.Contains(x.RunId));
         if (filter.Recipe is { } recipe) rows = rows.Where(x => x.Recipe == recipe);
@@ -88,6 +91,7 @@ public static class EvaluationQueries
         if (filter.Metric is { } metricName) rows = rows.Where(x => x.Metric == metricName);
         if (filter.From is { } from) rows = rows.Where(x => x.CreatedAt >= from);
         if (filter.To is { } to) rows = rows.Where(x => x.CreatedAt < to);
+        if (filter.Schedule is { } schedule) rows = rows.Where(x => x.ScheduleId == schedule);
         return rows;
     }
 

@@ -43,10 +43,12 @@ public sealed record Paging(int Offset = 0, int Limit = Paging.DefaultLimit)
 /// <summary>Which runs to list; every filter optional. <see cref="Name"/> and <see cref="BaseModel"/> match exactly;
 /// <see cref="From"/>/<see cref="To"/> bound the creation time (inclusive, exclusive).</summary>
 public sealed record RunFilter(
-    string? Name = null, RunState? State = null, string? BaseModel = null, DateTimeOffset? From = null, DateTimeOffset? To = null);
+    string? Name = null, RunState? State = null, string? BaseModel = null, DateTimeOffset? From = null, DateTimeOffset? To = null,
+    Guid? Schedule = null);
 
+/// <param name="ScheduleId">The schedule whose firing (at <paramref name="ScheduledAt"/>) started it; null if submitted by hand.</param>
 public sealed record RunSummary(Guid Id, string Name, string BaseModel, RunState State, string? CurrentStage, string? Error,
-    DateTimeOffset CreatedAt, DateTimeOffset? StartedAt, DateTimeOffset? FinishedAt)
+    DateTimeOffset CreatedAt, DateTimeOffset? StartedAt, DateTimeOffset? FinishedAt, Guid? ScheduleId, DateTimeOffset? ScheduledAt)
 {
     /// <summary>Start to end, or to now while it runs; null before it starts.</summary>
     public TimeSpan? Duration(DateTimeOffset now) => StartedAt is { } s ? (FinishedAt ?? now) - s : null;
@@ -71,7 +73,7 @@ public sealed record RunDetails(RunSummary Run, Guid RecipeId, IReadOnlyList<Sta
 public static class RunQueries
 {
     static IQueryable<RunSummary> Summaries(IQueryable<Run> runs) => runs.Select(r => new RunSummary(r.Id, r.Name, r.BaseModel,
-        r.State, r.CurrentStage, r.Error, r.CreatedAt, r.StartedAt, r.FinishedAt));
+        r.State, r.CurrentStage, r.Error, r.CreatedAt, r.StartedAt, r.FinishedAt, r.ScheduleId, r.ScheduledAt));
 
     /// <summary>Runs matching <paramref name="filter"/>, newest first.</summary>
     public static Task<Page<RunSummary>> ListAsync(MetadataDbContext db, RunFilter filter, Paging paging, CancellationToken ct = default)
@@ -82,6 +84,7 @@ public static class RunQueries
         if (filter.BaseModel is { } model) runs = runs.Where(r => r.BaseModel == model);
         if (filter.From is { } from) runs = runs.Where(r => r.CreatedAt >= from);
         if (filter.To is { } to) runs = runs.Where(r => r.CreatedAt < to);
+        if (filter.Schedule is { } schedule) runs = runs.Where(r => r.ScheduleId == schedule);
         return paging.ApplyAsync(Summaries(runs.OrderByDescending(r => r.CreatedAt).ThenBy(r => r.Id)), ct);
     }
 
@@ -111,7 +114,7 @@ public static class RunQueries
                 [.. a.Inputs.Select(i => i.InputArtifactId)]))
             .ToList();
         var summary = new RunSummary(run.Id, run.Name, run.BaseModel, run.State, run.CurrentStage, run.Error, run.CreatedAt,
-            run.StartedAt, run.FinishedAt);
+            run.StartedAt, run.FinishedAt, run.ScheduleId, run.ScheduledAt);
         return new RunDetails(summary, run.RecipeId, stages, views);
     }
 
