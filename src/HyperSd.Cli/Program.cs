@@ -16,6 +16,7 @@ public static class Program
             RunCommand.Create(),
             RunsCommand.Create(),
             GcCommand.Create(),
+            ServeCommand.Create(),
         };
         // Tensor threads: on a shared or small machine fewer threads than cores avoids thrashing.
         var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work (default: LibTorch's)", Recursive = true };

@@ -17,6 +17,42 @@ namespace HyperSd.Migrations.Sqlite.Migrations
 #pragma warning disable 612, 618
             modelBuilder.HasAnnotation("ProductVersion", "10.0.15");
 
+            modelBuilder.Entity("HyperSd.Data.Entities.ApiKey", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("id");
+
+                    b.Property<long>("CreatedAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("created_at");
+
+                    b.Property<string>("Name")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("name");
+
+                    b.Property<string>("Role")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("role");
+
+                    b.Property<string>("Sha256")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("sha256");
+
+                    b.HasKey("Id")
+                        .HasName("pk_api_keys");
+
+                    b.HasIndex("Sha256")
+                        .IsUnique()
+                        .HasDatabaseName("ix_api_keys_sha256");
+
+                    b.ToTable("api_keys", (string)null);
+                });
+
             modelBuilder.Entity("HyperSd.Data.Entities.Artifact", b =>
                 {
                     b.Property<Guid>("Id")
@@ -202,8 +238,17 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.HasKey("Id")
                         .HasName("pk_evaluations");
 
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_evaluations_created_at");
+
+                    b.HasIndex("Sampler")
+                        .HasDatabaseName("ix_evaluations_sampler");
+
                     b.HasIndex("StageId")
                         .HasDatabaseName("ix_evaluations_stage_id");
+
+                    b.HasIndex("Metric", "Steps")
+                        .HasDatabaseName("ix_evaluations_metric_steps");
 
                     b.HasIndex("RunId", "Model", "Sampler", "Steps", "Metric")
                         .IsUnique()
@@ -363,6 +408,11 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("id");
 
+                    b.Property<string>("BaseModel")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("base_model");
+
                     b.Property<long>("CreatedAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("created_at");
@@ -388,6 +438,14 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("recipe_id");
 
+                    b.Property<Guid?>("ScheduleId")
+                        .HasColumnType("TEXT")
+                        .HasColumnName("schedule_id");
+
+                    b.Property<long?>("ScheduledAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("scheduled_at");
+
                     b.Property<long?>("StartedAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("started_at");
@@ -404,11 +462,23 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.HasKey("Id")
                         .HasName("pk_runs");
 
+                    b.HasIndex("BaseModel")
+                        .HasDatabaseName("ix_runs_base_model");
+
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_runs_created_at");
+
+                    b.HasIndex("Name")
+                        .HasDatabaseName("ix_runs_name");
+
                     b.HasIndex("RecipeId")
                         .HasDatabaseName("ix_runs_recipe_id");
 
                     b.HasIndex("State")
                         .HasDatabaseName("ix_runs_state");
+
+                    b.HasIndex("ScheduleId", "State")
+                        .HasDatabaseName("ix_runs_schedule_id_state");
 
                     b.ToTable("runs", (string)null);
                 });
@@ -437,6 +507,11 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .IsRequired()
                         .HasColumnType("TEXT")
                         .HasColumnName("name");
+
+                    b.Property<string>("Overlap")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("overlap");
 
                     b.Property<Guid>("RecipeId")
                         .HasColumnType("TEXT")
@@ -776,6 +851,12 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .OnDelete(DeleteBehavior.Restrict)
                         .IsRequired()
                         .HasConstraintName("fk_runs_recipes_recipe_id");
+
+                    b.HasOne("HyperSd.Data.Entities.Schedule", null)
+                        .WithMany()
+                        .HasForeignKey("ScheduleId")
+                        .OnDelete(DeleteBehavior.SetNull)
+                        .HasConstraintName("fk_runs_schedules_schedule_id");
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.Schedule", b =>

@@ -58,9 +58,19 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
     /// <summary>A started host: every role in this process (embedded), or none (a client of a deployment).</summary>
     public IHost StartHost(bool allRoles, bool verbose, Action<WorkerOptions>? configure = null)
     {
+        var builder = Host.CreateApplicationBuilder();
+        Configure(builder, allRoles, verbose, configure);
+        var host = builder.Build();
+        host.Start();
+        return host;
+    }
+
+    /// <summary>Logging to stderr (the command's output owns stdout), signals left to the command line, and the workers:
+    /// every role here (embedded), or none. The API host (<c>hypersd serve</c>) adds itself on top.</summary>
+    public WorkerOptions Configure(IHostApplicationBuilder builder, bool allRoles, bool verbose, Action<WorkerOptions>? configure = null)
+    {
         var options = Options(allRoles ? StageCatalogue.Default().Roles : []);
         configure?.Invoke(options);
-        var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {
@@ -77,9 +87,7 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
         // Ctrl+C belongs to the command (it cancels the run), not to the host's console lifetime.
         builder.Services.AddSingleton<IHostLifetime, CommandLifetime>();
         builder.Services.AddHyperSdWorkers(options);
-        var host = builder.Build();
-        host.Start();
-        return host;
+        return options;
     }
 
     /// <summary>A context on the store, migrated first (an embedded store may not exist yet).</summary>

@@ -30,6 +30,8 @@ public static class WorkerServiceCollectionExtensions
         services.AddSingleton<IArtifactStore>(_ => new FileSystemArtifactStore(options.ArtifactRoot));
         services.AddSingleton<RunSubmission>();
         services.AddSingleton<RunLifecycle>();
+        services.AddSingleton<RunControl>();
+        services.AddSingleton<HyperSd.Services.Schedules.ScheduleService>();
         services.AddSingleton<StageLeases>();
         services.AddSingleton<DeviceSlots>();
         if (options.MigrateOnStart) services.AddHostedService<StoreMigration>();

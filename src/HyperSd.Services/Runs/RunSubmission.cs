@@ -32,7 +32,11 @@ public sealed class RunSubmission(IDbContextFactory<MetadataDbContext> dbs, ISen
         var recipe = RecipeLoader.Parse(yaml, sourceName);
         var now = DateTimeOffset.UtcNow;
         var stored = new StoredRecipe { Id = Guid.NewGuid(), Name = recipe.Name, Yaml = yaml, Sha256 = recipe.Sha256(), CreatedAt = now };
-        var run = new Run { Id = Guid.NewGuid(), RecipeId = stored.Id, Name = recipe.Name, State = RunState.Pending, CreatedAt = now };
+        var run = new Run
+        {
+            Id = Guid.NewGuid(), RecipeId = stored.Id, Name = recipe.Name, State = RunState.Pending, CreatedAt = now,
+            BaseModel = recipe.Model.Path ?? recipe.Model.Source.ToString().ToLowerInvariant(),
+        };
         try
         {
             run.Stages = catalogue.Plan(recipe, run.Id, maxAttempts);
