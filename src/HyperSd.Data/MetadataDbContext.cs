@@ -23,7 +23,6 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
     public DbSet<GenerationChunk> GenerationChunks => Set<GenerationChunk>();
     public DbSet<GeneratedImage> GeneratedImages => Set<GeneratedImage>();
     public DbSet<Schedule> Schedules => Set<Schedule>();
-    public DbSet<ProcessedMessage> ProcessedMessages => Set<ProcessedMessage>();
     public DbSet<ApiKey> ApiKeys => Set<ApiKey>();
 
     protected override void OnConfiguring(DbContextOptionsBuilder optionsBuilder) =>
@@ -118,7 +117,6 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
             e.HasIndex(s => s.Name).IsUnique();
             e.HasOne<StoredRecipe>().WithMany().HasForeignKey(s => s.RecipeId).OnDelete(DeleteBehavior.Restrict);
         });
-        model.Entity<ProcessedMessage>().HasKey(m => new { m.Consumer, m.MessageKey });
         model.Entity<ApiKey>().HasIndex(k => k.Sha256).IsUnique();
     }
 

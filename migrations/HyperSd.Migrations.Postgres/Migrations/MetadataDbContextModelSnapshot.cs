@@ -386,26 +386,6 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.ToTable("generation_jobs", (string)null);
                 });
 
-            modelBuilder.Entity("HyperSd.Data.Entities.ProcessedMessage", b =>
-                {
-                    b.Property<string>("Consumer")
-                        .HasColumnType("text")
-                        .HasColumnName("consumer");
-
-                    b.Property<string>("MessageKey")
-                        .HasColumnType("text")
-                        .HasColumnName("message_key");
-
-                    b.Property<DateTimeOffset>("ProcessedAt")
-                        .HasColumnType("timestamp with time zone")
-                        .HasColumnName("processed_at");
-
-                    b.HasKey("Consumer", "MessageKey")
-                        .HasName("pk_processed_messages");
-
-                    b.ToTable("processed_messages", (string)null);
-                });
-
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
                     b.Property<Guid>("Id")

@@ -381,26 +381,6 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.ToTable("generation_jobs", (string)null);
                 });
 
-            modelBuilder.Entity("HyperSd.Data.Entities.ProcessedMessage", b =>
-                {
-                    b.Property<string>("Consumer")
-                        .HasColumnType("TEXT")
-                        .HasColumnName("consumer");
-
-                    b.Property<string>("MessageKey")
-                        .HasColumnType("TEXT")
-                        .HasColumnName("message_key");
-
-                    b.Property<long>("ProcessedAt")
-                        .HasColumnType("INTEGER")
-                        .HasColumnName("processed_at");
-
-                    b.HasKey("Consumer", "MessageKey")
-                        .HasName("pk_processed_messages");
-
-                    b.ToTable("processed_messages", (string)null);
-                });
-
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
                     b.Property<Guid>("Id")
