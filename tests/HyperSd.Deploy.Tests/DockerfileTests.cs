@@ -72,7 +72,10 @@ public sealed class DockerfileTests
         {
             var env = Environment(variant);
             WorkerConfiguration.AssertKnown(env.Keys, $"{WorkerDockerfile} ({variant})");
-            var options = WorkerConfiguration.Options(env);
+            // The broker's address carries credentials, so the image leaves it to the deployment's secret; without one
+            // the worker refuses to start, naming what is missing.
+            Assert.Contains("no RabbitMQ user", Assert.Throws<ArgumentException>(() => WorkerConfiguration.Options(env)).Message);
+            var options = WorkerConfiguration.Options(env.Append(new(WorkerConfiguration.Prefix + "RabbitMq", "amqp://u:p@rabbitmq:5672/hypersd")));
             Assert.StartsWith(variant == "cuda" ? "cuda" : "cpu", options.Devices[0]);
         }
     }

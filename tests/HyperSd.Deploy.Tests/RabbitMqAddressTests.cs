@@ -25,8 +25,8 @@ public sealed class RabbitMqAddressTests
     }
 
     [Theory]
-    [InlineData("amqp://broker/?queue-type=stream", "queue-type must be classic or quorum")]
-    [InlineData("amqp://broker/?heartbeat=10", "unknown parameter 'heartbeat'")]
+    [InlineData("amqp://u:p@broker/?queue-type=stream", "queue-type must be classic or quorum")]
+    [InlineData("amqp://u:p@broker/?heartbeat=10", "unknown parameter 'heartbeat'")]
     public void Other_queue_types_and_parameters_are_refused(string uri, string message) =>
         Assert.Contains(message, Assert.Throws<ArgumentException>(() => RabbitMqOptions.FromUri(uri)).Message);
 

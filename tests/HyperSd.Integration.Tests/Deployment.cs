@@ -281,15 +281,29 @@ public sealed class Deployment : IAsyncDisposable
     }
 
     /// <summary>The entries the run's stages left in the artifact store (attempt outputs and checkpoints), relative paths.</summary>
-    public List<string> StoredEntries(Guid runId)
+    /// <summary>Asserts that every entry the run left in the artifact store is a recorded artifact and the reverse (no
+    /// orphans, no temp files), naming the differences. Artifacts are files or folders (checkpoints); other folders
+    /// (stages, attempts a&lt;n&gt;, checkpoints/) are walked, and an empty one counts as a stray entry.</summary>
+    public void AssertStoredAreRecorded(Guid runId, IEnumerable<string> recorded)
     {
-        var runDir = Artifacts.GetFullPath($"runs/{runId:N}");
-        return Directory.EnumerateDirectories(runDir)                                  // stages
-            .SelectMany(Directory.EnumerateDirectories)                                // a<n>, checkpoints
-            .SelectMany(d => Directory.EnumerateFileSystemEntries(d))                  // the artifacts (and any leftovers)
-            .Select(p => Path.GetRelativePath(Artifacts.Root, p).Replace('\\', '/'))
-            .Order().ToList();
+        var expected = recorded.Order().ToList();
+        var stored = new List<string>();
+        void Walk(string dir)
+        {
+            var entries = Directory.EnumerateFileSystemEntries(dir).ToList();
+            if (entries.Count == 0) stored.Add(RelativeOf(dir));
+            foreach (var entry in entries)
+                if (Directory.Exists(entry) && !expected.Contains(RelativeOf(entry))) Walk(entry);
+                else stored.Add(RelativeOf(entry));
+        }
+        Walk(Artifacts.GetFullPath($"runs/{runId:N}"));
+        stored.Sort(StringComparer.Ordinal);
+        expected.Sort(StringComparer.Ordinal);
+        Assert.True(expected.SequenceEqual(stored),
+            $"stored but not recorded: [{string.Join(", ", stored.Except(expected))}]; recorded but not stored: [{string.Join(", ", expected.Except(stored))}]");
     }
+
+    string RelativeOf(string path) => Path.GetRelativePath(Artifacts.Root, path).Replace('\\', '/');
 
     public async ValueTask DisposeAsync()
     {

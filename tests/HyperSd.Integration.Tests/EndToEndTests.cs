@@ -43,7 +43,7 @@ public sealed class EndToEndTests(ITestOutputHelper output)
         Assert.Equal(run.Stages.Count, attempts.Count);
         Assert.All(run.Stages, s => Assert.Equal(workers[s.Role].Name, attempts.Single(a => a.StageId == s.Id).Owner));
         // every file the run left in the artifact store is a recorded artifact (no orphans, no temp files)
-        Assert.Equal(artifacts.Select(a => a.Path).Order(), deployment.StoredEntries(runId));
+        deployment.AssertStoredAreRecorded(runId, artifacts.Select(a => a.Path));
 
         var distributed = StageTimings.Of(run, attempts);
         deployment.KillWorkers(); // idle, but they would share the cores with the embedded run

@@ -90,7 +90,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         var attempts = await deployment.AttemptsAsync(run);
         Assert.Equal(run.Stages.Count, attempts.Count); // one lease per stage: the copies leased nothing
         Assert.Contains(attempts.Single(a => a.StageId == Deployment.StageOf(run, K2).Id).Owner, trainers.Select(t => t.Name));
-        Assert.Equal(artifacts.Select(a => a.Path).Order(), deployment.StoredEntries(runId)); // no stray files
+        deployment.AssertStoredAreRecorded(runId, artifacts.Select(a => a.Path)); // no stray files
 
         // commands of finished stages delivered again change nothing
         int evaluations;
@@ -108,7 +108,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         Assert.Equal(evaluations, await db.Evaluations.CountAsync(v => v.RunId == runId));
         Assert.Equal(run.Stages.Count, (await deployment.AttemptsAsync(run)).Count);
         Assert.Equal(RunState.Succeeded, (await deployment.RunAsync(runId)).State);
-        Assert.Equal(artifacts.Select(a => a.Path).Order(), deployment.StoredEntries(runId));
+        deployment.AssertStoredAreRecorded(runId, artifacts.Select(a => a.Path));
         Assert.DoesNotContain(deployment.QueueDepths(), q => q.Key.EndsWith("_error", StringComparison.Ordinal) && q.Value > 0);
     }
 

@@ -32,8 +32,13 @@ public sealed class WorkerHealth(WorkerOptions options, IBusControl bus, IDbCont
         {
             var problem = await ProblemAsync(stoppingToken);
             if (problem is null)
-                await File.WriteAllTextAsync(file, $"healthy {DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture)}\n",
+            {
+                // written aside and renamed, so a probe never reads a half-written file
+                var temp = file + ".tmp";
+                await File.WriteAllTextAsync(temp, $"healthy {DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture)}\n",
                     stoppingToken);
+                File.Move(temp, file, overwrite: true);
+            }
             else
                 File.Delete(file);
             if (problem != lastProblem)
