@@ -28,6 +28,13 @@ public static class ApiHost
     public const string OperatePolicy = "operate";
     const string ReadyTag = "ready";
 
+    /// <summary>The API's JSON on top of the web defaults: enums by camelCase name (clients read with the same).</summary>
+    public static JsonSerializerOptions Json(JsonSerializerOptions options)
+    {
+        options.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.CamelCase));
+        return options;
+    }
+
     /// <summary>Adds the API's services. Call after <c>AddHyperSdWorkers</c> (the store, the bus, and its migration, which
     /// must start before the key bootstrap reads the store).</summary>
     public static IServiceCollection AddHyperSdApi(this IServiceCollection services, ApiOptions options)
@@ -48,7 +55,7 @@ public static class ApiHost
         services.AddExceptionHandler<ApiExceptionHandler>();
         // a query value that does not parse (limit=abc) throws, so the handler answers it as problem+json naming it
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
-        services.Configure<JsonOptions>(o => o.SerializerOptions.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.CamelCase)));
+        services.Configure<JsonOptions>(o => Json(o.SerializerOptions));
         services.AddAuthentication(ApiKeyAuthenticationHandler.SchemeName)
             .AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyAuthenticationHandler.SchemeName, null);
         services.AddAuthorizationBuilder()

@@ -1,3 +1,4 @@
+using System.Text;
 using CsvHelper;
 using Microsoft.AspNetCore.Http;
 
@@ -19,18 +20,18 @@ public static class Csv
         _ => throw new Services.Runs.InvalidFieldException("format", $"expected csv or json, got '{format}'"),
     };
 
-    /// <summary>Streams rows written by <paramref name="write"/> as text/csv (asynchronously: servers refuse synchronous
-    /// writes to a response).</summary>
-    public static IResult Result(Func<CsvWriter, Task> write) => Results.Stream(async stream =>
+    /// <summary>A header row of the columns' names, then a record per row, as a streamed text/csv answer (written
+    /// asynchronously: servers refuse synchronous writes to a response).</summary>
+    public static IResult Table<T>(IEnumerable<T> rows, IReadOnlyList<CsvColumn<T>> columns) => Results.Stream(async stream =>
     {
-        await using var csv = CsvWriter.Create(stream, null, leaveOpen: true);
-        await write(csv);
-        await csv.FlushAsync();
+        await using var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true);
+        await WriteAsync(writer, rows, columns);
     }, ContentType);
 
-    /// <summary>A header row of the columns' names, then a record per row.</summary>
-    public static IResult Table<T>(IEnumerable<T> rows, IReadOnlyList<CsvColumn<T>> columns) => Result(async csv =>
+    /// <summary>A header row of the columns' names, then a record per row (the API's answers and the CLI's output alike).</summary>
+    public static async Task WriteAsync<T>(TextWriter writer, IEnumerable<T> rows, IReadOnlyList<CsvColumn<T>> columns)
     {
+        await using var csv = CsvWriter.Create(writer, null, leaveOpen: true);
         foreach (var column in columns) csv.WriteField(column.Header);
         await csv.EndRecordAsync();
         foreach (var row in rows)
@@ -38,7 +39,9 @@ public static class Csv
             foreach (var column in columns) column.Write(csv, row);
             await csv.EndRecordAsync();
         }
-    });
+        await csv.FlushAsync();
+        await writer.FlushAsync();
+    }
 
     public static CsvColumn<T> Text<T>(string header, Func<T, string> value) => new(header, (w, r) => w.WriteField(value(r)));
     public static CsvColumn<T> Id<T>(string header, Func<T, Guid> value) => new(header, (w, r) => w.WriteField(value(r), "D"));

@@ -47,18 +47,18 @@ public static class EvaluationsEndpoints
         if (args.Runs is not { Length: >= 2 })
             throw new InvalidFieldException("runs", $"name two or more runs to compare (runs=A&runs=B), got {args.Runs?.Length ?? 0}");
         var comparison = await EvaluationQueries.CompareAsync(db, args.Runs, args.Filter, ct);
-        if (!csv) return Results.Ok(comparison);
-        // a column per run, named and identified (names repeat across runs of one recipe)
-        IReadOnlyList<CsvColumn<ComparisonRow>> columns =
-        [
-            Csv.Text<ComparisonRow>("model", r => r.Model), Csv.Text<ComparisonRow>("sampler", r => r.Sampler),
-            Csv.Text<ComparisonRow>("metric", r => r.Metric), Csv.Integer<ComparisonRow>("steps", r => r.Steps),
-            .. comparison.Runs.Select((run, i) => Csv.Number<ComparisonRow>($"{run.Name} ({run.Id})", r => r.Values[i])),
-        ];
-        return Csv.Table(comparison.Rows, columns);
+        return csv ? Csv.Table(comparison.Rows, ComparisonColumns(comparison)) : Results.Ok(comparison);
     }
 
-    static readonly IReadOnlyList<CsvColumn<EvaluationRecord>> RecordColumns =
+    /// <summary>A column per run, named and identified (names repeat across runs of one recipe).</summary>
+    public static IReadOnlyList<CsvColumn<ComparisonRow>> ComparisonColumns(RunComparison comparison) =>
+    [
+        Csv.Text<ComparisonRow>("model", r => r.Model), Csv.Text<ComparisonRow>("sampler", r => r.Sampler),
+        Csv.Text<ComparisonRow>("metric", r => r.Metric), Csv.Integer<ComparisonRow>("steps", r => r.Steps),
+        .. comparison.Runs.Select((run, i) => Csv.Number<ComparisonRow>($"{run.Name} ({run.Id})", r => r.Values[i])),
+    ];
+
+    public static readonly IReadOnlyList<CsvColumn<EvaluationRecord>> RecordColumns =
     [
         Csv.Id<EvaluationRecord>("runId", r => r.RunId), Csv.Text<EvaluationRecord>("run", r => r.Run),
         Csv.Text<EvaluationRecord>("recipe", r => r.Recipe), Csv.Text<EvaluationRecord>("baseModel", r => r.BaseModel),
@@ -68,7 +68,7 @@ public static class EvaluationsEndpoints
         Csv.Time<EvaluationRecord>("createdAt", r => r.CreatedAt),
     ];
 
-    static readonly IReadOnlyList<CsvColumn<BestRun>> BestColumns =
+    public static readonly IReadOnlyList<CsvColumn<BestRun>> BestColumns =
     [
         Csv.Text<BestRun>("metric", r => r.Metric), Csv.Integer<BestRun>("steps", r => r.Steps),
         Csv.Flag<BestRun>("lowerIsBetter", r => r.LowerIsBetter), Csv.Id<BestRun>("runId", r => r.RunId),

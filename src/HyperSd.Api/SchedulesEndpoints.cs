@@ -5,7 +5,10 @@ using HyperSd.Services.Schedules;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Hangfire.Server;
+using Hangfire.Storage;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 
 namespace HyperSd.Api;
 
@@ -13,18 +16,37 @@ namespace HyperSd.Api;
 /// never over HTTP. One firing of a schedule at a time, so two cannot both find no active run.</summary>
 public sealed class ScheduleJob(ScheduleService schedules)
 {
+    /// <summary>The job parameter in which Hangfire's recurring-job scheduler records the firing's instant (Unix seconds).</summary>
+    public const string TimeParameter = "Time";
+
+    /// <param name="context">Hangfire's, given at run time: the run records the firing's scheduled instant, not when a worker
+    /// got to it.</param>
     [DisableConcurrentExecution(timeoutInSeconds: 60)]
     [AutomaticRetry(Attempts = 0)]
-    public async Task<FiringOutcome> FireAsync(Guid scheduleId) => (await schedules.FireAsync(scheduleId, DateTimeOffset.UtcNow)).Outcome;
+    public async Task<FiringOutcome> FireAsync(Guid scheduleId, PerformContext? context)
+    {
+        var firedAt = context?.GetJobParameter<long?>(TimeParameter) is { } seconds
+            ? DateTimeOffset.FromUnixTimeSeconds(seconds) : DateTimeOffset.UtcNow;
+        return (await schedules.FireAsync(scheduleId, firedAt)).Outcome;
+    }
 }
 
 /// <summary>Keeps Hangfire's recurring jobs in step with the stored schedules: one per enabled schedule, its id the
-/// schedule's; at start every stored schedule is applied again (the in-memory job storage starts empty).</summary>
-public sealed class RecurringSchedules(IRecurringJobManager jobs, ScheduleService schedules) : IHostedService
+/// schedule's. Every stored schedule is applied at start (the in-memory job storage starts empty) and again every
+/// <see cref="SyncInterval"/>, so a change made in the store by another process (the CLI, another API replica) reaches
+/// this host's scheduler, and jobs of deleted schedules go.</summary>
+public sealed class RecurringSchedules(IRecurringJobManager jobs, JobStorage storage, ScheduleService schedules,
+    ILogger<RecurringSchedules> logger) : BackgroundService
 {
-    public static string JobId(Guid scheduleId) => $"schedule-{scheduleId}";
+    public static readonly TimeSpan SyncInterval = TimeSpan.FromSeconds(30);
+    const string JobPrefix = "schedule-";
 
-    public void Apply(ScheduleView s)
+    public static string JobId(Guid scheduleId) => $"{JobPrefix}{scheduleId}";
+
+    public void Apply(ScheduleView s) => Apply(jobs, s);
+
+    /// <summary>The schedule's recurring job in <paramref name="jobs"/>: added or updated while enabled, removed while paused.</summary>
+    public static void Apply(IRecurringJobManager jobs, ScheduleView s)
     {
         if (!s.Enabled)
         {
@@ -33,18 +55,45 @@ public sealed class RecurringSchedules(IRecurringJobManager jobs, ScheduleServic
         }
         var (_, zone) = ScheduleService.Parse(s.Cron, s.TimeZone);
         // missed firings (the host was down): one run at the next start, not one per missed time
-        jobs.AddOrUpdate<ScheduleJob>(JobId(s.Id), j => j.FireAsync(s.Id), s.Cron,
+        jobs.AddOrUpdate<ScheduleJob>(JobId(s.Id), j => j.FireAsync(s.Id, null), s.Cron,
             new RecurringJobOptions { TimeZone = zone, MisfireHandling = MisfireHandlingMode.Relaxed });
     }
 
     public void Remove(Guid scheduleId) => jobs.RemoveIfExists(JobId(scheduleId));
 
-    public async Task StartAsync(CancellationToken cancellationToken)
+    /// <summary>Applies every stored schedule (unchanged jobs are not rewritten) and removes the jobs of schedules that are gone.</summary>
+    public async Task SyncAsync(CancellationToken ct)
     {
-        foreach (var s in await schedules.ListAsync(cancellationToken)) Apply(s);
+        var stored = await schedules.ListAsync(ct);
+        foreach (var s in stored) Apply(s);
+        var kept = stored.Select(s => JobId(s.Id)).ToHashSet();
+        using var connection = storage.GetConnection();
+        foreach (var job in connection.GetRecurringJobs())
+            if (job.Id.StartsWith(JobPrefix, StringComparison.Ordinal) && !kept.Contains(job.Id))
+                jobs.RemoveIfExists(job.Id);
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public override async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await SyncAsync(cancellationToken);
+        await base.StartAsync(cancellationToken);
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(SyncInterval);
+        while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            try
+            {
+                await SyncAsync(stoppingToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogWarning(e, "schedules: syncing the recurring jobs with the store failed; retrying in {Interval}", SyncInterval);
+            }
+        }
+    }
 }
 
 /// <summary><c>/api/schedules</c>: create, list, show, replace, pause, resume, delete; each change applied to Hangfire.</summary>

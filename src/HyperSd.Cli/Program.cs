@@ -15,6 +15,8 @@ public static class Program
             ToyCommand.Create(),
             RunCommand.Create(),
             RunsCommand.Create(),
+            EvalsCommand.Create(),
+            SchedulesCommand.Create(),
             GcCommand.Create(),
             ServeCommand.Create(),
         };

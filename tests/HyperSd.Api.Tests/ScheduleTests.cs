@@ -2,11 +2,16 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Hangfire;
+using Hangfire.Client;
+using Hangfire.Common;
+using Hangfire.Server;
 using Hangfire.Storage;
+using HyperSd.Cli.Commands;
 using HyperSd.Data.Entities;
 using HyperSd.Services.Runs;
 using HyperSd.Services.Schedules;
 using HyperSd.Testing;
+using Microsoft.AspNetCore.TestHost;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -181,5 +186,122 @@ public sealed class ScheduleTests : IAsyncLifetime
             await Task.Delay(200);
         }
         Assert.Fail("the operator's trigger started no run");
+    }
+
+    [Fact]
+    public async Task The_CLI_client_adds_lists_pauses_and_removes_schedules_through_the_API()
+    {
+        using var api = ApiClient.Create(new Uri("http://localhost/"), ApiTestHost.OperatorKey, host.App.GetTestServer().CreateHandler());
+        var added = await api.AddScheduleAsync(new ScheduleRequest("cli", null, TinyToy.Recipe(), "15 1 * * *", "America/New_York"),
+            CancellationToken.None);
+        Assert.Equal(("cli", true), (added.Name, added.Enabled));
+        Assert.Equal(RecurringSchedules.JobId(added.Id), Assert.Single(RecurringJobs()).Id);
+        Assert.Equal([added.Id], (await api.ListSchedulesAsync(CancellationToken.None)).Select(s => s.Id));
+        Assert.False((await api.SetScheduleEnabledAsync(added.Id, false, CancellationToken.None)).Enabled);
+        Assert.Empty(RecurringJobs());
+        Assert.True((await api.SetScheduleEnabledAsync(added.Id, true, CancellationToken.None)).Enabled);
+        await api.RemoveScheduleAsync(added.Id, CancellationToken.None);
+        Assert.Empty(RecurringJobs());
+        Assert.Empty(await api.ListSchedulesAsync(CancellationToken.None));
+        var bad = await Assert.ThrowsAsync<ArgumentException>(() =>
+            api.AddScheduleAsync(new ScheduleRequest("x", null, TinyToy.Recipe(), "0 25 * * *", "UTC"), CancellationToken.None));
+        Assert.Contains("cron", bad.Message);
+    }
+
+    [Fact]
+    public async Task Schedules_changed_in_the_store_by_another_process_reach_the_scheduler_at_its_next_sync()
+    {
+        // what the CLI does on a local store, or another API replica: the service alone, no Hangfire call
+        var service = host.App.Services.GetRequiredService<ScheduleService>();
+        var sync = host.App.Services.GetRequiredService<RecurringSchedules>();
+        var saved = await service.SaveAsync(null, new ScheduleRequest("elsewhere", null, TinyToy.Recipe(), "0 4 * * *", "UTC"));
+        Assert.Empty(RecurringJobs());
+        await sync.SyncAsync(CancellationToken.None);
+        Assert.Equal(RecurringSchedules.JobId(saved.Id), Assert.Single(RecurringJobs()).Id);
+        await service.SetEnabledAsync(saved.Id, false);
+        await sync.SyncAsync(CancellationToken.None);
+        Assert.Empty(RecurringJobs());
+        await service.SetEnabledAsync(saved.Id, true);
+        await sync.SyncAsync(CancellationToken.None);
+        Assert.Single(RecurringJobs());
+        await service.DeleteAsync(saved.Id);
+        await sync.SyncAsync(CancellationToken.None);
+        Assert.Empty(RecurringJobs());
+    }
+
+    /// <summary>
+    /// Hangfire's own scheduler on a clock the test sets, for "30 2 * * *" in Europe/Berlin: on 29 March 2026 02:30 does not
+    /// exist (clocks go 02:00 → 03:00), so it fires at 03:00 CEST = 01:00 UTC; the next day at 02:30 CEST = 00:30 UTC; on
+    /// 25 October 02:30 happens twice and it fires once, at the first (CEST, 00:30 UTC); then 02:30 CET = 01:30 UTC. After
+    /// downtime, missed firings make one run at once (the misfire policy), not one per missed time. The run records
+    /// the firing's scheduled instant.
+    /// </summary>
+    [Fact]
+    public async Task A_time_zone_schedule_fires_at_the_right_UTC_instants_across_daylight_saving_changes_and_once_after_downtime()
+    {
+        var schedule = await CreateAsync("dst", "30 2 * * *", "Europe/Berlin");
+        var storage = new ClockedStorage(new Hangfire.InMemory.InMemoryStorage());
+        var now = Utc(2026, 3, 28, 22, 0);
+        var manager = new RecurringJobManager(storage, JobFilterProviders.Providers, new DefaultTimeZoneResolver(), () => now);
+        RecurringSchedules.Apply(manager, schedule);
+        var scheduler = new RecurringJobScheduler(new BackgroundJobFactory(JobFilterProviders.Providers), TimeSpan.FromMilliseconds(1),
+            new DefaultTimeZoneResolver(), () => now);
+        var fired = new List<(string JobId, DateTime Time)>();
+        void At(DateTime instant)
+        {
+            now = instant;
+            scheduler.Execute(new BackgroundProcessContext("clock", storage, new Dictionary<string, object>(), Guid.NewGuid(),
+                CancellationToken.None, CancellationToken.None, CancellationToken.None));
+            using var connection = storage.GetConnection();
+            var job = connection.GetRecurringJobs().Single();
+            if (job.LastJobId is { } id && fired.All(f => f.JobId != id))
+                fired.Add((id, DateTimeOffset.FromUnixTimeSeconds(long.Parse(connection.GetJobParameter(id, ScheduleJob.TimeParameter),
+                    System.Globalization.CultureInfo.InvariantCulture)).UtcDateTime));
+        }
+        DateTime[] Times() => [.. fired.Select(f => f.Time)];
+
+        At(Utc(2026, 3, 29, 0, 59, 59));
+        Assert.Empty(fired);
+        At(Utc(2026, 3, 29, 1, 0));
+        Assert.Equal([Utc(2026, 3, 29, 1, 0)], Times());
+        At(Utc(2026, 3, 30, 0, 29, 59));
+        At(Utc(2026, 3, 30, 0, 30));
+        Assert.Equal([Utc(2026, 3, 29, 1, 0), Utc(2026, 3, 30, 0, 30)], Times());
+
+        fired.Clear();
+        At(Utc(2026, 10, 24, 23, 0)); // the host was down since 30 March: one firing for all the missed ones, at once
+        Assert.Equal([Utc(2026, 10, 24, 23, 0)], Times());
+        At(Utc(2026, 10, 25, 0, 30)); // 02:30 CEST
+        At(Utc(2026, 10, 25, 1, 30)); // 02:30 again, now CET: no second firing
+        At(Utc(2026, 10, 26, 0, 30)); // 01:30 CET: not yet
+        At(Utc(2026, 10, 26, 1, 30)); // 02:30 CET
+        Assert.Equal([Utc(2026, 10, 24, 23, 0), Utc(2026, 10, 25, 0, 30), Utc(2026, 10, 26, 1, 30)], Times());
+
+        // the job Hangfire made runs the firing through the application layer, which records the scheduled instant
+        using (var connection = storage.GetConnection())
+        {
+            var (jobId, time) = fired[^1];
+            var data = connection.GetJobData(jobId);
+            var context = new PerformContext(storage, connection, new BackgroundJob(jobId, data.Job, data.CreatedAt), new JobCancellationToken(false));
+            var outcome = await new ScheduleJob(host.App.Services.GetRequiredService<ScheduleService>()).FireAsync(schedule.Id, context);
+            Assert.Equal(FiringOutcome.Started, outcome);
+            await using var db = host.Db();
+            var run = await db.Runs.SingleAsync(r => r.ScheduleId == schedule.Id);
+            Assert.Equal(new DateTimeOffset(time), run.ScheduledAt);
+            await host.App.Services.GetRequiredService<RunControl>().CancelAsync(run.Id, "test");
+        }
+    }
+
+    static DateTime Utc(int year, int month, int day, int hour, int minute, int second = 0) =>
+        new(year, month, day, hour, minute, second, DateTimeKind.Utc);
+
+    /// <summary>A job storage whose scheduler reads the test's clock: it hides the storage's own clock (the feature by which
+    /// Hangfire's scheduler would ask the storage for the time).</summary>
+    sealed class ClockedStorage(JobStorage inner) : JobStorage
+    {
+        public override IMonitoringApi GetMonitoringApi() => inner.GetMonitoringApi();
+        public override IStorageConnection GetConnection() => inner.GetConnection();
+        public override bool HasFeature(string featureId) =>
+            featureId != JobStorageFeatures.Connection.GetUtcDateTime && inner.HasFeature(featureId);
     }
 }

@@ -8,9 +8,11 @@ using System.Text.Json.Nodes;
 using CsvHelper;
 using HyperSd.Data;
 using HyperSd.Data.Artifacts;
+using HyperSd.Cli.Commands;
 using HyperSd.Data.Entities;
 using HyperSd.Services.Runs;
 using HyperSd.Testing;
+using Microsoft.AspNetCore.TestHost;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using YamlDotNet.RepresentationModel;
@@ -74,7 +76,8 @@ public abstract class ToyRunTests
 
             await AssertDownloadsAsync(host, client, run);
             var rows = await AssertEvaluationQueriesAsync(host, client, runId, teacher);
-            await AssertCompareAndBestAsync(host, client, runId, rows);
+            var otherId = await AssertCompareAndBestAsync(host, client, runId, rows);
+            await AssertCliClientAsync(host, runId, otherId);
         }
         finally
         {
@@ -176,7 +179,7 @@ public abstract class ToyRunTests
 
     /// <summary>A second run (submitted as JSON, cancelled, resumed, cancelled again) beside the first: the comparison has
     /// a column per run (the second's empty), the best run of every metric and steps is the first.</summary>
-    static async Task AssertCompareAndBestAsync(ApiTestHost host, HttpClient client, Guid runId, IReadOnlyList<EvaluationRecord> rows)
+    static async Task<Guid> AssertCompareAndBestAsync(ApiTestHost host, HttpClient client, Guid runId, IReadOnlyList<EvaluationRecord> rows)
     {
         var json = ToJson(new YamlStream()).ToJsonString();
         var other = await client.PostAsync("/api/runs", new StringContent(json, Encoding.UTF8, "application/json"));
@@ -223,6 +226,54 @@ public abstract class ToyRunTests
         });
         var fdBest = await client.GetStringAsync("/api/evaluations/best?metric=fd&format=csv");
         Assert.StartsWith("metric,steps,lowerIsBetter,runId,run,model,sampler,value", fdBest);
+        return otherId;
+    }
+
+    /// <summary>The CLI against the deployment (<c>--api</c>) reads the same answers the application layer gives the CLI on a
+    /// local store, and writes them as the API does (CSV that reads back the same; JSON) or as a table.</summary>
+    static async Task AssertCliClientAsync(ApiTestHost host, Guid runId, Guid otherId)
+    {
+        using var api = ApiClient.Create(new Uri("http://localhost/"), ApiTestHost.ViewerKey, host.App.GetTestServer().CreateHandler());
+        await using var db = host.Db();
+        var filter = new EvaluationFilter(Runs: [runId]);
+        var paging = new Paging(0, Paging.MaxLimit);
+        var remote = await api.QueryEvaluationsAsync(filter, paging, EvaluationSort.Value, true, CancellationToken.None);
+        var local = await EvaluationQueries.QueryAsync(db, filter, paging, EvaluationSort.Value, true);
+        Assert.NotEmpty(local.Items);
+        Assert.Equal(local.Items, remote.Items);
+        Assert.Equal(local.Total, remote.Total);
+
+        var csv = new StringWriter();
+        await EvalsCommand.WriteAsync(csv, remote, OutputFormat.Csv);
+        Assert.Equal(local.Items, ReadCsv(csv.ToString()));
+        var table = new StringWriter();
+        await EvalsCommand.WriteAsync(table, remote, OutputFormat.Table);
+        var lines = table.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(local.Items.Count + 2, lines.Length); // header, rows, "rows 1–N of N"
+        Assert.StartsWith("run ", lines[0]);
+        Assert.EndsWith($"of {local.Total}", lines[^1].TrimEnd());
+
+        var fdOnly = await api.QueryEvaluationsAsync(filter with { Metric = "fd", Steps = 1 }, paging, EvaluationSort.Created, false,
+            CancellationToken.None);
+        Assert.Equal(local.Items.Count(r => (r.Metric, r.Steps) == ("fd", 1)), fdOnly.Total);
+
+        var remoteComparison = await api.CompareAsync([runId, otherId], new EvaluationFilter(), CancellationToken.None);
+        var localComparison = await EvaluationQueries.CompareAsync(db, [runId, otherId], new EvaluationFilter());
+        Assert.Equal(JsonSerializer.Serialize(localComparison, ApiTestHost.Json), JsonSerializer.Serialize(remoteComparison, ApiTestHost.Json));
+        var json = new StringWriter();
+        await EvalsCommand.WriteAsync(json, remoteComparison, OutputFormat.Json);
+        Assert.Equal(JsonSerializer.Serialize(localComparison, ApiTestHost.Json),
+            JsonSerializer.Serialize(JsonSerializer.Deserialize<RunComparison>(json.ToString(), ApiTestHost.Json), ApiTestHost.Json));
+
+        Assert.Equal(RunState.Succeeded, (await api.ShowRunAsync(runId, CancellationToken.None)).Run.State);
+        // a viewer's key may read, not submit: the error carries the status
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => api.SubmitRunAsync(TinyToy.Recipe(), CancellationToken.None));
+        Assert.Contains("403", refused.Message);
+        // a filter the store cannot answer names the field, as the API's problem details do
+        var unknown = await Assert.ThrowsAsync<ArgumentException>(() => api.QueryEvaluationsAsync(filter with { Metric = "nope" }, paging,
+            EvaluationSort.Created, false, CancellationToken.None));
+        Assert.Contains("metric", unknown.Message);
+        Assert.Contains("400", unknown.Message);
     }
 
     /// <summary>The tiny recipe as JSON (numbers as numbers): the API takes either.</summary>

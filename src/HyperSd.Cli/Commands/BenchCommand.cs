@@ -31,6 +31,7 @@ public static class BenchCommand
         var devices = new DeviceOptions();
         var command = new Command("bench", "UNet throughput and LoRA training memory") { config, batch, size, steps, seconds };
         devices.AddTo(command);
+        command.Subcommands.Add(EvalsBenchCommand.Create());
         command.SetAction(parse =>
         {
             var (device, dtype) = devices.Resolve(parse);

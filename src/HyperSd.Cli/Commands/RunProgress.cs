@@ -8,22 +8,25 @@ using Spectre.Console;
 
 namespace HyperSd.Cli.Commands;
 
-/// <summary>Follows a run in the store until it ends: Spectre progress bars on a terminal, plain lines otherwise.</summary>
+/// <summary>Follows a run until it ends — in the local store or through a deployment's API, both read as
+/// <see cref="RunDetails"/>: Spectre progress bars on a terminal, plain lines otherwise.</summary>
 public static class RunProgress
 {
     static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(500);
 
-    static bool Finished(Run run) => run.State is RunState.Succeeded or RunState.Failed or RunState.Cancelled;
+    static bool Finished(RunSummary run) => run.State is RunState.Succeeded or RunState.Failed or RunState.Cancelled;
 
-    static async Task<Run> ReadAsync(IDbContextFactory<MetadataDbContext> dbs, Guid runId, CancellationToken ct)
+    /// <summary>The run as the store holds it now.</summary>
+    public static Func<CancellationToken, Task<RunDetails>> FromStore(IDbContextFactory<MetadataDbContext> dbs, Guid runId) => async ct =>
     {
         await using var db = await dbs.CreateDbContextAsync(ct);
-        return await db.Runs.AsNoTracking().Include(r => r.Stages.OrderBy(s => s.Index)).SingleAsync(r => r.Id == runId, ct);
-    }
+        return await RunQueries.ShowAsync(db, runId, ct) ?? throw new ArgumentException($"no run {runId} in the store");
+    };
 
-    public static async Task<Run> FollowAsync(IDbContextFactory<MetadataDbContext> dbs, Guid runId, CancellationToken ct)
+    /// <summary>Reads the run (<paramref name="read"/>) every half second until it ends; returns it as it ended.</summary>
+    public static async Task<RunDetails> FollowAsync(Func<CancellationToken, Task<RunDetails>> read, CancellationToken ct)
     {
-        var run = await ReadAsync(dbs, runId, ct);
+        var run = await read(ct);
         if (!Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive)
         {
             await AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
@@ -31,45 +34,45 @@ public static class RunProgress
                     new SpinnerColumn())
                 .StartAsync(async ctx =>
                 {
-                    var bars = run.Stages.ToDictionary(s => s.Id, s => ctx.AddTask(s.Name, autoStart: false, maxValue: 1));
+                    var bars = run.Stages.ToDictionary(s => s.Index, s => ctx.AddTask(s.Name, autoStart: false, maxValue: 1));
                     while (true)
                     {
                         foreach (var stage in run.Stages)
                         {
-                            var bar = bars[stage.Id];
+                            var bar = bars[stage.Index];
                             bar.Description = Markup.Escape(Line(stage));
                             if (stage.State is StageState.Running or StageState.Dispatched && !bar.IsStarted) bar.StartTask();
                             bar.Value = stage.State == StageState.Succeeded ? 1 : stage.Progress;
                             if (stage.State is StageState.Succeeded or StageState.Failed or StageState.Cancelled && bar.IsStarted)
                                 bar.StopTask();
                         }
-                        if (Finished(run)) break;
+                        if (Finished(run.Run)) break;
                         await Task.Delay(Poll, ct);
-                        run = await ReadAsync(dbs, runId, ct);
+                        run = await read(ct);
                     }
                 });
             return run;
         }
 
-        var shown = new Dictionary<Guid, (StageState, int, int)>();
+        var shown = new Dictionary<int, (StageState, int, int)>();
         while (true)
         {
             foreach (var stage in run.Stages)
             {
                 var key = (stage.State, stage.Attempt, (int)(stage.Progress * 10));
-                if (shown.TryGetValue(stage.Id, out var last) && last == key) continue;
-                if (shown.ContainsKey(stage.Id) || stage.State != StageState.Pending)
+                if (shown.TryGetValue(stage.Index, out var last) && last == key) continue;
+                if (shown.ContainsKey(stage.Index) || stage.State != StageState.Pending)
                     Console.WriteLine($"{DateTime.Now:HH:mm:ss} {Line(stage)}");
-                shown[stage.Id] = key;
+                shown[stage.Index] = key;
             }
-            if (Finished(run)) return run;
+            if (Finished(run.Run)) return run;
             await Task.Delay(Poll, ct);
-            run = await ReadAsync(dbs, runId, ct);
+            run = await read(ct);
         }
     }
 
     /// <summary>"tscd-k8 running #1 42% step 126/300 loss 0.0123 4.1 steps/s".</summary>
-    public static string Line(Stage stage)
+    public static string Line(StageView stage)
     {
         var text = $"{stage.Name} {stage.State.ToString().ToLowerInvariant()} #{stage.Attempt} " +
                    $"{stage.Progress.ToString("P0", CultureInfo.InvariantCulture)}";
@@ -83,23 +86,22 @@ public static class RunProgress
         return text;
     }
 
-    /// <summary>Outcome, error, evaluation table and where the results are.</summary>
-    public static async Task PrintResultAsync(MetadataDbContext db, Run run, string artifactRoot)
+    /// <summary>Outcome, error, the evaluation table (null: none) and where the results are (<paramref name="where"/>: an
+    /// artifact's store path → where to find it).</summary>
+    public static void PrintResult(RunDetails details, string? evaluationTable, Func<string, string> where)
     {
+        var run = details.Run;
         Console.WriteLine();
         Console.WriteLine($"run {run.Id} ({run.Name}): {run.State.ToString().ToLowerInvariant()}" +
                           (run.StartedAt is { } s && run.FinishedAt is { } f ? $" in {(f - s).TotalSeconds:F1} s" : ""));
         if (run.Error is { } error) Console.WriteLine($"error: {error}");
-        if (await EvaluationTable.QueryAsync(db, [run.Id]) is { } table)
+        if (evaluationTable is not null)
         {
             Console.WriteLine();
-            Console.WriteLine(table);
+            Console.WriteLine(evaluationTable);
         }
         foreach (var (kind, label) in new[] { (ArtifactKind.Report, "results"), (ArtifactKind.Images, "images") })
-        {
-            var path = await db.Artifacts.AsNoTracking()
-                .Where(a => a.RunId == run.Id && a.Kind == kind).Select(a => a.Path).FirstOrDefaultAsync();
-            if (path is not null) Console.WriteLine($"{label}: {Path.Combine(artifactRoot, path)}");
-        }
+            if (details.Artifacts.FirstOrDefault(a => a.Kind == kind) is { } artifact)
+                Console.WriteLine($"{label}: {where(artifact.Path)}");
     }
 }

@@ -142,19 +142,26 @@ public static class EvaluationQueries
         return new RunComparison([.. runIds.Distinct().Select(id => new ComparedRun(id, names[id]))], compared);
     }
 
-    /// <summary>For each (metric, steps) among the matching rows, the row with the best value (ties: the earliest run).</summary>
+    /// <summary>For each (metric, steps) among the matching rows, the row with the best value (ties: the earliest row). The
+    /// store finds each group's extremes, then the rows that hold them: only those travel, not every matching row.</summary>
     public static async Task<IReadOnlyList<BestRun>> BestAsync(MetadataDbContext db, EvaluationFilter filter,
         CancellationToken ct = default)
     {
-        var rows = await (await MatchingAsync(db, filter, ct)).ToListAsync(ct);
-        var metricOrder = InDisplayOrder(rows.Select(r => r.Metric).Distinct()).ToList();
-        return [.. rows.GroupBy(r => (r.Metric, r.Steps))
-            .OrderBy(g => metricOrder.IndexOf(g.Key.Metric)).ThenBy(g => g.Key.Steps)
-            .Select(g =>
+        var rows = await MatchingAsync(db, filter, ct);
+        var groups = await rows.GroupBy(r => new { r.Metric, r.Steps })
+            .Select(g => new { g.Key.Metric, g.Key.Steps, Min = g.Min(r => r.Value), Max = g.Max(r => r.Value) })
+            .ToListAsync(ct);
+        var targets = groups.Select(g => (g.Metric, g.Steps, Lower: LowerIsBetter(g.Metric), Value: LowerIsBetter(g.Metric) ? g.Min : g.Max))
+            .ToList();
+        var values = targets.Select(t => t.Value).Distinct().ToList();
+        var holders = await rows.Where(r => values.Contains(r.Value)).ToListAsync(ct);
+        var metricOrder = InDisplayOrder(targets.Select(t => t.Metric).Distinct()).ToList();
+        return [.. targets.OrderBy(t => metricOrder.IndexOf(t.Metric)).ThenBy(t => t.Steps)
+            .Select(t =>
             {
-                var lower = LowerIsBetter(g.Key.Metric);
-                var best = g.OrderBy(r => lower ? r.Value : -r.Value).ThenBy(r => r.CreatedAt).First();
-                return new BestRun(g.Key.Metric, g.Key.Steps, lower, best.RunId, best.Run, best.Model, best.Sampler, best.Value);
+                var best = holders.Where(r => r.Metric == t.Metric && r.Steps == t.Steps && r.Value == t.Value)
+                    .OrderBy(r => r.CreatedAt).ThenBy(r => r.RunId).First();
+                return new BestRun(t.Metric, t.Steps, t.Lower, best.RunId, best.Run, best.Model, best.Sampler, best.Value);
             })];
     }
 }

@@ -27,11 +27,25 @@ public static class EvaluationTable
         {
             string Cell((string Metric, int Steps) c) =>
                 group.FirstOrDefault(r => r.Row.Metric == c.Metric && r.Row.Steps == c.Steps) is { Row: { } r }
-                ? r.Value.ToString(c.Metric == "fd" ? "F2" : "F3", CultureInfo.InvariantCulture) : "";
+                ? Value(c.Metric, r.Value) : "";
             sb.Append(byRun ? $"| {group.Key.Run} | " : "| ").Append($"{group.Key.Model} | {group.Key.Sampler} |")
                 .AppendJoin("", columns.Select(c => $" {Cell(c)} |")).AppendLine();
         }
         return sb.ToString();
+    }
+
+    /// <summary>A metric's value as tables show it: distances to 2 decimals, rates and scores to 3.</summary>
+    public static string Value(string metric, double value) =>
+        value.ToString(EvaluationQueries.LowerIsBetter(metric) ? "F2" : "F3", CultureInfo.InvariantCulture);
+
+    /// <summary>Queried rows (<see cref="EvaluationQueries"/>, the API's answers) as the table; null if none.</summary>
+    public static string? Of(IReadOnlyList<EvaluationRecord> records)
+    {
+        if (records.Count == 0) return null;
+        var runs = records.Select(r => r.RunId).Distinct().ToList();
+        return Markdown(records.OrderBy(r => runs.IndexOf(r.RunId)).ThenBy(r => r.Model, StringComparer.Ordinal)
+            .ThenBy(r => r.Sampler, StringComparer.Ordinal)
+            .Select(r => (runs.Count > 1 ? r.Run : null, new EvaluationRow(r.Model, r.Sampler, r.Steps, r.Metric, r.Value))));
     }
 
     /// <summary>The stored evaluation rows of the runs, in the runs' order (a run column when there are several); null if none.</summary>
