@@ -3,6 +3,7 @@ using System.Text.Json.Serialization;
 using Hangfire;
 using Hangfire.InMemory;
 using Hangfire.PostgreSql;
+using HyperSd.Api.Pages;
 using HyperSd.Data;
 using HyperSd.Services.Hosting;
 using Microsoft.AspNetCore.Authentication;
@@ -49,8 +50,10 @@ public static class ApiHost
         // a query value that does not parse (limit=abc) throws, so the handler answers it as problem+json naming it
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.Configure<JsonOptions>(o => o.SerializerOptions.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.CamelCase)));
-        services.AddAuthentication(ApiKeyAuthenticationHandler.SchemeName)
-            .AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyAuthenticationHandler.SchemeName, null);
+        // keys for the API, the login form's cookie for the pages: the default scheme picks one per request
+        services.AddAuthentication(PageAuth.Scheme)
+            .AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyAuthenticationHandler.SchemeName, null)
+            .AddPageCookie();
         services.AddAuthorizationBuilder()
             // every endpoint needs a key unless it says otherwise (only the health checks do)
             .SetFallbackPolicy(new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build())
@@ -90,6 +93,7 @@ public static class ApiHost
     {
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseSameOriginForms();
         app.UseAuthentication();
         app.UseAuthorization();
         // liveness: the process answers; readiness: the store and the bus do too
@@ -102,6 +106,7 @@ public static class ApiHost
         RunsEndpoints.Map(api);
         EvaluationsEndpoints.Map(api);
         SchedulesEndpoints.Map(api);
+        ResultsPages.Map(app);
         app.MapHangfireDashboard("/hangfire", new DashboardOptions
         {
             Authorization = [new DashboardKeyFilter()], IsReadOnlyFunc = DashboardKeyFilter.ReadOnly, AppPath = null,
