@@ -28,8 +28,8 @@ public sealed class PageResult(string title, Markup body, int status = StatusCod
         form.login{background:#fff;border:1px solid #d0d7de;padding:1.2em;max-width:28em}form.login input[type=password]{width:100%;box-sizing:border-box;padding:.4em;margin:.4em 0}
         """;
 
-    /// <summary>The policy: no script, no frames, forms only back to this host, images only from it.</summary>
-    static readonly string Policy = "default-src 'none'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; " +
+    /// <summary>The policy: no script, no frames, forms only back to this host, images only from it (and the empty inline icon).</summary>
+    static readonly string Policy = "default-src 'none'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; " +
                                     $"style-src 'sha256-{Convert.ToBase64String(SHA256.HashData(Encoding.UTF8.GetBytes(Css)))}'";
 
     public async Task ExecuteAsync(HttpContext context)
@@ -44,6 +44,8 @@ public sealed class PageResult(string title, Markup body, int status = StatusCod
             : Markup.Empty;
         var page = Html.Of(
             $"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">" +
+            // an empty icon: the browser asks for /favicon.ico otherwise
+            $"<link rel=\"icon\" href=\"data:,\">" +
             $"<title>{title} · HyperSd</title><style>{new Markup(Css)}</style></head>" +
             $"<body><header><a href=\"/runs\">HyperSd</a>{nav}{who}</header><main>{body}</main></body></html>");
         context.Response.StatusCode = status;

@@ -196,8 +196,8 @@ public static class ResultsPages
         var header = Html.Join(comparison.Runs, r => Html.Of($"<th><a href=\"/runs/{r.Id}\">{RunLabel(r)}</a></th>"));
         var rows = Html.Join(comparison.Rows, r =>
         {
-            // the best value of the row stands out (fd: lowest)
-            var present = r.Values.Where(v => v is not null).Select(v => v!.Value).ToList();
+            // the best value of the row stands out (fd: lowest), when the runs differ at all
+            var present = r.Values.Where(v => v is not null).Select(v => v!.Value).Distinct().ToList();
             double? best = present.Count < 2 ? null : EvaluationQueries.LowerIsBetter(r.Metric) ? present.Min() : present.Max();
             return Html.Of($"<tr><td>{r.Metric}</td><td>{r.Model}</td><td>{r.Sampler}</td><td class=\"num\">{r.Steps}</td>" +
                            $"{Html.Join(r.Values, v => Value(r.Metric, v, v is not null && v == best))}</tr>");

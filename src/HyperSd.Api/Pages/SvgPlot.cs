@@ -5,12 +5,12 @@ namespace HyperSd.Api.Pages;
 public sealed record PlotSeries(string Label, IReadOnlyList<(int Steps, double Value)> Points, int Color = 0, int Dash = 0);
 
 /// <summary>A metric against step count as an inline SVG, drawn on the server (no script, nothing fetched): step counts on
-/// a log2 axis (1, 2, 4, 8 evenly spaced), values on a linear axis with rounded ticks, a legend on the right.</summary>
+/// a log2 axis (1, 2, 4, 8 evenly spaced), values on a linear axis with rounded ticks, a legend on the right as wide and
+/// as tall as its labels need.</summary>
 public static class SvgPlot
 {
-    public const int Width = 640, Height = 300;
-    const int Left = 64, Right = 220, Top = 16, Bottom = 44;
-    const double PlotWidth = Width - Left - Right, PlotHeight = Height - Top - Bottom;
+    const int Left = 64, Top = 16, Bottom = 44, LegendRow = 18;
+    const double PlotWidth = 360, PlotHeight = 240;
 
     // Okabe–Ito: told apart with the common colour-vision deficiencies
     static readonly string[] Colors = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"];
@@ -18,6 +18,10 @@ public static class SvgPlot
 
     public static Markup Render(string metric, bool lowerIsBetter, IReadOnlyList<PlotSeries> series)
     {
+        // about 6.2 px a character at 11 px: the legend's width (the 40 px before the text hold its line sample)
+        var right = Math.Clamp(series.Select(s => s.Label.Length).DefaultIfEmpty(0).Max() * 6.2 + 56, 140, 480);
+        var width = (int)Math.Ceiling(Left + PlotWidth + right);
+        var height = (int)Math.Max(Top + PlotHeight + Bottom, Top + 8 + series.Count * LegendRow + 8);
         var points = series.SelectMany(s => s.Points).Where(p => double.IsFinite(p.Value) && p.Steps >= 1).ToList();
         var title = $"{metric} against steps ({(lowerIsBetter ? "lower" : "higher")} is better)";
         if (points.Count == 0) return Html.Of($"<p class=\"empty\">{title}: no values</p>");
@@ -43,18 +47,18 @@ public static class SvgPlot
             var path = string.Join(" ", valid.Select(p => FormattableString.Invariant($"{X(p.Steps):F1},{Y(p.Value):F1}")));
             var dots = Html.Join(valid, p => Html.Of(
                 $"<circle cx=\"{X(p.Steps):F1}\" cy=\"{Y(p.Value):F1}\" r=\"3.5\" fill=\"{color}\"><title>{s.Label}: {p.Value:G6} at {p.Steps} steps</title></circle>"));
-            double legendY = Top + 8 + i * 18;
+            double legendY = Top + 8 + i * LegendRow, legendX = Left + PlotWidth + 12;
             return Html.Of(
                 $"<g class=\"series\" data-label=\"{s.Label}\"><polyline points=\"{path}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>{dots}" +
-                $"<line x1=\"{Width - Right + 12}\" x2=\"{Width - Right + 40}\" y1=\"{legendY:F1}\" y2=\"{legendY:F1}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>" +
-                $"<text class=\"legend\" x=\"{Width - Right + 46}\" y=\"{legendY + 4:F1}\">{s.Label}</text></g>");
+                $"<line x1=\"{legendX}\" x2=\"{legendX + 28}\" y1=\"{legendY:F1}\" y2=\"{legendY:F1}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>" +
+                $"<text class=\"legend\" x=\"{legendX + 34}\" y=\"{legendY + 4:F1}\">{s.Label}</text></g>");
         });
         return Html.Of(
-            $"<svg class=\"plot\" data-metric=\"{metric}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {Width} {Height}\" width=\"{Width}\" height=\"{Height}\" role=\"img\" aria-label=\"{title}\">" +
+            $"<svg class=\"plot\" data-metric=\"{metric}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"{title}\">" +
             $"<title>{title}</title>{grid}" +
             $"<line class=\"axis\" x1=\"{Left}\" x2=\"{Left}\" y1=\"{Top}\" y2=\"{Top + PlotHeight}\"/>" +
             $"<line class=\"axis\" x1=\"{Left}\" x2=\"{Left + PlotWidth}\" y1=\"{Top + PlotHeight}\" y2=\"{Top + PlotHeight}\"/>" +
-            $"{xTicks}<text class=\"label\" x=\"{Left + PlotWidth / 2}\" y=\"{Height - 8}\" text-anchor=\"middle\">steps</text>" +
+            $"{xTicks}<text class=\"label\" x=\"{Left + PlotWidth / 2}\" y=\"{Top + PlotHeight + 36}\" text-anchor=\"middle\">steps</text>" +
             $"<text class=\"label\" transform=\"rotate(-90)\" x=\"{-(Top + PlotHeight / 2)}\" y=\"14\" text-anchor=\"middle\">{metric}</text>" +
             $"{lines}</svg>");
     }
