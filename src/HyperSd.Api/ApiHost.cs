@@ -22,7 +22,8 @@ using Microsoft.Extensions.Hosting;
 namespace HyperSd.Api;
 
 /// <summary>The API host: its services on top of the workers' (<see cref="WorkerServiceCollectionExtensions.AddHyperSdWorkers"/>),
-/// and its pipeline: problem+json errors, API-key authentication, health, OpenAPI, <c>/api/runs</c> and <c>/api/evaluations</c>.</summary>
+/// and its pipeline: problem+json errors, API-key authentication, health, OpenAPI, <c>/api/runs</c> and <c>/api/evaluations</c>,
+/// and the results pages (<see cref="ResultsPages"/>, signed in by <see cref="PageAuth"/>).</summary>
 public static class ApiHost
 {
     /// <summary>Mutations: operator or admin keys.</summary>
@@ -107,9 +108,10 @@ public static class ApiHost
         EvaluationsEndpoints.Map(api);
         SchedulesEndpoints.Map(api);
         ResultsPages.Map(app);
+        // the dashboard's "back to site" link goes to the results pages
         app.MapHangfireDashboard("/hangfire", new DashboardOptions
         {
-            Authorization = [new DashboardKeyFilter()], IsReadOnlyFunc = DashboardKeyFilter.ReadOnly, AppPath = null,
+            Authorization = [new DashboardKeyFilter()], IsReadOnlyFunc = DashboardKeyFilter.ReadOnly, AppPath = "/runs",
         }).RequireAuthorization();
         return app;
     }

@@ -144,6 +144,30 @@ public sealed class PagesAuthTests
     }
 
     [Fact]
+    public async Task A_session_ends_when_its_key_leaves_the_configuration()
+    {
+        var root = Directory.CreateTempSubdirectory("hypersd-pages-keys-").FullName;
+        try
+        {
+            string cookie;
+            await using (var host = await ApiTestHost.StartAsync(root: root))
+                cookie = SessionCookie(await host.Client(null).SendAsync(Login(ApiTestHost.ViewerKey)))
+                         ?? throw new InvalidOperationException("no session cookie");
+            // the same host folder (so the same data protection application) with only the admin's key
+            await using (var host = await ApiTestHost.StartAsync(new ApiOptions { Keys = [ApiTestHost.DefaultKeys().Keys[0]] }, root: root))
+                Assert.Equal("/login?returnUrl=%2Fruns", Target(await host.Client(null).SendAsync(WithCookie(HttpMethod.Get, "/runs", cookie))));
+            // with the viewer's key back the same ticket is good: it was refused for its key, not for being unreadable
+            await using (var host = await ApiTestHost.StartAsync(root: root))
+                Assert.Equal(HttpStatusCode.OK, (await host.Client(null).SendAsync(WithCookie(HttpMethod.Get, "/runs", cookie))).StatusCode);
+        }
+        finally
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task A_schedule_name_with_markup_is_shown_as_text()
     {
         await using var host = await ApiTestHost.StartAsync();

@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
 using HyperSd.Services.Runs;
 using HyperSd.Services.Schedules;
@@ -132,6 +133,12 @@ public sealed class PagesBrowserTests(ToyRunsOnKestrel runs, ITestOutputHelper o
         Assert.True(grids > 0);
         var loaded = await page.Locator(".grids img").EvaluateAllAsync<bool[]>("images => images.map(i => i.complete && i.naturalWidth > 0)");
         Assert.Equal(Enumerable.Repeat(true, grids), loaded);
+        // the generation's images too (the tiny recipe makes fewer than the page shows)
+        var generated = Directory.GetFiles(runs.Host.App.Services.GetRequiredService<IArtifactStore>()
+            .GetFullPath(details.Artifacts.Single(a => a.Kind == ArtifactKind.Images).Path), "*.png").Length;
+        Assert.True(generated > 0);
+        Assert.Equal(Enumerable.Repeat(true, generated),
+            await page.Locator(".gallery img").EvaluateAllAsync<bool[]>("images => images.map(i => i.complete && i.naturalWidth > 0)"));
         // the grid's own labels: a column per evaluated step count
         Assert.Contains("1 steps", await page.InnerTextAsync(".grids figure"));
         var table = await page.InnerTextAsync("#evaluation");

@@ -21,10 +21,10 @@ public sealed class PageResult(string title, Markup body, int status = StatusCod
         .error{color:#cf222e}.muted{color:#6e7781}progress{width:7em}
         .plots{display:flex;flex-wrap:wrap;gap:1em}svg.plot{background:#fff;border:1px solid #d0d7de}
         svg .grid{stroke:#e5e8eb}svg .axis{stroke:#57606a}svg text{font:11px system-ui,sans-serif;fill:#1b1f24}
-        .grids{display:flex;flex-wrap:wrap;gap:1.4em}figure{margin:0;background:#fff;border:1px solid #d0d7de;padding:.6em}
+        .grids,.gallery{display:flex;flex-wrap:wrap;gap:1.4em}figure{margin:0;background:#fff;border:1px solid #d0d7de;padding:.6em}
         figure .cols{display:flex;justify-content:space-around;font-weight:600}figure .body{display:flex;gap:.6em}
         figure .rows{display:flex;flex-direction:column;justify-content:space-around;max-width:16em;font-size:12px}
-        figure img{image-rendering:pixelated;width:var(--w);min-width:128px}figcaption{margin-top:.4em}
+        figure img{image-rendering:pixelated}figcaption{margin-top:.4em}figure.image{max-width:140px;font-size:12px}
         form.login{background:#fff;border:1px solid #d0d7de;padding:1.2em;max-width:28em}form.login input[type=password]{width:100%;box-sizing:border-box;padding:.4em;margin:.4em 0}
         """;
 

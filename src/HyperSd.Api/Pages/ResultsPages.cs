@@ -117,6 +117,7 @@ public static class ResultsPages
             $"<h2>Evaluation</h2>{EvaluationTable(comparison)}" +
             $"<h2>Metrics against steps</h2><div class=\"plots\">{Plots(comparison)}</div>" +
             $"<h2>Image grids</h2><div class=\"grids\">{Grids(id, details.Artifacts.Where(a => a.Kind == ArtifactKind.Grid), store)}</div>" +
+            $"{Generated(id, details.Artifacts.Where(a => a.Kind == ArtifactKind.Images), store)}" +
             $"<h2>Artifacts</h2><table id=\"artifacts\"><thead><tr><th>kind</th><th>path</th><th>stage</th><th>bytes</th><th>created</th></tr></thead>" +
             $"<tbody>{artifacts}</tbody></table>"));
     }
@@ -162,17 +163,44 @@ public static class ResultsPages
         var (width, height, text) = ImageFiles.ReadPngInfo(full);
         var steps = text.GetValueOrDefault("steps")?.Split(',') ?? [];
         var prompts = text.GetValueOrDefault("prompts")?.Split('\n') ?? [];
-        // toy tiles are 32 px: scaled up (pixelated) so they can be seen; real-scale grids as they are
-        var tile = steps.Length > 0 ? width / steps.Length : width;
-        var scale = Math.Clamp(128 / Math.Max(tile, 1), 1, 8);
+        var (shownWidth, shownHeight) = Shown(width, height, steps.Length > 0 ? width / steps.Length : width);
         return Html.Of(
             $"<figure class=\"grid\"><div class=\"cols\">{Html.Join(steps, s => Html.Of($"<span>{s} steps</span>"))}</div>" +
             $"<div class=\"body\"><div class=\"rows\">{Html.Join(prompts, p => Html.Of($"<span>{p}</span>"))}</div>" +
-            $"<img src=\"{ArtifactUrl(runId, a.Path)}\" width=\"{width * scale}\" height=\"{height * scale}\" " +
+            $"<img src=\"{ArtifactUrl(runId, a.Path)}\" width=\"{shownWidth}\" height=\"{shownHeight}\" " +
             $"alt=\"{text.GetValueOrDefault("model")} with {text.GetValueOrDefault("sampler")}: prompts by steps\"></div>" +
             $"<figcaption>{text.GetValueOrDefault("model") ?? a.Stage} · {text.GetValueOrDefault("sampler")} " +
             $"<span class=\"muted\">{Path.GetFileName(a.Path)}</span></figcaption></figure>");
     });
+
+    const int GeneratedShown = 24;
+
+    /// <summary>The first images of each generation (a folder artifact of PNGs), each with its prompt (the first line of its
+    /// "parameters" text, as the generator writes it).</summary>
+    static Markup Generated(Guid runId, IEnumerable<ArtifactView> folders, IArtifactStore store) => Html.Join(folders, a =>
+    {
+        var dir = store.GetFullPath(a.Path);
+        if (!Directory.Exists(dir)) return Html.Of($"<p class=\"error\">{a.Path}: missing from the artifact store</p>");
+        var files = Directory.EnumerateFiles(dir, "*.png").Order(StringComparer.Ordinal).ToList();
+        var images = Html.Join(files.Take(GeneratedShown), file =>
+        {
+            var (width, height, text) = ImageFiles.ReadPngInfo(file);
+            var prompt = text.GetValueOrDefault("parameters")?.Split('\n')[0] ?? "";
+            var (shownWidth, shownHeight) = Shown(width, height, width);
+            return Html.Of($"<figure class=\"image\"><img src=\"{ArtifactUrl(runId, $"{a.Path}/{Path.GetFileName(file)}")}\" " +
+                           $"width=\"{shownWidth}\" height=\"{shownHeight}\" alt=\"{prompt}\" title=\"{prompt}\"><figcaption>{prompt}</figcaption></figure>");
+        });
+        return Html.Of($"<h2>Generated images <span class=\"muted\">{Math.Min(files.Count, GeneratedShown)} of {files.Count} in {a.Path}</span></h2>" +
+                       $"<div class=\"gallery\">{images}</div>");
+    });
+
+    /// <summary>The size an image is shown at: toy tiles (32 px) scaled up, pixelated, to at least 128 px; large ones
+    /// (a real-scale grid) scaled down to at most 1,024 px wide.</summary>
+    static (int Width, int Height) Shown(int width, int height, int tile)
+    {
+        var shown = Math.Min(width * Math.Clamp(128 / Math.Max(tile, 1), 1, 8), 1024);
+        return (shown, (int)Math.Round(height * (double)shown / Math.Max(width, 1)));
+    }
 
     static string ArtifactUrl(Guid runId, string path) =>
         $"/runs/{runId}/artifacts/{string.Join('/', path.Split('/').Select(Uri.EscapeDataString))}";
