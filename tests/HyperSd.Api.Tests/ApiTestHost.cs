@@ -83,6 +83,21 @@ public sealed class ApiTestHost : IAsyncDisposable
         return new ApiTestHost(root, ownsRoot, app, workers);
     }
 
+    /// <summary>Runs <paramref name="body"/> on a new store folder for hosts started and stopped on it in turn, then deletes it.</summary>
+    public static async Task InStoreFolderAsync(string prefix, Func<string, Task> body)
+    {
+        var root = Directory.CreateTempSubdirectory(prefix).FullName;
+        try
+        {
+            await body(root);
+        }
+        finally
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
     /// <summary>A client sending <paramref name="key"/> as a bearer token (or in X-Api-Key); none when null.</summary>
     public HttpClient Client(string? key, bool bearer = true)
     {

@@ -59,8 +59,7 @@ public sealed class AuthTests
     [Fact]
     public async Task Without_configured_keys_the_first_start_makes_one_admin_key_and_stores_only_its_hash()
     {
-        var root = Directory.CreateTempSubdirectory("hypersd-api-keys-").FullName;
-        try
+        await ApiTestHost.InStoreFolderAsync("hypersd-api-keys-", async root =>
         {
             string key;
             await using (var host = await ApiTestHost.StartAsync(new ApiOptions(), root: root))
@@ -85,12 +84,7 @@ public sealed class AuthTests
                 await using var db = again.Db();
                 Assert.Equal(1, await db.ApiKeys.CountAsync());
             }
-        }
-        finally
-        {
-            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            Directory.Delete(root, recursive: true);
-        }
+        });
     }
 
     [Fact]

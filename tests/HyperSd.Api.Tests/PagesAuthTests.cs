@@ -146,8 +146,7 @@ public sealed class PagesAuthTests
     [Fact]
     public async Task A_session_ends_when_its_key_leaves_the_configuration()
     {
-        var root = Directory.CreateTempSubdirectory("hypersd-pages-keys-").FullName;
-        try
+        await ApiTestHost.InStoreFolderAsync("hypersd-pages-keys-", async root =>
         {
             string cookie;
             await using (var host = await ApiTestHost.StartAsync(root: root))
@@ -159,12 +158,7 @@ public sealed class PagesAuthTests
             // with the viewer's key back the same ticket is good: it was refused for its key, not for being unreadable
             await using (var host = await ApiTestHost.StartAsync(root: root))
                 Assert.Equal(HttpStatusCode.OK, (await host.Client(null).SendAsync(WithCookie(HttpMethod.Get, "/runs", cookie))).StatusCode);
-        }
-        finally
-        {
-            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            Directory.Delete(root, recursive: true);
-        }
+        });
     }
 
     [Fact]
