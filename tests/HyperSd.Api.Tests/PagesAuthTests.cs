@@ -107,6 +107,15 @@ public sealed class PagesAuthTests
         }
         var dashboard = await client.SendAsync(WithCookie(HttpMethod.Get, "/hangfire/recurring", cookie));
         Assert.Equal(HttpStatusCode.OK, dashboard.StatusCode);
+        // read-only for a viewer's session too; and a post the cookie would carry from another site is refused outright
+        var trigger = WithCookie(HttpMethod.Post, "/hangfire/recurring/trigger", cookie);
+        trigger.Headers.Add("Origin", Origin);
+        trigger.Content = new FormUrlEncodedContent([KeyValuePair.Create("jobs[]", "schedule-x")]);
+        var triggered = await client.SendAsync(trigger);
+        Assert.False(triggered.IsSuccessStatusCode, $"a viewer's session triggered a job: {triggered.StatusCode}");
+        var forged = WithCookie(HttpMethod.Post, "/hangfire/recurring/trigger", cookie);
+        forged.Headers.Add("Origin", "http://evil.example");
+        Assert.Equal(HttpStatusCode.Forbidden, (await client.SendAsync(forged)).StatusCode);
         // the API takes keys only: the cookie does not open it
         var api = await client.SendAsync(WithCookie(HttpMethod.Get, "/api/runs", cookie));
         Assert.Equal(HttpStatusCode.Unauthorized, api.StatusCode);
