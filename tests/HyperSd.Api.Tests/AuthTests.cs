@@ -71,7 +71,18 @@ public sealed class AuthTests
                 var stored = await db.ApiKeys.SingleAsync();
                 Assert.Equal((ApiRoles.Admin, ApiOptions.Hash(key)), (stored.Role, stored.Sha256));
                 foreach (var file in Directory.GetFiles(root, "metadata.db*"))
-                    Assert.DoesNotContain(key, await File.ReadAllTextAsync(file));
+                {
+                    string text;
+                    try
+                    {
+                        text = await File.ReadAllTextAsync(file);
+                    }
+                    catch (FileNotFoundException)
+                    {
+                        continue; // SQLite removes its -wal/-shm files when its last connection closes: nothing there to check
+                    }
+                    Assert.DoesNotContain(key, text);
+                }
                 var admin = host.Client(key);
                 Assert.Equal(HttpStatusCode.OK, (await admin.GetAsync("/api/runs")).StatusCode);
                 // an admin may mutate: it reaches the unknown id

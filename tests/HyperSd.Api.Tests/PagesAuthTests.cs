@@ -163,10 +163,12 @@ public sealed class PagesAuthTests
                          ?? throw new InvalidOperationException("no session cookie");
             // the same host folder (so the same data protection application) with only the admin's key
             await using (var host = await ApiTestHost.StartAsync(new ApiOptions { Keys = [ApiTestHost.DefaultKeys().Keys[0]] }, root: root))
-                Assert.Equal("/login?returnUrl=%2Fruns", Target(await host.Client(null).SendAsync(WithCookie(HttpMethod.Get, "/runs", cookie))));
+                Assert.Equal("/login?returnUrl=%2Fruns",
+                    Target(await host.Client(null).SendAsync(WithCookie(HttpMethod.Get, "/runs", cookie))));
             // with the viewer's key back the same ticket is good: it was refused for its key, not for being unreadable
             await using (var host = await ApiTestHost.StartAsync(root: root))
-                Assert.Equal(HttpStatusCode.OK, (await host.Client(null).SendAsync(WithCookie(HttpMethod.Get, "/runs", cookie))).StatusCode);
+                Assert.Equal(HttpStatusCode.OK,
+                    (await host.Client(null).SendAsync(WithCookie(HttpMethod.Get, "/runs", cookie))).StatusCode);
         });
     }
 
@@ -175,7 +177,8 @@ public sealed class PagesAuthTests
     {
         await using var host = await ApiTestHost.StartAsync();
         var schedules = host.App.Services.GetRequiredService<ScheduleService>();
-        await schedules.SaveAsync(null, new ScheduleRequest("<script>alert(1)</script>", null, TinyToy.Recipe(), "0 2 * * *", "Europe/Berlin"));
+        await schedules.SaveAsync(null,
+            new ScheduleRequest("<script>alert(1)</script>", null, TinyToy.Recipe(), "0 2 * * *", "Europe/Berlin"));
         var html = await host.Client(ApiTestHost.ViewerKey).GetStringAsync("/schedules");
         Assert.Contains("&lt;script&gt;alert(1)&lt;/script&gt;", html);
         Assert.DoesNotContain("<script>", html);

@@ -87,7 +87,10 @@ public sealed class PagesBrowserTests(ToyRunsOnKestrel runs, ITestOutputHelper o
     {
         var playwright = await Playwright.CreateAsync();
         var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = ChromiumFactAttribute.Executable, Headless = true });
-        var context = await browser.NewContextAsync(new() { BaseURL = runs.Host.Address.ToString(), ViewportSize = new() { Width = 1400, Height = 900 } });
+        var context = await browser.NewContextAsync(new()
+        {
+            BaseURL = runs.Host.Address.ToString(), ViewportSize = new() { Width = 1400, Height = 900 },
+        });
         var page = await context.NewPageAsync();
         var problems = new List<string>();
         page.Console += (_, m) => { if (m.Type is "error" or "warning") problems.Add($"console {m.Type}: {m.Text}"); };
@@ -112,6 +115,9 @@ public sealed class PagesBrowserTests(ToyRunsOnKestrel runs, ITestOutputHelper o
         output.WriteLine($"screenshot: {file}");
     }
 
+    /// <summary>For each image: loaded and decoded (a broken image has no natural width).</summary>
+    const string Decoded = "images => images.map(i => i.complete && i.naturalWidth > 0)";
+
     [ChromiumFact]
     public async Task The_login_form_leads_to_the_run_page_with_its_stages_evaluation_grids_and_plots()
     {
@@ -131,14 +137,14 @@ public sealed class PagesBrowserTests(ToyRunsOnKestrel runs, ITestOutputHelper o
         // every grid the evaluation made is shown and decoded (not a broken image)
         var grids = details.Artifacts.Count(a => a.Kind == ArtifactKind.Grid);
         Assert.True(grids > 0);
-        var loaded = await page.Locator(".grids img").EvaluateAllAsync<bool[]>("images => images.map(i => i.complete && i.naturalWidth > 0)");
+        var loaded = await page.Locator(".grids img").EvaluateAllAsync<bool[]>(Decoded);
         Assert.Equal(Enumerable.Repeat(true, grids), loaded);
         // the generation's images too (the tiny recipe makes fewer than the page shows)
         var generated = Directory.GetFiles(runs.Host.App.Services.GetRequiredService<IArtifactStore>()
             .GetFullPath(details.Artifacts.Single(a => a.Kind == ArtifactKind.Images).Path), "*.png").Length;
         Assert.True(generated > 0);
         Assert.Equal(Enumerable.Repeat(true, generated),
-            await page.Locator(".gallery img").EvaluateAllAsync<bool[]>("images => images.map(i => i.complete && i.naturalWidth > 0)"));
+            await page.Locator(".gallery img").EvaluateAllAsync<bool[]>(Decoded));
         // the grid's own labels: a column per evaluated step count
         Assert.Contains("1 steps", await page.InnerTextAsync(".grids figure"));
         var table = await page.InnerTextAsync("#evaluation");
@@ -187,7 +193,8 @@ public sealed class PagesBrowserTests(ToyRunsOnKestrel runs, ITestOutputHelper o
     /// first byte and to the end of the load event, as the browser measured them.</summary>
     async Task MeasureAsync(IPage page, IReadOnlyList<(string Name, string Path)> pages)
     {
-        var report = new StringBuilder("| page | first load (ms) | median load (ms) | max load (ms) | median first byte (ms) |\n| --- | ---: | ---: | ---: | ---: |\n");
+        var report = new StringBuilder("| page | first load (ms) | median load (ms) | max load (ms) | median first byte (ms) |\n" +
+                                       "| --- | ---: | ---: | ---: | ---: |\n");
         foreach (var (name, path) in pages)
         {
             var timings = new List<(double FirstByte, double Load)>();
@@ -196,8 +203,8 @@ public sealed class PagesBrowserTests(ToyRunsOnKestrel runs, ITestOutputHelper o
                 await page.GotoAsync(path);
                 double[] t;
                 // the load event's end is stamped just after Playwright sees the event
-                while ((t = await page.EvaluateAsync<double[]>(
-                           "() => { const n = performance.getEntriesByType('navigation')[0]; return [n.responseStart - n.startTime, n.loadEventEnd - n.startTime]; }"))[1] <= 0)
+                while ((t = await page.EvaluateAsync<double[]>("() => { const n = performance.getEntriesByType('navigation')[0]; " +
+                           "return [n.responseStart - n.startTime, n.loadEventEnd - n.startTime]; }"))[1] <= 0)
                     await Task.Delay(10);
                 timings.Add((t[0], t[1]));
             }

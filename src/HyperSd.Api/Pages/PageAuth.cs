@@ -16,7 +16,8 @@ namespace HyperSd.Api.Pages;
 public static class PageAuth
 {
     public const string CookieScheme = "PageCookie";
-    /// <summary>The host's default scheme: forwards to <see cref="ApiKeyAuthenticationHandler.SchemeName"/> or <see cref="CookieScheme"/>.</summary>
+    /// <summary>The host's default scheme: forwards to <see cref="ApiKeyAuthenticationHandler.SchemeName"/> or
+    /// <see cref="CookieScheme"/>.</summary>
     public const string Scheme = "KeyOrCookie";
     public const string CookieName = "hypersd_session";
     public const string LoginPath = "/login";

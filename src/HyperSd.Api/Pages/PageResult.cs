@@ -15,9 +15,11 @@ public sealed class PageResult(string title, Markup body, int status = StatusCod
         header a{color:#fff;text-decoration:none;font-weight:600}header .who{margin-left:auto;opacity:.85}
         header form{margin:0}header button{font:inherit;background:none;border:1px solid #fff8;color:#fff;border-radius:4px;cursor:pointer}
         main{padding:1em 1.6em;max-width:1400px}h1{font-size:1.4em;margin:.3em 0}h2{font-size:1.15em;margin:1.4em 0 .5em}
-        table{border-collapse:collapse;background:#fff;margin:.4em 0}th,td{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top}
+        table{border-collapse:collapse;background:#fff;margin:.4em 0}
+        th,td{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top}
         th{background:#f0f3f6}td.num{text-align:right;font-variant-numeric:tabular-nums}td.best{font-weight:700;background:#e6f4ea}
-        .state-succeeded{color:#1a7f37}.state-failed{color:#cf222e}.state-running{color:#0969da}.state-cancelled,.state-pending{color:#6e7781}
+        .state-succeeded{color:#1a7f37}.state-failed{color:#cf222e}.state-running{color:#0969da}
+        .state-cancelled,.state-pending{color:#6e7781}
         .error{color:#cf222e}.muted{color:#6e7781}progress{width:7em}
         .plots{display:flex;flex-wrap:wrap;gap:1em}svg.plot{background:#fff;border:1px solid #d0d7de}
         svg .grid{stroke:#e5e8eb}svg .axis{stroke:#57606a}svg text{font:11px system-ui,sans-serif;fill:#1b1f24}
@@ -25,11 +27,13 @@ public sealed class PageResult(string title, Markup body, int status = StatusCod
         figure .cols{display:flex;justify-content:space-around;font-weight:600}figure .body{display:flex;gap:.6em}
         figure .rows{display:flex;flex-direction:column;justify-content:space-around;max-width:16em;font-size:12px}
         figure img{image-rendering:pixelated}figcaption{margin-top:.4em}figure.image{max-width:140px;font-size:12px}
-        form.login{background:#fff;border:1px solid #d0d7de;padding:1.2em;max-width:28em}form.login input[type=password]{width:100%;box-sizing:border-box;padding:.4em;margin:.4em 0}
+        form.login{background:#fff;border:1px solid #d0d7de;padding:1.2em;max-width:28em}
+        form.login input[type=password]{width:100%;box-sizing:border-box;padding:.4em;margin:.4em 0}
         """;
 
     /// <summary>The policy: no script, no frames, forms only back to this host, images only from it (and the empty inline icon).</summary>
-    static readonly string Policy = "default-src 'none'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; " +
+    static readonly string Policy =
+        "default-src 'none'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; " +
                                     $"style-src 'sha256-{Convert.ToBase64String(SHA256.HashData(Encoding.UTF8.GetBytes(Css)))}'";
 
     public async Task ExecuteAsync(HttpContext context)

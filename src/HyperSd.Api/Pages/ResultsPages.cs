@@ -72,17 +72,22 @@ public static class ResultsPages
         var rows = Html.Join(page.Items, r => Html.Of(
             $"<tr><td><input type=\"checkbox\" name=\"runs\" value=\"{r.Id}\" aria-label=\"compare {r.Name}\"></td>" +
             $"<td><a href=\"/runs/{r.Id}\">{r.Name}</a> <span class=\"muted\">{Short(r.Id)}</span></td><td>{State(r.State)}</td>" +
-            $"<td>{r.CurrentStage}</td><td>{r.BaseModel}</td><td>{Time(r.CreatedAt)}</td><td class=\"num\">{Duration(r.Duration(now))}</td>" +
+            $"<td>{r.CurrentStage}</td><td>{r.BaseModel}</td><td>{Time(r.CreatedAt)}</td>" +
+            $"<td class=\"num\">{Duration(r.Duration(now))}</td>" +
             $"<td>{(r.ScheduleId is null ? Markup.Empty : Html.Of($"<a href=\"/schedules\">scheduled</a> {Time(r.ScheduledAt)}"))}</td>" +
             $"<td class=\"error\">{r.Error}</td></tr>"));
+        var query = StateQuery(state, schedule);
         var pager = Html.Of(
-            $"{(page.Offset > 0 ? Html.Of($"<a href=\"/runs?{StateQuery(state, schedule)}offset={Math.Max(0, page.Offset - ListLimit)}\">newer</a> ") : Markup.Empty)}" +
+            $"{(page.Offset > 0
+                ? Html.Of($"<a href=\"/runs?{query}offset={Math.Max(0, page.Offset - ListLimit)}\">newer</a> ") : Markup.Empty)}" +
             $"<span class=\"muted\">{(page.Total == 0 ? 0 : page.Offset + 1)}–{page.Offset + page.Items.Count} of {page.Total}</span>" +
-            $"{(page.Offset + page.Items.Count < page.Total ? Html.Of($" <a href=\"/runs?{StateQuery(state, schedule)}offset={page.Offset + ListLimit}\">older</a>") : Markup.Empty)}");
+            $"{(page.Offset + page.Items.Count < page.Total
+                ? Html.Of($" <a href=\"/runs?{query}offset={page.Offset + ListLimit}\">older</a>") : Markup.Empty)}");
         return new PageResult("Runs", Html.Of(
             $"<h1>Runs</h1><p><a href=\"/runs\">all</a>{states}</p>" +
             $"<form method=\"get\" action=\"/compare\"><table id=\"runs\"><thead><tr><th></th><th>run</th><th>state</th><th>stage</th>" +
-            $"<th>base model</th><th>created</th><th>duration</th><th>schedule</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>" +
+            $"<th>base model</th><th>created</th><th>duration</th><th>schedule</th><th>error</th></tr></thead>" +
+            $"<tbody>{rows}</tbody></table>" +
             $"<p>{pager}</p><button type=\"submit\">Compare selected runs</button></form>"));
     }
 
@@ -92,7 +97,8 @@ public static class ResultsPages
     static async Task<IResult> RunAsync(Guid id, MetadataDbContext db, IArtifactStore store, CancellationToken ct)
     {
         if (await RunQueries.ShowAsync(db, id, ct) is not { } details)
-            return new PageResult("Not found", Html.Of($"<h1>Not found</h1><p>No run {id} in the store.</p>"), StatusCodes.Status404NotFound);
+            return new PageResult("Not found", Html.Of($"<h1>Not found</h1><p>No run {id} in the store.</p>"),
+                StatusCodes.Status404NotFound);
         var run = details.Run;
         var comparison = await EvaluationQueries.CompareAsync(db, [id], new EvaluationFilter(), ct);
         var now = DateTimeOffset.UtcNow;
@@ -100,7 +106,7 @@ public static class ResultsPages
             $"<tr><td class=\"num\">{s.Index}</td><td>{s.Name}</td><td>{s.Kind}</td><td>{s.Role}</td><td>{State(s.State)}</td>" +
             $"<td class=\"num\">{s.Attempt}/{s.MaxAttempts}</td>" +
             $"<td><progress max=\"1\" value=\"{s.Progress:0.###}\">{s.Progress:P0}</progress> {s.Progress:P0}</td>" +
-            $"<td>{Time(s.StartedAt)}</td><td class=\"num\">{Duration(s.Duration ?? (s.StartedAt is { } started && s.FinishedAt is null ? now - started : null))}</td>" +
+            $"<td>{Time(s.StartedAt)}</td><td class=\"num\">{Duration(s.Duration ?? SoFar(s, now))}</td>" +
             $"<td class=\"num\">{Duration(s.Gap)}</td><td class=\"error\">{s.Error}</td></tr>"));
         var artifacts = Html.Join(details.Artifacts, a => Html.Of(
             $"<tr><td>{a.Kind.ToString().ToLowerInvariant()}</td><td>{(a.Kind is ArtifactKind.Grid or ArtifactKind.Report
@@ -110,17 +116,25 @@ public static class ResultsPages
             $"<h1>{run.Name} <span class=\"muted\">{run.Id}</span></h1>" +
             $"<p>{State(run.State)} · base model {run.BaseModel} · created {Time(run.CreatedAt)} · started {Time(run.StartedAt)} · " +
             $"finished {Time(run.FinishedAt)} · {Duration(run.Duration(now))}" +
-            $"{(run.ScheduleId is null ? Markup.Empty : Html.Of($" · started by <a href=\"/schedules\">a schedule</a> firing at {Time(run.ScheduledAt)}"))}</p>" +
+            $"{(run.ScheduleId is null ? Markup.Empty
+                : Html.Of($" · started by <a href=\"/schedules\">a schedule</a> firing at {Time(run.ScheduledAt)}"))}</p>" +
             $"{(run.Error is null ? Markup.Empty : Html.Of($"<p class=\"error\">{run.Error}</p>"))}" +
-            $"<h2>Stages</h2><table id=\"stages\"><thead><tr><th>#</th><th>stage</th><th>kind</th><th>role</th><th>state</th><th>attempt</th>" +
+            $"<h2>Stages</h2><table id=\"stages\"><thead><tr><th>#</th><th>stage</th><th>kind</th><th>role</th><th>state</th>" +
+            $"<th>attempt</th>" +
             $"<th>progress</th><th>started</th><th>duration</th><th>gap</th><th>error</th></tr></thead><tbody>{stages}</tbody></table>" +
             $"<h2>Evaluation</h2>{EvaluationTable(comparison)}" +
             $"<h2>Metrics against steps</h2><div class=\"plots\">{Plots(comparison)}</div>" +
-            $"<h2>Image grids</h2><div class=\"grids\">{Grids(id, details.Artifacts.Where(a => a.Kind == ArtifactKind.Grid), store)}</div>" +
+            $"<h2>Image grids</h2>" +
+            $"<div class=\"grids\">{Grids(id, details.Artifacts.Where(a => a.Kind == ArtifactKind.Grid), store)}</div>" +
             $"{Generated(id, details.Artifacts.Where(a => a.Kind == ArtifactKind.Images), store)}" +
-            $"<h2>Artifacts</h2><table id=\"artifacts\"><thead><tr><th>kind</th><th>path</th><th>stage</th><th>bytes</th><th>created</th></tr></thead>" +
+            $"<h2>Artifacts</h2><table id=\"artifacts\"><thead><tr><th>kind</th><th>path</th><th>stage</th><th>bytes</th>" +
+            $"<th>created</th></tr></thead>" +
             $"<tbody>{artifacts}</tbody></table>"));
     }
+
+    /// <summary>A running stage's time since it started.</summary>
+    static TimeSpan? SoFar(StageView stage, DateTimeOffset now) =>
+        stage.StartedAt is { } started && stage.FinishedAt is null ? now - started : null;
 
     /// <summary>One run's rows: a row per metric, model and sampler, a column per step count.</summary>
     static Markup EvaluationTable(RunComparison comparison)
@@ -144,9 +158,11 @@ public static class ResultsPages
         return Html.Join(comparison.Rows.GroupBy(r => r.Metric), metric =>
         {
             var series = comparison.Runs.SelectMany((run, i) => metric.GroupBy(r => (r.Model, r.Sampler))
-                    .Select(g => (Key: g.Key, Points: g.Where(r => r.Values[i] is not null).Select(r => (r.Steps, r.Values[i]!.Value)).ToList()))
+                    .Select(g => (g.Key, Points: g.Where(r => r.Values[i] is not null)
+                        .Select(r => (r.Steps, r.Values[i]!.Value)).ToList()))
                     .Where(s => s.Points.Count > 0)
-                    .Select(s => new PlotSeries(several ? $"{RunLabel(run)} · {s.Key.Model} · {s.Key.Sampler}" : $"{s.Key.Model} · {s.Key.Sampler}",
+                    .Select(s => new PlotSeries(
+                        several ? $"{RunLabel(run)} · {s.Key.Model} · {s.Key.Sampler}" : $"{s.Key.Model} · {s.Key.Sampler}",
                         s.Points, Color: several ? i : modelSamplers.IndexOf(s.Key), Dash: several ? modelSamplers.IndexOf(s.Key) : 0)))
                 .ToList();
             return SvgPlot.Render(metric.Key, EvaluationQueries.LowerIsBetter(metric.Key), series);
@@ -188,9 +204,11 @@ public static class ResultsPages
             var prompt = text.GetValueOrDefault("parameters")?.Split('\n')[0] ?? "";
             var (shownWidth, shownHeight) = Shown(width, height, width);
             return Html.Of($"<figure class=\"image\"><img src=\"{ArtifactUrl(runId, $"{a.Path}/{Path.GetFileName(file)}")}\" " +
-                           $"width=\"{shownWidth}\" height=\"{shownHeight}\" alt=\"{prompt}\" title=\"{prompt}\"><figcaption>{prompt}</figcaption></figure>");
+                           $"width=\"{shownWidth}\" height=\"{shownHeight}\" alt=\"{prompt}\" title=\"{prompt}\">" +
+                           $"<figcaption>{prompt}</figcaption></figure>");
         });
-        return Html.Of($"<h2>Generated images <span class=\"muted\">{Math.Min(files.Count, GeneratedShown)} of {files.Count} in {a.Path}</span></h2>" +
+        return Html.Of($"<h2>Generated images <span class=\"muted\">{Math.Min(files.Count, GeneratedShown)} of {files.Count} " +
+                       $"in {a.Path}</span></h2>" +
                        $"<div class=\"gallery\">{images}</div>");
     });
 
@@ -231,7 +249,9 @@ public static class ResultsPages
                            $"{Html.Join(r.Values, v => Value(r.Metric, v, v is not null && v == best))}</tr>");
         });
         return new PageResult("Compare runs", Html.Of(
-            $"<h1>Compare runs</h1>{(comparison.Rows.Count == 0 ? Html.Of($"<p class=\"muted\">None of these runs has evaluation rows.</p>") : Html.Of(
+            $"<h1>Compare runs</h1>{(comparison.Rows.Count == 0
+                ? Html.Of($"<p class=\"muted\">None of these runs has evaluation rows.</p>")
+                : Html.Of(
                 $"<table id=\"comparison\"><thead><tr><th>metric</th><th>model</th><th>sampler</th><th>steps</th>{header}</tr></thead>" +
                 $"<tbody>{rows}</tbody></table><h2>Metrics against steps</h2><div class=\"plots\">{Plots(comparison)}</div>"))}"));
     }
@@ -245,11 +265,13 @@ public static class ResultsPages
         {
             var last = await RunQueries.ListAsync(db, new RunFilter(Schedule: s.Id), new Paging(0, LastRuns), ct);
             rows.Add(Html.Of(
-                $"<tr><td>{s.Name}</td><td><code>{s.Cron}</code></td><td>{s.TimeZone}</td><td>{s.Overlap.ToString().ToLowerInvariant()}</td>" +
+                $"<tr><td>{s.Name}</td><td><code>{s.Cron}</code></td><td>{s.TimeZone}</td>" +
+                $"<td>{s.Overlap.ToString().ToLowerInvariant()}</td>" +
                 $"<td>{(s.Enabled ? "enabled" : "paused")}</td><td>{Time(s.NextFiring)}</td>" +
                 $"<td>{(last.Total == 0 ? Html.Of($"<span class=\"muted\">none yet</span>") : Html.Join(last.Items, r => Html.Of(
                     $"<div><a href=\"/runs/{r.Id}\">{Time(r.ScheduledAt ?? r.CreatedAt)}</a> {State(r.State)}</div>")))}" +
-                $"{(last.Total > LastRuns ? Html.Of($"<a href=\"/runs?schedule={s.Id}\" class=\"muted\">{last.Total} in all</a>") : Markup.Empty)}</td></tr>"));
+                $"{(last.Total > LastRuns ? Html.Of($"<a href=\"/runs?schedule={s.Id}\" class=\"muted\">{last.Total} in all</a>")
+                    : Markup.Empty)}</td></tr>"));
         }
         return new PageResult("Schedules", Html.Of(
             $"<h1>Schedules</h1>{(rows.Count == 0

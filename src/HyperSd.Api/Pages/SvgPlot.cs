@@ -46,20 +46,26 @@ public static class SvgPlot
             var valid = s.Points.Where(p => double.IsFinite(p.Value) && p.Steps >= 1).OrderBy(p => p.Steps).ToList();
             var path = string.Join(" ", valid.Select(p => FormattableString.Invariant($"{X(p.Steps):F1},{Y(p.Value):F1}")));
             var dots = Html.Join(valid, p => Html.Of(
-                $"<circle cx=\"{X(p.Steps):F1}\" cy=\"{Y(p.Value):F1}\" r=\"3.5\" fill=\"{color}\"><title>{s.Label}: {p.Value:G6} at {p.Steps} steps</title></circle>"));
+                $"<circle cx=\"{X(p.Steps):F1}\" cy=\"{Y(p.Value):F1}\" r=\"3.5\" fill=\"{color}\">" +
+                $"<title>{s.Label}: {p.Value:G6} at {p.Steps} steps</title></circle>"));
             double legendY = Top + 8 + i * LegendRow, legendX = Left + PlotWidth + 12;
             return Html.Of(
-                $"<g class=\"series\" data-label=\"{s.Label}\"><polyline points=\"{path}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>{dots}" +
-                $"<line x1=\"{legendX}\" x2=\"{legendX + 28}\" y1=\"{legendY:F1}\" y2=\"{legendY:F1}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>" +
+                $"<g class=\"series\" data-label=\"{s.Label}\">" +
+                $"<polyline points=\"{path}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>{dots}" +
+                $"<line x1=\"{legendX}\" x2=\"{legendX + 28}\" y1=\"{legendY:F1}\" y2=\"{legendY:F1}\" stroke=\"{color}\" " +
+                $"stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>" +
                 $"<text class=\"legend\" x=\"{legendX + 34}\" y=\"{legendY + 4:F1}\">{s.Label}</text></g>");
         });
         return Html.Of(
-            $"<svg class=\"plot\" data-metric=\"{metric}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"{title}\">" +
+            $"<svg class=\"plot\" data-metric=\"{metric}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" " +
+            $"width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"{title}\">" +
             $"<title>{title}</title>{grid}" +
             $"<line class=\"axis\" x1=\"{Left}\" x2=\"{Left}\" y1=\"{Top}\" y2=\"{Top + PlotHeight}\"/>" +
             $"<line class=\"axis\" x1=\"{Left}\" x2=\"{Left + PlotWidth}\" y1=\"{Top + PlotHeight}\" y2=\"{Top + PlotHeight}\"/>" +
-            $"{xTicks}<text class=\"label\" x=\"{Left + PlotWidth / 2}\" y=\"{Top + PlotHeight + 36}\" text-anchor=\"middle\">steps</text>" +
-            $"<text class=\"label\" transform=\"rotate(-90)\" x=\"{-(Top + PlotHeight / 2)}\" y=\"14\" text-anchor=\"middle\">{metric}</text>" +
+            $"{xTicks}<text class=\"label\" x=\"{Left + PlotWidth / 2}\" y=\"{Top + PlotHeight + 36}\" " +
+            $"text-anchor=\"middle\">steps</text>" +
+            $"<text class=\"label\" transform=\"rotate(-90)\" x=\"{-(Top + PlotHeight / 2)}\" y=\"14\" " +
+            $"text-anchor=\"middle\">{metric}</text>" +
             $"{lines}</svg>");
     }
 
