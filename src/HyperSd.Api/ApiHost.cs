@@ -3,6 +3,7 @@ using System.Text.Json.Serialization;
 using Hangfire;
 using Hangfire.InMemory;
 using Hangfire.PostgreSql;
+using HyperSd.Api.Pages;
 using HyperSd.Data;
 using HyperSd.Services.Hosting;
 using Microsoft.AspNetCore.Authentication;
@@ -21,7 +22,8 @@ using Microsoft.Extensions.Hosting;
 namespace HyperSd.Api;
 
 /// <summary>The API host: its services on top of the workers' (<see cref="WorkerServiceCollectionExtensions.AddHyperSdWorkers"/>),
-/// and its pipeline: problem+json errors, API-key authentication, health, OpenAPI, <c>/api/runs</c> and <c>/api/evaluations</c>.</summary>
+/// and its pipeline: problem+json errors, API-key authentication, health, OpenAPI, <c>/api/runs</c> and <c>/api/evaluations</c>,
+/// and the results pages (<see cref="ResultsPages"/>, signed in by <see cref="PageAuth"/>).</summary>
 public static class ApiHost
 {
     /// <summary>Mutations: operator or admin keys.</summary>
@@ -56,8 +58,10 @@ public static class ApiHost
         // a query value that does not parse (limit=abc) throws, so the handler answers it as problem+json naming it
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.Configure<JsonOptions>(o => Json(o.SerializerOptions));
-        services.AddAuthentication(ApiKeyAuthenticationHandler.SchemeName)
-            .AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyAuthenticationHandler.SchemeName, null);
+        // keys for the API, the login form's cookie for the pages: the default scheme picks one per request
+        services.AddAuthentication(PageAuth.Scheme)
+            .AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyAuthenticationHandler.SchemeName, null)
+            .AddPageCookie();
         services.AddAuthorizationBuilder()
             // every endpoint needs a key unless it says otherwise (only the health checks do)
             .SetFallbackPolicy(new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build())
@@ -97,6 +101,7 @@ public static class ApiHost
     {
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseSameOriginForms();
         app.UseAuthentication();
         app.UseAuthorization();
         // liveness: the process answers; readiness: the store and the bus do too
@@ -109,9 +114,11 @@ public static class ApiHost
         RunsEndpoints.Map(api);
         EvaluationsEndpoints.Map(api);
         SchedulesEndpoints.Map(api);
+        ResultsPages.Map(app);
+        // the dashboard's "back to site" link goes to the results pages
         app.MapHangfireDashboard("/hangfire", new DashboardOptions
         {
-            Authorization = [new DashboardKeyFilter()], IsReadOnlyFunc = DashboardKeyFilter.ReadOnly, AppPath = null,
+            Authorization = [new DashboardKeyFilter()], IsReadOnlyFunc = DashboardKeyFilter.ReadOnly, AppPath = "/runs",
         }).RequireAuthorization();
         return app;
     }

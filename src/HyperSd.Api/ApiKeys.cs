@@ -27,9 +27,11 @@ public sealed class ApiKeyRing
 
     /// <summary>The entry whose hash is the key's, comparing every entry in constant time (no early exit reveals which
     /// or how much of a hash matched).</summary>
-    public Entry? Find(string key)
+    public Entry? Find(string key) => FindHash(Convert.FromHexString(ApiOptions.Hash(key)));
+
+    /// <summary>The entry with this SHA-256 (the pages' session tickets carry the hash, not the key), in constant time.</summary>
+    public Entry? FindHash(byte[] hash)
     {
-        var hash = Convert.FromHexString(ApiOptions.Hash(key));
         Entry? found = null;
         foreach (var entry in entries)
             if (CryptographicOperations.FixedTimeEquals(entry.Hash, hash)) found = entry;

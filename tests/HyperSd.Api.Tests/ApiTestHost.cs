@@ -5,6 +5,9 @@ using HyperSd.Data;
 using HyperSd.Services.Hosting;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -49,8 +52,9 @@ public sealed class ApiTestHost : IAsyncDisposable
 
     /// <param name="root">An existing store folder to start on again (kept on dispose); null = a new temporary one.</param>
     /// <param name="store">The metadata store; null = SQLite in the store folder.</param>
+    /// <param name="kestrel">Listen on a free loopback port (for a real browser) instead of the in-process test server.</param>
     public static async Task<ApiTestHost> StartAsync(ApiOptions? api = null, Action<WorkerOptions>? configure = null, string? root = null,
-        MetadataStoreOptions? store = null)
+        MetadataStoreOptions? store = null, bool kestrel = false)
     {
         var ownsRoot = root is null;
         root ??= Directory.CreateTempSubdirectory("hypersd-api-").FullName;
@@ -67,7 +71,8 @@ public sealed class ApiTestHost : IAsyncDisposable
         };
         configure?.Invoke(workers);
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = root });
-        builder.WebHost.UseTestServer();
+        if (kestrel) builder.WebHost.UseUrls("http://127.0.0.1:0");
+        else builder.WebHost.UseTestServer();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
@@ -76,6 +81,21 @@ public sealed class ApiTestHost : IAsyncDisposable
         var app = builder.Build().MapHyperSdApi();
         await app.StartAsync();
         return new ApiTestHost(root, ownsRoot, app, workers);
+    }
+
+    /// <summary>Runs <paramref name="body"/> on a new store folder for hosts started and stopped on it in turn, then deletes it.</summary>
+    public static async Task InStoreFolderAsync(string prefix, Func<string, Task> body)
+    {
+        var root = Directory.CreateTempSubdirectory(prefix).FullName;
+        try
+        {
+            await body(root);
+        }
+        finally
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            Directory.Delete(root, recursive: true);
+        }
     }
 
     /// <summary>A client sending <paramref name="key"/> as a bearer token (or in X-Api-Key); none when null.</summary>
@@ -87,6 +107,10 @@ public sealed class ApiTestHost : IAsyncDisposable
         else client.DefaultRequestHeaders.Add(ApiKeyAuthenticationHandler.HeaderName, key);
         return client;
     }
+
+    /// <summary>Where a Kestrel host listens (http://127.0.0.1:PORT).</summary>
+    public Uri Address => new(App.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>()
+        .Addresses.First());
 
     public MetadataDbContext Db() => MetadataStore.CreateContext(Workers.Store);
 

@@ -59,8 +59,7 @@ public sealed class AuthTests
     [Fact]
     public async Task Without_configured_keys_the_first_start_makes_one_admin_key_and_stores_only_its_hash()
     {
-        var root = Directory.CreateTempSubdirectory("hypersd-api-keys-").FullName;
-        try
+        await ApiTestHost.InStoreFolderAsync("hypersd-api-keys-", async root =>
         {
             string key;
             await using (var host = await ApiTestHost.StartAsync(new ApiOptions(), root: root))
@@ -72,7 +71,18 @@ public sealed class AuthTests
                 var stored = await db.ApiKeys.SingleAsync();
                 Assert.Equal((ApiRoles.Admin, ApiOptions.Hash(key)), (stored.Role, stored.Sha256));
                 foreach (var file in Directory.GetFiles(root, "metadata.db*"))
-                    Assert.DoesNotContain(key, await File.ReadAllTextAsync(file));
+                {
+                    string text;
+                    try
+                    {
+                        text = await File.ReadAllTextAsync(file);
+                    }
+                    catch (FileNotFoundException)
+                    {
+                        continue; // SQLite removes its -wal/-shm files when its last connection closes: nothing there to check
+                    }
+                    Assert.DoesNotContain(key, text);
+                }
                 var admin = host.Client(key);
                 Assert.Equal(HttpStatusCode.OK, (await admin.GetAsync("/api/runs")).StatusCode);
                 // an admin may mutate: it reaches the unknown id
@@ -85,12 +95,7 @@ public sealed class AuthTests
                 await using var db = again.Db();
                 Assert.Equal(1, await db.ApiKeys.CountAsync());
             }
-        }
-        finally
-        {
-            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            Directory.Delete(root, recursive: true);
-        }
+        });
     }
 
     [Fact]

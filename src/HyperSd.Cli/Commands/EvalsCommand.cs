@@ -133,7 +133,7 @@ public static class EvalsCommand
                     page.Items.Select(r => new[]
                     {
                         r.Run, r.RunId.ToString()[..8], r.Stage, r.Model, r.Sampler, Number(r.Steps), r.Metric,
-                        EvaluationTable.Value(r.Metric, r.Value), r.CreatedAt.ToLocalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture),
+                        EvaluationTable.Format(r.Metric, r.Value), r.CreatedAt.ToLocalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture),
                     }));
                 await output.WriteLineAsync($"rows {page.Offset + (page.Items.Count == 0 ? 0 : 1)}–{page.Offset + page.Items.Count} of {page.Total}");
                 break;
@@ -153,7 +153,7 @@ public static class EvalsCommand
             default:
                 WriteTable(output, ["model", "sampler", "metric", "steps", .. comparison.Runs.Select(r => $"{r.Name} ({r.Id.ToString()[..8]})")],
                     comparison.Rows.Select(r => (string[])[r.Model, r.Sampler, r.Metric, Number(r.Steps),
-                        .. r.Values.Select(v => v is { } x ? EvaluationTable.Value(r.Metric, x) : "")]));
+                        .. r.Values.Select(v => v is { } x ? EvaluationTable.Format(r.Metric, x) : "")]));
                 break;
         }
     }
@@ -173,7 +173,7 @@ public static class EvalsCommand
                     best.Select(b => new[]
                     {
                         b.Metric, Number(b.Steps), b.LowerIsBetter ? "lowest" : "highest", b.Run, b.RunId.ToString()[..8], b.Model,
-                        b.Sampler, EvaluationTable.Value(b.Metric, b.Value),
+                        b.Sampler, EvaluationTable.Format(b.Metric, b.Value),
                     }));
                 break;
         }

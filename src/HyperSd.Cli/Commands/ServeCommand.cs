@@ -34,7 +34,8 @@ public static class ServeCommand
             // no appsettings from the working directory: configuration is the environment (Api__Keys__0__Key, ...)
             var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
             store.Configure(builder, allRoles: true, parse.GetValue(RunCommand.VerboseOption));
-            // authentication brings data protection, whose key ring API keys never use: its warnings are noise here
+            // data protection signs the pages' session cookies; its warnings about keys kept unencrypted in the home folder
+            // are noise for a loopback host (a lost key ring only means logging in again)
             builder.Logging.AddFilter("Microsoft.AspNetCore.DataProtection", LogLevel.Error);
             builder.Services.AddHyperSdApi(ApiOptions.FromConfiguration(builder.Configuration.GetSection("Api")));
             builder.WebHost.UseUrls($"http://127.0.0.1:{portNumber}");

@@ -23,10 +23,13 @@ public static class ImageFiles
     }
 
     /// <summary>The tEXt/zTXt/iTXt chunks of a PNG file.</summary>
-    public static Dictionary<string, string> ReadPngText(string path)
+    public static Dictionary<string, string> ReadPngText(string path) => ReadPngInfo(path).Text;
+
+    /// <summary>A PNG's size and text chunks from its header and metadata, without decoding its pixels.</summary>
+    public static (int Width, int Height, Dictionary<string, string> Text) ReadPngInfo(string path)
     {
-        using var img = Image.Load(path);
-        return img.Metadata.GetPngMetadata().TextData.ToDictionary(t => t.Keyword, t => t.Value);
+        var info = Image.Identify(path) ?? throw new InvalidDataException($"{path}: not an image ImageSharp can read");
+        return (info.Width, info.Height, info.Metadata.GetPngMetadata().TextData.ToDictionary(t => t.Keyword, t => t.Value));
     }
 
     public static Image<Rgb24> ToImage(Tensor image)

@@ -9,6 +9,10 @@ namespace HyperSd.Services.Runs;
 /// <summary>Evaluation rows as a Markdown table: one row per (run,) model and sampler, each metric at each step count.</summary>
 public static class EvaluationTable
 {
+    /// <summary>A metric's value as the tables show it: distances (hundreds) to 2 decimals, rates and scores to 3.</summary>
+    public static string Format(string metric, double value) =>
+        value.ToString(EvaluationQueries.LowerIsBetter(metric) ? "F2" : "F3", CultureInfo.InvariantCulture);
+
     public static string Markdown(IEnumerable<EvaluationRow> rows) => Markdown(rows.Select(r => ((string?)null, r)));
 
     /// <summary>Rows of several runs side by side, a run column first when any row names its run.</summary>
@@ -27,16 +31,12 @@ public static class EvaluationTable
         {
             string Cell((string Metric, int Steps) c) =>
                 group.FirstOrDefault(r => r.Row.Metric == c.Metric && r.Row.Steps == c.Steps) is { Row: { } r }
-                ? Value(c.Metric, r.Value) : "";
+                ? Format(c.Metric, r.Value) : "";
             sb.Append(byRun ? $"| {group.Key.Run} | " : "| ").Append($"{group.Key.Model} | {group.Key.Sampler} |")
                 .AppendJoin("", columns.Select(c => $" {Cell(c)} |")).AppendLine();
         }
         return sb.ToString();
     }
-
-    /// <summary>A metric's value as tables show it: distances to 2 decimals, rates and scores to 3.</summary>
-    public static string Value(string metric, double value) =>
-        value.ToString(EvaluationQueries.LowerIsBetter(metric) ? "F2" : "F3", CultureInfo.InvariantCulture);
 
     /// <summary>Queried rows (<see cref="EvaluationQueries"/>, the API's answers) as the table; null if none.</summary>
     public static string? Of(IReadOnlyList<EvaluationRecord> records)
