@@ -82,16 +82,23 @@ public sealed class RecurringSchedules(IRecurringJobManager jobs, JobStorage sto
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(SyncInterval);
-        while (await timer.WaitForNextTickAsync(stoppingToken))
+        try
         {
-            try
+            while (await timer.WaitForNextTickAsync(stoppingToken))
             {
-                await SyncAsync(stoppingToken);
+                try
+                {
+                    await SyncAsync(stoppingToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    logger.LogWarning(e, "schedules: syncing the recurring jobs with the store failed; retrying in {Interval}", SyncInterval);
+                }
             }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                logger.LogWarning(e, "schedules: syncing the recurring jobs with the store failed; retrying in {Interval}", SyncInterval);
-            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // the host stops
         }
     }
 }

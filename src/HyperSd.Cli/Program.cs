@@ -35,6 +35,7 @@ public static class Program
         }
         catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or NotSupportedException
                                        or InvalidOperationException or UnauthorizedAccessException
+                                       or System.Net.Http.HttpRequestException
                                        or HyperSd.Recipes.RecipeValidationException)
         {
             // Bad input is the user's to fix: say what is wrong, without a stack trace.

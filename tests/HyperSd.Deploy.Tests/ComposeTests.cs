@@ -137,4 +137,20 @@ public sealed class ComposeTests
             foreach (var volume in service.ListAt("volumes").Cast<string>().Select(v => v.Split(':')[0]).Where(v => !v.Contains('/')))
                 Assert.True(declared.Contains(volume), $"{name}: volume {volume} is not declared");
     }
+
+    [Fact]
+    public void The_api_host_serves_the_deployment_on_its_published_port_with_the_workers_artifacts()
+    {
+        var api = Compose.Services["api"];
+        Assert.Equal(["hypersd"], api.ListAt("entrypoint").Cast<string>());
+        var command = api.ListAt("command").Cast<string>().ToList();
+        Assert.Equal("serve", command[0]);
+        string Arg(string name) => command[command.IndexOf(name) + 1];
+        Assert.Equal("0.0.0.0", Arg("--listen"));
+        Assert.Contains(int.Parse(Arg("--port"), System.Globalization.CultureInfo.InvariantCulture), ComposeFile.ContainerPorts(api));
+        var env = EffectiveEnvironment(api);
+        Assert.Equal(env["HyperSd__ArtifactRoot"], Arg("--store-dir").TrimEnd('/') + "/artifacts");
+        Assert.Contains($"artifacts:{env["HyperSd__ArtifactRoot"]}", api.ListAt("volumes").Cast<string>());
+        Assert.False(WorkerConfiguration.Options(env).MigrateOnStart); // the orchestrator migrates
+    }
 }

@@ -14,8 +14,12 @@ public sealed class KubernetesTests
     public static readonly TheoryData<string> Overlays = new("k8s/overlays/cpu", "k8s/overlays/gpu");
     static readonly IReadOnlyList<string> Roles = StageCatalogue.Default().Roles;
 
+    static bool IsApi(V1Deployment d) =>
+        d.Metadata.Labels is { } labels && labels.TryGetValue("app.kubernetes.io/component", out var component) && component == "api";
+
+    /// <summary>The Deployments running hypersd-worker (all but the API host's).</summary>
     static List<WorkerDeployment> Workers(Kustomization k) =>
-        [.. k.OfKind<V1Deployment>().Select(d => new WorkerDeployment(d, k))];
+        [.. k.OfKind<V1Deployment>().Where(d => !IsApi(d)).Select(d => new WorkerDeployment(d, k))];
 
     static V1Service Service(Kustomization k, string name) => k.OfKind<V1Service>().Single(s => s.Metadata.Name == name);
 
@@ -172,5 +176,32 @@ public sealed class KubernetesTests
             Assert.All(service.Spec.Ports, p => Assert.Equal(ports[p.Name], p.Port));
         }
         Assert.Equal(new RabbitMqOptions().Port, Service(k, "rabbitmq").Spec.Ports.Single(p => p.Name == "amqp").Port);
+    }
+
+    [Theory]
+    [MemberData(nameof(Overlays))]
+    public void The_api_host_serves_on_its_service_port_with_the_workers_broker_store_artifacts_and_probes(string overlay)
+    {
+        var k = new Kustomization(overlay);
+        var api = new WorkerDeployment(k.OfKind<V1Deployment>().Single(IsApi), k);
+        var command = api.Worker.Command.ToList();
+        Assert.Equal(["hypersd", "serve"], command[..2]);
+        string Arg(string name) => command[command.IndexOf(name) + 1];
+        Assert.Equal("0.0.0.0", Arg("--listen"));
+        Assert.Equal(int.Parse(Arg("--port"), System.Globalization.CultureInfo.InvariantCulture),
+            api.Worker.Ports.Single(p => p.Name == "http").ContainerPort);
+        var service = Service(k, "api");
+        Assert.Equal("http", service.Spec.Ports.Single().TargetPort.Value);
+        Assert.Equal("api", service.Spec.Selector["app.kubernetes.io/name"]);
+        // serve keeps its artifacts under --store-dir: the workers' artifact root, mounted from the shared claim
+        var root = api.Environment["HyperSd__ArtifactRoot"];
+        Assert.Equal(root, Arg("--store-dir").TrimEnd('/') + "/artifacts");
+        Assert.Contains(api.Worker.VolumeMounts, m => m.MountPath == root);
+        var options = WorkerConfiguration.Options(api.Environment); // the same broker and store settings, validated
+        Assert.True(options.RabbitMq.Quorum);
+        Assert.False(options.MigrateOnStart); // the orchestrator migrates
+        foreach (var probe in new[] { api.Worker.StartupProbe, api.Worker.LivenessProbe, api.Worker.ReadinessProbe })
+            Assert.Equal(DockerfileTests.HealthProgram, probe?.Exec.Command[0]);
+        Assert.True(api.Pod.SecurityContext?.RunAsNonRoot);
     }
 }

@@ -32,6 +32,7 @@ public sealed partial class WorkerDeployment
         var resources = new V1ResourceRequirements { Limits = new Dictionary<string, ResourceQuantity>(),
             Requests = new Dictionary<string, ResourceQuantity>() };
         var image = worker.Image;
+        var (command, ports) = (worker.Command, worker.Ports);
         V1Probe? startup = null, liveness = null, readiness = null;
         var nodeSelector = new Dictionary<string, string>();
         var tolerations = new List<V1Toleration>();
@@ -40,6 +41,7 @@ public sealed partial class WorkerDeployment
         {
             var c = spec.Containers.Single(x => x.Name == Container);
             image = c.Image ?? image;
+            (command, ports) = (c.Command ?? command, c.Ports ?? ports);
             MergeByName(env, c.Env, e => e.Name);
             envFrom.AddRange(c.EnvFrom ?? []);
             MergeByName(mounts, c.VolumeMounts, m => m.MountPath);
@@ -53,7 +55,7 @@ public sealed partial class WorkerDeployment
         }
         Worker = new V1Container
         {
-            Name = Container, Image = image, Env = env, EnvFrom = envFrom, VolumeMounts = mounts, Resources = resources,
+            Name = Container, Image = image, Command = command, Ports = ports, Env = env, EnvFrom = envFrom, VolumeMounts = mounts, Resources = resources,
             StartupProbe = startup, LivenessProbe = liveness, ReadinessProbe = readiness,
         };
         Pod = new V1PodSpec

@@ -132,17 +132,18 @@ public sealed class ApiClient(HttpClient http) : IDisposable
         return text.Length == 0 ? default! : JsonSerializer.Deserialize<T>(text, Json)!;
     }
 
-    /// <summary>": detail (field: message; …)" from a problem+json body, or the body's start.</summary>
+    /// <summary>": detail" from a problem+json body (it names the field at fault), else its errors or title; or the body's start.</summary>
     static string Problem(string body)
     {
         if (body.Length == 0) return "";
         try
         {
             var problem = JsonDocument.Parse(body).RootElement;
-            var text = problem.TryGetProperty("detail", out var d) ? d.GetString() : problem.TryGetProperty("title", out var t) ? t.GetString() : null;
-            if (problem.TryGetProperty("errors", out var errors) && errors.ValueKind == JsonValueKind.Object)
-                text += " (" + string.Join("; ", errors.EnumerateObject().Select(e =>
-                    $"{e.Name}: {string.Join(", ", e.Value.EnumerateArray().Select(m => m.GetString()))}")) + ")";
+            string? Text(string name) => problem.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+            var text = Text("detail");
+            if (text is null && problem.TryGetProperty("errors", out var errors) && errors.ValueKind == JsonValueKind.Object)
+                text = string.Join("; ", errors.EnumerateObject().SelectMany(e => e.Value.EnumerateArray().Select(m => $"{e.Name}: {m.GetString()}")));
+            text ??= Text("title");
             return text is null ? "" : $": {text}";
         }
         catch (JsonException)
