@@ -35,6 +35,9 @@ public sealed class ApiOptions
     /// <summary>Print nothing and make no key when none is configured (a deployment that must be configured).</summary>
     public bool BootstrapAdminKey { get; set; } = true;
 
+    /// <summary>When the store's garbage collection runs (<see cref="StoreGcJob"/>: five-field cron, UTC; empty: never).</summary>
+    public string? GcCron { get; set; } = "0 3 * * *";
+
     public static ApiOptions FromConfiguration(IConfiguration section) => (section.Get<ApiOptions>() ?? new ApiOptions()).Validate();
 
     /// <summary>Checks every key; throws naming the key at fault.</summary>
@@ -52,6 +55,14 @@ public sealed class ApiOptions
                 throw new ArgumentException($"API key {name}: a key needs at least {MinKeyLength} characters");
             if (k.Sha256 is { } hash && (hash.Length != 64 || !hash.All(Uri.IsHexDigit)))
                 throw new ArgumentException($"API key {name}: Sha256 must be 64 hex digits");
+        }
+        try
+        {
+            if (!string.IsNullOrWhiteSpace(GcCron)) Services.Schedules.ScheduleService.Parse(GcCron, "UTC");
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"Api:GcCron: {e.Message}");
         }
         if (MaxRecipeBytes < 1) throw new ArgumentException($"Api:MaxRecipeBytes must be positive, got {MaxRecipeBytes}");
         return this;

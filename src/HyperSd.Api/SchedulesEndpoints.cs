@@ -34,8 +34,8 @@ public sealed class ScheduleJob(ScheduleService schedules)
 /// <summary>Keeps Hangfire's recurring jobs in step with the stored schedules: one per enabled schedule, its id the
 /// schedule's. Every stored schedule is applied at start (the in-memory job storage starts empty) and again every
 /// <see cref="SyncInterval"/>, so a change made in the store by another process (the CLI, another API replica) reaches
-/// this host's scheduler, and jobs of deleted schedules go.</summary>
-public sealed class RecurringSchedules(IRecurringJobManager jobs, JobStorage storage, ScheduleService schedules,
+/// this host's scheduler, and jobs of deleted schedules go. It also keeps the store's garbage collection (<see cref="StoreGcJob"/>).</summary>
+public sealed class RecurringSchedules(IRecurringJobManager jobs, JobStorage storage, ScheduleService schedules, ApiOptions options,
     ILogger<RecurringSchedules> logger) : BackgroundService
 {
     public static readonly TimeSpan SyncInterval = TimeSpan.FromSeconds(30);
@@ -75,6 +75,7 @@ public sealed class RecurringSchedules(IRecurringJobManager jobs, JobStorage sto
 
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
+        StoreGcJob.Apply(jobs, options.GcCron);
         await SyncAsync(cancellationToken);
         await base.StartAsync(cancellationToken);
     }

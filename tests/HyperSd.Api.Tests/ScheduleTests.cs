@@ -35,7 +35,22 @@ public sealed class ScheduleTests : IAsyncLifetime
     List<RecurringJobDto> RecurringJobs()
     {
         using var connection = host.App.Services.GetRequiredService<JobStorage>().GetConnection();
-        return connection.GetRecurringJobs();
+        return [.. connection.GetRecurringJobs().Where(j => j.Id != StoreGcJob.JobId)];
+    }
+
+    [Fact]
+    public async Task The_stores_garbage_collection_is_a_recurring_job_at_the_configured_utc_time()
+    {
+        using (var connection = host.App.Services.GetRequiredService<JobStorage>().GetConnection())
+        {
+            var gc = connection.GetRecurringJobs().Single(j => j.Id == StoreGcJob.JobId);
+            Assert.Equal((new ApiOptions().GcCron, "UTC"), (gc.Cron, gc.TimeZoneId));
+        }
+        var job = ActivatorUtilities.CreateInstance<StoreGcJob>(host.App.Services);
+        Assert.StartsWith("removed 0 item(s)", await job.RunAsync());
+        Assert.Contains("Api:GcCron", Assert.Throws<ArgumentException>(() => new ApiOptions { GcCron = "3am" }.Validate()).Message);
+        var off = new ApiOptions { GcCron = "" }.Validate();
+        Assert.Equal("", off.GcCron);
     }
 
     async Task<ScheduleView> CreateAsync(string name, string cron = "0 2 * * *", string zone = "Europe/Berlin")
