@@ -38,15 +38,8 @@ public static class EvalsCommand
         return command;
     }
 
-    static Command WithSource(string name, string description, params Symbol[] symbols)
-    {
-        var command = new Command(name, description) { RunStore.StoreDirOption, RunStore.PostgresOption, FormatOption };
-        ApiClient.AddOptions(command);
-        foreach (var s in symbols)
-            if (s is Argument a) command.Arguments.Add(a);
-            else command.Options.Add((Option)s);
-        return command;
-    }
+    static Command WithSource(string name, string description, params Symbol[] symbols) =>
+        RunStore.Subcommand(name, description, rabbitMq: false, api: true, [FormatOption, .. symbols]);
 
     static Symbol[] Filters(bool runs = true) =>
     [

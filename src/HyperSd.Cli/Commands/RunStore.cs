@@ -34,6 +34,20 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable(RabbitMqVariable) is { Length: > 0 } v ? v : null,
     };
 
+    /// <summary>A subcommand with the options that find the store (--store-dir, --postgres; --rabbitmq where
+    /// <paramref name="rabbitMq"/>; a deployment's API, --api and --api-key, where <paramref name="api"/>), then
+    /// <paramref name="symbols"/>.</summary>
+    public static Command Subcommand(string name, string description, bool rabbitMq, bool api, params Symbol[] symbols)
+    {
+        var command = new Command(name, description) { StoreDirOption, PostgresOption };
+        if (rabbitMq) command.Options.Add(RabbitMqOption);
+        if (api) ApiClient.AddOptions(command);
+        foreach (var s in symbols)
+            if (s is Argument a) command.Arguments.Add(a);
+            else command.Options.Add((Option)s);
+        return command;
+    }
+
     public static RunStore From(ParseResult parse) => new(parse.GetValue(StoreDirOption)!.FullName, parse.GetValue(PostgresOption),
         parse.GetValue(RabbitMqOption));
 

@@ -27,14 +27,8 @@ public static class RunsCommand
         return command;
     }
 
-    static Command WithStore(string name, string description, params Symbol[] symbols)
-    {
-        var command = new Command(name, description) { RunStore.StoreDirOption, RunStore.PostgresOption, RunStore.RabbitMqOption };
-        foreach (var s in symbols)
-            if (s is Argument a) command.Arguments.Add(a);
-            else command.Options.Add((Option)s);
-        return command;
-    }
+    static Command WithStore(string name, string description, params Symbol[] symbols) =>
+        RunStore.Subcommand(name, description, rabbitMq: true, api: false, symbols);
 
     static Argument<Guid> RunId() => new("run-id") { Description = "the run's id" };
 
