@@ -15,6 +15,7 @@ public static class Program
             ToyCommand.Create(),
             RunCommand.Create(),
             RunsCommand.Create(),
+            JobsCommand.Create(),
             GcCommand.Create(),
             ServeCommand.Create(),
         };
