@@ -102,6 +102,7 @@ public static class ApiHost
         RunsEndpoints.Map(api);
         EvaluationsEndpoints.Map(api);
         SchedulesEndpoints.Map(api);
+        GenerationJobsEndpoints.Map(api);
         app.MapHangfireDashboard("/hangfire", new DashboardOptions
         {
             Authorization = [new DashboardKeyFilter()], IsReadOnlyFunc = DashboardKeyFilter.ReadOnly, AppPath = null,

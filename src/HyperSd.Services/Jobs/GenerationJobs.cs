@@ -148,22 +148,59 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
             await writer.WriteLineAsync(JsonSerializer.Serialize(line, Json).AsMemory(), ct);
     }
 
-    /// <summary>A zip of the job's images and its manifest.jsonl, written as it is read (the output need not seek).</summary>
+    /// <summary>A zip of the job's images and its manifest.jsonl, written as it is read (the output need not seek): the
+    /// archive writes an entry at a time into a buffer that is then copied to the output asynchronously, so at most one
+    /// image is held in memory (ZipArchive writes synchronously, which an HTTP response refuses).</summary>
     public async Task WriteZipAsync(Guid id, Stream output, CancellationToken ct = default)
     {
-        await using var zip = new ZipArchive(output, ZipArchiveMode.Create, leaveOpen: true);
+        var buffer = new EntryBuffer();
         var manifest = new StringBuilder();
-        await foreach (var (line, path) in ImagesAsync(id, ct))
+        using (var zip = new ZipArchive(buffer, ZipArchiveMode.Create, leaveOpen: true))
         {
-            // PNGs are compressed already
-            var entry = zip.CreateEntry(line.File, CompressionLevel.NoCompression);
-            await using (var to = await entry.OpenAsync(ct))
-            await using (var from = File.OpenRead(path))
-                await from.CopyToAsync(to, ct);
-            manifest.AppendLine(JsonSerializer.Serialize(line, Json));
+            await foreach (var (line, path) in ImagesAsync(id, ct))
+            {
+                // PNGs are compressed already
+                using (var to = zip.CreateEntry(line.File, CompressionLevel.NoCompression).Open())
+                await using (var from = File.OpenRead(path))
+                    await from.CopyToAsync(to, ct);
+                await buffer.DrainAsync(output, ct);
+                manifest.AppendLine(JsonSerializer.Serialize(line, Json));
+            }
+            using (var m = zip.CreateEntry("manifest.jsonl").Open())
+                m.Write(Encoding.UTF8.GetBytes(manifest.ToString()));
+            await buffer.DrainAsync(output, ct);
         }
-        await using var m = await zip.CreateEntry("manifest.jsonl").OpenAsync(ct);
-        await m.WriteAsync(Encoding.UTF8.GetBytes(manifest.ToString()), ct);
+        // the central directory, written when the archive is disposed
+        await buffer.DrainAsync(output, ct);
+    }
+
+    /// <summary>A write-only, non-seeking stream that keeps what is written until it is drained to another stream.</summary>
+    sealed class EntryBuffer : Stream
+    {
+        readonly MemoryStream pending = new();
+        long written;
+
+        public async Task DrainAsync(Stream output, CancellationToken ct)
+        {
+            await output.WriteAsync(pending.GetBuffer().AsMemory(0, (int)pending.Length), ct);
+            pending.SetLength(0);
+        }
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            pending.Write(buffer, offset, count);
+            written += count;
+        }
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => written;
+        public override long Position { get => written; set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
     }
 
     /// <summary>Copies the job's images into <paramref name="dir"/> with its manifest.jsonl, checking each file's sha256
