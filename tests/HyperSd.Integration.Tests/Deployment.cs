@@ -47,6 +47,8 @@ public sealed class Deployment : IAsyncDisposable
     public Uri RabbitMqUri { get; }
     public MetadataStoreOptions Store { get; }
     public IBus Bus => client.Services.GetRequiredService<IBus>();
+    /// <summary>Generation jobs through this deployment's store and bus, as the CLI and the API host submit them.</summary>
+    public HyperSd.Services.Jobs.GenerationJobs Jobs => client.Services.GetRequiredService<HyperSd.Services.Jobs.GenerationJobs>();
 
     /// <param name="quorum">Every role on a quorum queue, as deployments run (default: classic queues).</param>
     public Deployment(Timings? timings = null, bool quorum = false)
