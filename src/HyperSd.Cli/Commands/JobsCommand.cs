@@ -23,15 +23,6 @@ public static class JobsCommand
         return command;
     }
 
-    static Command WithStore(string name, string description, params Symbol[] symbols)
-    {
-        var command = new Command(name, description) { RunStore.StoreDirOption, RunStore.PostgresOption, RunStore.RabbitMqOption };
-        foreach (var s in symbols)
-            if (s is Argument a) command.Arguments.Add(a);
-            else command.Options.Add((Option)s);
-        return command;
-    }
-
     static Argument<Guid> JobId() => new("job-id") { Description = "the job's id" };
 
     static readonly Option<DirectoryInfo?> OutOption = new("--out", "-o")
@@ -63,7 +54,7 @@ public static class JobsCommand
         var name = new Option<string?>("--name") { Description = "the job's name and image folder (default: generated)" };
         var maxSide = new Option<int>("--max-image-side") { Description = "the largest height or width accepted", DefaultValueFactory = _ => 2048 };
         var wait = new Option<bool>("--wait") { Description = "follow the job to its end (always, on the embedded store)" };
-        var command = WithStore("submit", "submit a generation job; on the embedded store it runs here to its end",
+        var command = RunsCommand.WithStore("submit", "submit a generation job; on the embedded store it runs here to its end",
             model, tokenizer, loras, prompts, promptsFile, perPrompt, steps, sampler, eta, guidance, size, batch, seed, perRow, chunk, name,
             maxSide, wait, OutOption, RunCommand.VerboseOption);
         command.SetAction(async (parse, ct) =>
@@ -160,7 +151,7 @@ public static class JobsCommand
 
     static Command List()
     {
-        var command = WithStore("list", "the jobs, newest first, with their progress");
+        var command = RunsCommand.WithStore("list", "the jobs, newest first, with their progress");
         command.SetAction(async (parse, ct) => await WithJobsAsync(parse, false, async (host, jobs) =>
         {
             Console.WriteLine($"{"id",-36}  {"name",-24}  {"state",-9}  {"images",-13}  created");
@@ -176,7 +167,7 @@ public static class JobsCommand
     static Command Show()
     {
         var id = JobId();
-        var command = WithStore("show", "a job's progress: images done of the total, images/s, ETA (its chunks: hypersd runs show RUN)", id);
+        var command = RunsCommand.WithStore("show", "a job's progress: images done of the total, images/s, ETA (its chunks: hypersd runs show RUN)", id);
         command.SetAction(async (parse, ct) => await WithJobsAsync(parse, false, async (host, jobs) =>
         {
             var s = await jobs.ShowAsync(parse.GetValue(id), ct) ?? throw new ArgumentException($"no job {parse.GetValue(id)} in the store");
@@ -192,7 +183,7 @@ public static class JobsCommand
     static Command Cancel()
     {
         var id = JobId();
-        var command = WithStore("cancel", "cancel a job (its chunks stop at their next heartbeat; what is done stays)", id);
+        var command = RunsCommand.WithStore("cancel", "cancel a job (its chunks stop at their next heartbeat; what is done stays)", id);
         command.SetAction(async (parse, ct) => await WithJobsAsync(parse, false, async (host, jobs) =>
         {
             var state = await jobs.CancelAsync(parse.GetValue(id), ct) ?? throw new ArgumentException($"no job {parse.GetValue(id)} in the store");
@@ -207,7 +198,7 @@ public static class JobsCommand
     {
         var id = JobId();
         var wait = new Option<bool>("--wait") { Description = "follow the job to its end (always, on the embedded store)" };
-        var command = WithStore("resume", "resume a cancelled or failed job: its unfinished chunks skip what is recorded (embedded: runs it here)",
+        var command = RunsCommand.WithStore("resume", "resume a cancelled or failed job: its unfinished chunks skip what is recorded (embedded: runs it here)",
             id, wait, OutOption);
         command.SetAction(async (parse, ct) => await WithJobsAsync(parse, true, async (host, jobs) =>
         {
@@ -228,7 +219,7 @@ public static class JobsCommand
     {
         var id = JobId();
         var output = new Option<FileInfo>("--out", "-o") { Description = "a folder, or a .zip file", Required = true };
-        var command = WithStore("download", "a job's images with manifest.jsonl, into a folder or a zip", id, output);
+        var command = RunsCommand.WithStore("download", "a job's images with manifest.jsonl, into a folder or a zip", id, output);
         command.SetAction(async (parse, ct) => await WithJobsAsync(parse, false, async (host, jobs) =>
         {
             var target = parse.GetValue(output)!.FullName;

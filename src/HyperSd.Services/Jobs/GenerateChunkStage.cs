@@ -43,17 +43,26 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
         var recorded = await RecordedAsync(stage.Db, c, stage.Cancellation);
         var todo = c.Images.Where(i => !recorded.Contains((i.PromptIndex, i.ImageIndex))).ToList();
         int done = c.Images.Count - todo.Count;
-        stage.Report(done / (double)c.Images.Count, new { Images = done, Total = c.Images.Count });
+        // where a chunk's time goes (model load, generation with the PNG writes, hashing and recording), for sizing chunks
+        var times = new ChunkTimes();
+        void Report() => stage.Report(done / (double)c.Images.Count, new
+        {
+            Images = done, Total = c.Images.Count, times.LoadSeconds, times.GenerateSeconds, times.RecordSeconds,
+        });
+        Report();
         if (todo.Count == 0) return;
+        var watch = System.Diagnostics.Stopwatch.StartNew();
 
         var dir = stage.Store.GetFullPath(c.OutputPath);
         Directory.CreateDirectory(dir);
         using var pipeline = ImageModels.Open(c.Model.Path!, c.Model.Tokenizer, torch.device(stage.Device), torch.ScalarType.Float32);
         foreach (var lora in c.Loras) pipeline.LoadLora(lora.Path, lora.Scale, Path.GetFileNameWithoutExtension(lora.Path));
         pipeline.Scheduler = c.Sampler.Build(pipeline.Scheduler.Config);
+        times.LoadSeconds = watch.Elapsed.TotalSeconds;
         foreach (var batch in todo.Chunk(c.BatchSize))
         {
             stage.Cancellation.ThrowIfCancellationRequested();
+            watch.Restart();
             var missing = batch.Where(i => !File.Exists(Path.Combine(dir, i.File))).ToList();
             if (missing.Count > 0)
             {
@@ -66,6 +75,8 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
                 for (int k = 0; k < missing.Count; k++)
                     ImageFiles.SavePng(result.Images[k], Path.Combine(dir, missing[k].File), result.Parameters[k].ToPngText());
             }
+            times.GenerateSeconds += watch.Elapsed.TotalSeconds;
+            watch.Restart();
             var rows = new List<GeneratedImage>();
             foreach (var image in batch)
                 rows.Add(new GeneratedImage
@@ -75,7 +86,6 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
                     Sha256 = await ContentHash.OfFileAsync(Path.Combine(dir, image.File), stage.Cancellation),
                 });
             done += batch.Length;
-            stage.Report(done / (double)c.Images.Count, new { Images = done, Total = c.Images.Count });
             await stage.WriteFencedAsync(async db =>
             {
                 var now = await db.NowAsync(stage.Cancellation);
@@ -90,7 +100,16 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
                 }
                 return 0;
             });
+            times.RecordSeconds += watch.Elapsed.TotalSeconds;
+            Report();
         }
+    }
+
+    sealed class ChunkTimes
+    {
+        public double LoadSeconds { get; set; }
+        public double GenerateSeconds { get; set; }
+        public double RecordSeconds { get; set; }
     }
 
     static async Task<HashSet<(int, int)>> RecordedAsync(Microsoft.EntityFrameworkCore.IDbContextFactory<MetadataDbContext> dbs,
