@@ -56,6 +56,7 @@ public sealed class ApiOptions
                 throw new ArgumentException($"API key {name}: Sha256 must be 64 hex digits");
         }
         if (MaxRecipeBytes < 1) throw new ArgumentException($"Api:MaxRecipeBytes must be positive, got {MaxRecipeBytes}");
+        if (MaxImageSide < 8) throw new ArgumentException($"Api:MaxImageSide must be at least 8, got {MaxImageSide}");
         return this;
     }
 

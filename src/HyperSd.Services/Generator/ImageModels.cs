@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using HyperSd.Data.Artifacts;
 using HyperSd.Diffusion.Images;
 using HyperSd.Diffusion.Pipelines;
@@ -31,8 +32,22 @@ public static class ImageModels
 
     /// <summary>The model's reference for the images' parameters; the hash is over the file, or the folder's files.</summary>
     public static async Task<ModelReference> DescribeAsync(string id, string path, string? tokenizer, CancellationToken ct = default) =>
-        new(id, Path.GetFullPath(path), (await ContentHash.OfAsync(path, ct)).Sha256,
-            tokenizer is null ? null : Path.GetFullPath(tokenizer));
+        new(id, Path.GetFullPath(path), await Sha256Async(path, ct), tokenizer is null ? null : Path.GetFullPath(tokenizer));
+
+    static readonly ConcurrentDictionary<string, (string Signature, string Sha256)> Hashes = new();
+
+    /// <summary>The sha256 of a file or folder (<see cref="ContentHash"/>), remembered while its files' sizes and write
+    /// times stay the same: a generator opens the same model for every chunk, and a real model's hash takes seconds.</summary>
+    static async Task<string> Sha256Async(string path, CancellationToken ct)
+    {
+        var full = Path.GetFullPath(path);
+        IEnumerable<string> files = File.Exists(full) ? [full] : Directory.EnumerateFiles(full, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal);
+        var signature = string.Join("\n", files.Select(f => $"{f}\0{new FileInfo(f).Length}\0{File.GetLastWriteTimeUtc(f).Ticks}"));
+        if (Hashes.TryGetValue(full, out var known) && known.Signature == signature) return known.Sha256;
+        var sha256 = (await ContentHash.OfAsync(full, ct)).Sha256;
+        Hashes[full] = (signature, sha256);
+        return sha256;
+    }
 
     /// <summary>Opens the model a PNG names, after checking its weights are the ones the image was made with. The toy
     /// teacher is found where this build has it when its recorded path is elsewhere.</summary>
@@ -45,7 +60,7 @@ public static class ImageModels
         var path = model.Path;
         if (!Path.Exists(path) && model.Id == ToyId) path = ToyWorld.PretrainedTeacherDir;
         if (!Path.Exists(path)) throw new FileNotFoundException($"the image's model '{model.Id}' is not at {model.Path}", model.Path);
-        var sha256 = (await ContentHash.OfAsync(path, ct)).Sha256;
+        var sha256 = await Sha256Async(path, ct);
         if (sha256 != model.Sha256)
             throw new InvalidDataException($"the model at {path} has sha256 {sha256}, the image was made with {model.Sha256}");
         return Open(path, model.Tokenizer, device, dtype);

@@ -55,7 +55,9 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
 
         var dir = stage.Store.GetFullPath(c.OutputPath);
         Directory.CreateDirectory(dir);
-        using var pipeline = ImageModels.Open(c.Model.Path!, c.Model.Tokenizer, torch.device(stage.Device), torch.ScalarType.Float32);
+        // the weights are checked against the hash the images record (remembered by the worker across chunks)
+        using var pipeline = await ImageModels.OpenRecordedAsync(c.Model, torch.device(stage.Device), torch.ScalarType.Float32,
+            stage.Cancellation);
         foreach (var lora in c.Loras) pipeline.LoadLora(lora.Path, lora.Scale, Path.GetFileNameWithoutExtension(lora.Path));
         pipeline.Scheduler = c.Sampler.Build(pipeline.Scheduler.Config);
         times.LoadSeconds = watch.Elapsed.TotalSeconds;
