@@ -114,6 +114,7 @@ public static class ApiHost
         RunsEndpoints.Map(api);
         EvaluationsEndpoints.Map(api);
         SchedulesEndpoints.Map(api);
+        GenerationJobsEndpoints.Map(api);
         ResultsPages.Map(app);
         // the dashboard's "back to site" link goes to the results pages
         app.MapHangfireDashboard("/hangfire", new DashboardOptions

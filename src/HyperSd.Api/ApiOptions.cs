@@ -32,6 +32,8 @@ public sealed class ApiOptions
     public List<ApiKeyOptions> Keys { get; set; } = [];
     /// <summary>Largest recipe body accepted by POST /api/runs.</summary>
     public long MaxRecipeBytes { get; set; } = 1 << 20;
+    /// <summary>The largest height or width a generation job may ask for.</summary>
+    public int MaxImageSide { get; set; } = 2048;
     /// <summary>Print nothing and make no key when none is configured (a deployment that must be configured).</summary>
     public bool BootstrapAdminKey { get; set; } = true;
 
@@ -65,6 +67,7 @@ public sealed class ApiOptions
             throw new ArgumentException($"Api:GcCron: {e.Message}");
         }
         if (MaxRecipeBytes < 1) throw new ArgumentException($"Api:MaxRecipeBytes must be positive, got {MaxRecipeBytes}");
+        if (MaxImageSide < 8) throw new ArgumentException($"Api:MaxImageSide must be at least 8, got {MaxImageSide}");
         return this;
     }
 

@@ -1,3 +1,4 @@
+using HyperSd.Services.Jobs;
 using HyperSd.Recipes;
 using HyperSd.Services.Runs;
 using Microsoft.AspNetCore.Diagnostics;
@@ -33,6 +34,9 @@ public sealed class ApiExceptionHandler(IProblemDetailsService problems) : IExce
             RecipeValidationException e => Problem(StatusCodes.Status400BadRequest, "the recipe is not valid",
                 $"{e.Problems.Count} problem(s) in the recipe",
                 e.Problems.GroupBy(p => p.Field).ToDictionary(g => g.Key, g => g.Select(p => p.Message).ToArray())),
+            JobValidationException e => Problem(StatusCodes.Status400BadRequest, "the generation job is not valid",
+                $"{e.Problems.Count} problem(s) in the generation job",
+                e.Problems.GroupBy(p => p.Where).ToDictionary(g => g.Key, g => g.Select(p => p.Message).ToArray())),
             UnknownIdException e => Field(StatusCodes.Status404NotFound, "not found", e),
             BodyTooLargeException e => Field(StatusCodes.Status413PayloadTooLarge, "request body too large", e),
             InvalidFieldException e => Field(StatusCodes.Status400BadRequest, $"invalid {e.ParamName}", e),

@@ -17,6 +17,7 @@ public static class Program
             RunsCommand.Create(),
             EvalsCommand.Create(),
             SchedulesCommand.Create(),
+            JobsCommand.Create(),
             GcCommand.Create(),
             ServeCommand.Create(),
         };

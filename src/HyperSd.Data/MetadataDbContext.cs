@@ -20,7 +20,6 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
     public DbSet<ArtifactInput> ArtifactInputs => Set<ArtifactInput>();
     public DbSet<Evaluation> Evaluations => Set<Evaluation>();
     public DbSet<GenerationJob> GenerationJobs => Set<GenerationJob>();
-    public DbSet<GenerationChunk> GenerationChunks => Set<GenerationChunk>();
     public DbSet<GeneratedImage> GeneratedImages => Set<GeneratedImage>();
     public DbSet<Schedule> Schedules => Set<Schedule>();
     public DbSet<ApiKey> ApiKeys => Set<ApiKey>();
@@ -33,7 +32,6 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
         configuration.Properties<RunState>().HaveConversion<string>();
         configuration.Properties<StageState>().HaveConversion<string>();
         configuration.Properties<AttemptOutcome>().HaveConversion<string>();
-        configuration.Properties<GenerationState>().HaveConversion<string>();
         configuration.Properties<ScheduleOverlap>().HaveConversion<string>();
 
         // SQLite stores DateTimeOffset as text and cannot compare or order it in queries ("lease expired?");
@@ -101,16 +99,17 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
             e.HasOne<Run>().WithMany().HasForeignKey(v => v.RunId);
             e.HasOne<Stage>().WithMany().HasForeignKey(v => v.StageId).OnDelete(DeleteBehavior.Restrict);
         });
-        model.Entity<GenerationJob>().HasOne<Run>().WithMany().HasForeignKey(j => j.RunId).OnDelete(DeleteBehavior.SetNull);
-        model.Entity<GenerationChunk>(e =>
+        model.Entity<GenerationJob>(e =>
         {
-            e.HasIndex(c => new { c.JobId, c.Index }).IsUnique();
-            e.HasOne<GenerationJob>().WithMany().HasForeignKey(c => c.JobId);
+            e.HasIndex(j => j.Name).IsUnique();
+            e.HasIndex(j => j.RunId).IsUnique();
+            e.HasOne<Run>().WithMany().HasForeignKey(j => j.RunId).OnDelete(DeleteBehavior.SetNull);
         });
         model.Entity<GeneratedImage>(e =>
         {
-            e.HasOne<GenerationChunk>().WithMany().HasForeignKey(i => i.ChunkId);
-            e.HasOne<Artifact>().WithMany().HasForeignKey(i => i.ArtifactId).OnDelete(DeleteBehavior.Restrict);
+            // the exactly-once guarantee: a re-dispatched or redelivered chunk cannot record an image twice
+            e.HasIndex(i => new { i.JobId, i.PromptIndex, i.ImageIndex }).IsUnique();
+            e.HasOne<GenerationJob>().WithMany().HasForeignKey(i => i.JobId).OnDelete(DeleteBehavior.Cascade);
         });
         model.Entity<Schedule>(e =>
         {

@@ -47,6 +47,8 @@ public sealed class Deployment : IAsyncDisposable
     public Uri RabbitMqUri { get; }
     public MetadataStoreOptions Store { get; }
     public IBus Bus => client.Services.GetRequiredService<IBus>();
+    /// <summary>Generation jobs through this deployment's store and bus, as the CLI and the API host submit them.</summary>
+    public HyperSd.Services.Jobs.GenerationJobs Jobs => client.Services.GetRequiredService<HyperSd.Services.Jobs.GenerationJobs>();
 
     /// <param name="quorum">Every role on a quorum queue, as deployments run (default: classic queues).</param>
     public Deployment(Timings? timings = null, bool quorum = false)
@@ -145,33 +147,10 @@ public sealed class Deployment : IAsyncDisposable
     static readonly TimeSpan SendTimeout = TimeSpan.FromMinutes(1);
 
     /// <summary>Runs the hypersd CLI against this deployment (its PostgreSQL and RabbitMQ) to completion.</summary>
-    public async Task<string> RunCliAsync(params string[] args)
-    {
-        var start = new System.Diagnostics.ProcessStartInfo(WorkerProcess.DotnetHost())
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = Root,
-        };
+    public Task<string> RunCliAsync(params string[] args) =>
         // --store-dir only names a scratch folder here: the store is the deployment's
-        foreach (var arg in (string[])["exec", WorkerProcess.CliDll, .. args, "--postgres", database.ConnectionString, "--rabbitmq", RabbitMqUri.ToString(),
-                     "--store-dir", Path.Combine(Root, "cli")])
-            start.ArgumentList.Add(arg);
-        using var process = System.Diagnostics.Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"hypersd {string.Join(' ', args)} did not finish within 2 minutes");
-        }
-        var output = await stdout + await stderr;
-        Assert.True(process.ExitCode == 0, $"hypersd {string.Join(' ', args)} exited with {process.ExitCode}:\n{output}");
-        return output;
-    }
+        WorkerProcess.RunCliAsync(Root, [.. args, "--postgres", database.ConnectionString, "--rabbitmq", RabbitMqUri.ToString(),
+            "--store-dir", Path.Combine(Root, "cli")]);
 
     /// <summary>Ready and unacknowledged messages per queue of this deployment's virtual host.</summary>
     public IReadOnlyDictionary<string, int> QueueDepths() => virtualHost.QueueDepths();

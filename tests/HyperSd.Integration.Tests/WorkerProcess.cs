@@ -109,6 +109,32 @@ public sealed class WorkerProcess : IDisposable
         process.Dispose();
     }
 
+    /// <summary>Runs the hypersd CLI in <paramref name="workingDir"/> to completion; fails the test on a non-zero exit.</summary>
+    public static async Task<string> RunCliAsync(string workingDir, IEnumerable<string> args)
+    {
+        var start = new ProcessStartInfo(DotnetHost())
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = workingDir,
+        };
+        foreach (var arg in (string[])["exec", CliDll, .. args]) start.ArgumentList.Add(arg);
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"hypersd {string.Join(' ', args)} did not finish within 2 minutes");
+        }
+        var output = await stdout + await stderr;
+        Xunit.Assert.True(process.ExitCode == 0, $"hypersd {string.Join(' ', args)} exited with {process.ExitCode}:\n{output}");
+        return output;
+    }
+
     /// <summary>The dotnet host running these tests (DOTNET_HOST_PATH under <c>dotnet test</c>), else dotnet on PATH.</summary>
     public static string DotnetHost() =>
         Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host

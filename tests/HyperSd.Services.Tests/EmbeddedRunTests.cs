@@ -87,12 +87,32 @@ public sealed class EmbeddedRunTests : IDisposable
             Assert.Equal(artifact.Sha256, (await store.Artifacts.DescribeAsync(artifact.Path)).Sha256);
         TinyToyRunAssertions.AssertOutputs(run, artifacts, await db.Datasets.SingleAsync(d => d.RunId == runId),
             await db.Evaluations.Where(v => v.RunId == runId).ToListAsync(), a => store.Artifacts.GetFullPath(a.Path));
+        await AssertImagesRegenerateFromTheirText(artifacts.Single(a => a.Kind == ArtifactKind.Images));
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
         var report = store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Report).Path);
         Assert.Contains("| tscd-k1 |", await File.ReadAllTextAsync(report));
         var attempts = await db.StageAttempts.Where(a => stageIds.Values.Contains(a.StageId)).ToListAsync();
         Assert.Equal(run.Stages.Count, attempts.Count);
         Assert.All(attempts, a => Assert.Equal(AttemptOutcome.Succeeded, a.Outcome));
+    }
+
+    /// <summary>The generate stage's images name the model and the stage's LoRA (file, sha256, scale) and the sampler
+    /// with its spacing, so <c>hypersd generate --from-png</c> makes each again byte for byte.</summary>
+    async Task AssertImagesRegenerateFromTheirText(Artifact images)
+    {
+        var dir = store.Artifacts.GetFullPath(images.Path);
+        var again = Path.Combine(store.Root, "regenerated");
+        foreach (var png in new[] { "00000.png", "00003.png" })
+        {
+            var p = GenerationParameters.FromPngText(ImageFiles.ReadPngText(Path.Combine(dir, png)));
+            Assert.Equal(("DDIMScheduler", "trailing"), (p.Scheduler.Class, p.Scheduler.TimestepSpacing));
+            var lora = Assert.Single(p.Loras);
+            Assert.Equal(("tiny/tscd-k2", 1.0), (lora.Id, lora.Scale));
+            Assert.Equal(await HyperSd.Data.Artifacts.ContentHash.OfFileAsync(lora.Path!), lora.Sha256);
+            Assert.NotNull(p.Model.Sha256);
+            var made = await HyperSd.Services.Generator.ImageModels.RegenerateAsync(Path.Combine(dir, png), again, CPU, ScalarType.Float32);
+            Assert.Equal(await File.ReadAllBytesAsync(Path.Combine(dir, png)), await File.ReadAllBytesAsync(made));
+        }
     }
 
     [Fact]

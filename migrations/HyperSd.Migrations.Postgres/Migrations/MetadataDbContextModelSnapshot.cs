@@ -269,71 +269,57 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("id");
 
-                    b.Property<Guid>("ArtifactId")
-                        .HasColumnType("uuid")
-                        .HasColumnName("artifact_id");
+                    b.Property<int>("Attempt")
+                        .HasColumnType("integer")
+                        .HasColumnName("attempt");
 
-                    b.Property<Guid>("ChunkId")
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at");
+
+                    b.Property<int>("ImageIndex")
+                        .HasColumnType("integer")
+                        .HasColumnName("image_index");
+
+                    b.Property<Guid>("JobId")
                         .HasColumnType("uuid")
-                        .HasColumnName("chunk_id");
+                        .HasColumnName("job_id");
+
+                    b.Property<string>("Path")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("path");
 
                     b.Property<string>("Prompt")
                         .IsRequired()
                         .HasColumnType("text")
                         .HasColumnName("prompt");
 
+                    b.Property<int>("PromptIndex")
+                        .HasColumnType("integer")
+                        .HasColumnName("prompt_index");
+
                     b.Property<long>("Seed")
                         .HasColumnType("bigint")
                         .HasColumnName("seed");
 
+                    b.Property<string>("Sha256")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("sha256");
+
+                    b.Property<Guid>("StageId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("stage_id");
+
                     b.HasKey("Id")
                         .HasName("pk_generated_images");
 
-                    b.HasIndex("ArtifactId")
-                        .HasDatabaseName("ix_generated_images_artifact_id");
-
-                    b.HasIndex("ChunkId")
-                        .HasDatabaseName("ix_generated_images_chunk_id");
+                    b.HasIndex("JobId", "PromptIndex", "ImageIndex")
+                        .IsUnique()
+                        .HasDatabaseName("ix_generated_images_job_id_prompt_index_image_index");
 
                     b.ToTable("generated_images", (string)null);
-                });
-
-            modelBuilder.Entity("HyperSd.Data.Entities.GenerationChunk", b =>
-                {
-                    b.Property<Guid>("Id")
-                        .ValueGeneratedOnAdd()
-                        .HasColumnType("uuid")
-                        .HasColumnName("id");
-
-                    b.Property<int>("Attempt")
-                        .HasColumnType("integer")
-                        .HasColumnName("attempt");
-
-                    b.Property<int>("ImageCount")
-                        .HasColumnType("integer")
-                        .HasColumnName("image_count");
-
-                    b.Property<int>("Index")
-                        .HasColumnType("integer")
-                        .HasColumnName("index");
-
-                    b.Property<Guid>("JobId")
-                        .HasColumnType("uuid")
-                        .HasColumnName("job_id");
-
-                    b.Property<string>("State")
-                        .IsRequired()
-                        .HasColumnType("text")
-                        .HasColumnName("state");
-
-                    b.HasKey("Id")
-                        .HasName("pk_generation_chunks");
-
-                    b.HasIndex("JobId", "Index")
-                        .IsUnique()
-                        .HasDatabaseName("ix_generation_chunks_job_id_index");
-
-                    b.ToTable("generation_chunks", (string)null);
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.GenerationJob", b =>
@@ -343,22 +329,32 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("id");
 
+                    b.Property<int>("ChunkCount")
+                        .HasColumnType("integer")
+                        .HasColumnName("chunk_count");
+
                     b.Property<DateTimeOffset>("CreatedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("created_at");
 
-                    b.Property<DateTimeOffset?>("FinishedAt")
-                        .HasColumnType("timestamp with time zone")
-                        .HasColumnName("finished_at");
-
-                    b.Property<string>("Lora")
-                        .HasColumnType("text")
-                        .HasColumnName("lora");
+                    b.Property<int>("ImageCount")
+                        .HasColumnType("integer")
+                        .HasColumnName("image_count");
 
                     b.Property<string>("Model")
                         .IsRequired()
                         .HasColumnType("text")
                         .HasColumnName("model");
+
+                    b.Property<string>("Name")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("name");
+
+                    b.Property<string>("OutputPath")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("output_path");
 
                     b.Property<int>("PromptCount")
                         .HasColumnType("integer")
@@ -368,10 +364,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("run_id");
 
-                    b.Property<string>("State")
+                    b.Property<string>("SpecJson")
                         .IsRequired()
                         .HasColumnType("text")
-                        .HasColumnName("state");
+                        .HasColumnName("spec_json");
 
                     b.Property<int>("Steps")
                         .HasColumnType("integer")
@@ -380,7 +376,12 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.HasKey("Id")
                         .HasName("pk_generation_jobs");
 
+                    b.HasIndex("Name")
+                        .IsUnique()
+                        .HasDatabaseName("ix_generation_jobs_name");
+
                     b.HasIndex("RunId")
+                        .IsUnique()
                         .HasDatabaseName("ix_generation_jobs_run_id");
 
                     b.ToTable("generation_jobs", (string)null);
@@ -794,29 +795,12 @@ namespace HyperSd.Migrations.Postgres.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.GeneratedImage", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Artifact", null)
-                        .WithMany()
-                        .HasForeignKey("ArtifactId")
-                        .OnDelete(DeleteBehavior.Restrict)
-                        .IsRequired()
-                        .HasConstraintName("fk_generated_images_artifacts_artifact_id");
-
-                    b.HasOne("HyperSd.Data.Entities.GenerationChunk", null)
-                        .WithMany()
-                        .HasForeignKey("ChunkId")
-                        .OnDelete(DeleteBehavior.Cascade)
-                        .IsRequired()
-                        .HasConstraintName("fk_generated_images_generation_chunks_chunk_id");
-                });
-
-            modelBuilder.Entity("HyperSd.Data.Entities.GenerationChunk", b =>
-                {
                     b.HasOne("HyperSd.Data.Entities.GenerationJob", null)
                         .WithMany()
                         .HasForeignKey("JobId")
                         .OnDelete(DeleteBehavior.Cascade)
                         .IsRequired()
-                        .HasConstraintName("fk_generation_chunks_generation_jobs_job_id");
+                        .HasConstraintName("fk_generated_images_generation_jobs_job_id");
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.GenerationJob", b =>

@@ -264,71 +264,57 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("id");
 
-                    b.Property<Guid>("ArtifactId")
-                        .HasColumnType("TEXT")
-                        .HasColumnName("artifact_id");
+                    b.Property<int>("Attempt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("attempt");
 
-                    b.Property<Guid>("ChunkId")
+                    b.Property<long>("CreatedAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("created_at");
+
+                    b.Property<int>("ImageIndex")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("image_index");
+
+                    b.Property<Guid>("JobId")
                         .HasColumnType("TEXT")
-                        .HasColumnName("chunk_id");
+                        .HasColumnName("job_id");
+
+                    b.Property<string>("Path")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("path");
 
                     b.Property<string>("Prompt")
                         .IsRequired()
                         .HasColumnType("TEXT")
                         .HasColumnName("prompt");
 
+                    b.Property<int>("PromptIndex")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("prompt_index");
+
                     b.Property<long>("Seed")
                         .HasColumnType("INTEGER")
                         .HasColumnName("seed");
 
+                    b.Property<string>("Sha256")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("sha256");
+
+                    b.Property<Guid>("StageId")
+                        .HasColumnType("TEXT")
+                        .HasColumnName("stage_id");
+
                     b.HasKey("Id")
                         .HasName("pk_generated_images");
 
-                    b.HasIndex("ArtifactId")
-                        .HasDatabaseName("ix_generated_images_artifact_id");
-
-                    b.HasIndex("ChunkId")
-                        .HasDatabaseName("ix_generated_images_chunk_id");
+                    b.HasIndex("JobId", "PromptIndex", "ImageIndex")
+                        .IsUnique()
+                        .HasDatabaseName("ix_generated_images_job_id_prompt_index_image_index");
 
                     b.ToTable("generated_images", (string)null);
-                });
-
-            modelBuilder.Entity("HyperSd.Data.Entities.GenerationChunk", b =>
-                {
-                    b.Property<Guid>("Id")
-                        .ValueGeneratedOnAdd()
-                        .HasColumnType("TEXT")
-                        .HasColumnName("id");
-
-                    b.Property<int>("Attempt")
-                        .HasColumnType("INTEGER")
-                        .HasColumnName("attempt");
-
-                    b.Property<int>("ImageCount")
-                        .HasColumnType("INTEGER")
-                        .HasColumnName("image_count");
-
-                    b.Property<int>("Index")
-                        .HasColumnType("INTEGER")
-                        .HasColumnName("index");
-
-                    b.Property<Guid>("JobId")
-                        .HasColumnType("TEXT")
-                        .HasColumnName("job_id");
-
-                    b.Property<string>("State")
-                        .IsRequired()
-                        .HasColumnType("TEXT")
-                        .HasColumnName("state");
-
-                    b.HasKey("Id")
-                        .HasName("pk_generation_chunks");
-
-                    b.HasIndex("JobId", "Index")
-                        .IsUnique()
-                        .HasDatabaseName("ix_generation_chunks_job_id_index");
-
-                    b.ToTable("generation_chunks", (string)null);
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.GenerationJob", b =>
@@ -338,22 +324,32 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("id");
 
+                    b.Property<int>("ChunkCount")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("chunk_count");
+
                     b.Property<long>("CreatedAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("created_at");
 
-                    b.Property<long?>("FinishedAt")
+                    b.Property<int>("ImageCount")
                         .HasColumnType("INTEGER")
-                        .HasColumnName("finished_at");
-
-                    b.Property<string>("Lora")
-                        .HasColumnType("TEXT")
-                        .HasColumnName("lora");
+                        .HasColumnName("image_count");
 
                     b.Property<string>("Model")
                         .IsRequired()
                         .HasColumnType("TEXT")
                         .HasColumnName("model");
+
+                    b.Property<string>("Name")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("name");
+
+                    b.Property<string>("OutputPath")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("output_path");
 
                     b.Property<int>("PromptCount")
                         .HasColumnType("INTEGER")
@@ -363,10 +359,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("run_id");
 
-                    b.Property<string>("State")
+                    b.Property<string>("SpecJson")
                         .IsRequired()
                         .HasColumnType("TEXT")
-                        .HasColumnName("state");
+                        .HasColumnName("spec_json");
 
                     b.Property<int>("Steps")
                         .HasColumnType("INTEGER")
@@ -375,7 +371,12 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.HasKey("Id")
                         .HasName("pk_generation_jobs");
 
+                    b.HasIndex("Name")
+                        .IsUnique()
+                        .HasDatabaseName("ix_generation_jobs_name");
+
                     b.HasIndex("RunId")
+                        .IsUnique()
                         .HasDatabaseName("ix_generation_jobs_run_id");
 
                     b.ToTable("generation_jobs", (string)null);
@@ -789,29 +790,12 @@ namespace HyperSd.Migrations.Sqlite.Migrations
 
             modelBuilder.Entity("HyperSd.Data.Entities.GeneratedImage", b =>
                 {
-                    b.HasOne("HyperSd.Data.Entities.Artifact", null)
-                        .WithMany()
-                        .HasForeignKey("ArtifactId")
-                        .OnDelete(DeleteBehavior.Restrict)
-                        .IsRequired()
-                        .HasConstraintName("fk_generated_images_artifacts_artifact_id");
-
-                    b.HasOne("HyperSd.Data.Entities.GenerationChunk", null)
-                        .WithMany()
-                        .HasForeignKey("ChunkId")
-                        .OnDelete(DeleteBehavior.Cascade)
-                        .IsRequired()
-                        .HasConstraintName("fk_generated_images_generation_chunks_chunk_id");
-                });
-
-            modelBuilder.Entity("HyperSd.Data.Entities.GenerationChunk", b =>
-                {
                     b.HasOne("HyperSd.Data.Entities.GenerationJob", null)
                         .WithMany()
                         .HasForeignKey("JobId")
                         .OnDelete(DeleteBehavior.Cascade)
                         .IsRequired()
-                        .HasConstraintName("fk_generation_chunks_generation_jobs_job_id");
+                        .HasConstraintName("fk_generated_images_generation_jobs_job_id");
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.GenerationJob", b =>

@@ -1,8 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json.Nodes;
 using HyperSd.Diffusion.Pipelines;
 using HyperSd.Diffusion.Schedulers;
+using HyperSd.Distillation.Evaluation;
+using HyperSd.Services.Generator;
 
 namespace HyperSd.Cli.Commands;
 
@@ -12,9 +13,13 @@ public static class GenerateCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model")
+        var model = new Option<string?>("--model")
         {
-            Description = "a diffusers pipeline folder (SD1.x or SDXL), or a single-file SD1.x .safetensors", Required = true
+            Description = "toy (the embedded toy teacher), a diffusers pipeline folder (SD1.x or SDXL), or a single-file SD1.x .safetensors"
+        };
+        var fromPng = new Option<FileInfo[]>("--from-png")
+        {
+            Description = "make an image again from its own PNG text (model, LoRAs, sampler, prompt, seed; repeat for several)"
         };
         var tokenizer = new Option<DirectoryInfo?>("--tokenizer")
         {
@@ -48,29 +53,32 @@ public static class GenerateCommand
         var devices = new DeviceOptions();
         var command = new Command("generate", "generate images from prompts")
         {
-            model, tokenizer, prompts, promptFile, negative, steps, guidance, scheduler, spacing, eta, seed, size, loras, batch, output,
+            model, fromPng, tokenizer, prompts, promptFile, negative, steps, guidance, scheduler, spacing, eta, seed, size, loras, batch, output,
         };
         devices.AddTo(command);
-        command.SetAction(parse =>
+        command.SetAction(async (parse, ct) =>
         {
             var (device, dtype) = devices.Resolve(parse);
+            var outDir = parse.GetValue(output)!.FullName;
+            if (parse.GetValue(fromPng) is { Length: > 0 } pngs)
+            {
+                foreach (var png in pngs)
+                    Console.WriteLine(await ImageModels.RegenerateAsync(png.FullName, outDir, device, dtype, ct));
+                return;
+            }
             var all = (parse.GetValue(prompts) ?? []).ToList();
             if (parse.GetValue(promptFile) is { } file) all.AddRange(File.ReadAllLines(file.FullName).Where(l => l.Trim().Length > 0));
             if (all.Count == 0) throw new ArgumentException("no prompts: give --prompt or --prompts-file");
-            var modelPath = parse.GetValue(model)!;
-            using var pipeline = File.Exists(modelPath)
-                ? StableDiffusionPipeline.FromSingleFile(modelPath,
-                    parse.GetValue(tokenizer)?.FullName
-                        ?? throw new ArgumentException("--tokenizer is needed with a single-file checkpoint"),
-                    device: device, dtype: dtype)
-                : DiffusionPipeline.FromPretrained(modelPath, device, dtype);
+            var (modelId, modelPath) = ImageModels.Resolve(
+                parse.GetValue(model) ?? throw new ArgumentException("--model is required (or --from-png)"));
+            var tokenizerDir = parse.GetValue(tokenizer)?.FullName;
+            using var pipeline = ImageModels.Open(modelPath, tokenizerDir, device, dtype);
+            var reference = await ImageModels.DescribeAsync(modelId, modelPath,
+                tokenizerDir, ct);
             if (parse.GetValue(scheduler) is not null || parse.GetValue(spacing) is not null)
             {
-                var config = System.Text.Json.JsonSerializer
-                    .SerializeToNode(pipeline.Scheduler.Config, HyperSd.Diffusion.IO.ModelConfig.Json)!.AsObject();
-                if (parse.GetValue(spacing) is { } s) config["timestep_spacing"] = s;
-                pipeline.Scheduler = SchedulerFactory.FromConfig(
-                    SchedulerConfig.FromJson(config, parse.GetValue(scheduler) ?? pipeline.Scheduler.Config.ClassName));
+                var className = parse.GetValue(scheduler) ?? pipeline.Scheduler.Config.ClassName!;
+                pipeline.Scheduler = new SamplerSpec(className, className, parse.GetValue(spacing)).Build(pipeline.Scheduler.Config);
             }
             foreach (var spec in parse.GetValue(loras) ?? [])
             {
@@ -83,13 +91,12 @@ public static class GenerateCommand
             int px = parse.GetValue(size);
             long firstSeed = parse.GetValue(seed);
             var jobs = all.Select((p, i) => new GenerationItem($"image-{i:D5}-{firstSeed + i}.png", p, firstSeed + i)).ToList();
-            var outDir = parse.GetValue(output)!.FullName;
             BatchGeneration.Run(pipeline.Generate, jobs, outDir, new GenerationRequest
             {
                 Prompts = [], Steps = parse.GetValue(steps), GuidanceScale = parse.GetValue(guidance), Eta = parse.GetValue(eta),
-                Height = px, Width = px, ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)),
+                Height = px, Width = px, Model = reference,
             }, parse.GetValue(batch), resume: false, parse.GetValue(negative)!,
-                done => Console.WriteLine($"{done}/{jobs.Count} images in {outDir}"));
+                done => Console.WriteLine($"{done}/{jobs.Count} images in {outDir}"), ct);
         });
         return command;
     }

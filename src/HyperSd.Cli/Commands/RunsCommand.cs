@@ -27,7 +27,8 @@ public static class RunsCommand
         return command;
     }
 
-    static Command WithStore(string name, string description, params Symbol[] symbols) =>
+    /// <summary>A subcommand with the store options (embedded --store-dir, or a deployment's --postgres and --rabbitmq).</summary>
+    internal static Command WithStore(string name, string description, params Symbol[] symbols) =>
         RunStore.Subcommand(name, description, rabbitMq: true, api: false, symbols);
 
     static Argument<Guid> RunId() => new("run-id") { Description = "the run's id" };

@@ -33,8 +33,8 @@ public sealed record GenerationRequest
     public Func<int, Tensor?>? StepNoise { get; init; }
     /// <summary>DDIM's η or TCD's γ; null keeps the scheduler's own setting.</summary>
     public double? Eta { get; init; }
-    /// <summary>For the image metadata: which model made it.</summary>
-    public string ModelId { get; init; } = "";
+    /// <summary>For the image metadata: which model made it (the caller knows where it came from and its hash).</summary>
+    public ModelReference Model { get; init; } = new("");
 }
 
 /// <summary>The generated images ([N, 3, H, W] in [0, 1]) and, per image, the parameters that reproduce it.</summary>
@@ -56,30 +56,61 @@ public sealed record GenerationResult(Tensor Images, IReadOnlyList<GenerationPar
     public void Dispose() => Images.Dispose();
 }
 
-public sealed record LoraReference(string Id, double Scale);
+/// <summary>A model an image was made with: a name, where it was loaded from (a diffusers folder or a single-file
+/// checkpoint with its tokenizer folder) and the sha256 of that file or folder (folder: over its files' sorted
+/// relative paths and hashes), so a regeneration can check it has the same weights.</summary>
+public sealed record ModelReference(string Id, string? Path = null, string? Sha256 = null, string? Tokenizer = null);
+
+/// <summary>A LoRA an image was made with: its id, scale, file, the file's sha256 and A1111's short hash ("AutoV3":
+/// sha256 of the safetensors file after its header, first 12 hex digits: what "Lora hashes" lists).</summary>
+public sealed record LoraReference(string Id, double Scale, string? Path = null, string? Sha256 = null, string? AutoV3 = null);
+
+/// <summary>The sampler an image was made with: the scheduler class, its timestep spacing and its η (DDIM) or γ (TCD),
+/// on top of the model's own noise schedule.</summary>
+public sealed record SchedulerSettings(string Class, string TimestepSpacing, double? Eta);
 
 /// <summary>How one image was made, written into its PNG the way other SD tools do ("parameters" as AUTOMATIC1111
-/// writes it) plus a JSON chunk with every field.</summary>
-public sealed record GenerationParameters(string Prompt, string NegativePrompt, int Steps, string Scheduler,
-    double GuidanceScale, long Seed, int Width, int Height, string ModelId, IReadOnlyList<LoraReference> Loras, double? Eta)
+/// writes it) plus a JSON chunk with every field: enough to make the image again.</summary>
+public sealed record GenerationParameters(string Prompt, string NegativePrompt, int Steps, SchedulerSettings Scheduler,
+    double GuidanceScale, long Seed, int Width, int Height, ModelReference Model, IReadOnlyList<LoraReference> Loras)
 {
+    public const string JsonKey = "hypersd";
+
     public Dictionary<string, string> ToPngText()
     {
         var inv = CultureInfo.InvariantCulture;
-        var line = $"Steps: {Steps}, Sampler: {Scheduler}, CFG scale: {GuidanceScale.ToString(inv)}, Seed: {Seed}, Size: {Width}x{Height}";
-        if (Eta is { } eta) line += $", Eta: {eta.ToString(inv)}";
-        if (ModelId.Length > 0) line += $", Model: {ModelId}";
-        if (Loras.Count > 0) line += $", Lora: {string.Join("; ", Loras.Select(l => $"{l.Id}:{l.Scale.ToString(inv)}"))}";
+        var line = $"Steps: {Steps}, Sampler: {A1111Sampler(Scheduler.Class)}, Schedule type: {Scheduler.TimestepSpacing}, " +
+                   $"CFG scale: {GuidanceScale.ToString(inv)}, Seed: {Seed}, Size: {Width}x{Height}";
+        if (Scheduler.Eta is { } eta) line += $", Eta: {eta.ToString(inv)}";
+        if (Model.Sha256 is { Length: >= 10 } modelHash) line += $", Model hash: {modelHash[..10]}";
+        if (Model.Id.Length > 0) line += $", Model: {Model.Id}";
+        if (Loras.Count > 0)
+        {
+            line += $", Lora: {string.Join("; ", Loras.Select(l => $"{l.Id}:{l.Scale.ToString(inv)}"))}";
+            // A1111's own quoting: "name: hash, name: hash"
+            line += $", Lora hashes: \"{string.Join(", ", Loras.Select(l => $"{l.Id}: {l.AutoV3 ?? "unknown"}"))}\"";
+        }
         return new()
         {
             ["parameters"] = $"{Prompt}\nNegative prompt: {NegativePrompt}\n{line}",
-            ["hypersd"] = JsonSerializer.Serialize(this, Json),
+            [JsonKey] = JsonSerializer.Serialize(this, Json),
         };
     }
 
+    /// <summary>A1111's sampler names for the schedulers it shares; others by class.</summary>
+    static string A1111Sampler(string schedulerClass) => schedulerClass switch
+    {
+        "DDIMScheduler" => "DDIM",
+        "LCMScheduler" => "LCM",
+        "EulerDiscreteScheduler" => "Euler",
+        "TCDScheduler" => "TCD",
+        _ => schedulerClass,
+    };
+
     public static GenerationParameters FromPngText(IReadOnlyDictionary<string, string> text) =>
-        JsonSerializer.Deserialize<GenerationParameters>(text["hypersd"], Json)
-        ?? throw new InvalidDataException("empty 'hypersd' PNG text chunk");
+        text.TryGetValue(JsonKey, out var json)
+            ? JsonSerializer.Deserialize<GenerationParameters>(json, Json) ?? throw new InvalidDataException($"empty '{JsonKey}' PNG text chunk")
+            : throw new InvalidDataException($"the PNG has no '{JsonKey}' text chunk (not made by hypersd)");
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 }

@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using HyperSd.Diffusion.IO;
 using HyperSd.Diffusion.Lora;
@@ -91,8 +92,9 @@ internal static class TextToImage
     public static List<GenerationParameters> Parameters(GenerationRequest request, IReadOnlyList<long> seeds,
         IReadOnlyList<string> negatives, IScheduler scheduler, IReadOnlyList<LoraReference> loras, double? eta) =>
         Enumerable.Range(0, seeds.Count).Select(i => new GenerationParameters(
-            request.Prompts[i], negatives[i], request.Steps, scheduler.GetType().Name, request.GuidanceScale, seeds[i],
-            request.Width, request.Height, request.ModelId, loras, eta)).ToList();
+            request.Prompts[i], negatives[i], request.Steps,
+            new SchedulerSettings(scheduler.GetType().Name, scheduler.Config.TimestepSpacing, eta), request.GuidanceScale, seeds[i],
+            request.Width, request.Height, request.Model, loras)).ToList();
 
     /// <summary>Reads a pipeline folder's model_index.json, checking that it lists <paramref name="components"/>.</summary>
     public static JsonObject ReadModelIndex(string dir, params string[] components)
@@ -130,8 +132,33 @@ internal sealed class PipelineLoras
         var adapter = LoraFormats.Load(path, unet, device, dtype);
         adapter.Weight = scale;
         adapter.Attach(unet);
-        loras.Add((adapter, new LoraReference(id ?? Path.GetFileNameWithoutExtension(path), scale)));
+        var (sha256, autoV3) = Hashes(path);
+        loras.Add((adapter, new LoraReference(id ?? Path.GetFileNameWithoutExtension(path), scale, Path.GetFullPath(path), sha256, autoV3)));
         return adapter;
+    }
+
+    /// <summary>The file's sha256 and A1111's AutoV3 (sha256 of what follows the safetensors header, 12 hex digits),
+    /// in one read.</summary>
+    static (string Sha256, string AutoV3) Hashes(string path)
+    {
+        using var file = File.OpenRead(path);
+        using var whole = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using var body = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var head = new byte[8];
+        file.ReadExactly(head);
+        whole.AppendData(head);
+        long headerLength = BitConverter.ToInt64(head);
+        long offset = 8, bodyStart = 8 + headerLength;
+        var buffer = new byte[1 << 20];
+        int read;
+        while ((read = file.Read(buffer)) > 0)
+        {
+            whole.AppendData(buffer, 0, read);
+            int skip = (int)Math.Clamp(bodyStart - offset, 0, read);
+            body.AppendData(buffer, skip, read - skip);
+            offset += read;
+        }
+        return (Convert.ToHexStringLower(whole.GetHashAndReset()), Convert.ToHexStringLower(body.GetHashAndReset())[..12]);
     }
 
     public void Unload()

@@ -7,6 +7,7 @@ namespace HyperSd.Services.Execution;
 public sealed class DeviceSlots(WorkerOptions options)
 {
     readonly Dictionary<string, int> busy = [];
+    readonly SemaphoreSlim freed = new(0);
 
     /// <summary>A free slot's device, now held; null when all are busy.</summary>
     public string? TryAcquire()
@@ -19,9 +20,21 @@ public sealed class DeviceSlots(WorkerOptions options)
         }
     }
 
+    /// <summary>A free slot's device, waiting for one to be released.</summary>
+    public async Task<string> AcquireAsync(CancellationToken ct)
+    {
+        while (true)
+        {
+            if (TryAcquire() is { } device) return device;
+            // a release signals; the timeout covers a signal consumed by another waiter
+            await freed.WaitAsync(TimeSpan.FromMilliseconds(250), ct);
+        }
+    }
+
     public void Release(string device)
     {
         lock (busy)
             if (busy.GetValueOrDefault(device) > 0) busy[device]--;
+        freed.Release();
     }
 }

@@ -32,6 +32,20 @@ public static class StageModels
         _ => torch.ScalarType.Float32,
     };
 
+    /// <summary>Where the model's weights are: its path, or the toy teacher's folder.</summary>
+    public static string TeacherPath(ModelRecipe model, WorkerOptions options) =>
+        model.Source == ModelSource.Toy ? model.Path ?? options.ToyTeacherDir ?? ToyWorld.PretrainedTeacherDir
+            : model.Path ?? throw new ArgumentException($"model.path is required for a {model.Source} model");
+
+    /// <summary>The model as images record it (id, path, sha256): "toy", or the file or folder name.</summary>
+    public static Task<ModelReference> DescribeTeacherAsync(ModelRecipe model, WorkerOptions options, CancellationToken ct)
+    {
+        var path = TeacherPath(model, options);
+        return Generator.ImageModels.DescribeAsync(
+            model.Source == ModelSource.Toy ? Generator.ImageModels.ToyId : Path.GetFileName(Path.TrimEndingDirectorySeparator(path)),
+            path, model.Tokenizer, ct);
+    }
+
     /// <summary>The teacher pipeline of the model's architecture (SD1.5 or SDXL).</summary>
     public static IDiffusionPipeline LoadTeacher(ModelRecipe model, WorkerOptions options, string device)
     {
@@ -40,9 +54,7 @@ public static class StageModels
         bool sdxl = model.Architecture == ModelArchitecture.Sdxl;
         return model.Source switch
         {
-            ModelSource.Toy when !sdxl => StableDiffusionPipeline.FromPretrained(
-                model.Path ?? options.ToyTeacherDir ?? ToyWorld.PretrainedTeacherDir,
-                dev, dtype),
+            ModelSource.Toy when !sdxl => StableDiffusionPipeline.FromPretrained(TeacherPath(model, options), dev, dtype),
             ModelSource.SingleFile when !sdxl => StableDiffusionPipeline.FromSingleFile(model.Path!,
                 model.Tokenizer ?? throw new ArgumentException("model.tokenizer is required for a single-file checkpoint"),
                 device: dev, dtype: dtype),

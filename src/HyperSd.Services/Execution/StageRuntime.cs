@@ -55,7 +55,9 @@ public sealed class StageRuntime(
             logger.LogInformation("ignoring command: the stage is {State} at attempt {Current}", stage.State, stage.Attempt);
             return null;
         }
-        var device = devices.TryAcquire();
+        // A job's chunks wait here for a slot, holding their worker's one prefetched command (the other workers take
+        // the other chunks) rather than wait out the dispatch timeout; other stages are left to the reconciler.
+        var device = kind.Concurrent ? await devices.AcquireAsync(ct) : devices.TryAcquire();
         if (device is null)
         {
             // Not leased: the orchestrator sends it again after the dispatch timeout.

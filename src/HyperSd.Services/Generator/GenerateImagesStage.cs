@@ -4,6 +4,7 @@ using HyperSd.Data.Entities;
 using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Pipelines;
 using HyperSd.Distillation.Evaluation;
+using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
 using HyperSd.Services.Runs;
@@ -62,14 +63,25 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
         if (!images.All(i => File.Exists(Path.Combine(dir, i.File))))
         {
             using var teacher = StageModels.LoadTeacher(g.Model, stage.Options, stage.Device);
-            using var student = StageModels.LoadStudent(teacher.Unet, g.StudentLora, stage.PathOf(lora));
-            var pipeline = StageModels.WithStudent(teacher, student);
+            var reference = await StageModels.DescribeTeacherAsync(g.Model, stage.Options, stage.Cancellation);
+            SegmentStudent? student = null;
+            IDiffusionPipeline pipeline = teacher;
+            if (g.StudentLora is null)
+            {
+                // a fully fine-tuned UNet: not a file the images can name, so they record no model path to load again
+                student = StageModels.LoadStudent(teacher.Unet, null, stage.PathOf(lora));
+                pipeline = StageModels.WithStudent(teacher, student);
+                reference = new ModelReference(model);
+            }
+            // the stage's LoRA file, attached as any LoRA is, so every image records it (id, file, sha256, scale 1)
+            else teacher.LoadLora(Path.Combine(stage.PathOf(lora), SegmentStageLayout.LoraFile), 1.0, model);
+            using var _ = student;
             pipeline.Scheduler = g.Sampler.Build(teacher.Scheduler.Config);
             BatchGeneration.Run(pipeline.Generate, images, dir,
                 new GenerationRequest
                 {
                     Prompts = [], Steps = g.Steps, GuidanceScale = g.Sampler.GuidanceScale, Eta = g.Sampler.Eta, Height = g.Resolution,
-                    Width = g.Resolution, ModelId = model,
+                    Width = g.Resolution, Model = reference,
                 },
                 g.BatchSize, resume: true,
                 progress: done => stage.Report(done / (double)images.Count, new { Images = done, Total = images.Count }),

@@ -31,6 +31,7 @@ public static class WorkerServiceCollectionExtensions
         services.AddSingleton<RunSubmission>();
         services.AddSingleton<RunLifecycle>();
         services.AddSingleton<RunControl>();
+        services.AddSingleton<HyperSd.Services.Jobs.GenerationJobs>();
         services.AddSingleton<HyperSd.Services.Schedules.ScheduleService>();
         services.AddSingleton<StageLeases>();
         services.AddSingleton<DeviceSlots>();

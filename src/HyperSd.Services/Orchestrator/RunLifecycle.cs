@@ -268,7 +268,8 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
         logger.LogError("run {RunId} failed in stage {Stage} attempt {Attempt}: {Error}", run.Id, stage.Name, stage.Attempt, error);
     }
 
-    /// <summary>Dispatches the first stage not yet succeeded, or finishes the run when none is left.</summary>
+    /// <summary>Dispatches the first stage not yet succeeded (with the rest of its group when its kind is concurrent),
+    /// or finishes the run when none is left.</summary>
     async Task<IReadOnlyList<StageDispatch>> DispatchNext(MetadataDbContext db, Run run, DateTimeOffset now)
     {
         var next = run.Stages.OrderBy(s => s.Index).FirstOrDefault(s => s.State != StageState.Succeeded);
@@ -280,8 +281,18 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
             logger.LogInformation("run {RunId} succeeded", run.Id);
             return None;
         }
-        if (next.State != StageState.Pending) return None;
-        return await Dispatch(db, run, next, now);
+        if (!catalogue.Get(next.Kind).Concurrent)
+            return next.State == StageState.Pending ? await Dispatch(db, run, next, now) : None;
+        // independent stages (a job's chunks): every pending one of the group not waiting out a retry backoff goes now
+        var dispatches = new List<StageDispatch>();
+        foreach (var stage in run.Stages.OrderBy(s => s.Index).SkipWhile(s => s.State == StageState.Succeeded)
+                     .TakeWhile(s => catalogue.Get(s.Kind).Concurrent)
+                     .Where(s => s.State == StageState.Pending && s.NextAttemptAt is null).ToList())
+        {
+            if (run.State != RunState.Running) break;
+            dispatches.AddRange(await Dispatch(db, run, stage, now));
+        }
+        return dispatches;
     }
 
     /// <summary>The stage's next attempt; none, and the run fails, when its kind finds no usable inputs among the run's outputs.</summary>

@@ -87,6 +87,15 @@ public static class RecipeMapping
     /// /dev/zero or a huge file is refused before it is read.</summary>
     public static IReadOnlyList<string> ReadPromptsFile(string path, string field)
     {
+        var prompts = Jobs.PromptFiles.ReadText(path, field).Split('\n')
+            .Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
+        return prompts.Count > 0 ? prompts : throw new InvalidDataException($"{field}: {path} has no prompts");
+    }
+
+    /// <summary>The bytes of a regular file (after links) of at most <see cref="MaxPromptsFileBytes"/>; <paramref name="field"/>
+    /// names it in errors. A device such as /dev/zero or a huge file is refused before it is read.</summary>
+    public static byte[] ReadBounded(string path, string field)
+    {
         var info = new FileInfo(path);
         if (info.LinkTarget is not null && info.ResolveLinkTarget(true) is FileInfo target) info = target;
         if (!info.Exists)
@@ -101,8 +110,6 @@ public static class RecipeMapping
         while (read < buffer.Length && (n = stream.Read(buffer, read, buffer.Length - read)) > 0) read += n;
         if (read > MaxPromptsFileBytes)
             throw new InvalidDataException($"{field}: {path} holds more than {MaxPromptsFileBytes:N0} bytes (not a regular file?)");
-        var prompts = System.Text.Encoding.UTF8.GetString(buffer, 0, read).Split('\n')
-            .Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
-        return prompts.Count > 0 ? prompts : throw new InvalidDataException($"{field}: {path} has no prompts");
+        return buffer[..read];
     }
 }

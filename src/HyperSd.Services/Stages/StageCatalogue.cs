@@ -26,7 +26,8 @@ public sealed class StageCatalogue
         .Add(new GenerateTrajectoriesStage())
         .Add(new TrainSegmentStage())
         .Add(new EvaluateModelStage())
-        .Add(new GenerateImagesStage());
+        .Add(new GenerateImagesStage())
+        .Add(new Jobs.GenerateChunkStage());
 
     /// <summary>Appends a kind: its stages run after those of every kind added before it.</summary>
     public StageCatalogue Add(IStageKind kind)
@@ -51,12 +52,16 @@ public sealed class StageCatalogue
         var planned = kinds.SelectMany(kind => kind.Plan(recipe).Select(p => (Kind: kind, Stage: p))).ToList();
         var duplicate = planned.GroupBy(p => p.Stage.Name).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null) throw new InvalidDataException($"the recipe plans two stages named '{duplicate.Key}'");
-        return planned.Select((p, i) => new Stage
+        return Stages(runId, maxAttempts, planned);
+    }
+
+    /// <summary>Pending stages of the given kinds and settings, in this order.</summary>
+    public static List<Stage> Stages(Guid runId, int maxAttempts, IEnumerable<(IStageKind Kind, PlannedStage Stage)> planned) =>
+        planned.Select((p, i) => new Stage
         {
             Id = Guid.NewGuid(), RunId = runId, Name = p.Stage.Name, Kind = p.Kind.Name, Index = i, Role = p.Kind.Role,
             State = StageState.Pending, MaxAttempts = maxAttempts, SettingsJson = WriteSettings(p.Kind, p.Stage.Settings),
         }).ToList();
-    }
 
     /// <summary>A stage's stored settings as its kind's type.</summary>
     public object ReadSettings(Stage stage)

@@ -21,6 +21,9 @@ public interface IStageKind
     string Name { get; }
     string Role { get; }
     Type SettingsType { get; }
+    /// <summary>Its stages need nothing from each other: a run of them has them all dispatched at once (a generation
+    /// job's chunks), where other stages run one after another.</summary>
+    bool Concurrent { get; }
     /// <summary>The stages of this kind that <paramref name="recipe"/> asks for, in run order (none if it asks for none).
     /// Runs at submission: everything a stage needs from the recipe or files it names is resolved here.</summary>
     IEnumerable<PlannedStage> Plan(Recipe recipe);
@@ -34,6 +37,7 @@ public abstract class StageKind<TSettings> : IStageKind where TSettings : class
     public abstract string Name { get; }
     public abstract string Role { get; }
     public Type SettingsType => typeof(TSettings);
+    public virtual bool Concurrent => false;
 
     public abstract IEnumerable<PlannedStage> Plan(Recipe recipe);
 

@@ -8,7 +8,7 @@ public class BatchGenerationTests : IDisposable
     readonly string dir = Directory.CreateTempSubdirectory("batchgen-").FullName;
     public void Dispose() => Directory.Delete(dir, true);
 
-    static readonly GenerationRequest Settings = new() { Prompts = [], Steps = 2, Height = 64, Width = 64, ModelId = "tiny" };
+    static readonly GenerationRequest Settings = new() { Prompts = [], Steps = 2, Height = 64, Width = 64, Model = new("tiny") };
     static readonly GenerationItem[] Jobs = Enumerable.Range(0, 5).Select(i => new GenerationItem($"{i:D5}.png", i % 2 == 0 ? "a red circle" : "a blue square", 100 + i)).ToArray();
 
     [Fact]
@@ -35,7 +35,7 @@ public class BatchGenerationTests : IDisposable
         foreach (var job in Jobs)
         {
             var p = GenerationParameters.FromPngText(ImageFiles.ReadPngText(Path.Combine(resumed, job.File)));
-            Assert.Equal((job.Prompt, job.Seed, 2, "tiny"), (p.Prompt, p.Seed, p.Steps, p.ModelId));
+            Assert.Equal((job.Prompt, job.Seed, 2, "tiny"), (p.Prompt, p.Seed, p.Steps, p.Model.Id));
             // the same image as the uninterrupted run, byte for byte
             Assert.Equal(File.ReadAllBytes(Path.Combine(whole, job.File)), File.ReadAllBytes(Path.Combine(resumed, job.File)));
         }

@@ -53,14 +53,20 @@ public class StableDiffusionPipelineTests : IDisposable
         pipe.LoadLora(Path.Combine(dir, "hyper.safetensors"), 0.8);
         using var result = pipe.Generate(new GenerationRequest
         {
-            Prompts = ["a red circle"], NegativePrompts = ["blurry"], Steps = 4, GuidanceScale = 3, Height = 64, Width = 64, Seeds = [42], ModelId = "tiny",
+            Prompts = ["a red circle"], NegativePrompts = ["blurry"], Steps = 4, GuidanceScale = 3, Height = 64, Width = 64, Seeds = [42], Model = new("tiny"),
         });
         var path = Assert.Single(result.SavePngs(Path.Combine(dir, "out")));
         var text = ImageFiles.ReadPngText(path);
-        Assert.StartsWith("a red circle\nNegative prompt: blurry\nSteps: 4, Sampler: DDIMScheduler, CFG scale: 3, Seed: 42, Size: 64x64", text["parameters"]);
+        var loraFile = File.ReadAllBytes(Path.Combine(dir, "hyper.safetensors"));
+        // A1111's AutoV3: the sha256 of what follows the safetensors header
+        var autoV3 = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(loraFile.AsSpan(8 + (int)BitConverter.ToInt64(loraFile))))[..12];
+        Assert.Equal("a red circle\nNegative prompt: blurry\nSteps: 4, Sampler: DDIM, Schedule type: trailing, CFG scale: 3, Seed: 42, " +
+                     "Size: 64x64, Eta: 0, Model: tiny, Lora: hyper:0.8, Lora hashes: \"hyper: " + autoV3 + "\"", text["parameters"]);
         var p = GenerationParameters.FromPngText(text);
-        Assert.Equal(("a red circle", "blurry", 4, 42L, "tiny"), (p.Prompt, p.NegativePrompt, p.Steps, p.Seed, p.ModelId));
-        Assert.Equal(new LoraReference("hyper", 0.8), Assert.Single(p.Loras));
+        Assert.Equal(("a red circle", "blurry", 4, 42L, "tiny"), (p.Prompt, p.NegativePrompt, p.Steps, p.Seed, p.Model.Id));
+        Assert.Equal(new SchedulerSettings("DDIMScheduler", "trailing", 0), p.Scheduler);
+        Assert.Equal(new LoraReference("hyper", 0.8, Path.Combine(dir, "hyper.safetensors"),
+            Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(loraFile)), autoV3), Assert.Single(p.Loras));
 
         using var again = pipe.Generate(new GenerationRequest
         {

@@ -1,0 +1,303 @@
+﻿using System;
+using Microsoft.EntityFrameworkCore.Migrations;
+
+#nullable disable
+
+namespace HyperSd.Migrations.Postgres.Migrations
+{
+    /// <inheritdoc />
+    public partial class GenerationJobs : Migration
+    {
+        /// <inheritdoc />
+        protected override void Up(MigrationBuilder migrationBuilder)
+        {
+            migrationBuilder.DropForeignKey(
+                name: "fk_generated_images_artifacts_artifact_id",
+                table: "generated_images");
+
+            migrationBuilder.DropForeignKey(
+                name: "fk_generated_images_generation_chunks_chunk_id",
+                table: "generated_images");
+
+            migrationBuilder.DropTable(
+                name: "generation_chunks");
+
+            migrationBuilder.DropIndex(
+                name: "ix_generation_jobs_run_id",
+                table: "generation_jobs");
+
+            migrationBuilder.DropIndex(
+                name: "ix_generated_images_artifact_id",
+                table: "generated_images");
+
+            migrationBuilder.DropIndex(
+                name: "ix_generated_images_chunk_id",
+                table: "generated_images");
+
+            migrationBuilder.DropColumn(
+                name: "finished_at",
+                table: "generation_jobs");
+
+            migrationBuilder.DropColumn(
+                name: "lora",
+                table: "generation_jobs");
+
+            migrationBuilder.RenameColumn(
+                name: "state",
+                table: "generation_jobs",
+                newName: "spec_json");
+
+            migrationBuilder.RenameColumn(
+                name: "chunk_id",
+                table: "generated_images",
+                newName: "stage_id");
+
+            migrationBuilder.RenameColumn(
+                name: "artifact_id",
+                table: "generated_images",
+                newName: "job_id");
+
+            migrationBuilder.AddColumn<int>(
+                name: "chunk_count",
+                table: "generation_jobs",
+                type: "integer",
+                nullable: false,
+                defaultValue: 0);
+
+            migrationBuilder.AddColumn<int>(
+                name: "image_count",
+                table: "generation_jobs",
+                type: "integer",
+                nullable: false,
+                defaultValue: 0);
+
+            migrationBuilder.AddColumn<string>(
+                name: "name",
+                table: "generation_jobs",
+                type: "text",
+                nullable: false,
+                defaultValue: "");
+
+            migrationBuilder.AddColumn<string>(
+                name: "output_path",
+                table: "generation_jobs",
+                type: "text",
+                nullable: false,
+                defaultValue: "");
+
+            migrationBuilder.AddColumn<int>(
+                name: "attempt",
+                table: "generated_images",
+                type: "integer",
+                nullable: false,
+                defaultValue: 0);
+
+            migrationBuilder.AddColumn<DateTimeOffset>(
+                name: "created_at",
+                table: "generated_images",
+                type: "timestamp with time zone",
+                nullable: false,
+                defaultValue: new DateTimeOffset(new DateTime(1, 1, 1, 0, 0, 0, 0, DateTimeKind.Unspecified), new TimeSpan(0, 0, 0, 0, 0)));
+
+            migrationBuilder.AddColumn<int>(
+                name: "image_index",
+                table: "generated_images",
+                type: "integer",
+                nullable: false,
+                defaultValue: 0);
+
+            migrationBuilder.AddColumn<string>(
+                name: "path",
+                table: "generated_images",
+                type: "text",
+                nullable: false,
+                defaultValue: "");
+
+            migrationBuilder.AddColumn<int>(
+                name: "prompt_index",
+                table: "generated_images",
+                type: "integer",
+                nullable: false,
+                defaultValue: 0);
+
+            migrationBuilder.AddColumn<string>(
+                name: "sha256",
+                table: "generated_images",
+                type: "text",
+                nullable: false,
+                defaultValue: "");
+
+            migrationBuilder.CreateIndex(
+                name: "ix_generation_jobs_name",
+                table: "generation_jobs",
+                column: "name",
+                unique: true);
+
+            migrationBuilder.CreateIndex(
+                name: "ix_generation_jobs_run_id",
+                table: "generation_jobs",
+                column: "run_id",
+                unique: true);
+
+            migrationBuilder.CreateIndex(
+                name: "ix_generated_images_job_id_prompt_index_image_index",
+                table: "generated_images",
+                columns: new[] { "job_id", "prompt_index", "image_index" },
+                unique: true);
+
+            migrationBuilder.AddForeignKey(
+                name: "fk_generated_images_generation_jobs_job_id",
+                table: "generated_images",
+                column: "job_id",
+                principalTable: "generation_jobs",
+                principalColumn: "id",
+                onDelete: ReferentialAction.Cascade);
+        }
+
+        /// <inheritdoc />
+        protected override void Down(MigrationBuilder migrationBuilder)
+        {
+            migrationBuilder.DropForeignKey(
+                name: "fk_generated_images_generation_jobs_job_id",
+                table: "generated_images");
+
+            migrationBuilder.DropIndex(
+                name: "ix_generation_jobs_name",
+                table: "generation_jobs");
+
+            migrationBuilder.DropIndex(
+                name: "ix_generation_jobs_run_id",
+                table: "generation_jobs");
+
+            migrationBuilder.DropIndex(
+                name: "ix_generated_images_job_id_prompt_index_image_index",
+                table: "generated_images");
+
+            migrationBuilder.DropColumn(
+                name: "chunk_count",
+                table: "generation_jobs");
+
+            migrationBuilder.DropColumn(
+                name: "image_count",
+                table: "generation_jobs");
+
+            migrationBuilder.DropColumn(
+                name: "name",
+                table: "generation_jobs");
+
+            migrationBuilder.DropColumn(
+                name: "output_path",
+                table: "generation_jobs");
+
+            migrationBuilder.DropColumn(
+                name: "attempt",
+                table: "generated_images");
+
+            migrationBuilder.DropColumn(
+                name: "created_at",
+                table: "generated_images");
+
+            migrationBuilder.DropColumn(
+                name: "image_index",
+                table: "generated_images");
+
+            migrationBuilder.DropColumn(
+                name: "path",
+                table: "generated_images");
+
+            migrationBuilder.DropColumn(
+                name: "prompt_index",
+                table: "generated_images");
+
+            migrationBuilder.DropColumn(
+                name: "sha256",
+                table: "generated_images");
+
+            migrationBuilder.RenameColumn(
+                name: "spec_json",
+                table: "generation_jobs",
+                newName: "state");
+
+            migrationBuilder.RenameColumn(
+                name: "stage_id",
+                table: "generated_images",
+                newName: "chunk_id");
+
+            migrationBuilder.RenameColumn(
+                name: "job_id",
+                table: "generated_images",
+                newName: "artifact_id");
+
+            migrationBuilder.AddColumn<DateTimeOffset>(
+                name: "finished_at",
+                table: "generation_jobs",
+                type: "timestamp with time zone",
+                nullable: true);
+
+            migrationBuilder.AddColumn<string>(
+                name: "lora",
+                table: "generation_jobs",
+                type: "text",
+                nullable: true);
+
+            migrationBuilder.CreateTable(
+                name: "generation_chunks",
+                columns: table => new
+                {
+                    id = table.Column<Guid>(type: "uuid", nullable: false),
+                    attempt = table.Column<int>(type: "integer", nullable: false),
+                    image_count = table.Column<int>(type: "integer", nullable: false),
+                    index = table.Column<int>(type: "integer", nullable: false),
+                    job_id = table.Column<Guid>(type: "uuid", nullable: false),
+                    state = table.Column<string>(type: "text", nullable: false)
+                },
+                constraints: table =>
+                {
+                    table.PrimaryKey("pk_generation_chunks", x => x.id);
+                    table.ForeignKey(
+                        name: "fk_generation_chunks_generation_jobs_job_id",
+                        column: x => x.job_id,
+                        principalTable: "generation_jobs",
+                        principalColumn: "id",
+                        onDelete: ReferentialAction.Cascade);
+                });
+
+            migrationBuilder.CreateIndex(
+                name: "ix_generation_jobs_run_id",
+                table: "generation_jobs",
+                column: "run_id");
+
+            migrationBuilder.CreateIndex(
+                name: "ix_generated_images_artifact_id",
+                table: "generated_images",
+                column: "artifact_id");
+
+            migrationBuilder.CreateIndex(
+                name: "ix_generated_images_chunk_id",
+                table: "generated_images",
+                column: "chunk_id");
+
+            migrationBuilder.CreateIndex(
+                name: "ix_generation_chunks_job_id_index",
+                table: "generation_chunks",
+                columns: new[] { "job_id", "index" },
+                unique: true);
+
+            migrationBuilder.AddForeignKey(
+                name: "fk_generated_images_artifacts_artifact_id",
+                table: "generated_images",
+                column: "artifact_id",
+                principalTable: "artifacts",
+                principalColumn: "id",
+                onDelete: ReferentialAction.Restrict);
+
+            migrationBuilder.AddForeignKey(
+                name: "fk_generated_images_generation_chunks_chunk_id",
+                table: "generated_images",
+                column: "chunk_id",
+                principalTable: "generation_chunks",
+                principalColumn: "id",
+                onDelete: ReferentialAction.Cascade);
+        }
+    }
+}

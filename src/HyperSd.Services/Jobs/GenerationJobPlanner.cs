@@ -1,0 +1,169 @@
+using System.Text.RegularExpressions;
+using HyperSd.Diffusion.Lora;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Diffusion.TextEncoders;
+using HyperSd.Services.Generator;
+using static TorchSharp.torch;
+
+namespace HyperSd.Services.Jobs;
+
+/// <summary>One problem of a job spec: the field, or the prompts file and line, and what is wrong.</summary>
+public sealed record JobProblem(string Where, string Message)
+{
+    public override string ToString() => $"{Where}: {Message}";
+}
+
+/// <summary>The job cannot run as submitted; nothing was stored.</summary>
+public sealed class JobValidationException(IReadOnlyList<JobProblem> problems)
+    : ArgumentException($"{problems.Count} problem(s) in the generation job:\n{string.Join("\n", problems)}")
+{
+    public IReadOnlyList<JobProblem> Problems { get; } = problems;
+}
+
+/// <summary>One image of a job: which prompt, which of its images, and its seed.</summary>
+public sealed record JobImage(int PromptIndex, int ImageIndex, string Prompt, string NegativePrompt, long Seed)
+{
+    /// <summary>Its file name in the job's folder.</summary>
+    public string File => $"{PromptIndex:D5}-{ImageIndex:D4}.png";
+}
+
+/// <summary>A validated job: its spec, name, the model as images record it, every image, and warnings (truncated prompts).</summary>
+public sealed record GenerationJobPlan(GenerationJobSpec Spec, string Name, ModelReference Model, IReadOnlyList<JobImage> Images,
+    IReadOnlyList<string> Warnings)
+{
+    /// <summary>The images in chunks of the spec's chunk size, in order.</summary>
+    public IReadOnlyList<JobImage[]> Chunks => Images.Chunk(Spec.ChunkSize).ToList();
+}
+
+/// <summary>Limits a deployment puts on jobs.</summary>
+public sealed record GenerationLimits(int MaxImageSide = 2048, int MaxImages = 1_000_000, int MaxSteps = 1000);
+
+/// <summary>
+/// Validates a job spec and plans its images: every problem is collected and reported together, naming the field or the
+/// prompts file and line. Prompts longer than the text encoder's 77 tokens (start and end included) are truncated, as
+/// diffusers does, with a warning each. A LoRA is checked against the model's UNet by attaching it (a LoRA for another
+/// base does not fit), which loads the model once at submission.
+/// </summary>
+public static partial class GenerationJobPlanner
+{
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+    private static partial Regex NamePattern();
+
+    public static GenerationJobPlan Plan(GenerationJobSpec spec, GenerationLimits limits)
+    {
+        var problems = new List<JobProblem>();
+        var warnings = new List<string>();
+        void Check(bool ok, string where, string message)
+        {
+            if (!ok) problems.Add(new(where, message));
+        }
+
+        var name = spec.Name ?? $"job-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
+        Check(NamePattern().IsMatch(name) && !name.Contains(".."), "name",
+            $"'{name}' is not a folder name (letters, digits, '.', '_', '-'; no '/', '\\\\' or '..'; at most 100 characters)");
+        Check(spec.ImagesPerPrompt >= 1, "images_per_prompt", $"must be at least 1, got {spec.ImagesPerPrompt}");
+        Check(spec.Steps >= 1 && spec.Steps <= limits.MaxSteps, "steps", $"must be 1 to {limits.MaxSteps}, got {spec.Steps}");
+        Check(spec.BatchSize >= 1, "batch_size", $"must be at least 1, got {spec.BatchSize}");
+        Check(spec.ChunkSize >= 1, "chunk_size", $"must be at least 1, got {spec.ChunkSize}");
+        Check(spec.Guidance >= 0 && double.IsFinite(spec.Guidance), "guidance", $"must be a finite number ≥ 0, got {spec.Guidance}");
+        Check(spec.Sampler != JobSampler.Tcd || spec.Eta is >= 0 and <= 1, "eta", $"TCD's gamma must be in [0, 1], got {spec.Eta}");
+        foreach (var (field, side) in new[] { ("width", spec.Width), ("height", spec.Height) })
+            Check(side >= 8 && side <= limits.MaxImageSide && side % 8 == 0, field,
+                $"must be a multiple of 8 from 8 to {limits.MaxImageSide} (this deployment's limit), got {side}");
+        Check(spec.Prompts.Count > 0, "prompts", "no prompts");
+
+        // the model: the toy teacher, a diffusers folder or a single .safetensors (never a pickle)
+        var (modelId, modelPath) = ImageModels.Resolve(spec.Model);
+        string? tokenizerDir = null;
+        bool modelFound = false;
+        if (Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, "model_index.json")))
+        {
+            modelFound = true;
+            tokenizerDir = Path.Combine(modelPath, "tokenizer");
+        }
+        else if (File.Exists(modelPath) && modelPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+        {
+            modelFound = spec.Tokenizer is not null && Directory.Exists(spec.Tokenizer);
+            Check(modelFound, "tokenizer", "a single-file checkpoint needs a CLIP tokenizer folder");
+            tokenizerDir = spec.Tokenizer;
+        }
+        else
+            Check(false, "model", $"unknown model '{spec.Model}': not 'toy', a diffusers folder (with model_index.json) or a .safetensors file");
+
+        for (int i = 0; i < spec.Loras.Count; i++)
+        {
+            var lora = spec.Loras[i];
+            Check(File.Exists(lora.Path) && lora.Path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase), $"loras[{i}]",
+                $"unknown LoRA '{lora.Path}': not a .safetensors file");
+            Check(double.IsFinite(lora.Scale), $"loras[{i}].scale", $"must be finite, got {lora.Scale}");
+        }
+
+        var images = Images(spec, problems);
+        Check(images.Count <= limits.MaxImages, "prompts", $"{images.Count} images; a job makes at most {limits.MaxImages}");
+        if (modelFound && tokenizerDir is not null && Directory.Exists(tokenizerDir)) warnings.AddRange(LongPrompts(spec, tokenizerDir));
+        if (problems.Count == 0 && spec.Loras.Count > 0) problems.AddRange(LorasThatDoNotFit(spec, modelPath, tokenizerDir));
+        if (problems.Count > 0) throw new JobValidationException(problems);
+
+        var model = ImageModels.DescribeAsync(modelId, modelPath, spec.Tokenizer).GetAwaiter().GetResult();
+        return new GenerationJobPlan(spec with { Name = name }, name, model, images, warnings);
+    }
+
+    static List<JobImage> Images(GenerationJobSpec spec, List<JobProblem> problems)
+    {
+        var images = new List<JobImage>();
+        for (int p = 0; p < spec.Prompts.Count; p++)
+        {
+            var row = spec.Prompts[p];
+            var where = row.Line ?? $"prompts[{p}]";
+            if (row.Prompt.Trim().Length == 0) problems.Add(new(where, "prompt: empty"));
+            int count = row.Count ?? spec.ImagesPerPrompt;
+            if (count < 1) { problems.Add(new(where, $"count: must be at least 1, got {count}")); continue; }
+            if (spec.SeedPolicy == SeedPolicy.PerRow && row.Seed is null)
+            {
+                problems.Add(new(where, "seed: required by the per-row seed policy"));
+                continue;
+            }
+            for (int i = 0; i < count; i++)
+                images.Add(new JobImage(p, i, row.Prompt.Trim(), row.NegativePrompt ?? "",
+                    spec.SeedPolicy == SeedPolicy.PerRow ? row.Seed!.Value + i : spec.Seed + images.Count));
+        }
+        return images;
+    }
+
+    /// <summary>The text encoder reads 77 tokens with the start and end tokens: longer prompts lose their tail.</summary>
+    static IEnumerable<string> LongPrompts(GenerationJobSpec spec, string tokenizerDir)
+    {
+        var tokenizer = CLIPTokenizer.FromPretrained(tokenizerDir);
+        int room = tokenizer.ModelMaxLength - 2;
+        for (int p = 0; p < spec.Prompts.Count; p++)
+        {
+            var row = spec.Prompts[p];
+            foreach (var (field, text) in new[] { ("prompt", row.Prompt), ("negative_prompt", row.NegativePrompt ?? "") })
+            {
+                int n = tokenizer.TokenIds(text).Count;
+                if (n > room)
+                    yield return $"{row.Line ?? $"prompts[{p}]"}: {field}: {n} tokens; the text encoder reads {tokenizer.ModelMaxLength} " +
+                                 $"with its start and end tokens, so it is truncated to the first {room} (as diffusers does)";
+            }
+        }
+    }
+
+    /// <summary>Attaches each LoRA to the model's UNet as a worker will; one that does not fit is for another base.</summary>
+    static IEnumerable<JobProblem> LorasThatDoNotFit(GenerationJobSpec spec, string modelPath, string? tokenizerDir)
+    {
+        using var pipeline = ImageModels.Open(modelPath, tokenizerDir, CPU, ScalarType.Float32);
+        var problems = new List<JobProblem>();
+        for (int i = 0; i < spec.Loras.Count; i++)
+        {
+            try
+            {
+                using var adapter = LoraFormats.Load(spec.Loras[i].Path, pipeline.Unet);
+            }
+            catch (Exception e) when (e is InvalidDataException or ArgumentException or NotSupportedException)
+            {
+                problems.Add(new($"loras[{i}]", $"'{spec.Loras[i].Path}' does not fit this model's UNet (a LoRA for another base?): {e.Message}"));
+            }
+        }
+        return problems;
+    }
+}
