@@ -66,6 +66,7 @@ public sealed class RecurringSchedules(IRecurringJobManager jobs, JobStorage sto
     {
         var stored = await schedules.ListAsync(ct);
         foreach (var s in stored) Apply(s);
+        await schedules.StartQueuedAsync(ct); // firings held while their schedule's previous run was active
         var kept = stored.Select(s => JobId(s.Id)).ToHashSet();
         using var connection = storage.GetConnection();
         foreach (var job in connection.GetRecurringJobs())

@@ -53,10 +53,11 @@ public sealed class ScheduleTests : IAsyncLifetime
         Assert.Equal("", off.GcCron);
     }
 
-    async Task<ScheduleView> CreateAsync(string name, string cron = "0 2 * * *", string zone = "Europe/Berlin")
+    async Task<ScheduleView> CreateAsync(string name, string cron = "0 2 * * *", string zone = "Europe/Berlin",
+        ScheduleOverlap overlap = ScheduleOverlap.Skip)
     {
         var response = await client.PostAsJsonAsync("/api/schedules",
-            new ScheduleRequest(name, null, TinyToy.Recipe(), cron, zone), ApiTestHost.Json);
+            new ScheduleRequest(name, null, TinyToy.Recipe(), cron, zone, overlap), ApiTestHost.Json);
         var text = await response.Content.ReadAsStringAsync();
         Assert.True(response.StatusCode == HttpStatusCode.Created, text);
         return JsonSerializer.Deserialize<ScheduleView>(text, ApiTestHost.Json)!;
@@ -318,5 +319,31 @@ public sealed class ScheduleTests : IAsyncLifetime
         public override IStorageConnection GetConnection() => inner.GetConnection();
         public override bool HasFeature(string featureId) =>
             featureId != JobStorageFeatures.Connection.GetUtcDateTime && inner.HasFeature(featureId);
+    }
+
+    [Fact]
+    public async Task With_overlap_queue_firings_during_an_active_run_fold_into_one_that_starts_when_it_ends()
+    {
+        var schedule = await CreateAsync("queued", overlap: ScheduleOverlap.Queue);
+        var service = host.App.Services.GetRequiredService<ScheduleService>();
+        var t0 = DateTimeOffset.UtcNow;
+        var first = await service.FireAsync(schedule.Id, t0);
+        Assert.Equal(FiringOutcome.Started, first.Outcome);
+        Assert.Equal(FiringOutcome.Queued, (await service.FireAsync(schedule.Id, t0.AddMinutes(1))).Outcome);
+        Assert.Equal(FiringOutcome.Queued, (await service.FireAsync(schedule.Id, t0.AddMinutes(2))).Outcome);
+        Assert.Empty(await service.StartQueuedAsync()); // the first run is still active
+        await using (var db = host.Db())
+            Assert.Equal(1, await db.Runs.CountAsync(r => r.ScheduleId == schedule.Id));
+
+        await host.App.Services.GetRequiredService<RunControl>().CancelAsync(first.RunId!.Value, "test");
+        var started = Assert.Single(await service.StartQueuedAsync());
+        Assert.Empty(await service.StartQueuedAsync()); // taken once
+        await using (var db = host.Db())
+        {
+            var run = await db.Runs.SingleAsync(r => r.Id == started);
+            Assert.Equal((schedule.Id, t0.AddMinutes(1).UtcTicks), (run.ScheduleId!.Value, run.ScheduledAt!.Value.UtcTicks));
+            Assert.Null((await db.Schedules.SingleAsync(s => s.Id == schedule.Id)).QueuedFiringAt);
+        }
+        await host.App.Services.GetRequiredService<RunControl>().CancelAsync(started, "test");
     }
 }

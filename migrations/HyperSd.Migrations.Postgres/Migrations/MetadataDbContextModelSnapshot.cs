@@ -499,6 +499,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("text")
                         .HasColumnName("overlap");
 
+                    b.Property<DateTimeOffset?>("QueuedFiringAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("queued_firing_at");
+
                     b.Property<Guid>("RecipeId")
                         .HasColumnType("uuid")
                         .HasColumnName("recipe_id");

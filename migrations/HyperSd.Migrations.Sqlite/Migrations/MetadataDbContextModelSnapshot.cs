@@ -494,6 +494,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("overlap");
 
+                    b.Property<long?>("QueuedFiringAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("queued_firing_at");
+
                     b.Property<Guid>("RecipeId")
                         .HasColumnType("TEXT")
                         .HasColumnName("recipe_id");

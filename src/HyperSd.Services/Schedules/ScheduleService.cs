@@ -18,7 +18,7 @@ public sealed record ScheduleRequest(string Name, Guid? RecipeId, string? Recipe
 public sealed record ScheduleView(Guid Id, string Name, Guid RecipeId, string Cron, string TimeZone, bool Enabled, ScheduleOverlap Overlap,
     DateTimeOffset CreatedAt, DateTimeOffset? NextFiring);
 
-public enum FiringOutcome { Started, SkippedOverlap, SkippedPaused, NoSuchSchedule }
+public enum FiringOutcome { Started, SkippedOverlap, Queued, SkippedPaused, NoSuchSchedule }
 
 public sealed record Firing(FiringOutcome Outcome, Guid? RunId);
 
@@ -137,24 +137,57 @@ public sealed class ScheduleService(IDbContextFactory<MetadataDbContext> dbs, Ru
     }
 
     /// <summary>One firing at <paramref name="firedAt"/>: a run of the schedule's recipe that records the schedule and the
-    /// firing, unless the schedule is paused or gone, or (overlap skip) a run it started is still pending or running.</summary>
+    /// firing, unless the schedule is paused or gone, or a run it started is still pending or running: then the firing is
+    /// skipped (overlap skip) or held until that run ends (overlap queue: <see cref="StartQueuedAsync"/>).</summary>
     public async Task<Firing> FireAsync(Guid id, DateTimeOffset firedAt, CancellationToken ct = default)
     {
         await using var db = await dbs.CreateDbContextAsync(ct);
-        var schedule = await db.Schedules.AsNoTracking().SingleOrDefaultAsync(s => s.Id == id, ct);
+        var schedule = await db.Schedules.SingleOrDefaultAsync(s => s.Id == id, ct);
         if (schedule is null) return new Firing(FiringOutcome.NoSuchSchedule, null);
         if (!schedule.Enabled) return new Firing(FiringOutcome.SkippedPaused, null);
-        if (schedule.Overlap == ScheduleOverlap.Skip &&
-            await db.Runs.AnyAsync(r => r.ScheduleId == id && (r.State == RunState.Pending || r.State == RunState.Running), ct))
+        if (await ActiveAsync(db, id, ct))
         {
-            logger.LogInformation("schedule {Schedule}: firing at {FiredAt} skipped, its previous run is still active", schedule.Name,
-                firedAt);
-            return new Firing(FiringOutcome.SkippedOverlap, null);
+            if (schedule.Overlap == ScheduleOverlap.Skip)
+            {
+                logger.LogInformation("schedule {Schedule}: firing at {FiredAt} skipped, its previous run is still active", schedule.Name,
+                    firedAt);
+                return new Firing(FiringOutcome.SkippedOverlap, null);
+            }
+            schedule.QueuedFiringAt ??= firedAt; // one held firing: later ones fold into it
+            await db.SaveChangesAsync(ct);
+            logger.LogInformation("schedule {Schedule}: firing at {FiredAt} queued until its previous run ends", schedule.Name, firedAt);
+            return new Firing(FiringOutcome.Queued, null);
         }
+        return new Firing(FiringOutcome.Started, await StartAsync(db, schedule, firedAt, ct));
+    }
+
+    /// <summary>Starts each queued firing whose schedule has no active run any more (called periodically by the scheduler's
+    /// host). A firing is taken by clearing it where it is still set, so two hosts cannot both start it.</summary>
+    public async Task<IReadOnlyList<Guid>> StartQueuedAsync(CancellationToken ct = default)
+    {
+        await using var db = await dbs.CreateDbContextAsync(ct);
+        var started = new List<Guid>();
+        foreach (var schedule in await db.Schedules.AsNoTracking().Where(s => s.QueuedFiringAt != null && s.Enabled).ToListAsync(ct))
+        {
+            if (await ActiveAsync(db, schedule.Id, ct)) continue;
+            var firedAt = schedule.QueuedFiringAt!.Value;
+            if (await db.Schedules.Where(s => s.Id == schedule.Id && s.QueuedFiringAt == firedAt)
+                    .ExecuteUpdateAsync(u => u.SetProperty(s => s.QueuedFiringAt, (DateTimeOffset?)null), ct) == 0)
+                continue; // another host took it
+            started.Add(await StartAsync(db, schedule, firedAt, ct));
+        }
+        return started;
+    }
+
+    static Task<bool> ActiveAsync(MetadataDbContext db, Guid scheduleId, CancellationToken ct) =>
+        db.Runs.AnyAsync(r => r.ScheduleId == scheduleId && (r.State == RunState.Pending || r.State == RunState.Running), ct);
+
+    async Task<Guid> StartAsync(MetadataDbContext db, Schedule schedule, DateTimeOffset firedAt, CancellationToken ct)
+    {
         var recipe = await db.Recipes.AsNoTracking().SingleAsync(r => r.Id == schedule.RecipeId, ct);
         var planned = RunSubmission.Plan(catalogue, recipe.Yaml, $"schedule {schedule.Name}", options.MaxAttempts);
-        planned.Run.ScheduleId = id;
+        planned.Run.ScheduleId = schedule.Id;
         planned.Run.ScheduledAt = firedAt;
-        return new Firing(FiringOutcome.Started, await submission.SubmitAsync(planned, ct));
+        return await submission.SubmitAsync(planned, ct);
     }
 }
