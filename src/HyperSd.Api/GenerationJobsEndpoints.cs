@@ -50,7 +50,8 @@ public static class GenerationJobsEndpoints
     }
 
     /// <summary>Checks the job exists before the response starts (a 404 cannot follow a started body), then streams.</summary>
-    static async Task<IResult> Stream(Guid id, GenerationJobs jobs, string type, string? name, Func<Guid, Stream, CancellationToken, Task> write)
+    static async Task<IResult> Stream(Guid id, GenerationJobs jobs, string type, string? name, Func<Guid, Stream, CancellationToken,
+        Task> write)
     {
         _ = await jobs.ShowAsync(id) ?? throw new UnknownIdException("id", id, "generation job");
         return Results.Stream(body => write(id, body, CancellationToken.None), type, name);

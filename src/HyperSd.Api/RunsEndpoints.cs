@@ -84,7 +84,8 @@ public static class RunsEndpoints
     static readonly FileExtensionContentTypeProvider ContentTypes = new();
 
     /// <summary>Also the pages' image source (under their cookie).</summary>
-    internal static async Task<IResult> DownloadAsync(Guid id, string path, MetadataDbContext db, IArtifactStore artifacts, CancellationToken ct)
+    internal static async Task<IResult> DownloadAsync(Guid id, string path, MetadataDbContext db, IArtifactStore artifacts,
+        CancellationToken ct)
     {
         // The route value keeps encoded slashes ("..%2F"): decode them so they are checked as the separators they stand for.
         var relative = Uri.UnescapeDataString(path);

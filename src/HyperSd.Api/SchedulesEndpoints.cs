@@ -34,7 +34,8 @@ public sealed class ScheduleJob(ScheduleService schedules)
 /// <summary>Keeps Hangfire's recurring jobs in step with the stored schedules: one per enabled schedule, its id the
 /// schedule's. Every stored schedule is applied at start (the in-memory job storage starts empty) and again every
 /// <see cref="SyncInterval"/>, so a change made in the store by another process (the CLI, another API replica) reaches
-/// this host's scheduler, and jobs of deleted schedules go. It also keeps the store's garbage collection (<see cref="StoreGcJob"/>).</summary>
+/// this host's scheduler, and jobs of deleted schedules go. It also keeps the store's garbage collection
+/// (<see cref="StoreGcJob"/>).</summary>
 public sealed class RecurringSchedules(IRecurringJobManager jobs, JobStorage storage, ScheduleService schedules, ApiOptions options,
     ILogger<RecurringSchedules> logger) : BackgroundService
 {
@@ -94,7 +95,8 @@ public sealed class RecurringSchedules(IRecurringJobManager jobs, JobStorage sto
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    logger.LogWarning(e, "schedules: syncing the recurring jobs with the store failed; retrying in {Interval}", SyncInterval);
+                    logger.LogWarning(e, "schedules: syncing the recurring jobs with the store failed; retrying in {Interval}",
+                        SyncInterval);
                 }
             }
         }

@@ -70,7 +70,8 @@ public sealed class ApiClient(HttpClient http) : IDisposable
         return (await SendAsync<RunStateView>(HttpMethod.Post, "api/runs", content, ct)).Id;
     }
 
-    public Task<RunDetails> ShowRunAsync(Guid id, CancellationToken ct) => SendAsync<RunDetails>(HttpMethod.Get, $"api/runs/{id}", null, ct);
+    public Task<RunDetails> ShowRunAsync(Guid id, CancellationToken ct) =>
+        SendAsync<RunDetails>(HttpMethod.Get, $"api/runs/{id}", null, ct);
 
     public Task<RunStateView> CancelRunAsync(Guid id, CancellationToken ct) =>
         SendAsync<RunStateView>(HttpMethod.Post, $"api/runs/{id}/cancel", null, ct);
@@ -81,7 +82,8 @@ public sealed class ApiClient(HttpClient http) : IDisposable
         CancellationToken ct) =>
         SendAsync<Page<EvaluationRecord>>(HttpMethod.Get, "api/evaluations" + Query(filter,
             ("sort", sort.ToString().ToLowerInvariant()), ("desc", descending ? "true" : null),
-            ("offset", paging.Offset.ToString(CultureInfo.InvariantCulture)), ("limit", paging.Limit.ToString(CultureInfo.InvariantCulture))),
+            ("offset", paging.Offset.ToString(CultureInfo.InvariantCulture)),
+            ("limit", paging.Limit.ToString(CultureInfo.InvariantCulture))),
             null, ct);
 
     public Task<RunComparison> CompareAsync(IReadOnlyList<Guid> runs, EvaluationFilter filter, CancellationToken ct) =>
@@ -139,10 +141,12 @@ public sealed class ApiClient(HttpClient http) : IDisposable
         try
         {
             var problem = JsonDocument.Parse(body).RootElement;
-            string? Text(string name) => problem.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+            string? Text(string name) =>
+                problem.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
             var text = Text("detail");
             if (text is null && problem.TryGetProperty("errors", out var errors) && errors.ValueKind == JsonValueKind.Object)
-                text = string.Join("; ", errors.EnumerateObject().SelectMany(e => e.Value.EnumerateArray().Select(m => $"{e.Name}: {m.GetString()}")));
+                text = string.Join("; ", errors.EnumerateObject()
+                    .SelectMany(e => e.Value.EnumerateArray().Select(m => $"{e.Name}: {m.GetString()}")));
             text ??= Text("title");
             return text is null ? "" : $": {text}";
         }

@@ -55,7 +55,8 @@ public static class EvalsBenchCommand
     {
         var started = Stopwatch.StartNew();
         var random = new Random(0);
-        var recipe = new StoredRecipe { Id = Guid.NewGuid(), Name = Recipe, Yaml = $"name: {Recipe}\n", Sha256 = "", CreatedAt = DateTimeOffset.UtcNow };
+        var recipe = new StoredRecipe { Id = Guid.NewGuid(), Name = Recipe, Yaml = $"name: {Recipe}\n", Sha256 = "",
+            CreatedAt = DateTimeOffset.UtcNow };
         db.Recipes.Add(recipe);
         var ids = new List<Guid>();
         var time = DateTimeOffset.UtcNow.AddDays(-runCount);
@@ -67,8 +68,11 @@ public static class EvalsBenchCommand
                 Id = Guid.NewGuid(), RecipeId = recipe.Id, Name = $"{Recipe}-{i % 20}", BaseModel = i % 2 == 0 ? "sd15" : "sdxl",
                 State = RunState.Succeeded, CreatedAt = time.AddDays(i), UpdatedAt = time.AddDays(i),
             };
-            var stage = new Stage { Id = Guid.NewGuid(), RunId = run.Id, Name = "evaluate", Index = 0, Kind = "evaluate", Role = "evaluator",
-                State = StageState.Succeeded };
+            var stage = new Stage
+            {
+                Id = Guid.NewGuid(), RunId = run.Id, Name = "evaluate", Index = 0, Kind = "evaluate", Role = "evaluator",
+                State = StageState.Succeeded,
+            };
             db.Runs.Add(run);
             db.Stages.Add(stage);
             foreach (var model in Models)
@@ -77,7 +81,8 @@ public static class EvalsBenchCommand
             foreach (var metric in Metrics)
                 db.Evaluations.Add(new Evaluation
                 {
-                    Id = Guid.NewGuid(), RunId = run.Id, StageId = stage.Id, Model = model, Sampler = sampler, Steps = steps, Metric = metric,
+                    Id = Guid.NewGuid(), RunId = run.Id, StageId = stage.Id, Model = model, Sampler = sampler, Steps = steps,
+                    Metric = metric,
                     Value = random.NextDouble() * (metric == "fd" ? 50 : 1), CreatedAt = run.CreatedAt,
                 });
             ids.Add(run.Id);
@@ -112,7 +117,8 @@ public static class EvalsBenchCommand
             ("query one run", () => EvaluationQueries.QueryAsync(db, new EvaluationFilter(Runs: [AnyRun()]), paging,
                 EvaluationSort.Created, false, ct)),
             ("compare 2 runs", () => EvaluationQueries.CompareAsync(db, [AnyRun(), AnyRun()], new EvaluationFilter(), ct)),
-            ("compare 5 runs, metric=fd", () => EvaluationQueries.CompareAsync(db, [.. Enumerable.Range(0, 5).Select(_ => AnyRun()).Distinct()],
+            ("compare 5 runs, metric=fd", () => EvaluationQueries.CompareAsync(db,
+                [.. Enumerable.Range(0, 5).Select(_ => AnyRun()).Distinct()],
                 new EvaluationFilter(Metric: "fd"), ct)),
             ("best metric=fd", () => EvaluationQueries.BestAsync(db, new EvaluationFilter(Metric: "fd"), ct)),
         };

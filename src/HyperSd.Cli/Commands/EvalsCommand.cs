@@ -12,7 +12,8 @@ public enum OutputFormat { Table, Csv, Json }
 /// API answers with, <see cref="EvaluationQueries"/>) or a deployment's API (<c>--api</c>); as a table, CSV or JSON.</summary>
 public static class EvalsCommand
 {
-    static readonly Option<Guid[]> RunsOption = new("--run") { Description = "only these runs (repeat the option)", AllowMultipleArgumentsPerToken = true };
+    static readonly Option<Guid[]> RunsOption = new("--run") { Description = "only these runs (repeat the option)",
+        AllowMultipleArgumentsPerToken = true };
     static readonly Option<string?> RecipeOption = new("--recipe") { Description = "the recipe's name" };
     static readonly Option<string?> BaseModelOption = new("--base-model") { Description = "the run's base model (teacher)" };
     static readonly Option<string?> StageOption = new("--stage") { Description = "the evaluating stage's name" };
@@ -53,11 +54,14 @@ public static class EvalsCommand
 
     static Command Query()
     {
-        var sort = new Option<EvaluationSort>("--sort") { Description = "created, value, steps, metric or run", DefaultValueFactory = _ => EvaluationSort.Created };
+        var sort = new Option<EvaluationSort>("--sort") { Description = "created, value, steps, metric or run",
+            DefaultValueFactory = _ => EvaluationSort.Created };
         var desc = new Option<bool>("--desc") { Description = "sort descending" };
         var offset = new Option<int>("--offset") { Description = "rows to skip", DefaultValueFactory = _ => 0 };
-        var limit = new Option<int>("--limit") { Description = $"rows to show (at most {Paging.MaxLimit})", DefaultValueFactory = _ => Paging.DefaultLimit };
-        var command = WithSource("query", "evaluation rows matching the filters, sorted and paged", [.. Filters(), sort, desc, offset, limit]);
+        var limit = new Option<int>("--limit") { Description = $"rows to show (at most {Paging.MaxLimit})",
+            DefaultValueFactory = _ => Paging.DefaultLimit };
+        var command = WithSource("query", "evaluation rows matching the filters, sorted and paged", [.. Filters(), sort, desc, offset,
+            limit]);
         command.SetAction(async (parse, ct) =>
         {
             var filter = Filter(parse);
@@ -126,9 +130,11 @@ public static class EvalsCommand
                     page.Items.Select(r => new[]
                     {
                         r.Run, r.RunId.ToString()[..8], r.Stage, r.Model, r.Sampler, Number(r.Steps), r.Metric,
-                        EvaluationTable.Format(r.Metric, r.Value), r.CreatedAt.ToLocalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture),
+                        EvaluationTable.Format(r.Metric, r.Value), r.CreatedAt.ToLocalTime().ToString("yyyy-MM-dd HH:mm",
+                            CultureInfo.InvariantCulture),
                     }));
-                await output.WriteLineAsync($"rows {page.Offset + (page.Items.Count == 0 ? 0 : 1)}–{page.Offset + page.Items.Count} of {page.Total}");
+                await output.WriteLineAsync(
+                    $"rows {page.Offset + (page.Items.Count == 0 ? 0 : 1)}–{page.Offset + page.Items.Count} of {page.Total}");
                 break;
         }
     }
@@ -144,7 +150,8 @@ public static class EvalsCommand
                 await WriteJsonAsync(output, comparison);
                 break;
             default:
-                WriteTable(output, ["model", "sampler", "metric", "steps", .. comparison.Runs.Select(r => $"{r.Name} ({r.Id.ToString()[..8]})")],
+                WriteTable(output,
+                    ["model", "sampler", "metric", "steps", .. comparison.Runs.Select(r => $"{r.Name} ({r.Id.ToString()[..8]})")],
                     comparison.Rows.Select(r => (string[])[r.Model, r.Sampler, r.Metric, Number(r.Steps),
                         .. r.Values.Select(v => v is { } x ? EvaluationTable.Format(r.Metric, x) : "")]));
                 break;
@@ -184,8 +191,8 @@ public static class EvalsCommand
         var widths = headers.Select((h, i) => all.Select(r => r[i].Length).Append(h.Length).Max()).ToList();
         var numeric = headers.Select((_, i) => all.Count > 0 && all.All(r => r[i].Length == 0 ||
             double.TryParse(r[i], NumberStyles.Float, CultureInfo.InvariantCulture, out double _))).ToList();
-        string Line(IReadOnlyList<string> cells) => string.Join("  ", cells.Select((c, i) => numeric[i] ? c.PadLeft(widths[i]) : c.PadRight(widths[i])))
-            .TrimEnd();
+        string Line(IReadOnlyList<string> cells) =>
+            string.Join("  ", cells.Select((c, i) => numeric[i] ? c.PadLeft(widths[i]) : c.PadRight(widths[i]))).TrimEnd();
         output.WriteLine(Line(headers));
         foreach (var row in all) output.WriteLine(Line(row));
     }

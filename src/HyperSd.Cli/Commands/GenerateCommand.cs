@@ -53,7 +53,8 @@ public static class GenerateCommand
         var devices = new DeviceOptions();
         var command = new Command("generate", "generate images from prompts")
         {
-            model, fromPng, tokenizer, prompts, promptFile, negative, steps, guidance, scheduler, spacing, eta, seed, size, loras, batch, output,
+            model, fromPng, tokenizer, prompts, promptFile, negative, steps, guidance, scheduler, spacing, eta, seed, size, loras, batch,
+                output,
         };
         devices.AddTo(command);
         command.SetAction(async (parse, ct) =>

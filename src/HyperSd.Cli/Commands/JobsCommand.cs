@@ -32,7 +32,8 @@ public static class JobsCommand
 
     static Command Submit()
     {
-        var model = new Option<string>("--model") { Description = "toy, a diffusers folder or a single-file SD1.x .safetensors", Required = true };
+        var model = new Option<string>("--model") { Description = "toy, a diffusers folder or a single-file SD1.x .safetensors",
+            Required = true };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "CLIP tokenizer folder (single-file checkpoints)" };
         var loras = new Option<string[]>("--lora") { Description = "a LoRA .safetensors, optionally with :scale (repeat for several)" };
         var prompts = new Option<string[]>("--prompt", "-p") { Description = "a prompt (repeat for several)" };
@@ -43,16 +44,20 @@ public static class JobsCommand
         };
         var perPrompt = new Option<int>("--images-per-prompt") { DefaultValueFactory = _ => 1 };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 4 };
-        var sampler = new Option<string>("--sampler") { Description = "ddim-trailing, tcd, lcm or euler", DefaultValueFactory = _ => "ddim-trailing" };
+        var sampler = new Option<string>("--sampler") { Description = "ddim-trailing, tcd, lcm or euler",
+            DefaultValueFactory = _ => "ddim-trailing" };
         var eta = new Option<double>("--eta") { Description = "TCD's gamma", DefaultValueFactory = _ => 0.3 };
-        var guidance = new Option<double>("--guidance") { Description = "CFG scale; ≤ 1 turns guidance off", DefaultValueFactory = _ => 1.0 };
+        var guidance = new Option<double>("--guidance") { Description = "CFG scale; ≤ 1 turns guidance off",
+            DefaultValueFactory = _ => 1.0 };
         var size = new Option<int>("--size") { Description = "height and width", DefaultValueFactory = _ => 512 };
         var batch = new Option<int>("--batch-size") { Description = "images per forward pass", DefaultValueFactory = _ => 4 };
         var seed = new Option<long>("--seed") { Description = "base seed: image n of the job has seed + n", DefaultValueFactory = _ => 0 };
         var perRow = new Option<bool>("--seed-per-row") { Description = "image i of a row has the row's seed + i (every row gives one)" };
-        var chunk = new Option<int>("--chunk-size") { Description = "images per chunk (the unit a worker leases)", DefaultValueFactory = _ => 16 };
+        var chunk = new Option<int>("--chunk-size") { Description = "images per chunk (the unit a worker leases)",
+            DefaultValueFactory = _ => 16 };
         var name = new Option<string?>("--name") { Description = "the job's name and image folder (default: generated)" };
-        var maxSide = new Option<int>("--max-image-side") { Description = "the largest height or width accepted", DefaultValueFactory = _ => 2048 };
+        var maxSide = new Option<int>("--max-image-side") { Description = "the largest height or width accepted",
+            DefaultValueFactory = _ => 2048 };
         var wait = new Option<bool>("--wait") { Description = "follow the job to its end (always, on the embedded store)" };
         var command = RunsCommand.WithStore("submit", "submit a generation job; on the embedded store it runs here to its end",
             model, tokenizer, loras, prompts, promptsFile, perPrompt, steps, sampler, eta, guidance, size, batch, seed, perRow, chunk, name,
@@ -68,7 +73,8 @@ public static class JobsCommand
                 Name = parse.GetValue(name), Model = parse.GetValue(model)!, Tokenizer = parse.GetValue(tokenizer),
                 Loras = [.. (parse.GetValue(loras) ?? []).Select(Lora)], Prompts = rows, ImagesPerPrompt = parse.GetValue(perPrompt),
                 Steps = parse.GetValue(steps), Sampler = Sampler(parse.GetValue(sampler)!), Eta = parse.GetValue(eta),
-                Guidance = parse.GetValue(guidance), Width = px, Height = px, BatchSize = parse.GetValue(batch), Seed = parse.GetValue(seed),
+                Guidance = parse.GetValue(guidance), Width = px, Height = px, BatchSize = parse.GetValue(batch),
+                Seed = parse.GetValue(seed),
                 SeedPolicy = parse.GetValue(perRow) ? SeedPolicy.PerRow : SeedPolicy.BasePlusIndex, ChunkSize = parse.GetValue(chunk),
             };
             // validated before any host starts: a bad job is reported alone, and nothing is stored
@@ -167,10 +173,12 @@ public static class JobsCommand
     static Command Show()
     {
         var id = JobId();
-        var command = RunsCommand.WithStore("show", "a job's progress: images done of the total, images/s, ETA (its chunks: hypersd runs show RUN)", id);
+        var command = RunsCommand.WithStore("show",
+            "a job's progress: images done of the total, images/s, ETA (its chunks: hypersd runs show RUN)", id);
         command.SetAction(async (parse, ct) => await WithJobsAsync(parse, false, async (host, jobs) =>
         {
-            var s = await jobs.ShowAsync(parse.GetValue(id), ct) ?? throw new ArgumentException($"no job {parse.GetValue(id)} in the store");
+            var s = await jobs.ShowAsync(parse.GetValue(id), ct) ?? throw new ArgumentException(
+                $"no job {parse.GetValue(id)} in the store");
             Console.WriteLine($"job {s.Id} (run {s.RunId}), model {s.Model}, images in {s.OutputPath}");
             Console.WriteLine(Progress(s));
             if (s.Error is { } error) Console.WriteLine($"error: {error}");
@@ -186,7 +194,8 @@ public static class JobsCommand
         var command = RunsCommand.WithStore("cancel", "cancel a job (its chunks stop at their next heartbeat; what is done stays)", id);
         command.SetAction(async (parse, ct) => await WithJobsAsync(parse, false, async (host, jobs) =>
         {
-            var state = await jobs.CancelAsync(parse.GetValue(id), ct) ?? throw new ArgumentException($"no job {parse.GetValue(id)} in the store");
+            var state = await jobs.CancelAsync(parse.GetValue(id), ct) ?? throw new ArgumentException(
+                $"no job {parse.GetValue(id)} in the store");
             Console.WriteLine($"job {parse.GetValue(id)}: {state.ToString().ToLowerInvariant()}");
             await host.StopAsync(CancellationToken.None);
             return 0;
@@ -198,7 +207,8 @@ public static class JobsCommand
     {
         var id = JobId();
         var wait = new Option<bool>("--wait") { Description = "follow the job to its end (always, on the embedded store)" };
-        var command = RunsCommand.WithStore("resume", "resume a cancelled or failed job: its unfinished chunks skip what is recorded (embedded: runs it here)",
+        var command = RunsCommand.WithStore("resume",
+            "resume a cancelled or failed job: its unfinished chunks skip what is recorded (embedded: runs it here)",
             id, wait, OutOption);
         command.SetAction(async (parse, ct) => await WithJobsAsync(parse, true, async (host, jobs) =>
         {

@@ -61,7 +61,8 @@ public static class RunCommand
         }
         var rows = await api.QueryEvaluationsAsync(new EvaluationFilter(Runs: [runId]), new Paging(0, Paging.MaxLimit),
             EvaluationSort.Created, false, CancellationToken.None);
-        RunProgress.PrintResult(run, EvaluationTable.Of(rows.Items), path => new Uri(api.BaseAddress, $"api/runs/{runId}/artifacts/{path}").ToString());
+        RunProgress.PrintResult(run, EvaluationTable.Of(rows.Items), path => new Uri(api.BaseAddress,
+            $"api/runs/{runId}/artifacts/{path}").ToString());
         return run.Run.State == RunState.Succeeded ? 0 : 1;
     }
 

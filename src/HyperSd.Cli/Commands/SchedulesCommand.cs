@@ -32,7 +32,8 @@ public static class SchedulesCommand
         var name = new Argument<string>("name") { Description = "the schedule's name (unique)" };
         var recipe = new Option<FileInfo?>("--recipe") { Description = "the recipe YAML (stored with the schedule)" };
         var recipeId = new Option<Guid?>("--recipe-id") { Description = "a stored recipe's id instead" };
-        var cron = new Option<string>("--cron") { Description = "five-field cron: minute hour day month weekday, e.g. \"0 2 * * *\"", Required = true };
+        var cron = new Option<string>("--cron") { Description = "five-field cron: minute hour day month weekday, e.g. \"0 2 * * *\"",
+            Required = true };
         var zone = new Option<string>("--time-zone") { Description = "IANA time zone of the cron times", DefaultValueFactory = _ => "UTC" };
         var overlap = new Option<ScheduleOverlap>("--overlap")
         {
@@ -58,7 +59,8 @@ public static class SchedulesCommand
     static Command List()
     {
         var command = WithSource("list", "the schedules with their next firing");
-        command.SetAction(async (parse, ct) => Print(await WithServiceAsync(parse, api => api.ListSchedulesAsync(ct), s => s.ListAsync(ct))));
+        command.SetAction(async (parse, ct) =>
+            Print(await WithServiceAsync(parse, api => api.ListSchedulesAsync(ct), s => s.ListAsync(ct))));
         return command;
     }
 
@@ -67,7 +69,8 @@ public static class SchedulesCommand
         var id = Id();
         var command = WithSource(verb, description, id);
         command.SetAction(async (parse, ct) => Print([await WithServiceAsync(parse,
-            api => api.SetScheduleEnabledAsync(parse.GetValue(id), enabled, ct), s => s.SetEnabledAsync(parse.GetValue(id), enabled, ct))]));
+            api => api.SetScheduleEnabledAsync(parse.GetValue(id), enabled, ct),
+            s => s.SetEnabledAsync(parse.GetValue(id), enabled, ct))]));
         return command;
     }
 

@@ -57,11 +57,13 @@ public static class ServeCommand
                 });
             // data protection signs the pages' session cookies: its key ring beside the store, so a restart (or another
             // replica on the same volume) keeps sessions; its warnings about unencrypted keys are noise here
-            builder.Services.AddDataProtection().PersistKeysToFileSystem(new DirectoryInfo(Path.Combine(store.StoreDir, "data-protection")));
+            builder.Services.AddDataProtection().PersistKeysToFileSystem(new DirectoryInfo(Path.Combine(store.StoreDir,
+                "data-protection")));
             builder.Logging.AddFilter("Microsoft.AspNetCore.DataProtection", LogLevel.Error);
             builder.Services.AddHyperSdApi(ApiOptions.FromConfiguration(builder.Configuration.GetSection("Api")));
             var address = parse.GetValue(listen)!;
-            builder.WebHost.UseUrls($"http://{(address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]" : address)}:{portNumber}");
+            builder.WebHost.UseUrls(
+                $"http://{(address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]" : address)}:{portNumber}");
             await using var app = builder.Build().MapHyperSdApi();
             await app.StartAsync(ct);
             var url = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>()

@@ -109,7 +109,8 @@ public sealed record GenerationParameters(string Prompt, string NegativePrompt, 
 
     public static GenerationParameters FromPngText(IReadOnlyDictionary<string, string> text) =>
         text.TryGetValue(JsonKey, out var json)
-            ? JsonSerializer.Deserialize<GenerationParameters>(json, Json) ?? throw new InvalidDataException($"empty '{JsonKey}' PNG text chunk")
+            ? JsonSerializer.Deserialize<GenerationParameters>(json, Json) ?? throw new InvalidDataException(
+                $"empty '{JsonKey}' PNG text chunk")
             : throw new InvalidDataException($"the PNG has no '{JsonKey}' text chunk (not made by hypersd)");
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };

@@ -133,7 +133,8 @@ internal sealed class PipelineLoras
         adapter.Weight = scale;
         adapter.Attach(unet);
         var (sha256, autoV3) = Hashes(path);
-        loras.Add((adapter, new LoraReference(id ?? Path.GetFileNameWithoutExtension(path), scale, Path.GetFullPath(path), sha256, autoV3)));
+        loras.Add((adapter, new LoraReference(id ?? Path.GetFileNameWithoutExtension(path), scale, Path.GetFullPath(path), sha256,
+            autoV3)));
         return adapter;
     }
 

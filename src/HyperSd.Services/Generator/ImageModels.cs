@@ -19,7 +19,8 @@ public static class ImageModels
 
     /// <summary>A model as the CLI names it: "toy" (the embedded toy teacher), or a path; its id and path.</summary>
     public static (string Id, string Path) Resolve(string model) =>
-        model == ToyId ? (ToyId, ToyWorld.PretrainedTeacherDir) : (System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(model)), model);
+        model == ToyId ? (ToyId, ToyWorld.PretrainedTeacherDir) : (System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(
+            model)), model);
 
     /// <summary>A diffusers folder (SD1.x or SDXL, by its model_index.json) or a single-file SD1.x checkpoint, which
     /// needs a tokenizer folder.</summary>
@@ -41,7 +42,8 @@ public static class ImageModels
     static async Task<string> Sha256Async(string path, CancellationToken ct)
     {
         var full = Path.GetFullPath(path);
-        IEnumerable<string> files = File.Exists(full) ? [full] : Directory.EnumerateFiles(full, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal);
+        IEnumerable<string> files = File.Exists(full) ? [full] : Directory.EnumerateFiles(full, "*", SearchOption.AllDirectories).Order(
+            StringComparer.Ordinal);
         var signature = string.Join("\n", files.Select(f => $"{f}\0{new FileInfo(f).Length}\0{File.GetLastWriteTimeUtc(f).Ticks}"));
         if (Hashes.TryGetValue(full, out var known) && known.Signature == signature) return known.Sha256;
         var sha256 = (await ContentHash.OfAsync(full, ct)).Sha256;

@@ -78,6 +78,8 @@ public sealed class WorkerOptions
             throw new ArgumentException($"worker transport: expected '{InMemory}' or '{RabbitMqTransport}', got '{Transport}'");
         if (Transport == RabbitMqTransport && RabbitMq.Username.Length == 0)
             throw new ArgumentException("worker transport rabbitmq: no RabbitMQ user given (amqp://user:pass@host:port/vhost)");
+        if (Transport == RabbitMqTransport && RabbitMq.CaFile is { } caFile && !File.Exists(caFile))
+            throw new ArgumentException($"worker RabbitMqCaFile: no file '{caFile}'");
         if (Devices.Count == 0) throw new ArgumentException("worker devices: at least one device is needed (e.g. cpu)");
         if (MaxAttempts < 1) throw new ArgumentException($"worker max attempts: must be at least 1, got {MaxAttempts}");
         foreach (var (name, value) in new[] { ("heartbeat interval", HeartbeatInterval), ("lease timeout", LeaseTimeout),
@@ -91,11 +93,23 @@ public sealed class WorkerOptions
         return this;
     }
 
+    /// <summary>A setting that holds a credential: its value, or the content of the file <c>{key}File</c> names (a mounted
+    /// secret, so the credential is in no environment or command line); both given is an error.</summary>
+    static string? Secret(IConfiguration section, string key)
+    {
+        var (value, file) = (section[key], section[key + "File"]);
+        if (file is not { Length: > 0 }) return value;
+        if (value is { Length: > 0 }) throw new ArgumentException($"worker {key}: give it or {key}File, not both");
+        if (!File.Exists(file)) throw new ArgumentException($"worker {key}File: no file '{file}'");
+        return File.ReadAllText(file).Trim();
+    }
+
     /// <summary>Reads the options from a configuration section (keys as the properties; lists comma-separated; Threads =
     /// <see cref="TensorThreads"/>;
     /// timings in seconds: HeartbeatSeconds, LeaseTimeoutSeconds, DispatchTimeoutSeconds, ReconcileSeconds,
     /// RetryBackoffSeconds, ProgressTimeoutSeconds, ProgressTimeouts as kind=seconds pairs;
-    /// RabbitMq as an amqp:// URI; Store:Provider and Store:ConnectionString).</summary>
+    /// RabbitMq as an amqp[s]:// URI, or RabbitMqFile naming a file that holds it, RabbitMqCaFile for a private CA;
+    /// Store:Provider and Store:ConnectionString, or Store:ConnectionStringFile).</summary>
     public static WorkerOptions FromConfiguration(IConfiguration section)
     {
         var o = new WorkerOptions();
@@ -105,11 +119,12 @@ public sealed class WorkerOptions
             ? TimeSpan.FromSeconds(double.Parse(v, CultureInfo.InvariantCulture)) : null;
         o.Roles = List("Roles") ?? o.Roles;
         o.Transport = section["Transport"] ?? o.Transport;
-        if (section["RabbitMq"] is { Length: > 0 } uri) o.RabbitMq = RabbitMqOptions.FromUri(uri);
+        if (Secret(section, "RabbitMq") is { Length: > 0 } uri) o.RabbitMq = RabbitMqOptions.FromUri(uri);
+        if (section["RabbitMqCaFile"] is { Length: > 0 } ca) o.RabbitMq.CaFile = ca;
         o.Store = new MetadataStoreOptions
         {
             Provider = section["Store:Provider"] ?? o.Store.Provider,
-            ConnectionString = section["Store:ConnectionString"] ?? o.Store.ConnectionString,
+            ConnectionString = Secret(section, "Store:ConnectionString") ?? o.Store.ConnectionString,
         };
         o.ArtifactRoot = section["ArtifactRoot"] ?? o.ArtifactRoot;
         o.Devices = List("Devices") ?? o.Devices;
@@ -163,12 +178,20 @@ public sealed class RabbitMqOptions
 
     public bool Quorum => QueueType == QuorumQueues;
 
-    /// <summary>amqp://user:pass@host:port/vhost[?queue-type=classic|quorum] (vhost "%2F" or empty = "/"); the user and
+    /// <summary>AMQP over TLS (an amqps:// address; port 5671 unless given): the broker's certificate must be valid for
+    /// <see cref="Host"/> and trusted by the system, or by <see cref="CaFile"/>.</summary>
+    public bool Tls { get; set; }
+    public const ushort TlsPort = 5671;
+    /// <summary>A PEM file of the CA that signed the broker's certificate (a private CA), for amqps; null = the system's.</summary>
+    public string? CaFile { get; set; }
+
+    /// <summary>amqp[s]://user:pass@host:port/vhost[?queue-type=classic|quorum] (vhost "%2F" or empty = "/"); the user and
     /// password are required. Errors show the address with its password masked.</summary>
     public static RabbitMqOptions FromUri(string uri)
     {
-        if (!Uri.TryCreate(uri, UriKind.Absolute, out var u) || u.Scheme is not ("amqp" or "rabbitmq"))
-            throw new ArgumentException($"RabbitMQ address: expected amqp://user:pass@host:port/vhost, got '{Redact(uri)}'");
+        if (!Uri.TryCreate(uri, UriKind.Absolute, out var u) || u.Scheme is not ("amqp" or "amqps" or "rabbitmq"))
+            throw new ArgumentException($"RabbitMQ address: expected amqp[s]://user:pass@host:port/vhost, got '{Redact(uri)}'");
+        var tls = u.Scheme == "amqps";
         var user = u.UserInfo.Split(':', 2);
         if (user[0].Length == 0 || user.Length < 2)
             throw new ArgumentException($"RabbitMQ address '{Redact(uri)}' names no user and password: " +
@@ -186,7 +209,8 @@ public sealed class RabbitMqOptions
         return new RabbitMqOptions
         {
             Host = u.Host,
-            Port = u.IsDefaultPort || u.Port < 0 ? (ushort)5672 : (ushort)u.Port,
+            Port = u.IsDefaultPort || u.Port < 0 ? (tls ? TlsPort : (ushort)5672) : (ushort)u.Port,
+            Tls = tls,
             Username = Uri.UnescapeDataString(user[0]),
             Password = Uri.UnescapeDataString(user[1]),
             VirtualHost = vhost.Length == 0 ? "/" : vhost,

@@ -68,6 +68,7 @@ public static class WorkerServiceCollectionExtensions
                     {
                         h.Username(r.Username);
                         h.Password(r.Password);
+                        if (r.Tls) h.UseSsl(ssl => RabbitMqTls.Configure(ssl, r));
                     });
                     context.GetRequiredService<RoleQueues>().ConfigureBus(cfg);
                     ConfigureEndpoints(context, cfg, options, catalogue);

@@ -83,7 +83,8 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
             foreach (var image in batch)
                 rows.Add(new GeneratedImage
                 {
-                    Id = Guid.NewGuid(), JobId = c.JobId, PromptIndex = image.PromptIndex, ImageIndex = image.ImageIndex, Prompt = image.Prompt,
+                    Id = Guid.NewGuid(), JobId = c.JobId, PromptIndex = image.PromptIndex, ImageIndex = image.ImageIndex,
+                        Prompt = image.Prompt,
                     Seed = image.Seed, Path = $"{c.OutputPath}/{image.File}", StageId = stage.StageId, Attempt = stage.Attempt,
                     Sha256 = await ContentHash.OfFileAsync(Path.Combine(dir, image.File), stage.Cancellation),
                 });

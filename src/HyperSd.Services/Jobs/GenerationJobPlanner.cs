@@ -88,7 +88,8 @@ public static partial class GenerationJobPlanner
             tokenizerDir = spec.Tokenizer;
         }
         else
-            Check(false, "model", $"unknown model '{spec.Model}': not 'toy', a diffusers folder (with model_index.json) or a .safetensors file");
+            Check(false, "model",
+                $"unknown model '{spec.Model}': not 'toy', a diffusers folder (with model_index.json) or a .safetensors file");
 
         for (int i = 0; i < spec.Loras.Count; i++)
         {
@@ -161,7 +162,8 @@ public static partial class GenerationJobPlanner
             }
             catch (Exception e) when (e is InvalidDataException or ArgumentException or NotSupportedException)
             {
-                problems.Add(new($"loras[{i}]", $"'{spec.Loras[i].Path}' does not fit this model's UNet (a LoRA for another base?): {e.Message}"));
+                problems.Add(new($"loras[{i}]",
+                    $"'{spec.Loras[i].Path}' does not fit this model's UNet (a LoRA for another base?): {e.Message}"));
             }
         }
         return problems;

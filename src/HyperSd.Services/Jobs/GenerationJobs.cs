@@ -49,7 +49,8 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
             Id = Guid.NewGuid(), Name = plan.Name, Yaml = specJson, CreatedAt = now,
             Sha256 = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(specJson))),
         };
-        var run = new Run { Id = Guid.NewGuid(), RecipeId = recipe.Id, Name = plan.Name, BaseModel = spec.Model, State = RunState.Pending, CreatedAt = now };
+        var run = new Run { Id = Guid.NewGuid(), RecipeId = recipe.Id, Name = plan.Name, BaseModel = spec.Model,
+            State = RunState.Pending, CreatedAt = now };
         var output = OutputPathOf(plan.Name);
         var job = new GenerationJob
         {
@@ -129,7 +130,8 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
     }
 
     /// <summary>The recorded images in (prompt, image) order, read from the store a page at a time.</summary>
-    public async IAsyncEnumerable<(ManifestLine Line, string FullPath)> ImagesAsync(Guid id, [EnumeratorCancellation] CancellationToken ct = default)
+    public async IAsyncEnumerable<(ManifestLine Line, string FullPath)> ImagesAsync(Guid id,
+        [EnumeratorCancellation] CancellationToken ct = default)
     {
         await using var db = await dbs.CreateDbContextAsync(ct);
         var job = await db.GenerationJobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id, ct)

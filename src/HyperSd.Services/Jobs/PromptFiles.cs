@@ -23,7 +23,8 @@ public static class PromptFiles
         var text = ReadText(path, name);
         var rows = Path.GetExtension(path).ToLowerInvariant() switch
         {
-            ".txt" => Lines(text).Where(l => l.Text.Trim().Length > 0).Select(l => new PromptRow(l.Text.Trim(), Line: $"{name}:{l.Number}")).ToList(),
+            ".txt" => Lines(text).Where(l => l.Text.Trim().Length > 0).Select(l => new PromptRow(l.Text.Trim(),
+                Line: $"{name}:{l.Number}")).ToList(),
             ".json" => Json(text, name),
             ".jsonl" => JsonLines(text, name),
             ".csv" => Csv(text, name),
@@ -50,7 +51,8 @@ public static class PromptFiles
             // the decoder's index is into the bytes it was given: count lines before the bad byte
             int line = 1 + bytes.AsSpan(0, Math.Min(bad, bytes.Length)).Count((byte)'\n');
             int column = bad - (bytes.AsSpan(0, bad).LastIndexOf((byte)'\n') + 1) + 1;
-            throw new PromptFileException($"{name}:{line}: not valid UTF-8 (byte 0x{bytes[bad]:X2} at column {column}); save the file as UTF-8");
+            throw new PromptFileException(
+                $"{name}:{line}: not valid UTF-8 (byte 0x{bytes[bad]:X2} at column {column}); save the file as UTF-8");
         }
     }
 
@@ -62,7 +64,8 @@ public static class PromptFiles
 
     static readonly JsonSerializerOptions RowOptions = new()
     {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow,
     };
 
     static PromptRow Row(JsonElement element, string where)
@@ -79,7 +82,8 @@ public static class PromptFiles
         {
             throw new PromptFileException($"{where}: {e.Message}");
         }
-        return new PromptRow(row.Prompt ?? throw new PromptFileException($"{where}: prompt: missing"), row.NegativePrompt, row.Seed, row.Count, where);
+        return new PromptRow(row.Prompt ?? throw new PromptFileException($"{where}: prompt: missing"), row.NegativePrompt, row.Seed,
+            row.Count, where);
     }
 
     static List<PromptRow> Json(string text, string name)
@@ -129,7 +133,8 @@ public static class PromptFiles
         var header = records[0].Fields.Select(f => f.Trim().ToLowerInvariant()).ToList();
         foreach (var column in header)
             if (!CsvColumns.Contains(column))
-                throw new PromptFileException($"{name}:{records[0].Line}: unknown column '{column}' (columns: {string.Join(", ", CsvColumns)})");
+                throw new PromptFileException(
+                    $"{name}:{records[0].Line}: unknown column '{column}' (columns: {string.Join(", ", CsvColumns)})");
         if (!header.Contains("prompt")) throw new PromptFileException($"{name}:{records[0].Line}: no 'prompt' column in the header");
         var rows = new List<PromptRow>();
         foreach (var (line, fields) in records.Skip(1))
@@ -181,14 +186,16 @@ public static class PromptFiles
                         field.Append(text[i++]);
                     }
                     if (i < text.Length && text[i] is not (',' or '\n' or '\r'))
-                        throw new PromptFileException($"{name}:{line}: text after a closing quote (a quote inside a field is written \"\")");
+                        throw new PromptFileException(
+                            $"{name}:{line}: text after a closing quote (a quote inside a field is written \"\")");
                 }
                 else
                 {
                     while (i < text.Length && text[i] is not (',' or '\n' or '\r'))
                     {
                         if (text[i] == '"')
-                            throw new PromptFileException($"{name}:{line}: a quote inside an unquoted field (quote the field and write \"\")");
+                            throw new PromptFileException(
+                                $"{name}:{line}: a quote inside an unquoted field (quote the field and write \"\")");
                         field.Append(text[i++]);
                     }
                 }

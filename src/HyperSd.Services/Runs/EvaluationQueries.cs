@@ -151,7 +151,8 @@ public static class EvaluationQueries
         var groups = await rows.GroupBy(r => new { r.Metric, r.Steps })
             .Select(g => new { g.Key.Metric, g.Key.Steps, Min = g.Min(r => r.Value), Max = g.Max(r => r.Value) })
             .ToListAsync(ct);
-        var targets = groups.Select(g => (g.Metric, g.Steps, Lower: LowerIsBetter(g.Metric), Value: LowerIsBetter(g.Metric) ? g.Min : g.Max))
+        var targets = groups
+            .Select(g => (g.Metric, g.Steps, Lower: LowerIsBetter(g.Metric), Value: LowerIsBetter(g.Metric) ? g.Min : g.Max))
             .ToList();
         var values = targets.Select(t => t.Value).Distinct().ToList();
         var holders = await rows.Where(r => values.Contains(r.Value)).ToListAsync(ct);
