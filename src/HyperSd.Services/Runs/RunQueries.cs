@@ -91,7 +91,8 @@ public static class RunQueries
     /// <summary>A run with its stages (attempts, progress, timings) and artifacts (with lineage); null if there is none.</summary>
     public static async Task<RunDetails?> ShowAsync(MetadataDbContext db, Guid runId, CancellationToken ct = default)
     {
-        var run = await db.Runs.AsNoTracking().Include(r => r.Stages.OrderBy(s => s.Index)).ThenInclude(s => s.Attempts)
+        // stages and their attempts in separate queries: one joined query repeats the run per attempt (and EF warns of it)
+        var run = await db.Runs.AsNoTracking().AsSplitQuery().Include(r => r.Stages.OrderBy(s => s.Index)).ThenInclude(s => s.Attempts)
             .SingleOrDefaultAsync(r => r.Id == runId, ct);
         if (run is null) return null;
         var stages = new List<StageView>();
