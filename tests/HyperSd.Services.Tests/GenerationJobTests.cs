@@ -207,7 +207,7 @@ public sealed class GenerationJobTests : IDisposable
     {
         using var host = StartHost();
         var jobs = host.Services.GetRequiredService<GenerationJobs>();
-        var plan = GenerationJobPlanner.Plan(Spec([.. Enumerable.Range(0, 8).Select(i => new PromptRow($"a red circle number {i}"))]) with
+        var plan = GenerationJobPlanner.Plan(Spec([.. Enumerable.Range(0, 64).Select(i => new PromptRow($"a red circle number {i}"))]) with
         {
             Name = "resumed", ChunkSize = 4, BatchSize = 1,
         }, new GenerationLimits());
