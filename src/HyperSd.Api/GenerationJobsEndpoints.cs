@@ -43,7 +43,7 @@ public static class GenerationJobsEndpoints
     static async Task<IResult> SubmitAsync(GenerationJobSpec spec, GenerationJobs jobs, ApiOptions options, CancellationToken ct)
     {
         // validated (and every image planned) before anything is stored: a bad job leaves no trace
-        var plan = GenerationJobPlanner.Plan(spec, new GenerationLimits(MaxImageSide: options.MaxImageSide));
+        var plan = GenerationJobPlanner.Plan(await jobs.ResolveAsync(spec, ct), new GenerationLimits(MaxImageSide: options.MaxImageSide));
         var id = await jobs.SubmitAsync(plan, ct);
         return Results.Created($"/api/generation-jobs/{id}", new GenerationJobCreated(id, plan.Name, plan.Images.Count, plan.Chunks.Count,
             plan.Warnings));

@@ -87,6 +87,15 @@ public sealed class GenerationJobApiTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"/api/generation-jobs/{unknown}")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"/api/generation-jobs/{unknown}/zip")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await client.PostAsync($"/api/generation-jobs/{unknown}/cancel", null)).StatusCode);
+        // a LoRA given as a run's: resolved in the store at submission
+        var noRun = await client.PostAsync("/api/generation-jobs", Body("""
+            {"model": "toy", "prompts": [{"prompt": "a"}], "loras": [{"run": "no-such-run", "steps": 4}]}
+            """));
+        var noRunText = await noRun.Content.ReadAsStringAsync();
+        Assert.True(noRun.StatusCode == HttpStatusCode.BadRequest, noRunText);
+        Assert.Equal("loras[0].run: no run 'no-such-run' in the store",
+            JsonDocument.Parse(noRunText).RootElement.GetProperty("errors").GetProperty("loras[0].run")[0].GetString());
+        Assert.Equal(before, host.Counts());
         var malformed = await client.PostAsync("/api/generation-jobs", Body("{\"model\": \"toy\", \"prompts\": [{\"prompt\": 3}]}"));
         Assert.Equal(HttpStatusCode.BadRequest, malformed.StatusCode);
     }

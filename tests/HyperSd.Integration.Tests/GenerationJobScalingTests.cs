@@ -37,6 +37,8 @@ public sealed class GenerationJobScalingTests(ITestOutputHelper output)
         int prompts = int.TryParse(Environment.GetEnvironmentVariable("HYPERSD_JOB_SCALING_PROMPTS"), out var n) ? n : 24;
         int chunkSize = int.TryParse(Environment.GetEnvironmentVariable("HYPERSD_JOB_SCALING_CHUNK"), out var k) ? k : 8;
         var rows = new List<Row>();
+        // determinism: every worker count makes the same bytes (sha256 by prompt and image index)
+        Dictionary<(int, int), string>? first = null;
         foreach (var workers in new[] { 1, 2, 3 })
         {
             await using var deployment = new Deployment();
@@ -54,9 +56,13 @@ public sealed class GenerationJobScalingTests(ITestOutputHelper output)
                 "the job to end", TimeSpan.FromMinutes(6));
             Assert.True(status.State == RunState.Succeeded, $"{status.State}: {status.Error}\n{deployment.WorkerLogs()}");
             await using var db = deployment.Db();
-            var images = await db.GeneratedImages.Where(i => i.JobId == id).Select(i => new { i.PromptIndex, i.ImageIndex }).ToListAsync();
-            Assert.Equal(plan.Images.Count, images.Distinct().Count());
+            var images = await db.GeneratedImages.Where(i => i.JobId == id).Select(i => new { i.PromptIndex, i.ImageIndex, i.Sha256 })
+                .ToListAsync();
+            Assert.Equal(plan.Images.Count, images.Select(i => (i.PromptIndex, i.ImageIndex)).Distinct().Count());
             Assert.Equal(plan.Images.Count, images.Count);
+            var hashes = images.ToDictionary(i => (i.PromptIndex, i.ImageIndex), i => i.Sha256);
+            first ??= hashes;
+            Assert.True(first.All(h => hashes[h.Key] == h.Value), $"{workers} generators made other bytes than 1");
 
             var run = await deployment.RunAsync(status.RunId);
             var details = run.Stages.Select(s => JsonDocument.Parse(s.ProgressDetail!).RootElement).ToList();

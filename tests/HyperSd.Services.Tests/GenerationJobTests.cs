@@ -9,6 +9,7 @@ using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Models.Unets;
 using HyperSd.Diffusion.Pipelines;
 using HyperSd.Services.Jobs;
+using HyperSd.Services.Runs;
 using HyperSd.Services.Orchestrator;
 using HyperSd.Services.Stages;
 using MassTransit;
@@ -129,6 +130,90 @@ public sealed class GenerationJobTests : IDisposable
             new GenerationLimits());
         Assert.StartsWith("p.txt:1: prompt: 100 tokens; the text encoder reads 77 with its start and end tokens, so it is truncated",
             Assert.Single(plan.Warnings));
+    }
+
+    /// <summary>A run named <paramref name="name"/> whose TSCD stages made LoRAs for 8 and 4 steps (files that fit the toy
+    /// UNet), as the store records them.</summary>
+    async Task StoreRunWithLorasAsync(string name)
+    {
+        var config = Diffusion.IO.ModelConfig.Read<UNet2DConditionConfig>(
+            Path.Combine(Distillation.Toy.ToyWorld.PretrainedTeacherDir, "unet", "config.json"));
+        await using var db = store.CreateDbContext();
+        var recipe = new StoredRecipe { Id = Guid.NewGuid(), Name = name, Yaml = "", Sha256 = "", CreatedAt = DateTimeOffset.UtcNow };
+        var run = new Run { Id = Guid.NewGuid(), RecipeId = recipe.Id, Name = name, BaseModel = "toy", State = RunState.Succeeded,
+            CreatedAt = DateTimeOffset.UtcNow };
+        db.Recipes.Add(recipe);
+        db.Runs.Add(run);
+        using var unet = new UNet2DConditionModel(config);
+        foreach (var k in new[] { 8, 4 })
+        {
+            var path = $"runs/{run.Id}/{SegmentConsistency.TrainSegmentStage.StageName(k)}/final";
+            Directory.CreateDirectory(store.Artifacts.GetFullPath(path));
+            using (var lora = LoraAdapter.Create(unet, new LoraConfig(2, 2)))
+                LoraFormats.Save(lora, Path.Combine(store.Artifacts.GetFullPath(path), "lora.safetensors"), LoraFileFormat.Kohya);
+            db.Artifacts.Add(new Artifact
+            {
+                Id = Guid.NewGuid(), Kind = ArtifactKind.Lora, Path = path, Sha256 = $"{k}", RunId = run.Id,
+                StageKind = SegmentConsistency.TrainSegmentStage.Kind, Segments = k, Steps = k, CreatedAt = DateTimeOffset.UtcNow.AddSeconds(-k),
+            });
+        }
+        await db.SaveChangesAsync();
+    }
+
+    [Fact]
+    public async Task A_runs_lora_is_resolved_from_the_store_and_its_images_record_it_by_run_and_stage()
+    {
+        await StoreRunWithLorasAsync("distilled");
+        await using (var db = store.CreateDbContext())
+        {
+            Task<GenerationJobSpec> Resolve(params JobLora[] loras) =>
+                RunLoras.ResolveAsync(Spec([new("a")]) with { Loras = loras }, db, store.Artifacts);
+            var four = Assert.Single((await Resolve(new JobLora(Run: "distilled", Steps: 4, Scale: 0.5))).Loras);
+            Assert.Equal(("distilled/tscd-k4", 4, 0.5), (four.Id, four.Steps, four.Scale));
+            Assert.True(File.Exists(four.Path), four.Path);
+            // without steps: the run's last LoRA (k = 4, made after k = 8)
+            Assert.Equal("distilled/tscd-k4", Assert.Single((await Resolve(new JobLora(Run: "distilled"))).Loras).Id);
+            Assert.Equal("distilled/tscd-k8", Assert.Single((await Resolve(new JobLora(Run: "distilled", Steps: 8))).Loras).Id);
+
+            async Task<string> Refused(JobLora lora) => (await Assert.ThrowsAsync<InvalidFieldException>(() => Resolve(lora))).Message;
+            Assert.Equal("loras[0].run: no run 'nope' in the store", await Refused(new JobLora(Run: "nope")));
+            Assert.Equal("loras[0].steps: run 'distilled' has no LoRA for 2 steps; it has LoRAs for 8, 4 steps",
+                await Refused(new JobLora(Run: "distilled", Steps: 2)));
+            Assert.StartsWith("loras[0]: give exactly one of path", await Refused(new JobLora(Path: "x.safetensors", Run: "distilled")));
+        }
+
+        using var host = StartHost();
+        var jobs = host.Services.GetRequiredService<GenerationJobs>();
+        var spec = await jobs.ResolveAsync(Spec([new("a red circle")]) with { Name = "with-run-lora", Loras = [new(Run: "distilled", Steps: 4)] });
+        var id = await jobs.SubmitAsync(GenerationJobPlanner.Plan(spec, new GenerationLimits()));
+        var status = await WaitForEndAsync(jobs, id);
+        Assert.True(status.State == RunState.Succeeded, $"{status.State}: {status.Error}");
+        await using var check = store.CreateDbContext();
+        foreach (var image in await check.GeneratedImages.Where(i => i.JobId == id).ToListAsync())
+        {
+            var lora = Assert.Single(GenerationParameters.FromPngText(ImageFiles.ReadPngText(store.Artifacts.GetFullPath(image.Path))).Loras);
+            Assert.Equal(("distilled/tscd-k4", 1.0), (lora.Id, lora.Scale));
+            Assert.NotNull(lora.Sha256);
+        }
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task A_killed_attempts_partial_files_are_removed_when_its_chunk_is_redone()
+    {
+        // what a generator SIGKILLed mid-write leaves: a partial PNG in the chunk's temporary folder
+        var dir = store.Artifacts.GetFullPath(GenerationJobs.OutputPathOf("after-kill"));
+        var partial = Path.Combine(dir, $".{GenerateChunkStage.StageName(0)}.tmp", "00000-0000.png.tmp");
+        Directory.CreateDirectory(Path.GetDirectoryName(partial)!);
+        File.WriteAllBytes(partial, [0x89, 0x50]);
+        using var host = StartHost();
+        var jobs = host.Services.GetRequiredService<GenerationJobs>();
+        var plan = GenerationJobPlanner.Plan(Spec([new("a red circle"), new("a blue square")]) with { Name = "after-kill" },
+            new GenerationLimits());
+        var status = await WaitForEndAsync(jobs, await jobs.SubmitAsync(plan));
+        Assert.True(status.State == RunState.Succeeded, $"{status.State}: {status.Error}");
+        Assert.Equal(plan.Images.Select(i => i.File).Order(), Directory.GetFileSystemEntries(dir).Select(Path.GetFileName).Order());
+        await host.StopAsync();
     }
 
     IHost StartHost() => TestHosts.Start(store.WorkerOptions(o =>

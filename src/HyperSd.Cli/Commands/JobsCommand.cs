@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
 using HyperSd.Services.Jobs;
 using Microsoft.Extensions.DependencyInjection;
@@ -36,6 +37,11 @@ public static class JobsCommand
             Required = true };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "CLIP tokenizer folder (single-file checkpoints)" };
         var loras = new Option<string[]>("--lora") { Description = "a LoRA .safetensors, optionally with :scale (repeat for several)" };
+        var runLoras = new Option<string[]>("--run-lora")
+        {
+            Description = "a run's LoRA: RUN[:STEPS[:SCALE]], RUN its id or name (the newest of that name), STEPS the step count " +
+                          "of its fixed-step LoRA (default: its last), SCALE default 1 (repeat for several)"
+        };
         var prompts = new Option<string[]>("--prompt", "-p") { Description = "a prompt (repeat for several)" };
         var promptsFile = new Option<FileInfo?>("--prompts-file")
         {
@@ -60,8 +66,8 @@ public static class JobsCommand
             DefaultValueFactory = _ => 2048 };
         var wait = new Option<bool>("--wait") { Description = "follow the job to its end (always, on the embedded store)" };
         var command = RunsCommand.WithStore("submit", "submit a generation job; on the embedded store it runs here to its end",
-            model, tokenizer, loras, prompts, promptsFile, perPrompt, steps, sampler, eta, guidance, size, batch, seed, perRow, chunk, name,
-            maxSide, wait, OutOption, RunCommand.VerboseOption);
+            model, tokenizer, loras, runLoras, prompts, promptsFile, perPrompt, steps, sampler, eta, guidance, size, batch, seed, perRow,
+            chunk, name, maxSide, wait, OutOption, RunCommand.VerboseOption);
         command.SetAction(async (parse, ct) =>
         {
             var rows = (parse.GetValue(prompts) ?? []).Select((p, i) => new PromptRow(p, Line: $"--prompt #{i + 1}")).ToList();
@@ -71,17 +77,19 @@ public static class JobsCommand
             var spec = new GenerationJobSpec
             {
                 Name = parse.GetValue(name), Model = parse.GetValue(model)!, Tokenizer = parse.GetValue(tokenizer),
-                Loras = [.. (parse.GetValue(loras) ?? []).Select(Lora)], Prompts = rows, ImagesPerPrompt = parse.GetValue(perPrompt),
+                Loras = [.. (parse.GetValue(loras) ?? []).Select(Lora), .. (parse.GetValue(runLoras) ?? []).Select(RunLora)],
+                Prompts = rows, ImagesPerPrompt = parse.GetValue(perPrompt),
                 Steps = parse.GetValue(steps), Sampler = Sampler(parse.GetValue(sampler)!), Eta = parse.GetValue(eta),
                 Guidance = parse.GetValue(guidance), Width = px, Height = px, BatchSize = parse.GetValue(batch),
                 Seed = parse.GetValue(seed),
                 SeedPolicy = parse.GetValue(perRow) ? SeedPolicy.PerRow : SeedPolicy.BasePlusIndex, ChunkSize = parse.GetValue(chunk),
             };
             // validated before any host starts: a bad job is reported alone, and nothing is stored
+            var store = RunStore.From(parse);
+            await using (var db = await store.OpenAsync())
+                spec = await RunLoras.ResolveAsync(spec, db, new FileSystemArtifactStore(store.Options([]).ArtifactRoot), ct);
             var plan = GenerationJobPlanner.Plan(spec, new GenerationLimits(MaxImageSide: parse.GetValue(maxSide)));
             foreach (var warning in plan.Warnings) Console.Error.WriteLine($"warning: {warning}");
-            var store = RunStore.From(parse);
-            await using (await store.OpenAsync()) { }
             using var host = store.StartHost(allRoles: store.Embedded, parse.GetValue(RunCommand.VerboseOption));
             var jobs = host.Services.GetRequiredService<GenerationJobs>();
             var id = await jobs.SubmitAsync(plan, ct);
@@ -98,6 +106,17 @@ public static class JobsCommand
         return colon > 0 && double.TryParse(spec[(colon + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out var scale)
             ? new JobLora(Path.GetFullPath(spec[..colon]), scale)
             : new JobLora(Path.GetFullPath(spec));
+    }
+
+    static JobLora RunLora(string spec)
+    {
+        var parts = spec.Split(':');
+        int? steps = parts.Length > 1 ? int.TryParse(parts[1], CultureInfo.InvariantCulture, out var n) ? n
+            : throw new ArgumentException($"--run-lora '{spec}': steps '{parts[1]}' is not an integer") : null;
+        double scale = parts.Length > 2 ? double.TryParse(parts[2], NumberStyles.Float, CultureInfo.InvariantCulture, out var x) ? x
+            : throw new ArgumentException($"--run-lora '{spec}': scale '{parts[2]}' is not a number") : 1.0;
+        if (parts.Length > 3) throw new ArgumentException($"--run-lora '{spec}': expected RUN[:STEPS[:SCALE]]");
+        return new JobLora(Scale: scale, Run: parts[0], Steps: steps);
     }
 
     static JobSampler Sampler(string name) => name switch

@@ -24,6 +24,7 @@ public sealed record GenerationChunkSettings(Guid JobId, ModelReference Model, I
 /// parameters, then recorded (job, prompt index, image index, seed, path, sha256) in a fenced write, a batch at a time.
 /// An image already recorded is skipped, and a file already in place (renamed there by an attempt that lost its lease
 /// before recording it) is recorded without being made again, so a redone chunk loses at most the batch in flight.
+/// Partial files of a killed attempt are in the chunk's temporary folder, removed when the chunk is redone.
 /// </summary>
 public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
 {
@@ -50,15 +51,19 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
             Images = done, Total = c.Images.Count, times.LoadSeconds, times.GenerateSeconds, times.RecordSeconds,
         });
         Report();
+        var dir = stage.Store.GetFullPath(c.OutputPath);
+        // PNGs are written here, then renamed into the job's folder; an attempt killed mid-write left its partial file
+        // in this folder, which every attempt of the chunk starts by removing
+        var temp = Path.Combine(dir, $".{stage.Stage}.tmp");
+        if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
         if (todo.Count == 0) return;
         var watch = System.Diagnostics.Stopwatch.StartNew();
 
-        var dir = stage.Store.GetFullPath(c.OutputPath);
-        Directory.CreateDirectory(dir);
+        Directory.CreateDirectory(temp);
         // the weights are checked against the hash the images record (remembered by the worker across chunks)
         using var pipeline = await ImageModels.OpenRecordedAsync(c.Model, torch.device(stage.Device), torch.ScalarType.Float32,
             stage.Cancellation);
-        foreach (var lora in c.Loras) pipeline.LoadLora(lora.Path, lora.Scale, Path.GetFileNameWithoutExtension(lora.Path));
+        foreach (var lora in c.Loras) pipeline.LoadLora(lora.Path!, lora.Scale, lora.Id ?? Path.GetFileNameWithoutExtension(lora.Path));
         pipeline.Scheduler = c.Sampler.Build(pipeline.Scheduler.Config);
         times.LoadSeconds = watch.Elapsed.TotalSeconds;
         foreach (var batch in todo.Chunk(c.BatchSize))
@@ -75,7 +80,11 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
                     Eta = c.Sampler.Eta, Height = c.Height, Width = c.Width, Model = c.Model,
                 });
                 for (int k = 0; k < missing.Count; k++)
-                    ImageFiles.SavePng(result.Images[k], Path.Combine(dir, missing[k].File), result.Parameters[k].ToPngText());
+                {
+                    var written = Path.Combine(temp, missing[k].File);
+                    ImageFiles.SavePng(result.Images[k], written, result.Parameters[k].ToPngText());
+                    File.Move(written, Path.Combine(dir, missing[k].File), overwrite: true);
+                }
             }
             times.GenerateSeconds += watch.Elapsed.TotalSeconds;
             watch.Restart();
@@ -106,6 +115,7 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
             times.RecordSeconds += watch.Elapsed.TotalSeconds;
             Report();
         }
+        Directory.Delete(temp, recursive: true);
     }
 
     sealed class ChunkTimes

@@ -94,8 +94,11 @@ public static partial class GenerationJobPlanner
         for (int i = 0; i < spec.Loras.Count; i++)
         {
             var lora = spec.Loras[i];
-            Check(File.Exists(lora.Path) && lora.Path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase), $"loras[{i}]",
-                $"unknown LoRA '{lora.Path}': not a .safetensors file");
+            if (lora.Path is null)
+                Check(false, $"loras[{i}]", lora.Run is null ? "give a path or a run" : $"run '{lora.Run}': not resolved in a store");
+            else
+                Check(File.Exists(lora.Path) && lora.Path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase), $"loras[{i}]",
+                    $"unknown LoRA '{lora.Path}': not a .safetensors file");
             Check(double.IsFinite(lora.Scale), $"loras[{i}].scale", $"must be finite, got {lora.Scale}");
         }
 
@@ -158,7 +161,7 @@ public static partial class GenerationJobPlanner
         {
             try
             {
-                using var adapter = LoraFormats.Load(spec.Loras[i].Path, pipeline.Unet);
+                using var adapter = LoraFormats.Load(spec.Loras[i].Path!, pipeline.Unet);
             }
             catch (Exception e) when (e is InvalidDataException or ArgumentException or NotSupportedException)
             {

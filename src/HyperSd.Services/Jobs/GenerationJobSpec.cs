@@ -25,8 +25,10 @@ public enum SeedPolicy
     [JsonStringEnumMemberName("per-row")] PerRow,
 }
 
-/// <summary>A LoRA file with its scale.</summary>
-public sealed record JobLora(string Path, double Scale = 1.0);
+/// <summary>A LoRA with its scale: a .safetensors file (<see cref="Path"/>), or a run's (<see cref="Run"/>: its id or name;
+/// <see cref="Steps"/>: the step count its fixed-step LoRA is for, default its last), which <see cref="RunLoras"/> resolves
+/// at submission to the file in the store, with <see cref="Id"/> "run/stage" for the images to record.</summary>
+public sealed record JobLora(string? Path = null, double Scale = 1.0, string? Run = null, int? Steps = null, string? Id = null);
 
 /// <summary>A bulk generation job as submitted (CLI options or the API's JSON body); <see cref="GenerationJobPlanner"/>
 /// validates it and plans its images and chunks.</summary>

@@ -37,6 +37,13 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
     /// <summary>Where a job's images are, relative to the artifact root.</summary>
     public static string OutputPathOf(string name) => $"jobs/{name}";
 
+    /// <summary>The spec with its LoRAs given as a run's resolved to their files (<see cref="RunLoras"/>).</summary>
+    public async Task<GenerationJobSpec> ResolveAsync(GenerationJobSpec spec, CancellationToken ct = default)
+    {
+        await using var db = await dbs.CreateDbContextAsync(ct);
+        return await RunLoras.ResolveAsync(spec, db, artifacts, ct);
+    }
+
     /// <summary>Stores the job with its run and chunk stages and starts the run; returns the job's id. A name in use is
     /// an <see cref="InvalidFieldException"/>.</summary>
     public async Task<Guid> SubmitAsync(GenerationJobPlan plan, CancellationToken ct = default)
@@ -71,7 +78,14 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
             db.Recipes.Add(recipe);
             db.Runs.Add(run);
             db.GenerationJobs.Add(job);
-            await db.SaveChangesAsync(ct);
+            try
+            {
+                await db.SaveChangesAsync(ct);
+            }
+            catch (DbUpdateException e) when (UniqueViolation.Is(e))
+            {
+                throw new InvalidFieldException("name", $"a job named '{plan.Name}' exists");
+            }
         }
         await (await send.GetSendEndpoint(queues.Address(Roles.Orchestrator))).Send(new StartRun(run.Id), ct);
         return job.Id;

@@ -115,7 +115,14 @@ public sealed class ScheduleService(IDbContextFactory<MetadataDbContext> dbs, Ru
         schedule.TimeZone = request.TimeZone;
         schedule.Overlap = request.Overlap;
         schedule.Enabled = request.Enabled;
-        await db.SaveChangesAsync(ct);
+        try
+        {
+            await db.SaveChangesAsync(ct);
+        }
+        catch (DbUpdateException e) when (UniqueViolation.Is(e))
+        {
+            throw new InvalidFieldException("name", $"a schedule named '{request.Name}' exists already");
+        }
         return View(schedule);
     }
 

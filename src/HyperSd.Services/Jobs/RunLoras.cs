@@ -1,0 +1,57 @@
+using HyperSd.Data;
+using HyperSd.Data.Artifacts;
+using HyperSd.Data.Entities;
+using HyperSd.Distillation.SegmentConsistency;
+using HyperSd.Services.Runs;
+using HyperSd.Services.SegmentConsistency;
+using Microsoft.EntityFrameworkCore;
+
+namespace HyperSd.Services.Jobs;
+
+/// <summary>
+/// A job's LoRAs given as a run's artifact (<see cref="JobLora.Run"/>: the run's id, or its name for the newest run of
+/// that name), resolved at submission to the LoRA file in the artifact store: the fixed-step LoRA made for
+/// <see cref="JobLora.Steps"/> steps, or the run's last one. Images record it as "run/stage" with its sha256.
+/// </summary>
+public static class RunLoras
+{
+    public static async Task<GenerationJobSpec> ResolveAsync(GenerationJobSpec spec, MetadataDbContext db, IArtifactStore artifacts,
+        CancellationToken ct = default)
+    {
+        var loras = new List<JobLora>();
+        for (int i = 0; i < spec.Loras.Count; i++)
+        {
+            var lora = spec.Loras[i];
+            if ((lora.Path is null) == (lora.Run is null))
+                throw new InvalidFieldException($"loras[{i}]",
+                    "give exactly one of path (a .safetensors file) and run (a run's id or name)");
+            loras.Add(lora.Run is { } run ? await ResolveAsync(lora, run, $"loras[{i}]", db, artifacts, ct) : lora);
+        }
+        return spec with { Loras = loras };
+    }
+
+    static async Task<JobLora> ResolveAsync(JobLora lora, string reference, string field, MetadataDbContext db, IArtifactStore artifacts,
+        CancellationToken ct)
+    {
+        var runs = db.Runs.AsNoTracking();
+        var run = Guid.TryParse(reference, out var id)
+            ? await runs.SingleOrDefaultAsync(r => r.Id == id, ct)
+            : await runs.Where(r => r.Name == reference).OrderByDescending(r => r.CreatedAt).FirstOrDefaultAsync(ct);
+        if (run is null) throw new InvalidFieldException($"{field}.run", $"no run '{reference}' in the store");
+        var made = await db.Artifacts.AsNoTracking()
+            .Where(a => a.RunId == run.Id && a.Kind == ArtifactKind.Lora && a.StageKind == TrainSegmentStage.Kind)
+            .OrderBy(a => a.CreatedAt).ToListAsync(ct);
+        if (made.Count == 0)
+            throw new InvalidFieldException($"{field}.run",
+                $"run '{run.Name}' ({run.State.ToString().ToLowerInvariant()}) has made no LoRA yet");
+        var artifact = lora.Steps is { } steps ? made.LastOrDefault(a => a.Steps == steps) : made[^1];
+        if (artifact is null)
+            throw new InvalidFieldException($"{field}.steps", $"run '{run.Name}' has no LoRA for {lora.Steps} steps; it has LoRAs for " +
+                                                              $"{string.Join(", ", made.Select(a => a.Steps).Distinct())} steps");
+        var path = Path.Combine(artifacts.GetFullPath(artifact.Path), SegmentStageLayout.LoraFile);
+        if (!File.Exists(path))
+            throw new InvalidFieldException($"{field}.run", $"run '{run.Name}' fine-tuned the whole UNet (no tscd.lora), not a LoRA: " +
+                                                            $"{artifact.Path} has no {SegmentStageLayout.LoraFile}");
+        return lora with { Path = path, Id = $"{run.Name}/{TrainSegmentStage.StageName(artifact.Segments ?? 0)}", Steps = artifact.Steps };
+    }
+}
