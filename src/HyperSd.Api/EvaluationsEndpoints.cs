@@ -65,6 +65,7 @@ public static class EvaluationsEndpoints
         Csv.Text<EvaluationRecord>("stage", r => r.Stage), Csv.Text<EvaluationRecord>("model", r => r.Model),
         Csv.Text<EvaluationRecord>("sampler", r => r.Sampler), Csv.Integer<EvaluationRecord>("steps", r => r.Steps),
         Csv.Text<EvaluationRecord>("metric", r => r.Metric), Csv.Number<EvaluationRecord>("value", r => r.Value),
+        Csv.Number<EvaluationRecord>("low", r => r.Low), Csv.Number<EvaluationRecord>("high", r => r.High),
         Csv.Time<EvaluationRecord>("createdAt", r => r.CreatedAt),
     ];
 

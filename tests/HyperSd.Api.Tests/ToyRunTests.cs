@@ -164,6 +164,8 @@ public abstract class ToyRunTests
         return page.Items;
     }
 
+    static double? Nullable(string? text) => string.IsNullOrEmpty(text) ? null : double.Parse(text, CultureInfo.InvariantCulture);
+
     static List<EvaluationRecord> ReadCsv(string text)
     {
         using var csv = CsvReader.Create(new StringReader(text), null, false);
@@ -172,7 +174,8 @@ public abstract class ToyRunTests
             rows.Add(new EvaluationRecord(csv.Parse<Guid>("runId"), csv.GetString("run"), csv.GetString("recipe"),
                 csv.GetString("baseModel"),
                 csv.GetString("stage"), csv.GetString("model"), csv.GetString("sampler"), csv.Parse<int>("steps"), csv.GetString("metric"),
-                double.Parse(csv.GetString("value"), CultureInfo.InvariantCulture),
+                double.Parse(csv.GetString("value"), CultureInfo.InvariantCulture), Nullable(csv.GetString("low")),
+                Nullable(csv.GetString("high")),
                 DateTimeOffset.Parse(csv.GetString("createdAt"), CultureInfo.InvariantCulture)));
         return rows;
     }

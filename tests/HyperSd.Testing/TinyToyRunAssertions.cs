@@ -44,13 +44,16 @@ public static class TinyToyRunAssertions
         Assert.Equal(evaluations.Count, evaluations.Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).Distinct().Count());
         Assert.Contains(evaluations, v => v is { Model: "teacher", Steps: 3, Metric: "fd" });
         foreach (var steps in new[] { 1, 2 })
-        foreach (var metric in new[] { "fd", "adherence" })
+        foreach (var metric in new[] { "fd", "kid", "adherence" })
         {
             Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
             Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
         }
         // the k = 2 stage's LoRA as Hyper-SD's fixed 2-step LoRA
-        Assert.Equal([(2, "adherence"), (2, "fd")], evaluations.Where(v => v.Model == "tscd-k2").Select(v => (v.Steps, v.Metric)).Order());
+        Assert.Equal([(2, "adherence"), (2, "fd"), (2, "kid")], evaluations.Where(v => v.Model == "tscd-k2").Select(v => (v.Steps, v.Metric)).Order());
         Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
+        // 95 % intervals on adherence and KID, none on one image set's Fréchet distance
+        Assert.All(evaluations, v => Assert.True(v.Metric == "fd" ? v.Low is null && v.High is null : v.Low <= v.Value && v.Value <= v.High,
+            $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value} [{v.Low}, {v.High}]"));
     }
 }

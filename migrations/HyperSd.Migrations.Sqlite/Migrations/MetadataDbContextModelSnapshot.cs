@@ -204,6 +204,14 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("INTEGER")
                         .HasColumnName("created_at");
 
+                    b.Property<double?>("High")
+                        .HasColumnType("REAL")
+                        .HasColumnName("high");
+
+                    b.Property<double?>("Low")
+                        .HasColumnType("REAL")
+                        .HasColumnName("low");
+
                     b.Property<string>("Metric")
                         .IsRequired()
                         .HasColumnType("TEXT")

@@ -130,7 +130,7 @@ public static class EvalsCommand
                     page.Items.Select(r => new[]
                     {
                         r.Run, r.RunId.ToString()[..8], r.Stage, r.Model, r.Sampler, Number(r.Steps), r.Metric,
-                        EvaluationTable.Format(r.Metric, r.Value), r.CreatedAt.ToLocalTime().ToString("yyyy-MM-dd HH:mm",
+                        EvaluationTable.Format(r.Metric, r.Value, r.Low, r.High), r.CreatedAt.ToLocalTime().ToString("yyyy-MM-dd HH:mm",
                             CultureInfo.InvariantCulture),
                     }));
                 await output.WriteLineAsync(

@@ -13,5 +13,8 @@ public class Evaluation
     public int Steps { get; set; }
     public required string Metric { get; set; }
     public double Value { get; set; }
+    /// <summary>The 95 % interval, where the metric has one (adherence, KID, scores; not the Fréchet distance).</summary>
+    public double? Low { get; set; }
+    public double? High { get; set; }
     public DateTimeOffset CreatedAt { get; set; }
 }

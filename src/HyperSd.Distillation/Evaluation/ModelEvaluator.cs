@@ -57,7 +57,17 @@ public sealed record SamplerSpec(
 }
 
 /// <summary>One result row, ready for the metadata store's evaluations table.</summary>
-public sealed record EvaluationRow(string Model, string Sampler, int Steps, string Metric, double Value);
+/// <summary>One metric of a model at a step count, with its 95 % interval where the metric has one: adherence (Wilson),
+/// KID (its standard error), per-image scores (Student's t on the images); the Fréchet distance has none on one image set
+/// (see <see cref="Metrics.RedrawInterval"/>), and is read against its real-versus-real floor.</summary>
+public sealed record EvaluationRow(string Model, string Sampler, int Steps, string Metric, double Value, double? Low = null,
+    double? High = null)
+{
+    public EvaluationRow(string model, string sampler, int steps, string metric, Metrics.MetricEstimate estimate)
+        : this(model, sampler, steps, metric, estimate.Value, estimate.Low, estimate.High)
+    {
+    }
+}
 
 public sealed record EvaluationOptions
 {
@@ -113,6 +123,9 @@ public sealed class ModelEvaluator(
         return rows;
     }
 
+    /// <summary>KID's row name beside the Fréchet distance's: "kid" for "fd", "kid-clip" for "fd-clip".</summary>
+    public static string KidMetricName(IImageFeatures features) => "kid" + features.MetricName["fd".Length..];
+
     public Tensor Generate(
         IDiffusionPipeline pipeline, IReadOnlyList<string> prompts, SamplerSpec sampler, int steps, EvaluationOptions options)
     {
@@ -139,15 +152,26 @@ public sealed class ModelEvaluator(
         using var _ = no_grad();
         var rows = new List<EvaluationRow>();
         if (features is not null)
-            rows.Add(new(model, sampler, steps, features.MetricName, Metrics.FrechetDistance.Compute(features.Features(images),
-                realFeatures ?? throw new ArgumentException("the real images' features are needed with an image feature model"))));
+        {
+            var real = realFeatures ?? throw new ArgumentException("the real images' features are needed with an image feature model");
+            var generated = features.Features(images);
+            rows.Add(new(model, sampler, steps, features.MetricName, Metrics.FrechetDistance.Compute(generated, real)));
+            // KID beside it: unbiased, with a standard error from one image set
+            var kid = Metrics.KernelInceptionDistance.Compute(generated, real);
+            rows.Add(new(model, sampler, steps, KidMetricName(features), kid.Interval()));
+        }
         if (adherence is not null)
         {
             var matches = adherence.Matches(prompts, images);
-            rows.Add(new(model, sampler, steps, "adherence", matches.Count(m => m) / (double)matches.Count));
+            rows.Add(new(model, sampler, steps, "adherence", Metrics.WilsonInterval.Of(matches.Count(m => m), matches.Count)));
         }
         foreach (var scorer in scorers ?? [])
-            rows.Add(new(model, sampler, steps, scorer.Name, scorer.Score(prompts, images).to(float64).mean().item<double>()));
+        {
+            var scores = scorer.Score(prompts, images).to(float64).cpu().data<double>().ToArray();
+            // the images are independent draws: Student's t on their scores
+            rows.Add(scores.Length >= 2 ? new(model, sampler, steps, scorer.Name, Metrics.RedrawInterval.Of(scores))
+                : new(model, sampler, steps, scorer.Name, scores.Average()));
+        }
         return rows;
     }
 }

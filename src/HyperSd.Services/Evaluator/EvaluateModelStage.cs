@@ -137,11 +137,22 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         foreach (var path in grids)
             await stage.AddOutputAsync(ArtifactKind.Grid, path, Path.GetFileName(path));
         var report = Path.Combine(outDir, "results.md");
-        var table = measured ? EvaluationTable.Markdown(rows)
+        var table = measured ? EvaluationTable.Markdown(rows) + "\n" + Floor(metrics!, prompts.Count, settings.RealImages)
             : $"{notMeasured} The image grids are this stage's other outputs:\n\n" +
               $"{string.Join("\n", grids.Select(g => $"- {Path.GetFileName(g)}"))}\n";
         await File.WriteAllTextAsync(report, $"# {settings.RecipeName}\n\n{table}", stage.Cancellation);
         await stage.AddOutputAsync(ArtifactKind.Report, report, "results.md");
+    }
+
+    /// <summary>What the table's intervals are, and the Fréchet distance's real-versus-real floor at its sample sizes (real
+    /// images apart from the reference set): a model's fd is read against it.</summary>
+    static string Floor(ToyRecognizerMetrics metrics, int generated, int reference)
+    {
+        using var others = metrics.RealFeatures(generated + reference, RealImageSeed + 1);
+        var floor = Distillation.Metrics.FrechetDistance.RealVersusReal(others, generated, reference);
+        return $"Intervals are 95 %: adherence Wilson's, kid ±1.96 standard errors. fd has none on one image set; its floor, " +
+               $"the distance between real image sets of these sizes ({generated} against {reference}), is " +
+               $"{EvaluationTable.Format("fd", floor)}.\n";
     }
 
     /// <summary>A TSCD LoRA's model name in the evaluation rows: the name of the stage that made it.</summary>
@@ -160,7 +171,7 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
             db.Evaluations.Add(new Evaluation
             {
                 Id = Guid.NewGuid(), RunId = stage.RunId, StageId = stage.StageId, Model = r.Model, Sampler = r.Sampler, Steps = r.Steps,
-                Metric = r.Metric, Value = r.Value, CreatedAt = now,
+                Metric = r.Metric, Value = r.Value, Low = r.Low, High = r.High, CreatedAt = now,
             });
         return existing.Count;
     });

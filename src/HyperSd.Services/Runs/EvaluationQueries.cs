@@ -15,9 +15,9 @@ public sealed record EvaluationFilter(
     int? Steps = null, string? Sampler = null, string? Metric = null, DateTimeOffset? From = null, DateTimeOffset? To = null,
     Guid? Schedule = null);
 
-/// <summary>One stored metric value with what it belongs to.</summary>
+/// <summary>One stored metric value with what it belongs to, and its 95 % interval where the metric has one.</summary>
 public sealed record EvaluationRecord(Guid RunId, string Run, string Recipe, string BaseModel, string Stage, string Model,
-    string Sampler, int Steps, string Metric, double Value, DateTimeOffset CreatedAt);
+    string Sampler, int Steps, string Metric, double Value, double? Low, double? High, DateTimeOffset CreatedAt);
 
 public sealed record ComparedRun(Guid Id, string Name);
 
@@ -34,12 +34,15 @@ public sealed record BestRun(string Metric, int Steps, bool LowerIsBetter, Guid 
 /// <summary>Evaluation rows across runs for the API and the CLI: the filtered query, runs side by side, the best run.</summary>
 public static class EvaluationQueries
 {
-    /// <summary>Distances (fd, fd-clip: Fréchet distances) are better low; every other metric (adherence, scores) high.</summary>
-    public static bool LowerIsBetter(string metric) => metric == "fd" || metric.StartsWith("fd-", StringComparison.Ordinal);
+    /// <summary>Distances (fd, fd-clip: Fréchet distances; kid, kid-clip) are better low; every other metric (adherence,
+    /// scores) high.</summary>
+    public static bool LowerIsBetter(string metric) =>
+        metric is "fd" or "kid" || metric.StartsWith("fd-", StringComparison.Ordinal)
+                                || metric.StartsWith("kid-", StringComparison.Ordinal);
 
     /// <summary>The metrics in display order: distances first, then adherence, then the rest by name.</summary>
     public static IOrderedEnumerable<string> InDisplayOrder(IEnumerable<string> metrics) =>
-        metrics.OrderBy(m => m == "fd" ? 0 : m == "adherence" ? 1 : 2).ThenBy(m => m, StringComparer.Ordinal);
+        metrics.OrderBy(m => m switch { "fd" => 0, "kid" => 1, "adherence" => 2, _ => 3 }).ThenBy(m => m, StringComparer.Ordinal);
 
     // Initialized by members, not a constructor: EF composes filters and orderings on members it assigned.
     sealed class Joined
@@ -55,6 +58,8 @@ public static class EvaluationQueries
         public int Steps { get; init; }
         public string Metric { get; init; } = "";
         public double Value { get; init; }
+        public double? Low { get; init; }
+        public double? High { get; init; }
         public DateTimeOffset CreatedAt { get; init; }
     }
 
@@ -79,7 +84,8 @@ public static class EvaluationQueries
             select new Joined
             {
                 RunId = v.RunId, ScheduleId = r.ScheduleId, Run = r.Name, Recipe = p.Name, BaseModel = r.BaseModel, Stage = s.Name,
-                Model = v.Model, Sampler = v.Sampler, Steps = v.Steps, Metric = v.Metric, Value = v.Value, CreatedAt = v.CreatedAt,
+                Model = v.Model, Sampler = v.Sampler, Steps = v.Steps, Metric = v.Metric, Value = v.Value, Low = v.Low, High = v.High,
+                CreatedAt = v.CreatedAt,
             };
         if (filter.Runs is { Count: > 0 } runs) rows = rows.Where(x => runs.Contains(x.RunId));
         if (filter.Recipe is { } recipe) rows = rows.Where(x => x.Recipe == recipe);
@@ -118,7 +124,7 @@ public static class EvaluationQueries
         };
         var ordered = sorted.ThenBy(x => x.RunId).ThenBy(x => x.Model).ThenBy(x => x.Sampler).ThenBy(x => x.Metric).ThenBy(x => x.Steps)
             .Select(x => new EvaluationRecord(x.RunId, x.Run, x.Recipe, x.BaseModel, x.Stage, x.Model, x.Sampler, x.Steps, x.Metric,
-                x.Value, x.CreatedAt));
+                x.Value, x.Low, x.High, x.CreatedAt));
         return await paging.ApplyAsync(ordered, ct);
     }
 

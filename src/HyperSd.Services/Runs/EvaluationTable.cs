@@ -9,9 +9,15 @@ namespace HyperSd.Services.Runs;
 /// <summary>Evaluation rows as a Markdown table: one row per (run,) model and sampler, each metric at each step count.</summary>
 public static class EvaluationTable
 {
-    /// <summary>A metric's value as the tables show it: distances (hundreds) to 2 decimals, rates and scores to 3.</summary>
+    /// <summary>A metric's value as the tables show it: Fréchet distances (hundreds) to 2 decimals, KID (near 0) to 4, rates
+    /// and scores to 3.</summary>
     public static string Format(string metric, double value) =>
-        value.ToString(EvaluationQueries.LowerIsBetter(metric) ? "F2" : "F3", CultureInfo.InvariantCulture);
+        value.ToString(metric.StartsWith("kid", StringComparison.Ordinal) ? "F4" : EvaluationQueries.LowerIsBetter(metric) ? "F2" : "F3",
+            CultureInfo.InvariantCulture);
+
+    /// <summary>The value with its 95 % interval when it has one: "0.082 [0.051, 0.124]".</summary>
+    public static string Format(string metric, double value, double? low, double? high) =>
+        low is { } l && high is { } h ? $"{Format(metric, value)} [{Format(metric, l)}, {Format(metric, h)}]" : Format(metric, value);
 
     public static string Markdown(IEnumerable<EvaluationRow> rows) => Markdown(rows.Select(r => ((string?)null, r)));
 
@@ -31,7 +37,7 @@ public static class EvaluationTable
         {
             string Cell((string Metric, int Steps) c) =>
                 group.FirstOrDefault(r => r.Row.Metric == c.Metric && r.Row.Steps == c.Steps) is { Row: { } r }
-                ? Format(c.Metric, r.Value) : "";
+                ? Format(c.Metric, r.Value, r.Low, r.High) : "";
             sb.Append(byRun ? $"| {group.Key.Run} | " : "| ").Append($"{group.Key.Model} | {group.Key.Sampler} |")
                 .AppendJoin("", columns.Select(c => $" {Cell(c)} |")).AppendLine();
         }
@@ -45,7 +51,8 @@ public static class EvaluationTable
         var runs = records.Select(r => r.RunId).Distinct().ToList();
         return Markdown(records.OrderBy(r => runs.IndexOf(r.RunId)).ThenBy(r => r.Model, StringComparer.Ordinal)
             .ThenBy(r => r.Sampler, StringComparer.Ordinal)
-            .Select(r => (runs.Count > 1 ? r.Run : null, new EvaluationRow(r.Model, r.Sampler, r.Steps, r.Metric, r.Value))));
+            .Select(r => (runs.Count > 1 ? r.Run : null,
+                new EvaluationRow(r.Model, r.Sampler, r.Steps, r.Metric, r.Value, r.Low, r.High))));
     }
 
     /// <summary>The stored evaluation rows of the runs, in the runs' order (a run column when there are several); null if none.</summary>
@@ -57,6 +64,6 @@ public static class EvaluationTable
         return Markdown(rows.OrderBy(v => runIds.ToList().IndexOf(v.RunId)).ThenBy(v => v.Model, StringComparer.Ordinal)
             .ThenBy(v => v.Sampler, StringComparer.Ordinal)
             .Select(v => (runIds.Count > 1 ? names.GetValueOrDefault(v.RunId) : null,
-                new EvaluationRow(v.Model, v.Sampler, v.Steps, v.Metric, v.Value))));
+                new EvaluationRow(v.Model, v.Sampler, v.Steps, v.Metric, v.Value, v.Low, v.High))));
     }
 }

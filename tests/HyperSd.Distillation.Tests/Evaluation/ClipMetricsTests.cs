@@ -76,9 +76,9 @@ public class ClipMetricsTests : IDisposable
 
         using var real = projected.Features(images);
         var prompts = Enumerable.Repeat("x", 6).ToList();
-        var row = new ModelEvaluator(projected, real).Measure("m", "ddim", 1, prompts, images).Single();
-        Assert.Equal("fd-clip", row.Metric);
-        Assert.InRange(row.Value, -1e-6, 1e-6);
+        var rows = new ModelEvaluator(projected, real).Measure("m", "ddim", 1, prompts, images).ToList();
+        Assert.Equal(["fd-clip", "kid-clip"], rows.Select(r => r.Metric));
+        Assert.InRange(rows[0].Value, -1e-6, 1e-6);
     }
 
     static Dictionary<string, Tensor> AestheticWeights(int inputSize)

@@ -30,11 +30,14 @@ public class EvaluatorTests : IDisposable
         var rows = evaluator.Evaluate("untrained", pipeline, prompts, SamplerSpec.Tcd(0.3),
             new EvaluationOptions { Steps = [1, 2], BatchSize = 4, GridPrompts = 3 }, grid);
 
-        Assert.Equal(4, rows.Count);
+        Assert.Equal(6, rows.Count);
         Assert.All(rows, r => Assert.Equal(("untrained", "tcd-eta0.3"), (r.Model, r.Sampler)));
-        Assert.Equal([1, 1, 2, 2], rows.Select(r => r.Steps));
-        Assert.All(rows.Where(r => r.Metric == "fd"), r => Assert.True(r.Value > 0 && double.IsFinite(r.Value)));
-        Assert.All(rows.Where(r => r.Metric == "adherence"), r => Assert.Equal(0.5, r.Value));
+        Assert.Equal([(1, "fd"), (1, "kid"), (1, "adherence"), (2, "fd"), (2, "kid"), (2, "adherence")], rows.Select(r => (r.Steps, r.Metric)));
+        Assert.All(rows.Where(r => r.Metric == "fd"), r => Assert.True(r.Value > 0 && double.IsFinite(r.Value) && r.Low is null));
+        Assert.All(rows.Where(r => r.Metric == "kid"), r => Assert.True(r.Low < r.Value && r.Value < r.High, $"{r}"));
+        // 3 of 6: Wilson's 95 % interval
+        Assert.All(rows.Where(r => r.Metric == "adherence"), r => Assert.Equal((0.5, 0.1876, 0.8124),
+            (r.Value, Math.Round(r.Low!.Value, 4), Math.Round(r.High!.Value, 4))));
         using var image = ImageFiles.LoadRgb(grid);
         Assert.Equal(new long[] { 3, 3 * 34 + 2, 2 * 34 + 2 }, image.shape); // 3 prompts × 2 step counts of 32 px, 2 px gaps
         Assert.Equal("tcd-eta0.3", ImageFiles.ReadPngText(grid)["sampler"]);
@@ -52,7 +55,7 @@ public class EvaluatorTests : IDisposable
         var a = evaluator.Evaluate("m", pipeline, prompts, SamplerSpec.DdimTrailing(), options);
         var b = evaluator.Evaluate("m", pipeline, prompts, SamplerSpec.DdimTrailing(), options);
         Assert.Equal(a, b);
-        var self = evaluator.Measure("real", "-", 0, prompts, real).Single();
+        var self = evaluator.Measure("real", "-", 0, prompts, real).Single(r => r.Metric == "fd");
         Assert.InRange(self.Value, 0, 1e-6);
     }
 }
