@@ -3,6 +3,7 @@ using HyperSd.Contracts;
 using HyperSd.Data;
 using HyperSd.Services.Runs;
 using Microsoft.Extensions.Configuration;
+using RabbitMQ.Client;
 
 using HyperSd.Services.Stages;
 
@@ -191,6 +192,14 @@ public sealed class RabbitMqOptions
     public const ushort TlsPort = 5671;
     /// <summary>A PEM file of the CA that signed the broker's certificate (a private CA), for amqps; null = the system's.</summary>
     public string? CaFile { get; set; }
+
+    /// <summary>A RabbitMQ.Client connection factory for this broker (TLS as the bus has it), for connections outside the
+    /// bus; <paramref name="clientName"/> names them in the broker's connection list.</summary>
+    public ConnectionFactory ConnectionFactory(string clientName) => new()
+    {
+        HostName = Host, Port = Port, UserName = Username, Password = Password, VirtualHost = VirtualHost,
+        Ssl = RabbitMqTls.SslOption(this), ClientProvidedName = clientName,
+    };
 
     /// <summary>amqp[s]://user:pass@host:port/vhost[?queue-type=classic|quorum] (vhost "%2F" or empty = "/"); the user and
     /// password are required. Errors show the address with its password masked.</summary>
