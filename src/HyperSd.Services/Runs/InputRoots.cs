@@ -70,11 +70,16 @@ public sealed class InputRoots
     public byte[] ReadDataFile(string path, string field, long maxBytes)
     {
         using var stream = new FileStream(DataFile(path, field, maxBytes), FileMode.Open, FileAccess.Read);
-        var buffer = new byte[Math.Min(maxBytes + 1, stream.Length + 1)];
-        int read = 0, n;
-        while (read < buffer.Length && (n = stream.Read(buffer, read, buffer.Length - read)) > 0) read += n;
-        if (read > maxBytes) throw new InputPathException(field, $"'{path}' grew past {Bytes(maxBytes)} bytes while it was read");
-        return buffer[..read];
+        using var bytes = new MemoryStream();
+        var chunk = new byte[81920];
+        int n;
+        while ((n = stream.Read(chunk)) > 0)
+        {
+            if (bytes.Length + n > maxBytes)
+                throw new InputPathException(field, $"'{path}' grew past {Bytes(maxBytes)} bytes while it was read");
+            bytes.Write(chunk, 0, n);
+        }
+        return bytes.ToArray();
     }
 
     static string Bytes(long n) => n.ToString("N0", CultureInfo.InvariantCulture);
