@@ -53,32 +53,34 @@ configure() {
 }
 
 running() { rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+tls_listening() { rabbitmq-diagnostics -q listeners | grep -q 'port: 5671,'; }
 
 start() {
   # Erlang distribution on loopback too (epmd and the node's own port).
   export ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-  rabbitmq-server -detached >&2
+  # not holding the lock (fd 9): a broker that inherits it keeps it as long as it runs, and the next run waits in vain
+  rabbitmq-server -detached >&2 9>&-
   for _ in $(seq 1 90); do
     running && break
     sleep 1
   done
   running || { echo "RabbitMQ did not start; see /var/log/rabbitmq" >&2; exit 1; }
-  rabbitmqctl -q await_startup >&2
 }
 
 exec 9>/tmp/hypersd-rabbitmq.lock
 flock -w 180 9
 make_certificates
 configure
-if ! running; then
-  start
-elif ! rabbitmq-diagnostics -q listeners | grep -q 'port: 5671,'; then
+running || start
+# the node answers before its listeners are up
+rabbitmqctl -q await_startup >&2
+if ! tls_listening; then
   # running from before the TLS listener was configured: the config is read when the node starts
   echo "restarting RabbitMQ to add its TLS listener on 127.0.0.1:5671" >&2
   rabbitmqctl -q stop >&2
   start
+  rabbitmqctl -q await_startup >&2
+  tls_listening || { echo "RabbitMQ has no TLS listener on 127.0.0.1:5671; see /var/log/rabbitmq" >&2; exit 1; }
 fi
-rabbitmq-diagnostics -q listeners | grep -q 'port: 5671,' ||
-  { echo "RabbitMQ has no TLS listener on 127.0.0.1:5671; see /var/log/rabbitmq" >&2; exit 1; }
 echo "amqp://guest:guest@127.0.0.1:5672/"
