@@ -50,11 +50,14 @@ COPY recipes/ /app/recipes/
 # the artifact store: mount the volume every worker shares here
 RUN chmod 0755 /usr/local/bin/hypersd-worker-healthy && mkdir -p /data/artifacts && chown "$APP_UID" /data/artifacts
 # DOTNET_GCgen0size: a 256 MB gen-0 budget, as the tests and the dotnet-run profiles use (fewer collections, fewer
-# chances for TorchSharp's implicit-scalar race; docs/architecture.md, "Known issue: TorchSharp's implicit scalars")
+# chances for TorchSharp's implicit-scalar race; docs/architecture.md, "Known issue: TorchSharp's implicit scalars").
+# Recipes and jobs may name files only under the models and datasets mounts (Compose and the gpu overlay mount them).
 ENV PATH=/app:$PATH \
     DOTNET_GCgen0size=0x10000000 \
     HyperSd__Transport=rabbitmq \
     HyperSd__ArtifactRoot=/data/artifacts \
+    HyperSd__ModelsRoot=/data/models \
+    HyperSd__DataRoot=/data/datasets \
     HyperSd__HealthFile=/tmp/hypersd-worker.healthy
 WORKDIR /app
 # the non-root user of the .NET images (UID 1654)

@@ -1,4 +1,5 @@
 using HyperSd.Data.Entities;
+using HyperSd.Services.Hosting;
 using HyperSd.Services.Jobs;
 using HyperSd.Services.Runs;
 using Microsoft.AspNetCore.Builder;
@@ -40,10 +41,12 @@ public static class GenerationJobsEndpoints
             .WithSummary("the job's images and manifest.jsonl as a zip, streamed");
     }
 
-    static async Task<IResult> SubmitAsync(GenerationJobSpec spec, GenerationJobs jobs, ApiOptions options, CancellationToken ct)
+    static async Task<IResult> SubmitAsync(GenerationJobSpec spec, GenerationJobs jobs, ApiOptions options, WorkerOptions workers,
+        CancellationToken ct)
     {
         // validated (and every image planned) before anything is stored: a bad job leaves no trace
-        var plan = GenerationJobPlanner.Plan(await jobs.ResolveAsync(spec, ct), new GenerationLimits(MaxImageSide: options.MaxImageSide));
+        var plan = GenerationJobPlanner.Plan(await jobs.ResolveAsync(spec, ct), new GenerationLimits(MaxImageSide: options.MaxImageSide),
+            workers.Inputs);
         var id = await jobs.SubmitAsync(plan, ct);
         return Results.Created($"/api/generation-jobs/{id}", new GenerationJobCreated(id, plan.Name, plan.Images.Count, plan.Chunks.Count,
             plan.Warnings));

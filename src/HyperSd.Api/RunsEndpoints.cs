@@ -50,7 +50,7 @@ public static class RunsEndpoints
     {
         var recipe = await ReadBodyAsync(request, options.MaxRecipeBytes, ct);
         // planned (parsed, validated, every stage resolved) before anything is stored: a bad recipe leaves no trace
-        var planned = RunSubmission.Plan(catalogue, recipe, "request body", workers.MaxAttempts);
+        var planned = RunSubmission.Plan(catalogue, recipe, "request body", workers);
         var id = await submission.SubmitAsync(planned, ct);
         return Results.Created($"/api/runs/{id}", new RunStateView(id, planned.Run.State));
     }

@@ -6,8 +6,9 @@ namespace HyperSd.Recipes;
 
 /// <summary>A whole distillation run: the teacher, the data, the teacher trajectories, the TSCD schedule and the
 /// evaluation. Plain data: the services resolve it into each stage's typed settings once, at submission
-/// (HyperSd.Services.Runs.RecipeMapping). Paths are used as written (relative ones against the submitting process's
-/// working directory).</summary>
+/// (HyperSd.Services.Runs.RecipeMapping). Paths must lie under the deployment's roots, links followed (model paths under
+/// the models root, data paths under the data root; relative ones against their root: HyperSd.Services.Runs.InputRoots);
+/// prompts files are read and stored with the run at submission.</summary>
 public sealed partial record Recipe
 {
 
@@ -48,7 +49,8 @@ public sealed record ModelRecipe
     /// <summary>toy: the embedded toy teacher; diffusers: a pipeline folder; single-file: one SD1.x .safetensors checkpoint.</summary>
     public ModelSource Source { get; init; } = ModelSource.Toy;
 
-    /// <summary>The weights' folder or file; required unless toy (there, optionally a trained toy teacher folder).</summary>
+    /// <summary>The weights' folder or file (under the models root); required unless toy (there, optionally a trained toy
+    /// teacher folder).</summary>
     public string? Path { get; init; }
 
     /// <summary>sd15 or sdxl; the built-in toy teacher has the SD1.5 topology (an SDXL toy model comes with its path).</summary>
@@ -73,7 +75,8 @@ public sealed record DatasetRecipe
     /// and captions.</summary>
     public DatasetSource Source { get; init; } = DatasetSource.Toy;
 
-    /// <summary>The folder or manifest; required unless toy.</summary>
+    /// <summary>The folder or manifest (under the data root); required unless toy. A manifest's image paths are relative to
+    /// its folder, never absolute or with '..'.</summary>
     public string? Path { get; init; }
 
     /// <summary>toy: the number of scenes (required); otherwise the most pairs to use (null = all).</summary>
@@ -227,7 +230,7 @@ public sealed record EvaluationRecipe
     /// <summary>Number of held-out toy prompts (toy dataset only); give this or prompts_file.</summary>
     public int? Prompts { get; init; }
 
-    /// <summary>A text file with one held-out prompt per line.</summary>
+    /// <summary>A text file with one held-out prompt per line (under the data root; stored with the run at submission).</summary>
     public string? PromptsFile { get; init; }
 
     /// <summary>Steps of the teacher's reference images (Hyper-SD's table: the base model at 25 steps).</summary>
@@ -256,7 +259,7 @@ public sealed record GenerationRecipe
     /// <summary>The prompts; give this or prompts_file.</summary>
     public IReadOnlyList<string>? Prompts { get; init; }
 
-    /// <summary>A text file with one prompt per line.</summary>
+    /// <summary>A text file with one prompt per line (under the data root; stored with the run at submission).</summary>
     public string? PromptsFile { get; init; }
 
     /// <summary>Images per prompt, each with its own seed.</summary>

@@ -66,6 +66,7 @@ public sealed class ApiTestHost : IAsyncDisposable
             },
             ArtifactRoot = Path.Combine(root, "artifacts"),
             WorkerId = "api-test",
+            Inputs = HyperSd.Testing.TestInputs.Temp,
             HeartbeatInterval = TimeSpan.FromMilliseconds(500),
             ReconcileInterval = TimeSpan.FromSeconds(1),
         };

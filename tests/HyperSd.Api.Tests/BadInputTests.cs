@@ -13,16 +13,29 @@ public sealed class BadInputTests : IAsyncLifetime
     ApiTestHost host = null!;
     HttpClient client = null!;
     Guid runId;
+    /// <summary>The host's data and models roots, and a folder outside both.</summary>
+    readonly string files = Directory.CreateTempSubdirectory("hypersd-inputs-").FullName;
+    string Data => Path.Combine(files, "data");
+    string Models => Path.Combine(files, "models");
+    string Outside => Path.Combine(files, "outside");
 
     public async Task InitializeAsync()
     {
-        host = await ApiTestHost.StartAsync(new ApiOptions { Keys = ApiTestHost.DefaultKeys().Keys, MaxRecipeBytes = 64 * 1024 });
+        foreach (var dir in new[] { Data, Models, Outside, Path.Combine(Models, "teacher") }) Directory.CreateDirectory(dir);
+        await File.WriteAllTextAsync(Path.Combine(Data, "prompts.txt"), "a red circle\n");
+        await File.WriteAllTextAsync(Path.Combine(Outside, "secret.txt"), "not for recipes\n");
+        host = await ApiTestHost.StartAsync(new ApiOptions { Keys = ApiTestHost.DefaultKeys().Keys, MaxRecipeBytes = 64 * 1024 },
+            o => o.Inputs = new InputRoots { DataRoot = Data, ModelsRoot = Models });
         client = host.Client(ApiTestHost.OperatorKey);
         // a stored run that is never started (no model runs)
         runId = await host.App.Services.GetRequiredService<RunSubmission>().CreateAsync(TinyToy.Recipe(), "test recipe");
     }
 
-    public async Task DisposeAsync() => await host.DisposeAsync();
+    public async Task DisposeAsync()
+    {
+        await host.DisposeAsync();
+        Directory.Delete(files, true);
+    }
 
     /// <summary>Asserts the status, the problem+json type, that <paramref name="field"/> is named in errors, and that the
     /// store holds what it held before.</summary>
@@ -49,6 +62,44 @@ public sealed class BadInputTests : IAsyncLifetime
         var problem = await AssertRefused(() => Submit(TinyToy.Recipe().Replace("count: 24", "count: -3")), HttpStatusCode.BadRequest,
             "trajectories.count");
         Assert.Equal("the recipe is not valid", problem.GetProperty("title").GetString());
+    }
+
+    /// <summary>A recipe that names a file it may not read is refused at submission, naming the field: nothing is read past
+    /// the size limit, no run is stored and nothing is copied into the artifact store.</summary>
+    [Theory]
+    [InlineData("outside", "evaluation.prompts_file", "is outside the data root")]
+    [InlineData("dev-zero", "evaluation.prompts_file", "'/dev/zero' is outside the data root")]
+    [InlineData("huge", "generation.prompts_file", "is 1,073,741,824 bytes; at most 4,194,304 are read")]
+    [InlineData("link", "evaluation.prompts_file", "leads through a link to")]
+    [InlineData("model", "model.path", "is outside the models root")]
+    [InlineData("manifest-dotdot", "dataset.path", "image path '../secret.png' must be relative to the manifest's folder, without '..'")]
+    [InlineData("manifest-absolute", "dataset.path", "must be relative to the manifest's folder")]
+    public async Task A_recipe_naming_a_file_outside_its_roots_is_refused_naming_the_field(string bad, string field, string problem)
+    {
+        using (var f = File.Create(Path.Combine(Data, "huge.txt"))) f.SetLength(1L << 30); // 1 GB, sparse: no disk
+        File.CreateSymbolicLink(Path.Combine(Data, "link.txt"), Path.Combine(Outside, "secret.txt"));
+        await File.WriteAllTextAsync(Path.Combine(Data, "good.jsonl"), "{\"file_name\": \"a.png\", \"text\": \"a\"}\n");
+        await File.WriteAllTextAsync(Path.Combine(Data, "dotdot.jsonl"), "{\"file_name\": \"a.png\", \"text\": \"a\"}\n" +
+                                                                     "{\"file_name\": \"../secret.png\", \"text\": \"b\"}\n");
+        await File.WriteAllTextAsync(Path.Combine(Data, "absolute.csv"), "file_name,text\n/etc/passwd,a\n");
+        // a real-data recipe whose paths are all fine (relative ones under their root); each case spoils one
+        var good = TinyToy.Recipe(Path.Combine(Models, "teacher"), imageFolder: "IMAGES", promptsFile: "prompts.txt")
+            .Replace("source: folder\n  path: IMAGES", "source: jsonl\n  path: good.jsonl");
+        var recipe = bad switch
+        {
+            "outside" => good.Replace("prompts_file: prompts.txt", $"prompts_file: {Path.Combine(Outside, "secret.txt")}"),
+            "dev-zero" => good.Replace("prompts_file: prompts.txt", "prompts_file: /dev/zero"),
+            "huge" => good.Replace("prompts: [\"a red circle in the center\", \"a blue square at the top left\"]", "prompts_file: huge.txt"),
+            "link" => good.Replace("prompts_file: prompts.txt", "prompts_file: link.txt"),
+            "model" => good.Replace(Path.Combine(Models, "teacher"), Outside),
+            "manifest-dotdot" => good.Replace("good.jsonl", "dotdot.jsonl"),
+            _ => good.Replace("source: jsonl\n  path: good.jsonl", "source: csv\n  path: absolute.csv"),
+        };
+        var refused = await AssertRefused(() => Submit(recipe), HttpStatusCode.BadRequest, field);
+        var errors = refused.GetProperty("errors");
+        Assert.Contains(problem, errors.GetProperty(field)[0].GetString());
+        Assert.Single(errors.EnumerateObject());
+        Assert.False(Directory.Exists(Path.Combine(host.Workers.ArtifactRoot, "inputs")), "a refused recipe's prompts were stored");
     }
 
     [Fact]

@@ -64,7 +64,7 @@ public sealed class Deployment : IAsyncDisposable
         var options = new WorkerOptions
         {
             Roles = [], Transport = WorkerOptions.RabbitMqTransport, RabbitMq = RabbitMqOptions.FromUri(RabbitMqUri.ToString()), Store = Store,
-            ArtifactRoot = ArtifactRoot, WorkerId = "test-client",
+            ArtifactRoot = ArtifactRoot, WorkerId = "test-client", Inputs = TestInputs.Temp,
         };
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();

@@ -64,6 +64,7 @@ public sealed class EndToEndTests(ITestOutputHelper output)
         var options = new WorkerOptions
         {
             Store = store, ArtifactRoot = Path.Combine(root, "artifacts"), WorkerId = "embedded", ToyRecognizerDir = deployment.Recognizer,
+            Inputs = TestInputs.Temp,
             HeartbeatInterval = TimeSpan.FromSeconds(0.5), ReconcileInterval = TimeSpan.FromSeconds(1),
         }.Validate();
         var builder = Host.CreateApplicationBuilder();

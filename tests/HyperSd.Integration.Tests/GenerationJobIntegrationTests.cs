@@ -22,7 +22,7 @@ public sealed class GenerationJobIntegrationTests(ITestOutputHelper output)
     {
         Name = name, Model = "toy", Prompts = [.. Enumerable.Range(0, 40).Select(i => new PromptRow($"a red circle at position {i}"))],
         ImagesPerPrompt = 5, Steps = 1, Width = 16, Height = 16, BatchSize = 4, ChunkSize = 8, Seed = 1000,
-    }, new GenerationLimits());
+    }, new GenerationLimits(), HyperSd.Testing.TestInputs.Temp);
 
     static async Task<GenerationJobStatus> WaitForEndAsync(Deployment deployment, Guid id)
     {

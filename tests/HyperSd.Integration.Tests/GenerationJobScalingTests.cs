@@ -49,7 +49,7 @@ public sealed class GenerationJobScalingTests(ITestOutputHelper output)
             {
                 Name = $"scaling-{workers}", Model = "toy", Prompts = [.. Enumerable.Range(0, prompts).Select(i => new PromptRow($"a red circle number {i}"))],
                 ImagesPerPrompt = 4, Steps = 2, Width = 32, Height = 32, BatchSize = 4, ChunkSize = chunkSize,
-            }, new GenerationLimits());
+            }, new GenerationLimits(), HyperSd.Testing.TestInputs.Temp);
             var id = await deployment.Jobs.SubmitAsync(plan);
             GenerationJobStatus status = null!;
             await deployment.WaitUntilAsync(async () => (status = (await deployment.Jobs.ShowAsync(id))!).State is not (RunState.Pending or RunState.Running),

@@ -53,7 +53,7 @@ public sealed class BusRetryTests(PostgresDatabase database) : IClassFixture<Pos
 
         // the only delivery of the command meets a store that is down for 2 s
         proxy.Cut();
-        var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(), "tiny", 3);
+        var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(), "tiny", new WorkerOptions { MaxAttempts = 3 });
         var runId = await orchestrator.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned);
         await Task.Delay(TimeSpan.FromSeconds(2));
         proxy.Restore();

@@ -136,6 +136,8 @@ public sealed class EmbeddedRunTests : IDisposable
         await File.WriteAllTextAsync(recipePath, TinyToy.Recipe(teacher, architecture: "sdxl", imageFolder: images, promptsFile: prompts));
         using var host = StartHost(store.WorkerOptions(o => o.HeartbeatInterval = TimeSpan.FromMilliseconds(500)));
         var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(recipePath);
+        // the evaluation reads the prompts file's copy stored at submission, not the file
+        File.Delete(prompts);
         var run = await WaitForEnd(runId, TimeSpan.FromMinutes(3));
         await host.StopAsync();
 

@@ -30,7 +30,7 @@ public sealed class GenerationJobStoreBlipTests(PostgresDatabase database) : ICl
         {
             Name = "blip", Model = "toy", Prompts = [.. Enumerable.Range(0, 16).Select(i => new PromptRow($"a red circle number {i}"))],
             ImagesPerPrompt = 3, Steps = 1, Width = 16, Height = 16, BatchSize = 2, ChunkSize = 4, Seed = 7,
-        }, new GenerationLimits());
+        }, new GenerationLimits(), TestInputs.Temp);
         var id = await jobs.SubmitAsync(plan);
 
         var direct = store.CreateDbContext();

@@ -12,6 +12,7 @@ using HyperSd.Services.Jobs;
 using HyperSd.Services.Runs;
 using HyperSd.Services.Orchestrator;
 using HyperSd.Services.Stages;
+using HyperSd.Testing;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
@@ -24,6 +25,7 @@ namespace HyperSd.Services.Tests;
 public sealed class GenerationJobTests : IDisposable
 {
     readonly TestStore store = new();
+    static readonly InputRoots Roots = TestInputs.Temp;
 
     public void Dispose() => store.Dispose();
 
@@ -44,14 +46,14 @@ public sealed class GenerationJobTests : IDisposable
     [Fact]
     public void Prompts_files_of_every_type_give_rows_and_skip_blank_lines()
     {
-        Assert.Equal(["a", "b"], PromptFiles.Read(Write("p.txt", "a\n\n  \nb\r\n")).Select(r => r.Prompt));
-        Assert.Equal("p.txt:4", PromptFiles.Read(Write("p.txt", "a\n\n  \nb\r\n"))[1].Line);
-        var csv = PromptFiles.Read(Write("p.csv", "prompt,negative_prompt,seed,count\n\"a, \"\"quoted\"\"\nprompt\",blurry,7,3\n\nb,,,\n"));
+        Assert.Equal(["a", "b"], PromptFiles.Read(Write("p.txt", "a\n\n  \nb\r\n"), Roots).Select(r => r.Prompt));
+        Assert.Equal("p.txt:4", PromptFiles.Read(Write("p.txt", "a\n\n  \nb\r\n"), Roots)[1].Line);
+        var csv = PromptFiles.Read(Write("p.csv", "prompt,negative_prompt,seed,count\n\"a, \"\"quoted\"\"\nprompt\",blurry,7,3\n\nb,,,\n"), Roots);
         Assert.Equal(new PromptRow("a, \"quoted\"\nprompt", "blurry", 7, 3, "p.csv:2"), csv[0]);
         Assert.Equal(new PromptRow("b", null, null, null, "p.csv:5"), csv[1]);
-        var jsonl = PromptFiles.Read(Write("p.jsonl", "{\"prompt\":\"a\",\"seed\":5}\n\n{\"prompt\":\"b\",\"negative_prompt\":\"n\",\"count\":2}\n"));
+        var jsonl = PromptFiles.Read(Write("p.jsonl", "{\"prompt\":\"a\",\"seed\":5}\n\n{\"prompt\":\"b\",\"negative_prompt\":\"n\",\"count\":2}\n"), Roots);
         Assert.Equal([new PromptRow("a", null, 5, null, "p.jsonl:1"), new PromptRow("b", "n", null, 2, "p.jsonl:3")], jsonl);
-        Assert.Equal(["a", "b"], PromptFiles.Read(Write("p.json", "[\"a\", {\"prompt\": \"b\"}]")).Select(r => r.Prompt));
+        Assert.Equal(["a", "b"], PromptFiles.Read(Write("p.json", "[\"a\", {\"prompt\": \"b\"}]"), Roots).Select(r => r.Prompt));
     }
 
     [Theory]
@@ -68,26 +70,26 @@ public sealed class GenerationJobTests : IDisposable
     [InlineData("bad.txt", "\n \n", "bad.txt: no prompts")]
     [InlineData("bad.yaml", "a", "bad.yaml: unknown prompts file type '.yaml'")]
     public void A_malformed_prompts_file_is_an_error_naming_file_and_line(string name, string text, string expected) =>
-        Assert.StartsWith(expected, Assert.Throws<PromptFileException>(() => PromptFiles.Read(Write(name, text))).Message);
+        Assert.StartsWith(expected, Assert.Throws<PromptFileException>(() => PromptFiles.Read(Write(name, text), Roots)).Message);
 
     [Fact]
     public void Invalid_utf8_is_an_error_naming_line_and_column()
     {
         var path = WriteBytes("latin1.txt", [.. "a red circle\nun carr"u8.ToArray(), 0xE9, .. "\n"u8.ToArray()]);
         Assert.Equal("latin1.txt:2: not valid UTF-8 (byte 0xE9 at column 8); save the file as UTF-8",
-            Assert.Throws<PromptFileException>(() => PromptFiles.Read(path)).Message);
+            Assert.Throws<PromptFileException>(() => PromptFiles.Read(path, Roots)).Message);
     }
 
     [Fact]
     public void Plans_seeds_by_policy_and_chunks_of_the_chunk_size()
     {
-        var plan = GenerationJobPlanner.Plan(Spec([new("a"), new("b", "n", Count: 3)]), new GenerationLimits());
+        var plan = GenerationJobPlanner.Plan(Spec([new("a"), new("b", "n", Count: 3)]), new GenerationLimits(), Roots);
         Assert.Equal([(0, 0, 100L), (0, 1, 101L), (1, 0, 102L), (1, 1, 103L), (1, 2, 104L)],
             plan.Images.Select(i => (i.PromptIndex, i.ImageIndex, i.Seed)));
         Assert.Equal([3, 2], plan.Chunks.Select(c => c.Length));
         Assert.Equal(("toy", true), (plan.Model.Id, plan.Model.Sha256!.Length == 64));
         var perRow = GenerationJobPlanner.Plan(Spec([new("a", Seed: 7), new("b", Seed: 70)]) with { SeedPolicy = SeedPolicy.PerRow },
-            new GenerationLimits());
+            new GenerationLimits(), Roots);
         Assert.Equal([7L, 8L, 70L, 71L], perRow.Images.Select(i => i.Seed));
     }
 
@@ -99,11 +101,11 @@ public sealed class GenerationJobTests : IDisposable
             Name = "../escape", Model = Path.Combine(store.Root, "no-such-model"), Loras = [new(Path.Combine(store.Root, "none.safetensors"))],
             ImagesPerPrompt = -1, Width = 4096, SeedPolicy = SeedPolicy.PerRow, BatchSize = 0,
         };
-        var problems = Assert.Throws<JobValidationException>(() => GenerationJobPlanner.Plan(spec, new GenerationLimits(MaxImageSide: 1024)))
+        var problems = Assert.Throws<JobValidationException>(() => GenerationJobPlanner.Plan(spec, new GenerationLimits(MaxImageSide: 1024), Roots))
             .Problems.Select(p => p.ToString()).ToList();
         Assert.Contains(problems, p => p.StartsWith("name: '../escape' is not a folder name"));
-        Assert.Contains(problems, p => p.StartsWith("model: unknown model"));
-        Assert.Contains(problems, p => p.StartsWith("loras[0]: unknown LoRA"));
+        Assert.Contains(problems, p => p.StartsWith("model: no such file or folder"));
+        Assert.Contains(problems, p => p.StartsWith("loras[0]: no such file or folder"));
         Assert.Contains("images_per_prompt: must be at least 1, got -1", problems);
         Assert.Contains("batch_size: must be at least 1, got 0", problems);
         Assert.Contains("width: must be a multiple of 8 from 8 to 1024 (this deployment's limit), got 4096", problems);
@@ -122,12 +124,12 @@ public sealed class GenerationJobTests : IDisposable
         using (var lora = LoraAdapter.Create(other, new LoraConfig(2, 2)))
             LoraFormats.Save(lora, Path.Combine(store.Root, "other.safetensors"), LoraFileFormat.Kohya);
         var problem = Assert.Single(Assert.Throws<JobValidationException>(() => GenerationJobPlanner.Plan(
-            Spec([new("a")]) with { Loras = [new(Path.Combine(store.Root, "other.safetensors"))] }, new GenerationLimits())).Problems);
+            Spec([new("a")]) with { Loras = [new(Path.Combine(store.Root, "other.safetensors"))] }, new GenerationLimits(), Roots)).Problems);
         Assert.StartsWith("loras[0]: ", problem.ToString());
         Assert.Contains("does not fit this model's UNet (a LoRA for another base?)", problem.Message);
 
         var plan = GenerationJobPlanner.Plan(Spec([new(string.Join(' ', Enumerable.Repeat("red circle", 50)), Line: "p.txt:1")]),
-            new GenerationLimits());
+            new GenerationLimits(), Roots);
         Assert.StartsWith("p.txt:1: prompt: 100 tokens; the text encoder reads 77 with its start and end tokens, so it is truncated",
             Assert.Single(plan.Warnings));
     }
@@ -185,7 +187,7 @@ public sealed class GenerationJobTests : IDisposable
         using var host = StartHost();
         var jobs = host.Services.GetRequiredService<GenerationJobs>();
         var spec = await jobs.ResolveAsync(Spec([new("a red circle")]) with { Name = "with-run-lora", Loras = [new(Run: "distilled", Steps: 4)] });
-        var id = await jobs.SubmitAsync(GenerationJobPlanner.Plan(spec, new GenerationLimits()));
+        var id = await jobs.SubmitAsync(GenerationJobPlanner.Plan(spec, new GenerationLimits(), Roots));
         var status = await WaitForEndAsync(jobs, id);
         Assert.True(status.State == RunState.Succeeded, $"{status.State}: {status.Error}");
         await using var check = store.CreateDbContext();
@@ -209,7 +211,7 @@ public sealed class GenerationJobTests : IDisposable
         using var host = StartHost();
         var jobs = host.Services.GetRequiredService<GenerationJobs>();
         var plan = GenerationJobPlanner.Plan(Spec([new("a red circle"), new("a blue square")]) with { Name = "after-kill" },
-            new GenerationLimits());
+            new GenerationLimits(), Roots);
         var status = await WaitForEndAsync(jobs, await jobs.SubmitAsync(plan));
         Assert.True(status.State == RunState.Succeeded, $"{status.State}: {status.Error}");
         Assert.Equal(plan.Images.Select(i => i.File).Order(), Directory.GetFileSystemEntries(dir).Select(Path.GetFileName).Order());
@@ -240,8 +242,8 @@ public sealed class GenerationJobTests : IDisposable
     {
         using var host = StartHost();
         var jobs = host.Services.GetRequiredService<GenerationJobs>();
-        var rows = PromptFiles.Read(Write("p.csv", "prompt,negative_prompt,count\na red circle,,\na blue square,blurry,3\na green triangle,,1\n"));
-        var plan = GenerationJobPlanner.Plan(Spec(rows) with { Name = "shapes" }, new GenerationLimits());
+        var rows = PromptFiles.Read(Write("p.csv", "prompt,negative_prompt,count\na red circle,,\na blue square,blurry,3\na green triangle,,1\n"), Roots);
+        var plan = GenerationJobPlanner.Plan(Spec(rows) with { Name = "shapes" }, new GenerationLimits(), Roots);
         var id = await jobs.SubmitAsync(plan);
         var status = await WaitForEndAsync(jobs, id);
         Assert.True(status.State == RunState.Succeeded, $"{status.State}: {status.Error}");
@@ -295,7 +297,7 @@ public sealed class GenerationJobTests : IDisposable
         var plan = GenerationJobPlanner.Plan(Spec([.. Enumerable.Range(0, 64).Select(i => new PromptRow($"a red circle number {i}"))]) with
         {
             Name = "resumed", ChunkSize = 4, BatchSize = 1,
-        }, new GenerationLimits());
+        }, new GenerationLimits(), Roots);
         var id = await jobs.SubmitAsync(plan);
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
         while ((await jobs.ShowAsync(id))!.ImagesDone == 0 && DateTime.UtcNow < deadline) await Task.Delay(20);

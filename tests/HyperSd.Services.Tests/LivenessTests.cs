@@ -3,6 +3,7 @@ using HyperSd.Data.Entities;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
 using HyperSd.Services.Hosting;
+using HyperSd.Services.Runs;
 using HyperSd.Services.Stages;
 using HyperSd.Testing;
 using MassTransit;
@@ -22,7 +23,7 @@ public sealed class HangStage(int hangAttempts, ManualResetEventSlim release) : 
     public override string Name => Kind;
     public override string Role => "hanger";
 
-    public override IEnumerable<PlannedStage> Plan(Recipe recipe) => [new("hang", new HangSettings(hangAttempts))];
+    public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs) => [new("hang", new HangSettings(hangAttempts))];
 
     protected override async Task ExecuteAsync(StageContext stage, HangSettings settings)
     {
@@ -61,7 +62,7 @@ public sealed class LivenessTests(PostgresDatabase database) : IClassFixture<Pos
             o.ProgressTimeouts[HangStage.Kind] = TimeSpan.FromSeconds(2);
         }, catalogue);
         var host = TestHosts.Start(options, catalogue);
-        var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(), "tiny", options.MaxAttempts);
+        var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(), "tiny", options);
         var runId = host.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned).GetAwaiter().GetResult();
         return (host, runId);
     }

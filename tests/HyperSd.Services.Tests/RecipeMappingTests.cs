@@ -33,6 +33,8 @@ public class RecipeMappingTests
 
     static Recipe Parse(string yaml) => RecipeLoader.Parse(yaml, Source);
 
+    static readonly Hosting.WorkerOptions Options = new() { Inputs = Testing.TestInputs.Temp };
+
     [Fact]
     public void Omitted_fields_map_to_the_recipe_defaults()
     {
@@ -51,14 +53,15 @@ public class RecipeMappingTests
     {
         var catalogue = StageCatalogue.Default();
         var e = Assert.Throws<RecipeValidationException>(() =>
-            RunSubmission.Plan(catalogue, Valid.Replace("  count: 64", "  count: 64\n  resolution: 64"), "recipes/bad.yaml", 3));
+            RunSubmission.Plan(catalogue, Valid.Replace("  count: 64", "  count: 64\n  resolution: 64"), "recipes/bad.yaml", Options));
         Assert.StartsWith("recipes/bad.yaml: 1 problem(s)", e.Message);
         Assert.Contains("recipes/bad.yaml: dataset.resolution: toy images are 32 px", e.Message);
-        var missing = Assert.Throws<FileNotFoundException>(() => RunSubmission.Plan(catalogue, "/nonexistent/recipe.yaml", 3));
+        var missing = Assert.Throws<FileNotFoundException>(() => RunSubmission.Plan(catalogue, "/nonexistent/recipe.yaml", Options));
         Assert.Contains("no such recipe file: /nonexistent/recipe.yaml", missing.Message);
-        var prompts = Assert.Throws<FileNotFoundException>(() =>
-            RunSubmission.Plan(catalogue, Valid.Replace("  prompts: 16", "  prompts_file: /nonexistent/prompts.txt"), "r.yaml", 3));
-        Assert.Contains("evaluation.prompts_file: no such file", prompts.Message);
+        var none = Path.Combine(Path.GetTempPath(), $"no-prompts-{Guid.NewGuid():N}.txt");
+        var prompts = Assert.Throws<RecipeValidationException>(() =>
+            RunSubmission.Plan(catalogue, Valid.Replace("  prompts: 16", $"  prompts_file: {none}"), "r.yaml", Options));
+        Assert.Contains($"r.yaml: evaluation.prompts_file: no such file or folder: '{none}'", prompts.Message);
     }
 
     [Fact]
@@ -130,7 +133,7 @@ public class RecipeMappingTests
     {
         var catalogue = StageCatalogue.Default();
         var recipe = RecipeLoader.Load(RecipePath("toy.yaml"));
-        var stages = catalogue.Plan(recipe, Guid.NewGuid(), 3);
+        var stages = catalogue.Plan(RecipeInputs.Resolve(recipe, new InputRoots(), "toy.yaml"), Guid.NewGuid(), 3);
 
         Assert.Equal(["dataset", "trajectories", "tscd-k8", "tscd-k4", "tscd-k2", "tscd-k1", "evaluate", "generate"], stages.Select(s => s.Name));
         var k4 = (SegmentStageSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "tscd-k4"));
@@ -139,7 +142,7 @@ public class RecipeMappingTests
         var evaluation = (EvaluationSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "evaluate"));
         Assert.Equal([SamplerSpec.DdimTrailing(), SamplerSpec.Tcd(0.3)], evaluation.StudentSamplers);
         Assert.Equal(SamplerSpec.Teacher(3.0), evaluation.TeacherSamplers);
-        Assert.Equal(256, evaluation.Prompts.Count);
+        Assert.Equal(256, evaluation.Prompts!.Count);
         Assert.Equal(RecipeMapping.Evaluation(recipe).Steps, evaluation.Options.Steps);
         Assert.Equal(RecipeMapping.Evaluation(recipe) with { Steps = evaluation.Options.Steps }, evaluation.Options);
     }

@@ -5,6 +5,7 @@ using HyperSd.Data.Entities;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
 using HyperSd.Services.Hosting;
+using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.Stages;
 using HyperSd.Testing;
@@ -31,7 +32,7 @@ public sealed class LoraDigestStage : StageKind<LoraDigestSettings>
     public override string Role => Role_;
     public bool FailFirstAttempt { get; init; }
 
-    public override IEnumerable<PlannedStage> Plan(Recipe recipe) =>
+    public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs) =>
         [new("digest", new LoraDigestSettings(recipe.Name, recipe.Seed, recipe.Evaluation.Prompts ?? 0, FailFirstAttempt))];
 
     protected override IEnumerable<Artifact> SelectInputs(LoraDigestSettings settings, IReadOnlyList<StageOutput> earlier) =>
@@ -92,7 +93,7 @@ public sealed class StageCatalogueTests : IDisposable
         }, catalogue);
         Assert.Contains(LoraDigestStage.Role_, options.Roles);
         using var host = StartHost(options, catalogue);
-        var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(teacher), "tiny", options.MaxAttempts);
+        var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(teacher), "tiny", options);
         var runId = await host.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned);
         var run = await WaitForEnd(store, runId);
         await host.StopAsync();
@@ -123,8 +124,8 @@ public sealed class StageCatalogueTests : IDisposable
             o.ReconcileInterval = TimeSpan.FromMilliseconds(500);
             o.RetryBackoff = TimeSpan.FromMilliseconds(200);
         }, catalogue);
-        var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(), "tiny", options.MaxAttempts);
-        await Runs.RunSubmission.StoreAsync(store, planned);
+        var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(), "tiny", options);
+        await Runs.RunSubmission.StoreAsync(store, store.Artifacts, planned);
         var stored = planned.Run.Stages.Single().SettingsJson;
 
         // after submission, the stored recipe text is edited: another name, seed and prompt count

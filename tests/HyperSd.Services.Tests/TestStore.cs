@@ -6,6 +6,7 @@ using HyperSd.Services.Hosting;
 using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.Runs;
 using HyperSd.Services.Stages;
+using HyperSd.Testing;
 using Microsoft.EntityFrameworkCore;
 
 namespace HyperSd.Services.Tests;
@@ -35,7 +36,7 @@ public sealed class TestStore : IDbContextFactory<MetadataDbContext>, IDisposabl
 
     public WorkerOptions WorkerOptions(Action<WorkerOptions>? change = null, StageCatalogue? catalogue = null)
     {
-        var o = new WorkerOptions { Store = Options, ArtifactRoot = Artifacts.Root, WorkerId = "test-worker" };
+        var o = new WorkerOptions { Store = Options, ArtifactRoot = Artifacts.Root, WorkerId = "test-worker", Inputs = TestInputs.Temp };
         change?.Invoke(o);
         return o.Validate(catalogue);
     }
@@ -45,8 +46,8 @@ public sealed class TestStore : IDbContextFactory<MetadataDbContext>, IDisposabl
     /// <summary>Stores a recipe, a pending run and its stages.</summary>
     public async Task<Guid> CreateRunAsync(string yaml, WorkerOptions options)
     {
-        var planned = RunSubmission.Plan(StageCatalogue.Default(), yaml, "test recipe", options.MaxAttempts);
-        await RunSubmission.StoreAsync(this, planned);
+        var planned = RunSubmission.Plan(StageCatalogue.Default(), yaml, "test recipe", options);
+        await RunSubmission.StoreAsync(this, Artifacts, planned);
         return planned.Run.Id;
     }
 

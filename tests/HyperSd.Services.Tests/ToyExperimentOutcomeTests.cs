@@ -66,7 +66,7 @@ public class ToyExperimentOutcomeTests(ToyExperimentOutcomeTests.Experiment expe
             using var host = builder.Build();
             await host.StartAsync();
             var runs = await ToyExperiment.RunAsync(host.Services,
-                ToyExperiment.Plan(StageCatalogue.Default(), ToyExperiment.Variants(adversarial), options.MaxAttempts));
+                ToyExperiment.Plan(StageCatalogue.Default(), ToyExperiment.Variants(adversarial), options));
             await host.StopAsync();
             await using var db = store.CreateDbContext();
             var ids = runs.Select(r => r.Id).ToList();

@@ -72,6 +72,37 @@ public static class RabbitMqServer
     /// <summary>The URI of <paramref name="virtualHost"/> on the broker.</summary>
     public static Uri VirtualHostUri(string virtualHost) => new UriBuilder(Uri) { Path = "/" + Uri.EscapeDataString(virtualHost) }.Uri;
 
+    /// <summary>The CA that signed the TLS listener's certificate: <c>HYPERSD_TEST_RABBITMQ_CA</c>, or where
+    /// .ci/start-rabbitmq.sh makes it.</summary>
+    public static string CaFile => Environment.GetEnvironmentVariable(CaVariable) is { Length: > 0 } file ? file : "/etc/rabbitmq/tls/ca.pem";
+    public const string CaVariable = "HYPERSD_TEST_RABBITMQ_CA";
+    public const int TlsPort = 5671;
+
+    /// <summary>amqps://user:pass@localhost:5671/&lt;vhost&gt;: the broker's TLS listener, by the name its certificate holds.
+    /// Fails, saying how to set it up, when there is no CA file or nothing listens there.</summary>
+    public static Uri TlsUri(string virtualHost)
+    {
+        string? missing = !File.Exists(CaFile) ? $"no CA file {CaFile} (or set {CaVariable})"
+            : !Listening(TlsPort) ? $"nothing listens on 127.0.0.1:{TlsPort}" : null;
+        if (missing is not null)
+            throw new InvalidOperationException($"RabbitMQ's TLS listener is not set up: {missing}. .ci/start-rabbitmq.sh sets it up " +
+                                                "(run it as root; it restarts a broker that runs without it).");
+        return new UriBuilder(VirtualHostUri(virtualHost)) { Scheme = "amqps", Host = "localhost", Port = TlsPort }.Uri;
+    }
+
+    static bool Listening(int port)
+    {
+        using var client = new System.Net.Sockets.TcpClient();
+        try
+        {
+            return client.ConnectAsync(System.Net.IPAddress.Loopback, port).Wait(TimeSpan.FromSeconds(5));
+        }
+        catch (AggregateException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>The user the tests connect as (from the URI).</summary>
     public static string User => Uri.UserInfo.Split(':')[0] is { Length: > 0 } user ? Uri.UnescapeDataString(user) : "guest";
 
@@ -165,6 +196,9 @@ public sealed class RabbitMqVirtualHost : IDisposable
 
     /// <summary>amqp://user:pass@host:port/&lt;vhost&gt;.</summary>
     public Uri Uri { get; }
+
+    /// <summary>amqps://user:pass@localhost:5671/&lt;vhost&gt; (<see cref="RabbitMqServer.TlsUri"/>).</summary>
+    public Uri TlsUri => RabbitMqServer.TlsUri(Name);
 
     /// <summary>Ready messages per queue.</summary>
     public IReadOnlyDictionary<string, int> QueueDepths() => RabbitMqServer.QueueDepths(Name);

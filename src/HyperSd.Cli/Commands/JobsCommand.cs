@@ -70,8 +70,10 @@ public static class JobsCommand
             chunk, name, maxSide, wait, OutOption, RunCommand.VerboseOption);
         command.SetAction(async (parse, ct) =>
         {
+            var store = RunStore.From(parse);
+            var inputs = store.Options([]).Inputs;
             var rows = (parse.GetValue(prompts) ?? []).Select((p, i) => new PromptRow(p, Line: $"--prompt #{i + 1}")).ToList();
-            if (parse.GetValue(promptsFile) is { } file) rows.AddRange(PromptFiles.Read(file.FullName));
+            if (parse.GetValue(promptsFile) is { } file) rows.AddRange(PromptFiles.Read(file.FullName, inputs));
             if (rows.Count == 0) throw new ArgumentException("no prompts: give --prompt or --prompts-file");
             int px = parse.GetValue(size);
             var spec = new GenerationJobSpec
@@ -85,10 +87,9 @@ public static class JobsCommand
                 SeedPolicy = parse.GetValue(perRow) ? SeedPolicy.PerRow : SeedPolicy.BasePlusIndex, ChunkSize = parse.GetValue(chunk),
             };
             // validated before any host starts: a bad job is reported alone, and nothing is stored
-            var store = RunStore.From(parse);
             await using (var db = await store.OpenAsync())
                 spec = await RunLoras.ResolveAsync(spec, db, new FileSystemArtifactStore(store.Options([]).ArtifactRoot), ct);
-            var plan = GenerationJobPlanner.Plan(spec, new GenerationLimits(MaxImageSide: parse.GetValue(maxSide)));
+            var plan = GenerationJobPlanner.Plan(spec, new GenerationLimits(MaxImageSide: parse.GetValue(maxSide)), inputs);
             foreach (var warning in plan.Warnings) Console.Error.WriteLine($"warning: {warning}");
             using var host = store.StartHost(allRoles: store.Embedded, parse.GetValue(RunCommand.VerboseOption));
             var jobs = host.Services.GetRequiredService<GenerationJobs>();

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using HyperSd.Data;
+using HyperSd.Recipes;
 using HyperSd.Data.Entities;
 using HyperSd.Services.Orchestrator;
 using HyperSd.Services.Hosting;
@@ -29,12 +30,16 @@ public static class RunCommand
         command.SetAction(async (parse, ct) =>
         {
             var file = parse.GetValue(recipe)!.FullName;
-            // the recipe is read, validated and resolved before any host starts or request goes out: a bad one is reported alone
-            var planned = RunSubmission.Plan(StageCatalogue.Default(), file, new WorkerOptions().MaxAttempts);
+            // the recipe is read and validated before any host starts or request goes out: a bad one is reported alone; the
+            // files it names are the deployment's to check (under its roots), or this process's on the embedded store
             if (ApiClient.From(parse) is { } api)
                 using (api)
+                {
+                    RecipeLoader.Load(file);
                     return await RunRemoteAsync(api, await File.ReadAllTextAsync(file, ct), ct);
+                }
             var store = RunStore.From(parse) with { Postgres = null, RabbitMq = null };
+            var planned = RunSubmission.Plan(StageCatalogue.Default(), file, store.Options([]));
             using var host = store.StartHost(allRoles: true, parse.GetValue(VerboseOption));
             var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(planned, ct);
             Console.WriteLine($"run {runId}: store {store.StoreDir}");

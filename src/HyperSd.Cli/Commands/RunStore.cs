@@ -2,6 +2,8 @@ using System.CommandLine;
 using HyperSd.Contracts;
 using HyperSd.Data;
 using HyperSd.Services.Hosting;
+using HyperSd.Services.Runs;
+using Microsoft.Extensions.Configuration;
 using HyperSd.Services.Stages;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -63,6 +65,8 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
             }
             : new MetadataStoreOptions { Provider = MetadataStoreOptions.Postgres, ConnectionString = Postgres },
         ArtifactRoot = Path.Combine(StoreDir, "artifacts"),
+        // the roots a deployment's processes read from the same variables (HyperSd__DataRoot, …); default: this directory
+        Inputs = InputRoots.FromConfiguration(new ConfigurationBuilder().AddEnvironmentVariables().Build().GetSection("HyperSd")),
         Transport = RabbitMq is null ? WorkerOptions.InMemory : WorkerOptions.RabbitMqTransport,
         RabbitMq = RabbitMq is null ? new RabbitMqOptions() : RabbitMqOptions.FromUri(RabbitMq),
         HeartbeatInterval = TimeSpan.FromSeconds(2),

@@ -125,7 +125,7 @@ public static class ToyCommand
             var chosen = parse.GetValue(variants) is { Length: > 0 } picked ? picked.Select(i => all[i]).ToList() : all;
             var outDir = parse.GetValue(work)!.FullName;
             var store = new RunStore(Path.Combine(outDir, "store"), null, null);
-            var planned = ToyExperiment.Plan(StageCatalogue.Default(), chosen, new WorkerOptions().MaxAttempts);
+            var planned = ToyExperiment.Plan(StageCatalogue.Default(), chosen, new WorkerOptions());
             int slots = parse.GetValue(parallel);
             using var host = store.StartHost(allRoles: true, parse.GetValue(RunCommand.VerboseOption), o =>
             {

@@ -5,8 +5,9 @@ using SixLabors.ImageSharp;
 namespace HyperSd.Distillation.Data;
 
 /// <summary>A JSON Lines manifest: one object per line with the image path in <c>file_name</c> (or <c>image</c>) and
-/// the caption in <c>text</c> (or <c>caption</c>), paths relative to the manifest; blank lines are skipped. Items keep
-/// the manifest's order. A malformed line is an error naming the line and field; a missing image is a bad item.</summary>
+/// the caption in <c>text</c> (or <c>caption</c>), paths relative to the manifest (never absolute or with '..'); blank
+/// lines are skipped. Items keep the manifest's order. A malformed line is an error naming the line and field; a missing
+/// image is a bad item.</summary>
 public sealed class JsonlManifestSource : IImageCaptionSource
 {
     public string Description { get; }
@@ -39,14 +40,15 @@ public sealed class JsonlManifestSource : IImageCaptionSource
                 return v.ValueKind == JsonValueKind.String ? v.GetString()!
                     : throw new InvalidDataException($"{at}: field '{field}' must be a string, got {v.ValueKind}");
             }
-            return Manifest.Item(path, Field("file_name", "image"), Field("text", "caption"));
+            return Manifest.Item(path, at, Field("file_name", "image"), Field("text", "caption"));
         }
     }
 }
 
 /// <summary>A CSV manifest (RFC 4180: quoted fields may hold commas, newlines and doubled quotes) whose header names a
 /// <c>file_name</c> (or <c>image</c>) and a <c>text</c> (or <c>caption</c>) column; other columns are ignored, paths are
-/// relative to the manifest. A malformed row is an error naming its line and field; a missing image is a bad item.</summary>
+/// relative to the manifest (never absolute or with '..'). A malformed row is an error naming its line and field; a
+/// missing image is a bad item.</summary>
 public sealed class CsvManifestSource : IImageCaptionSource
 {
     public string Description { get; }
@@ -70,7 +72,7 @@ public sealed class CsvManifestSource : IImageCaptionSource
         }
         int fileColumn = Column("file_name", "image"), textColumn = Column("text", "caption");
         Items = records.Skip(1).Where(r => r.Fields is not [""]).Select(r => r.Fields.Count == header.Count
-            ? Manifest.Item(path, r.Fields[fileColumn], r.Fields[textColumn])
+            ? Manifest.Item(path, $"{path}:{r.Line}", r.Fields[fileColumn], r.Fields[textColumn])
             : throw new InvalidDataException($"{path}:{r.Line}: {r.Fields.Count} fields, the header has {header.Count}")).ToList();
     }
 
@@ -129,9 +131,12 @@ static class Manifest
     public static string Require(string path, string kind) => File.Exists(path) ? path
         : throw new FileNotFoundException($"{kind} manifest not found: {path}", path);
 
-    /// <summary>An item whose image path is relative to the manifest's folder (or absolute).</summary>
-    public static SourceItem Item(string manifestPath, string file, string caption)
+    /// <summary>An item whose image path is relative to the manifest's folder; an absolute path or '..' is an error naming
+    /// <paramref name="at"/> (the manifest and line): a manifest reaches only what lies beside it.</summary>
+    public static SourceItem Item(string manifestPath, string at, string file, string caption)
     {
+        if (Path.IsPathRooted(file) || file.Split('/', '\\').Contains(".."))
+            throw new InvalidDataException($"{at}: image path '{file}' must be relative to the manifest's folder, without '..'");
         var imagePath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(manifestPath))!, file);
         caption = caption.Trim();
         return new SourceItem(file, caption, () => Image.Load(imagePath), Problem: caption.Length == 0 ? "empty caption" : null);

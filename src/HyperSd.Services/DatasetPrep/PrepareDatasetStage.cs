@@ -20,7 +20,7 @@ public sealed class PrepareDatasetStage : StageKind<PrepareDatasetSettings>
     public override string Name => "prepare-dataset";
     public override string Role => Roles.DatasetPrep;
 
-    public override IEnumerable<PlannedStage> Plan(Recipe recipe) =>
+    public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs) =>
         [new(StageName, new PrepareDatasetSettings(recipe.Model, recipe.Dataset, RecipeMapping.ImageResolution(recipe)))];
 
     protected override async Task ExecuteAsync(StageContext stage, PrepareDatasetSettings settings)

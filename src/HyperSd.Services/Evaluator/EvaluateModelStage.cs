@@ -13,10 +13,11 @@ using Microsoft.Extensions.Logging;
 
 namespace HyperSd.Services.Evaluator;
 
-/// <summary>The evaluation's settings, resolved at submission (the prompts are the prompt file's lines as read then).</summary>
-public sealed record EvaluationSettings(ModelRecipe Model, string RecipeName, IReadOnlyList<string> Prompts, EvaluationOptions Options,
-    IReadOnlyList<SamplerSpec> StudentSamplers, IReadOnlyList<SamplerSpec> TeacherSamplers, int TeacherSteps, int RealImages,
-    LoraConfig? StudentLora) : IModelStageSettings;
+/// <summary>The evaluation's settings, resolved at submission: the toy world's held-out prompts, or the stored copy of the
+/// recipe's prompts file.</summary>
+public sealed record EvaluationSettings(ModelRecipe Model, string RecipeName, IReadOnlyList<string>? Prompts, StoredInput? PromptsFile,
+    EvaluationOptions Options, IReadOnlyList<SamplerSpec> StudentSamplers, IReadOnlyList<SamplerSpec> TeacherSamplers, int TeacherSteps,
+    int RealImages, LoraConfig? StudentLora) : IModelStageSettings;
 
 /// <summary>
 /// Generates the held-out prompts with the teacher (at the evaluation's steps and at its reference steps) and with the
@@ -34,12 +35,14 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
     /// <summary>Seed of the real toy images whose features are the Fréchet reference.</summary>
     const int RealImageSeed = 5_000_001;
 
-    public override IEnumerable<PlannedStage> Plan(Recipe recipe)
+    public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs)
     {
         var e = recipe.Evaluation;
-        return [new(StageName, new EvaluationSettings(recipe.Model, recipe.Name, RecipeMapping.EvaluationPrompts(recipe),
-            RecipeMapping.Evaluation(recipe), RecipeMapping.StudentSamplers(recipe), RecipeMapping.TeacherSamplers(recipe), e.TeacherSteps,
-            e.RealImages, RecipeMapping.StudentLora(recipe)))];
+        var file = inputs.Stored("evaluation.prompts_file");
+        var toyPrompts = file is null ? RecipeMapping.ToyEvaluationPrompts(recipe) : null;
+        return [new(StageName, new EvaluationSettings(recipe.Model, recipe.Name, toyPrompts, file, RecipeMapping.Evaluation(recipe),
+            RecipeMapping.StudentSamplers(recipe), RecipeMapping.TeacherSamplers(recipe), e.TeacherSteps, e.RealImages,
+            RecipeMapping.StudentLora(recipe)))];
     }
 
     /// <summary>Every TSCD stage's LoRA, in run order: the last is the distilled student; each earlier one is also a
@@ -58,7 +61,7 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         if (loras.Count == 0) throw new InvalidDataException($"stage {stage.Stage}: no LoRA input to evaluate");
         var final = loras[^1];
         var fixedStep = loras.SkipLast(1).Where(a => a.Steps is { } s && settings.Options.Steps.Contains(s)).ToList();
-        var prompts = settings.Prompts;
+        var prompts = settings.Prompts ?? await settings.PromptsFile!.ReadPromptsAsync(stage.Store, stage.Cancellation);
         var options = settings.Options;
 
         using var teacher = StageModels.LoadTeacher(settings.Model, stage.Options, stage.Device);

@@ -13,9 +13,10 @@ using HyperSd.Services.Stages;
 
 namespace HyperSd.Services.Generator;
 
-/// <summary>The generate stage's settings, resolved at submission (the prompts are the prompt file's lines as read then).</summary>
-public sealed record GenerationSettings(ModelRecipe Model, string RecipeName, IReadOnlyList<string> Prompts, int ImagesPerPrompt, int Steps,
-    SamplerSpec Sampler, long Seed, int BatchSize, int Resolution, LoraConfig? StudentLora) : IModelStageSettings;
+/// <summary>The generate stage's settings, resolved at submission: the recipe's prompts, or the stored copy of its prompts file.</summary>
+public sealed record GenerationSettings(ModelRecipe Model, string RecipeName, IReadOnlyList<string>? Prompts, StoredInput? PromptsFile,
+    int ImagesPerPrompt, int Steps, SamplerSpec Sampler, long Seed, int BatchSize, int Resolution, LoraConfig? StudentLora)
+    : IModelStageSettings;
 
 /// <summary>
 /// Bulk prompt-to-image generation with the distilled student (the TSCD LoRA made for the generation's step count, as
@@ -34,11 +35,11 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
 
     sealed record ManifestLine(string File, string Prompt, long Seed, int Steps, string Sampler, string Model);
 
-    public override IEnumerable<PlannedStage> Plan(Recipe recipe)
+    public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs)
     {
         if (recipe.Generation is not { } g) return [];
-        var prompts = g.Prompts ?? RecipeMapping.ReadPromptsFile(g.PromptsFile!, "generation.prompts_file");
-        return [new(StageName, new GenerationSettings(recipe.Model, recipe.Name, prompts, g.ImagesPerPrompt, g.Steps,
+        return [new(StageName, new GenerationSettings(recipe.Model, recipe.Name, g.Prompts, inputs.Stored("generation.prompts_file"),
+            g.ImagesPerPrompt, g.Steps,
             RecipeMapping.Sampler(g.Sampler, g.TcdEta), g.Seed, g.BatchSize, RecipeMapping.ImageResolution(recipe),
             RecipeMapping.StudentLora(recipe)))];
     }
@@ -54,8 +55,9 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
 
     protected override async Task ExecuteAsync(StageContext stage, GenerationSettings g)
     {
-        var images = Enumerable.Range(0, g.Prompts.Count * g.ImagesPerPrompt)
-            .Select(i => new GenerationItem($"{i:D5}.png", g.Prompts[i / g.ImagesPerPrompt], g.Seed + i)).ToList();
+        var prompts = g.Prompts ?? await g.PromptsFile!.ReadPromptsAsync(stage.Store, stage.Cancellation);
+        var images = Enumerable.Range(0, prompts.Count * g.ImagesPerPrompt)
+            .Select(i => new GenerationItem($"{i:D5}.png", prompts[i / g.ImagesPerPrompt], g.Seed + i)).ToList();
         var lora = stage.Input(ArtifactKind.Lora);
         var model = $"{g.RecipeName}/{TrainSegmentStage.StageName(lora.Segments ?? 0)}";
 

@@ -2,6 +2,7 @@ using System.Net.Security;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using MassTransit;
+using RabbitMQ.Client;
 
 namespace HyperSd.Services.Hosting;
 
@@ -9,15 +10,28 @@ namespace HyperSd.Services.Hosting;
 /// the configured CA (<see cref="RabbitMqOptions.CaFile"/>) — never "accept any certificate".</summary>
 public static class RabbitMqTls
 {
+    const SslProtocols Protocols = SslProtocols.Tls12 | SslProtocols.Tls13;
+
+    /// <summary>MassTransit's connections (the bus).</summary>
     public static void Configure(IRabbitMqSslConfigurator ssl, RabbitMqOptions options)
     {
         ssl.ServerName = options.Host;
-        ssl.Protocol = SslProtocols.Tls12 | SslProtocols.Tls13;
-        if (options.CaFile is { } file)
-        {
-            var ca = X509Certificate2.CreateFromPem(File.ReadAllText(file));
-            ssl.CertificateValidationCallback = (_, certificate, _, errors) => TrustedBy(ca, certificate, errors);
-        }
+        ssl.Protocol = Protocols;
+        if (Validation(options) is { } validation) ssl.CertificateValidationCallback = validation;
+    }
+
+    /// <summary>RabbitMQ.Client's own connections (<see cref="RabbitMqOptions.ConnectionFactory"/>), alike.</summary>
+    public static SslOption SslOption(RabbitMqOptions options) => new()
+    {
+        Enabled = options.Tls, ServerName = options.Host, Version = Protocols, CertificateValidationCallback = Validation(options),
+    };
+
+    /// <summary>Trust in <see cref="RabbitMqOptions.CaFile"/>'s CA; null = the system's checks alone.</summary>
+    static RemoteCertificateValidationCallback? Validation(RabbitMqOptions options)
+    {
+        if (options.CaFile is not { } file) return null;
+        var ca = X509Certificate2.CreateFromPem(File.ReadAllText(file));
+        return (_, certificate, _, errors) => TrustedBy(ca, certificate, errors);
     }
 
     /// <summary>True when the certificate passed the system's checks, or failed only on its chain and chains to

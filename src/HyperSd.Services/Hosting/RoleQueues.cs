@@ -69,12 +69,7 @@ public sealed class RoleQueues(WorkerOptions options, StageCatalogue catalogue, 
     async Task DeclareAsync(CancellationToken ct)
     {
         var r = options.RabbitMq;
-        var factory = new ConnectionFactory
-        {
-            HostName = r.Host, Port = r.Port, UserName = r.Username, Password = r.Password, VirtualHost = r.VirtualHost,
-            ClientProvidedName = $"{options.WorkerId} queue declaration",
-        };
-        await using var connection = await factory.CreateConnectionAsync(ct);
+        await using var connection = await r.ConnectionFactory($"{options.WorkerId} queue declaration").CreateConnectionAsync(ct);
         await using var channel = await connection.CreateChannelAsync(cancellationToken: ct);
         var arguments = new Dictionary<string, object?> { [RabbitMQ.Client.Headers.XQueueType] = RabbitMqOptions.QuorumQueues };
         foreach (var role in catalogue.Roles)

@@ -1,7 +1,9 @@
 using System.Globalization;
 using HyperSd.Contracts;
 using HyperSd.Data;
+using HyperSd.Services.Runs;
 using Microsoft.Extensions.Configuration;
+using RabbitMQ.Client;
 
 using HyperSd.Services.Stages;
 
@@ -24,6 +26,9 @@ public sealed class WorkerOptions
     public MetadataStoreOptions Store { get; set; } = new() { ConnectionString = "Data Source=artifacts/store/metadata.db" };
     /// <summary>The artifact store's root folder, shared by every worker.</summary>
     public string ArtifactRoot { get; set; } = "artifacts/store/artifacts";
+    /// <summary>Where the files recipes and jobs name may be (data and models roots) and how large those read at submission
+    /// may be; see <see cref="InputRoots"/> for the defaults.</summary>
+    public InputRoots Inputs { get; set; } = new();
     /// <summary>Compute devices ("cpu", "cuda:0", ...); each runs one stage at a time.</summary>
     public List<string> Devices { get; set; } = ["cpu"];
     /// <summary>Tensor (OpenMP) threads of each stage's work; null = LibTorch's default. With several CPU slots, 1 each
@@ -80,6 +85,7 @@ public sealed class WorkerOptions
             throw new ArgumentException("worker transport rabbitmq: no RabbitMQ user given (amqp://user:pass@host:port/vhost)");
         if (Transport == RabbitMqTransport && RabbitMq.CaFile is { } caFile && !File.Exists(caFile))
             throw new ArgumentException($"worker RabbitMqCaFile: no file '{caFile}'");
+        Inputs.Validate();
         if (Devices.Count == 0) throw new ArgumentException("worker devices: at least one device is needed (e.g. cpu)");
         if (MaxAttempts < 1) throw new ArgumentException($"worker max attempts: must be at least 1, got {MaxAttempts}");
         foreach (var (name, value) in new[] { ("heartbeat interval", HeartbeatInterval), ("lease timeout", LeaseTimeout),
@@ -109,7 +115,8 @@ public sealed class WorkerOptions
     /// timings in seconds: HeartbeatSeconds, LeaseTimeoutSeconds, DispatchTimeoutSeconds, ReconcileSeconds,
     /// RetryBackoffSeconds, ProgressTimeoutSeconds, ProgressTimeouts as kind=seconds pairs;
     /// RabbitMq as an amqp[s]:// URI, or RabbitMqFile naming a file that holds it, RabbitMqCaFile for a private CA;
-    /// Store:Provider and Store:ConnectionString, or Store:ConnectionStringFile).</summary>
+    /// Store:Provider and Store:ConnectionString, or Store:ConnectionStringFile; DataRoot, ModelsRoot, MaxPromptsFileBytes and
+    /// MaxManifestBytes as <see cref="InputRoots"/>).</summary>
     public static WorkerOptions FromConfiguration(IConfiguration section)
     {
         var o = new WorkerOptions();
@@ -127,6 +134,7 @@ public sealed class WorkerOptions
             ConnectionString = Secret(section, "Store:ConnectionString") ?? o.Store.ConnectionString,
         };
         o.ArtifactRoot = section["ArtifactRoot"] ?? o.ArtifactRoot;
+        o.Inputs = InputRoots.FromConfiguration(section);
         o.Devices = List("Devices") ?? o.Devices;
         o.WorkerId = section["WorkerId"] ?? o.WorkerId;
         o.HeartbeatInterval = Seconds("HeartbeatSeconds") ?? o.HeartbeatInterval;
@@ -184,6 +192,14 @@ public sealed class RabbitMqOptions
     public const ushort TlsPort = 5671;
     /// <summary>A PEM file of the CA that signed the broker's certificate (a private CA), for amqps; null = the system's.</summary>
     public string? CaFile { get; set; }
+
+    /// <summary>A RabbitMQ.Client connection factory for this broker (TLS as the bus has it), for connections outside the
+    /// bus; <paramref name="clientName"/> names them in the broker's connection list.</summary>
+    public ConnectionFactory ConnectionFactory(string clientName) => new()
+    {
+        HostName = Host, Port = Port, UserName = Username, Password = Password, VirtualHost = VirtualHost,
+        Ssl = RabbitMqTls.SslOption(this), ClientProvidedName = clientName,
+    };
 
     /// <summary>amqp[s]://user:pass@host:port/vhost[?queue-type=classic|quorum] (vhost "%2F" or empty = "/"); the user and
     /// password are required. Errors show the address with its password masked.</summary>

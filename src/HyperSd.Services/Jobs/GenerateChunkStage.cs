@@ -8,6 +8,7 @@ using HyperSd.Distillation.Evaluation;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
 using HyperSd.Services.Generator;
+using HyperSd.Services.Runs;
 using HyperSd.Services.Stages;
 using Microsoft.EntityFrameworkCore;
 using TorchSharp;
@@ -35,7 +36,7 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
     public override bool Concurrent => true;
 
     /// <summary>Chunks come from jobs (<see cref="GenerationJobs"/>), never from a recipe.</summary>
-    public override IEnumerable<PlannedStage> Plan(Recipe recipe) => [];
+    public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs) => [];
 
     public static string StageName(int chunk) => $"chunk-{chunk:D5}";
 

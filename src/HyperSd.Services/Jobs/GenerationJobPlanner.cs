@@ -3,6 +3,7 @@ using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Pipelines;
 using HyperSd.Diffusion.TextEncoders;
 using HyperSd.Services.Generator;
+using HyperSd.Services.Runs;
 using static TorchSharp.torch;
 
 namespace HyperSd.Services.Jobs;
@@ -49,7 +50,8 @@ public static partial class GenerationJobPlanner
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
     private static partial Regex NamePattern();
 
-    public static GenerationJobPlan Plan(GenerationJobSpec spec, GenerationLimits limits)
+    /// <param name="inputs">The models root that the model, tokenizer and LoRA file paths must resolve under.</param>
+    public static GenerationJobPlan Plan(GenerationJobSpec spec, GenerationLimits limits, InputRoots inputs)
     {
         var problems = new List<JobProblem>();
         var warnings = new List<string>();
@@ -57,6 +59,28 @@ public static partial class GenerationJobPlanner
         {
             if (!ok) problems.Add(new(where, message));
         }
+        // a path outside the models root is named once, as that, and not looked at further
+        string? Confined(string? path, string where)
+        {
+            try
+            {
+                return path is null ? null : inputs.Model(path, where);
+            }
+            catch (InputPathException e)
+            {
+                problems.Add(new(e.Field, e.Problem));
+                return null;
+            }
+        }
+        bool Refused(string where) => problems.Any(p => p.Where == where);
+        var (modelId, modelPath) = ImageModels.Resolve(spec.Model);
+        if (spec.Model != ImageModels.ToyId) modelPath = Confined(modelPath, "model") ?? "";
+        spec = spec with
+        {
+            Tokenizer = Confined(spec.Tokenizer, "tokenizer") ?? spec.Tokenizer,
+            // a run's LoRA was resolved to its file in the artifact store (RunLoras), not named by the submitter
+            Loras = [.. spec.Loras.Select((l, i) => l.Run is null ? l with { Path = Confined(l.Path, $"loras[{i}]") ?? l.Path } : l)],
+        };
 
         var name = spec.Name ?? $"job-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
         Check(NamePattern().IsMatch(name) && !name.Contains(".."), "name",
@@ -73,7 +97,6 @@ public static partial class GenerationJobPlanner
         Check(spec.Prompts.Count > 0, "prompts", "no prompts");
 
         // the model: the toy teacher, a diffusers folder or a single .safetensors (never a pickle)
-        var (modelId, modelPath) = ImageModels.Resolve(spec.Model);
         string? tokenizerDir = null;
         bool modelFound = false;
         if (Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, "model_index.json")))
@@ -83,12 +106,12 @@ public static partial class GenerationJobPlanner
         }
         else if (File.Exists(modelPath) && modelPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
         {
-            modelFound = spec.Tokenizer is not null && Directory.Exists(spec.Tokenizer);
-            Check(modelFound, "tokenizer", "a single-file checkpoint needs a CLIP tokenizer folder");
+            modelFound = spec.Tokenizer is not null && Directory.Exists(spec.Tokenizer) && !Refused("tokenizer");
+            Check(modelFound || Refused("tokenizer"), "tokenizer", "a single-file checkpoint needs a CLIP tokenizer folder");
             tokenizerDir = spec.Tokenizer;
         }
         else
-            Check(false, "model",
+            Check(Refused("model"), "model",
                 $"unknown model '{spec.Model}': not 'toy', a diffusers folder (with model_index.json) or a .safetensors file");
 
         for (int i = 0; i < spec.Loras.Count; i++)
@@ -97,8 +120,10 @@ public static partial class GenerationJobPlanner
             if (lora.Path is null)
                 Check(false, $"loras[{i}]", lora.Run is null ? "give a path or a run" : $"run '{lora.Run}': not resolved in a store");
             else
-                Check(File.Exists(lora.Path) && lora.Path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase), $"loras[{i}]",
-                    $"unknown LoRA '{lora.Path}': not a .safetensors file");
+            {
+                bool safetensors = File.Exists(lora.Path) && lora.Path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
+                Check(safetensors || Refused($"loras[{i}]"), $"loras[{i}]", $"unknown LoRA '{lora.Path}': not a .safetensors file");
+            }
             Check(double.IsFinite(lora.Scale), $"loras[{i}].scale", $"must be finite, got {lora.Scale}");
         }
 

@@ -17,10 +17,11 @@ public sealed class PromptFileException(string message) : ArgumentException(mess
 /// </summary>
 public static class PromptFiles
 {
-    public static IReadOnlyList<PromptRow> Read(string path)
+    /// <summary>The rows of a prompts file under <paramref name="inputs"/>' data root, of at most its prompts file size.</summary>
+    public static IReadOnlyList<PromptRow> Read(string path, InputRoots inputs)
     {
         var name = Path.GetFileName(path);
-        var text = ReadText(path, name);
+        var text = Decode(inputs.ReadDataFile(path, "--prompts-file", inputs.MaxPromptsFileBytes), name);
         var rows = Path.GetExtension(path).ToLowerInvariant() switch
         {
             ".txt" => Lines(text).Where(l => l.Text.Trim().Length > 0).Select(l => new PromptRow(l.Text.Trim(),
@@ -36,11 +37,10 @@ public static class PromptFiles
         return rows.Count > 0 ? rows : throw new PromptFileException($"{name}: no prompts");
     }
 
-    /// <summary>The file as UTF-8 text (a byte-order mark is dropped), at most <see cref="RecipeMapping.MaxPromptsFileBytes"/>;
-    /// invalid UTF-8 is an error naming the line and column of the first bad byte.</summary>
-    public static string ReadText(string path, string name)
+    /// <summary>A prompts file's bytes as UTF-8 text (a byte-order mark is dropped); invalid UTF-8 is an error naming the
+    /// file (<paramref name="name"/>) and the line and column of the first bad byte.</summary>
+    public static string Decode(byte[] bytes, string name)
     {
-        var bytes = RecipeMapping.ReadBounded(path, name);
         try
         {
             return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes).TrimStart('\uFEFF');

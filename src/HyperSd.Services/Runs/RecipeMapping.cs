@@ -73,43 +73,12 @@ public static class RecipeMapping
     public static SamplerSpec Sampler(EvaluationSampler sampler, double tcdEta) =>
         sampler == EvaluationSampler.Tcd ? SamplerSpec.Tcd(tcdEta) : SamplerSpec.DdimTrailing();
 
-    /// <summary>The evaluation prompts: the file's lines, or the toy world's held-out prompts.</summary>
-    public static IReadOnlyList<string> EvaluationPrompts(Recipe recipe) => recipe.Evaluation.PromptsFile is { } file
-        ? ReadPromptsFile(file, "evaluation.prompts_file")
-        : ToyWorld.EvaluationPrompts(recipe.Evaluation.Prompts ?? throw new RecipeValidationException(recipe.Name,
+    /// <summary>The toy world's held-out evaluation prompts (a recipe's prompts file is read by <see cref="RecipeInputs"/>).</summary>
+    public static IReadOnlyList<string> ToyEvaluationPrompts(Recipe recipe) =>
+        ToyWorld.EvaluationPrompts(recipe.Evaluation.Prompts ?? throw new RecipeValidationException(recipe.Name,
             [new("evaluation.prompts", "evaluation.prompts or evaluation.prompts_file is required")]));
 
-    /// <summary>The most a prompts file may hold: prompts are lines of text, not data.</summary>
-    public const long MaxPromptsFileBytes = 4 << 20;
-
-    /// <summary>The non-blank lines of a prompts file, read once at submission; <paramref name="field"/> names the recipe
-    /// field in errors. Only a regular file (after links) of at most <see cref="MaxPromptsFileBytes"/>: a device such as
-    /// /dev/zero or a huge file is refused before it is read.</summary>
-    public static IReadOnlyList<string> ReadPromptsFile(string path, string field)
-    {
-        var prompts = Jobs.PromptFiles.ReadText(path, field).Split('\n')
-            .Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
-        return prompts.Count > 0 ? prompts : throw new InvalidDataException($"{field}: {path} has no prompts");
-    }
-
-    /// <summary>The bytes of a regular file (after links) of at most <see cref="MaxPromptsFileBytes"/>; <paramref name="field"/>
-    /// names it in errors. A device such as /dev/zero or a huge file is refused before it is read.</summary>
-    public static byte[] ReadBounded(string path, string field)
-    {
-        var info = new FileInfo(path);
-        if (info.LinkTarget is not null && info.ResolveLinkTarget(true) is FileInfo target) info = target;
-        if (!info.Exists)
-            throw new FileNotFoundException($"{field}: no such file: {path}", path);
-        if (info.Length > MaxPromptsFileBytes)
-            throw new InvalidDataException(
-                $"{field}: {path} is {info.Length:N0} bytes; a prompts file holds at most {MaxPromptsFileBytes:N0}");
-        // a device or pipe reports length 0 but never ends: read no more than the limit
-        using var stream = new FileStream(info.FullName, FileMode.Open, FileAccess.Read);
-        var buffer = new byte[MaxPromptsFileBytes + 1];
-        int read = 0, n;
-        while (read < buffer.Length && (n = stream.Read(buffer, read, buffer.Length - read)) > 0) read += n;
-        if (read > MaxPromptsFileBytes)
-            throw new InvalidDataException($"{field}: {path} holds more than {MaxPromptsFileBytes:N0} bytes (not a regular file?)");
-        return buffer[..read];
-    }
+    /// <summary>The prompts of a prompts file's text: its non-blank lines, trimmed.</summary>
+    public static IReadOnlyList<string> PromptLines(string text) =>
+        text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
 }

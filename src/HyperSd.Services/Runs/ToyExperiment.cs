@@ -2,6 +2,7 @@ using System.Reflection;
 using HyperSd.Data;
 using HyperSd.Data.Entities;
 using HyperSd.Recipes;
+using HyperSd.Services.Hosting;
 using HyperSd.Services.Stages;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
@@ -45,8 +46,8 @@ public static class ToyExperiment
     }
 
     /// <summary>Plans each recipe (from its normalised YAML) as a run; nothing is stored.</summary>
-    public static IReadOnlyList<PlannedRun> Plan(StageCatalogue catalogue, IEnumerable<Recipe> recipes, int maxAttempts) =>
-        recipes.Select(r => RunSubmission.Plan(catalogue, r.ToYaml(), $"toy experiment: {r.Name}", maxAttempts)).ToList();
+    public static IReadOnlyList<PlannedRun> Plan(StageCatalogue catalogue, IEnumerable<Recipe> recipes, WorkerOptions options) =>
+        recipes.Select(r => RunSubmission.Plan(catalogue, r.ToYaml(), $"toy experiment: {r.Name}", options)).ToList();
 
     /// <summary>Submits the planned runs to a host's workers at once and waits until all have ended.</summary>
     public static async Task<IReadOnlyList<Run>> RunAsync(IServiceProvider services, IReadOnlyList<PlannedRun> planned,

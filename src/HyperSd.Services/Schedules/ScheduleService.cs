@@ -91,12 +91,12 @@ public sealed class ScheduleService(IDbContextFactory<MetadataDbContext> dbs, Ru
             var recipe = await db.Recipes.AsNoTracking().SingleOrDefaultAsync(r => r.Id == stored, ct)
                 ?? throw new UnknownIdException("recipeId", stored, "recipe");
             // a stored recipe may name files that have gone since: it must still plan
-            RunSubmission.Plan(catalogue, recipe.Yaml, $"recipe {stored}", options.MaxAttempts);
+            RunSubmission.Plan(catalogue, recipe.Yaml, $"recipe {stored}", options);
             recipeId = stored;
         }
         else
         {
-            var planned = RunSubmission.Plan(catalogue, request.Recipe!, "recipe", options.MaxAttempts);
+            var planned = RunSubmission.Plan(catalogue, request.Recipe!, "recipe", options);
             db.Recipes.Add(planned.Recipe);
             recipeId = planned.Recipe.Id;
         }
@@ -192,7 +192,7 @@ public sealed class ScheduleService(IDbContextFactory<MetadataDbContext> dbs, Ru
     async Task<Guid> StartAsync(MetadataDbContext db, Schedule schedule, DateTimeOffset firedAt, CancellationToken ct)
     {
         var recipe = await db.Recipes.AsNoTracking().SingleAsync(r => r.Id == schedule.RecipeId, ct);
-        var planned = RunSubmission.Plan(catalogue, recipe.Yaml, $"schedule {schedule.Name}", options.MaxAttempts);
+        var planned = RunSubmission.Plan(catalogue, recipe.Yaml, $"schedule {schedule.Name}", options);
         planned.Run.ScheduleId = schedule.Id;
         planned.Run.ScheduledAt = firedAt;
         return await submission.SubmitAsync(planned, ct);

@@ -29,7 +29,7 @@ public sealed class TrainSegmentStage : StageKind<SegmentStageSettings>
     /// <summary>The name of TSCD stage k in a run.</summary>
     public static string StageName(int segments) => $"tscd-k{segments}";
 
-    public override IEnumerable<PlannedStage> Plan(Recipe recipe) => recipe.Tscd.Segments
+    public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs) => recipe.Tscd.Segments
         .Select(k => new PlannedStage(StageName(k), new SegmentStageSettings(recipe.Model, RecipeMapping.SegmentStage(recipe, k))));
 
     /// <summary>The trajectories, and the previous TSCD stage's LoRA when there is one.</summary>

@@ -6,6 +6,7 @@ using HyperSd.Recipes;
 using HyperSd.Services.DatasetPrep;
 using HyperSd.Services.Evaluator;
 using HyperSd.Services.Generator;
+using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.TeacherTrajectories;
 
@@ -47,9 +48,9 @@ public sealed class StageCatalogue
             $"unknown stage kind '{name}' (this worker knows: {string.Join(", ", kinds.Select(k => k.Name))})");
 
     /// <summary>The run's stages with their settings (JSON of each kind's settings type), pending.</summary>
-    public List<Stage> Plan(Recipe recipe, Guid runId, int maxAttempts)
+    public List<Stage> Plan(RecipeInputs inputs, Guid runId, int maxAttempts)
     {
-        var planned = kinds.SelectMany(kind => kind.Plan(recipe).Select(p => (Kind: kind, Stage: p))).ToList();
+        var planned = kinds.SelectMany(kind => kind.Plan(inputs.Recipe, inputs).Select(p => (Kind: kind, Stage: p))).ToList();
         var duplicate = planned.GroupBy(p => p.Stage.Name).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null) throw new InvalidDataException($"the recipe plans two stages named '{duplicate.Key}'");
         return Stages(runId, maxAttempts, planned);

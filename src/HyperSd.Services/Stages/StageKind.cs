@@ -1,6 +1,7 @@
 using HyperSd.Data.Entities;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
+using HyperSd.Services.Runs;
 
 namespace HyperSd.Services.Stages;
 
@@ -25,8 +26,9 @@ public interface IStageKind
     /// job's chunks), where other stages run one after another.</summary>
     bool Concurrent { get; }
     /// <summary>The stages of this kind that <paramref name="recipe"/> asks for, in run order (none if it asks for none).
-    /// Runs at submission: everything a stage needs from the recipe or files it names is resolved here.</summary>
-    IEnumerable<PlannedStage> Plan(Recipe recipe);
+    /// Runs at submission: everything a stage needs from the recipe is resolved here; <paramref name="recipe"/> is
+    /// <paramref name="inputs"/>' (its paths checked and resolved), which also hold the stored copies of the files it names.</summary>
+    IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs);
     IEnumerable<Artifact> SelectInputs(object settings, IReadOnlyList<StageOutput> earlier);
     Task ExecuteAsync(StageContext context, object settings);
 }
@@ -39,7 +41,7 @@ public abstract class StageKind<TSettings> : IStageKind where TSettings : class
     public Type SettingsType => typeof(TSettings);
     public virtual bool Concurrent => false;
 
-    public abstract IEnumerable<PlannedStage> Plan(Recipe recipe);
+    public abstract IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs);
 
     /// <summary>By default a stage reads nothing.</summary>
     protected virtual IEnumerable<Artifact> SelectInputs(TSettings settings, IReadOnlyList<StageOutput> earlier) => [];

@@ -20,7 +20,7 @@ public sealed class GenerateTrajectoriesStage : StageKind<TrajectorySettings>
     public override string Name => "generate-trajectories";
     public override string Role => Roles.TeacherTrajectories;
 
-    public override IEnumerable<PlannedStage> Plan(Recipe recipe) =>
+    public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs) =>
         [new(StageName, new TrajectorySettings(recipe.Model, RecipeMapping.Trajectories(recipe)))];
 
     protected override IEnumerable<Artifact> SelectInputs(TrajectorySettings settings, IReadOnlyList<StageOutput> earlier) =>

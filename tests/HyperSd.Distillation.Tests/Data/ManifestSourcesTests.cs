@@ -14,6 +14,21 @@ public sealed class ManifestSourcesTests : IDisposable
         return path;
     }
 
+    /// <summary>A manifest reaches only what lies beside it: an entry that is absolute or climbs out with '..' is refused,
+    /// naming the manifest and line.</summary>
+    [Theory]
+    [InlineData("m.jsonl", "{\"file_name\": \"a.png\", \"text\": \"a\"}\n{\"file_name\": \"x/../../b.png\", \"text\": \"b\"}\n", ":2: image path")]
+    [InlineData("m.jsonl", "{\"image\": \"/etc/passwd\", \"text\": \"a\"}\n", ":1: image path '/etc/passwd'")]
+    [InlineData("m.csv", "file_name,text\na.png,a\n..\\b.png,b\n", ":3: image path")]
+    public void A_manifest_entry_that_is_absolute_or_climbs_out_is_an_error(string name, string text, string expected)
+    {
+        var path = Write(name, text);
+        var e = Assert.Throws<InvalidDataException>(() =>
+            name.EndsWith(".csv") ? new CsvManifestSource(path) : (IImageCaptionSource)new JsonlManifestSource(path));
+        Assert.Contains(path + expected, e.Message);
+        Assert.EndsWith("must be relative to the manifest's folder, without '..'", e.Message);
+    }
+
     [Fact]
     public void Jsonl_takes_either_field_name_keeps_order_and_skips_blank_lines()
     {
