@@ -94,7 +94,15 @@ public sealed class GenerationJobIntegrationTests(ITestOutputHelper output)
                 var victim = generators.Single(g => g.Name == held!.LeaseOwner);
                 victim.Kill();
                 killed.Add(victim.Name);
-                lost = [.. (await deployment.RunAsync(runId)).Stages.Where(s => s is { State: StageState.Running } && s.LeaseOwner == victim.Name)];
+                // a chunk it finished may still show running until its event arrives: lost = its attempt has no outcome
+                var running = (await deployment.RunAsync(runId)).Stages.Where(s => s is { State: StageState.Running } && s.LeaseOwner == victim.Name)
+                    .ToList();
+                await using (var attempts = deployment.Db())
+                {
+                    var unfinished = await attempts.StageAttempts.Where(a => a.Owner == victim.Name && a.Outcome == null)
+                        .Select(a => new { a.StageId, a.Attempt }).ToListAsync();
+                    lost = [.. running.Where(s => unfinished.Contains(new { StageId = s.Id, s.Attempt }))];
+                }
                 output.WriteLine($"killed {victim.Name} holding {held!.Name} attempt {held.Attempt} at " +
                                  $"{(await deployment.Jobs.ShowAsync(id))!.ImagesDone} images; it lost {string.Join(", ", lost.Select(s => s.Name))}");
             }
