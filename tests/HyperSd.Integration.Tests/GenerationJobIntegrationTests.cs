@@ -87,10 +87,14 @@ public sealed class GenerationJobIntegrationTests(ITestOutputHelper output)
                 Stage? held = null;
                 await deployment.WaitUntilAsync(async () =>
                 {
-                    held = (await deployment.RunAsync(runId)).Stages.FirstOrDefault(s =>
-                        s is { State: StageState.Running, LeaseOwner: not null } && !killed.Contains(s.LeaseOwner));
+                    // a chunk in progress: its attempt has no outcome yet (a finished one shows running until its event)
+                    await using var db = deployment.Db();
+                    var open = await db.StageAttempts.Where(a => a.Outcome == null).Select(a => new { a.StageId, a.Attempt, a.Owner })
+                        .ToListAsync();
+                    held = (await deployment.RunAsync(runId)).Stages.FirstOrDefault(s => s is { State: StageState.Running }
+                        && !killed.Contains(s.LeaseOwner!) && open.Any(o => o.StageId == s.Id && o.Attempt == s.Attempt && o.Owner == s.LeaseOwner));
                     return held is not null;
-                }, "a leased chunk");
+                }, "a chunk in progress");
                 var victim = generators.Single(g => g.Name == held!.LeaseOwner);
                 victim.Kill();
                 killed.Add(victim.Name);
