@@ -33,6 +33,9 @@ public sealed partial record Recipe
     /// <summary>The measurements of teacher and student.</summary>
     public EvaluationRecipe Evaluation { get; init; } = new();
 
+    /// <summary>The LoRA merger: one unified LoRA from the stages' LoRAs, evaluated beside them; absent = none.</summary>
+    public MergeRecipe? Merge { get; init; }
+
     /// <summary>Images to make with the distilled student once it is trained (the generator service); absent = none.</summary>
     public GenerationRecipe? Generation { get; init; }
 }
@@ -211,6 +214,37 @@ public sealed record LossWeightsRecipe
 
     /// <summary>Weight of the adversarial (hinge) term.</summary>
     public double Adversarial { get; init; }
+}
+
+/// <summary>
+/// Hyper-SD's unified LoRA (the lora-merger service): the weighted sum of the stages' LoRA deltas, re-factorised per
+/// module by truncated SVD to a target rank (alpha = rank), as kohya's svd_merge_lora.py does. Each stage starts from
+/// the last stage's weights, so every stage's LoRA is a whole model: weights summing to 1 average them.
+/// </summary>
+public sealed record MergeRecipe
+{
+    /// <summary>false keeps the section but plans no merge stage.</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>Weight of each stage's LoRA by stage name (tscd-k8, …); every LoRA-making stage needs an entry (0 leaves
+    /// it out). Absent = equal weights, 1/n each (neither Hyper-SD nor its model card gives the weights).</summary>
+    public IReadOnlyDictionary<string, double>? Weights { get; init; }
+
+    /// <summary>Target rank of every module; null = tscd.lora.rank (the released Hyper-SD LoRAs: 64).</summary>
+    public int? Rank { get; init; }
+
+    /// <summary>Target rank of k×k convolutions (kohya's conv rank); null = rank.</summary>
+    public int? ConvRank { get; init; }
+
+    /// <summary>true lowers a rank above a module's maximum to that maximum (as kohya does); false makes it an error.</summary>
+    public bool ClampRank { get; init; }
+
+    /// <summary>The files written: kohya (lora.safetensors, for A1111/ComfyUI and hypersd generate --lora) and peft
+    /// (pytorch_lora_weights.safetensors, the file diffusers' load_lora_weights reads from a folder).</summary>
+    public IReadOnlyList<LoraFormat> Formats { get; init; } = [LoraFormat.Kohya, LoraFormat.Peft];
+
+    /// <summary>Also fuse the unified LoRA into the base UNet and store it in the diffusers layout (unet/).</summary>
+    public bool Fuse { get; init; }
 }
 
 public enum EvaluationSampler { DdimTrailing, Tcd }

@@ -81,7 +81,9 @@ public static class RecipeLoader
         .WithTypeMapping<IReadOnlyList<int>, List<int>>()
         .WithTypeMapping<IReadOnlyList<string>, List<string>>()
         .WithTypeMapping<IReadOnlyList<EvaluationSampler>, List<EvaluationSampler>>()
+        .WithTypeMapping<IReadOnlyList<LoraFormat>, List<LoraFormat>>()
         .WithTypeMapping<IReadOnlyDictionary<int, LossWeightsRecipe>, Dictionary<int, LossWeightsRecipe>>()
+        .WithTypeMapping<IReadOnlyDictionary<string, double>, Dictionary<string, double>>()
         .Build();
 
     internal static readonly ISerializer Serializer = new SerializerBuilder()

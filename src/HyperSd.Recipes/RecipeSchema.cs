@@ -76,6 +76,8 @@ static class RecipeSchema
                 && long.TryParse(scalar.Value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long v)
                 && (type == typeof(long) || v is >= int.MinValue and <= int.MaxValue)
                 || Fail($"expected an integer (got: {Describe(node)})");
+        if (type == typeof(bool))
+            return scalar is not null && bool.TryParse(scalar.Value, out _) || Fail($"expected true or false (got: {Describe(node)})");
         if (type == typeof(double))
             return scalar is not null && double.TryParse(scalar.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out _)
                 || Fail($"expected a number (got: {Describe(node)})");

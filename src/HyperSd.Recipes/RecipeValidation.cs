@@ -131,6 +131,22 @@ public sealed partial record Recipe
         Check(e.BatchSize >= 1, "evaluation.batch_size", "must be at least 1", e.BatchSize);
         Check(e.GridPrompts >= 0, "evaluation.grid_prompts", "must be non-negative", e.GridPrompts);
 
+        if (Merge is { Enabled: true } m)
+        {
+            Check(s.Lora is not null, "merge", "the merge needs LoRA stages (tscd.lora); a fully fine-tuned UNet has no LoRA to merge",
+                "tscd.lora empty");
+            Check(m.Rank is null or >= 1, "merge.rank", "must be at least 1 (or absent for tscd.lora.rank)", m.Rank);
+            Check(m.ConvRank is null or >= 1, "merge.conv_rank", "must be at least 1 (or absent for rank)", m.ConvRank);
+            Check(m.Formats.Count >= 1, "merge.formats", "at least one format is required (allowed: kohya, peft)", "[]");
+            Check(m.Formats.Distinct().Count() == m.Formats.Count, "merge.formats", "must not repeat a format",
+                string.Join(", ", m.Formats.Select(Value)));
+            foreach (var (stage, w) in m.Weights ?? new Dictionary<string, double>())
+                Check(double.IsFinite(w), $"merge.weights.{stage}", "must be a finite number", w);
+            Check(m.Weights is null || m.Weights.Values.Any(w => w != 0), "merge.weights",
+                "at least one weight must be non-zero (the merged LoRA would be empty)", m.Weights is null ? null : "all 0");
+            // that the weights name the run's LoRA stages is checked where the stages are planned (HyperSd.Services)
+        }
+
         if (Generation is { } g)
         {
             Check((g.Prompts is null) != (g.PromptsFile is null), "generation.prompts", "give exactly one of prompts and prompts_file",

@@ -71,6 +71,30 @@ public class RecipeLoaderTests
     }
 
     [Fact]
+    public void A_merge_section_is_optional_takes_its_defaults_and_is_checked()
+    {
+        Assert.Null(RecipeLoader.Parse(Valid, Source).Merge);
+        var merge = RecipeLoader.Parse(Valid + "\nmerge: {}\n", Source).Merge!;
+        Assert.Equal((true, null, null, null, false, false), (merge.Enabled, merge.Weights, merge.Rank, merge.ConvRank, merge.ClampRank, merge.Fuse));
+        Assert.Equal([LoraFormat.Kohya, LoraFormat.Peft], merge.Formats);
+        merge = RecipeLoader.Parse(Valid + "\nmerge: {weights: {tscd-k1: 0.5, tscd-k2: 0.5}, rank: 8, formats: [peft], fuse: true}\n", Source).Merge!;
+        Assert.Equal((0.5, 8, LoraFormat.Peft, true), (merge.Weights!["tscd-k1"], merge.Rank, merge.Formats.Single(), merge.Fuse));
+        Assert.Equal([
+            $"{Source}: merge.rank: must be at least 1 (or absent for tscd.lora.rank) (got: 0)",
+            $"{Source}: merge.conv_rank: must be at least 1 (or absent for rank) (got: -1)",
+            $"{Source}: merge.formats: at least one format is required (allowed: kohya, peft) (got: [])",
+            $"{Source}: merge.weights: at least one weight must be non-zero (the merged LoRA would be empty) (got: all 0)",
+        ], Problems(Valid + "\nmerge: {rank: 0, conv_rank: -1, formats: [], weights: {tscd-k1: 0}}\n"));
+        Assert.Equal([$"{Source}: merge.fuse: expected true or false (got: 'maybe')"], Problems(Valid + "\nmerge: {fuse: maybe}\n"));
+        Assert.Equal([$"{Source}: merge.formats[1]: unknown value 'ckpt' (allowed: kohya, peft)"],
+            Problems(Valid + "\nmerge: {formats: [kohya, ckpt]}\n"));
+        Assert.Equal([$"{Source}: merge: the merge needs LoRA stages (tscd.lora); a fully fine-tuned UNet has no LoRA to merge (got: tscd.lora empty)"],
+            Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lora:") + "\nmerge: {}\n"));
+        // switched off, nothing in it is checked
+        Assert.False(RecipeLoader.Parse(Valid + "\nmerge: {enabled: false, rank: 0}\n", Source).Merge!.Enabled);
+    }
+
+    [Fact]
     public void An_unknown_key_names_it_and_the_keys_its_section_allows()
     {
         var problems = Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr: 0.1"));
@@ -84,7 +108,7 @@ public class RecipeLoaderTests
     public void An_unknown_top_level_section_is_named()
     {
         var problem = Assert.Single(Problems(Valid + "\nschedule: nightly\n"));
-        Assert.Equal($"{Source}: schedule: unknown key (allowed: name, seed, model, dataset, trajectories, tscd, evaluation, generation)", problem);
+        Assert.Equal($"{Source}: schedule: unknown key (allowed: name, seed, model, dataset, trajectories, tscd, evaluation, merge, generation)", problem);
     }
 
     [Fact]

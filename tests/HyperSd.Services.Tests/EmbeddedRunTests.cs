@@ -89,8 +89,9 @@ public sealed class EmbeddedRunTests : IDisposable
             await db.Evaluations.Where(v => v.RunId == runId).ToListAsync(), a => store.Artifacts.GetFullPath(a.Path));
         await AssertImagesRegenerateFromTheirText(artifacts.Single(a => a.Kind == ArtifactKind.Images));
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
-        var report = store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Report).Path);
+        var report = store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Report && a.StageKind == "evaluate-model").Path);
         Assert.Contains("| tscd-k1 |", await File.ReadAllTextAsync(report));
+        Assert.Contains("| unified |", await File.ReadAllTextAsync(report));
         var attempts = await db.StageAttempts.Where(a => stageIds.Values.Contains(a.StageId)).ToListAsync();
         Assert.Equal(run.Stages.Count, attempts.Count);
         Assert.All(attempts, a => Assert.Equal(AttemptOutcome.Succeeded, a.Outcome));
@@ -107,7 +108,7 @@ public sealed class EmbeddedRunTests : IDisposable
             var p = GenerationParameters.FromPngText(ImageFiles.ReadPngText(Path.Combine(dir, png)));
             Assert.Equal(("DDIMScheduler", "trailing"), (p.Scheduler.Class, p.Scheduler.TimestepSpacing));
             var lora = Assert.Single(p.Loras);
-            Assert.Equal(("tiny/tscd-k2", 1.0), (lora.Id, lora.Scale));
+            Assert.Equal(("tiny/unified", 1.0), (lora.Id, lora.Scale));
             Assert.Equal(await HyperSd.Data.Artifacts.ContentHash.OfFileAsync(lora.Path!), lora.Sha256);
             Assert.NotNull(p.Model.Sha256);
             var made = await HyperSd.Services.Generator.ImageModels.RegenerateAsync(Path.Combine(dir, png), again, CPU, ScalarType.Float32);
@@ -148,8 +149,9 @@ public sealed class EmbeddedRunTests : IDisposable
         Assert.Equal((10, 1), (dataset.Count, dataset.BadCount));
         Assert.Empty(await db.Evaluations.Where(v => v.RunId == runId).ToListAsync());
         var artifacts = await db.Artifacts.Where(a => a.RunId == runId).ToListAsync();
-        Assert.Equal(5, artifacts.Count(a => a.Kind == ArtifactKind.Grid));
-        var report = await File.ReadAllTextAsync(store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Report).Path));
+        Assert.Equal(7, artifacts.Count(a => a.Kind == ArtifactKind.Grid));
+        var report = await File.ReadAllTextAsync(store.Artifacts.GetFullPath(
+            artifacts.Single(a => a.Kind == ArtifactKind.Report && a.StageKind == "evaluate-model").Path));
         Assert.Contains("Not measured", report);
         Assert.Contains("grid-tscd-k2-ddim-trailing.png", report);
         Assert.Equal(4, Directory.GetFiles(store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Images).Path), "*.png").Length);

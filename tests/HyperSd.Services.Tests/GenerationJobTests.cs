@@ -135,8 +135,8 @@ public sealed class GenerationJobTests : IDisposable
     }
 
     /// <summary>A run named <paramref name="name"/> whose TSCD stages made LoRAs for 8 and 4 steps (files that fit the toy
-    /// UNet), as the store records them.</summary>
-    async Task StoreRunWithLorasAsync(string name)
+    /// UNet), as the store records them; with <paramref name="unified"/> also a merge stage's unified LoRA (PEFT file only).</summary>
+    async Task StoreRunWithLorasAsync(string name, bool unified = false)
     {
         var config = Diffusion.IO.ModelConfig.Read<UNet2DConditionConfig>(
             Path.Combine(Distillation.Toy.ToyWorld.PretrainedTeacherDir, "unet", "config.json"));
@@ -159,7 +159,33 @@ public sealed class GenerationJobTests : IDisposable
                 StageKind = SegmentConsistency.TrainSegmentStage.Kind, Segments = k, Steps = k, CreatedAt = DateTimeOffset.UtcNow.AddSeconds(-k),
             });
         }
+        if (unified)
+        {
+            var path = $"runs/{run.Id}/{LoraMerger.MergeLorasStage.StageName}/lora";
+            Directory.CreateDirectory(store.Artifacts.GetFullPath(path));
+            using (var lora = LoraAdapter.Create(unet, new LoraConfig(2, 2)))
+                LoraFormats.Save(lora, Path.Combine(store.Artifacts.GetFullPath(path), LoraMerger.MergeLorasStage.PeftFile), LoraFileFormat.Peft);
+            db.Artifacts.Add(new Artifact
+            {
+                Id = Guid.NewGuid(), Kind = ArtifactKind.Lora, Path = path, Sha256 = "u", RunId = run.Id,
+                StageKind = LoraMerger.MergeLorasStage.Kind, CreatedAt = DateTimeOffset.UtcNow.AddSeconds(-1),
+            });
+        }
         await db.SaveChangesAsync();
+    }
+
+    [Fact]
+    public async Task A_runs_lora_without_steps_is_its_unified_lora_when_it_made_one()
+    {
+        await StoreRunWithLorasAsync("unified-run", unified: true);
+        await using var db = store.CreateDbContext();
+        Task<GenerationJobSpec> Resolve(JobLora lora) => RunLoras.ResolveAsync(Spec([new("a")]) with { Loras = [lora] }, db, store.Artifacts);
+        var any = Assert.Single((await Resolve(new JobLora(Run: "unified-run"))).Loras);
+        Assert.Equal(("unified-run/unified", null), (any.Id, any.Steps));
+        Assert.Equal(LoraMerger.MergeLorasStage.PeftFile, Path.GetFileName(any.Path));
+        Assert.True(File.Exists(any.Path), any.Path);
+        // a step count still picks the fixed-step LoRA made for it
+        Assert.Equal("unified-run/tscd-k4", Assert.Single((await Resolve(new JobLora(Run: "unified-run", Steps: 4))).Loras).Id);
     }
 
     [Fact]

@@ -135,7 +135,8 @@ public class RecipeMappingTests
         var recipe = RecipeLoader.Load(RecipePath("toy.yaml"));
         var stages = catalogue.Plan(RecipeInputs.Resolve(recipe, new InputRoots(), "toy.yaml"), Guid.NewGuid(), 3);
 
-        Assert.Equal(["dataset", "trajectories", "tscd-k8", "tscd-k4", "tscd-k2", "tscd-k1", "evaluate", "generate"], stages.Select(s => s.Name));
+        Assert.Equal(["dataset", "trajectories", "tscd-k8", "tscd-k4", "tscd-k2", "tscd-k1", "unified", "evaluate", "generate"],
+            stages.Select(s => s.Name));
         var k4 = (SegmentStageSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "tscd-k4"));
         Assert.Equal(RecipeMapping.SegmentStage(recipe, 4), k4.Config with { Lora = k4.Config.Lora, });
         Assert.Equal(recipe.Model, k4.Model);

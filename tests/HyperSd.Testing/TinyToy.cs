@@ -9,7 +9,8 @@ using static TorchSharp.torch;
 namespace HyperSd.Testing;
 
 /// <summary>The tiny toy world of the end-to-end tests (embedded and distributed): an untrained, narrow teacher and recognizer, and a recipe
-/// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1); the teacher in the SD1.5 or the SDXL layout.</summary>
+/// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1, merged into a unified LoRA); the teacher in the SD1.5 or the
+/// SDXL layout.</summary>
 public static class TinyToy
 {
     /// <summary>Writes the models under <paramref name="root"/>; returns their folders. With <paramref name="sdxl"/> the
@@ -52,12 +53,16 @@ public static class TinyToy
         return (teacher, recognizer);
     }
 
+    /// <summary>The unified LoRA of the two rank-4 stages at rank 4 (so the SVD discards energy), both formats, fused.</summary>
+    public const string MergeSection = "merge: {rank: 4, formats: [kohya, peft], fuse: true}";
+
     /// <summary>The recipe; <paramref name="tscdSteps"/> lengthens the TSCD stages (a checkpoint every 2 steps).
     /// <paramref name="teacherDir"/> null leaves the teacher to the worker's default (tests that run no model).
     /// <paramref name="imageFolder"/> (with <paramref name="promptsFile"/>) makes it a real-data recipe: the teacher as a
-    /// diffusers folder, the dataset an image folder with sidecar captions, the evaluation prompts from a file.</summary>
+    /// diffusers folder, the dataset an image folder with sidecar captions, the evaluation prompts from a file. <paramref name="merge"/>
+    /// false leaves out the merge section (no unified LoRA).</summary>
     public static string Recipe(string? teacherDir = null, int tscdSteps = 4, string architecture = "sd15", string? imageFolder = null,
-        string? promptsFile = null) => $$"""
+        string? promptsFile = null, bool merge = true) => $$"""
         name: tiny
         seed: 0
         model:
@@ -86,6 +91,7 @@ public static class TinyToy
             1: {mse: 0.8, adversarial: 0.1}
           discriminator_learning_rate: 1.0e-4
           checkpoint_every: 2
+        {{(merge ? MergeSection : "")}}
         evaluation:
           steps: [1, 2]
           samplers: [ddim-trailing, tcd]

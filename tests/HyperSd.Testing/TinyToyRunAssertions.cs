@@ -7,18 +7,21 @@ namespace HyperSd.Testing;
 public static class TinyToyRunAssertions
 {
     /// <summary>One dataset and trajectory shard, a LoRA per TSCD stage (k = 1 made from the trajectories and the
-    /// k = 2 LoRA), checkpoints, five grids (teacher and student × 2 samplers, the k = 2 stage at 2 steps), a report; a dataset row of the
-    /// recipe's 12 scenes; the generator's four images; each evaluation row once, finite, for the teacher and the student at 1 and 2 steps, and the k = 2 stage at 2 steps.</summary>
+    /// k = 2 LoRA) and the unified LoRA (made from both) with its merge report and fused UNet, checkpoints, seven grids
+    /// (teacher, student and unified × 2 samplers, the k = 2 stage at 2 steps), the evaluation's report; a dataset row of
+    /// the recipe's 12 scenes; the generator's four images (from the unified LoRA); each evaluation row once, finite, for
+    /// the teacher, the student and the unified LoRA at 1 and 2 steps, and the k = 2 stage at 2 steps.</summary>
     public static void AssertOutputs(Run run, IReadOnlyList<Artifact> artifacts, Dataset dataset, IReadOnlyList<Evaluation> evaluations,
         Func<Artifact, string> pathOf)
     {
         int Count(ArtifactKind kind) => artifacts.Count(a => a.Kind == kind);
         Assert.Equal(1, Count(ArtifactKind.Dataset));
         Assert.Equal(1, Count(ArtifactKind.Trajectories));
-        Assert.Equal(2, Count(ArtifactKind.Lora));
+        Assert.Equal(3, Count(ArtifactKind.Lora));
         Assert.True(Count(ArtifactKind.Checkpoint) >= 2, "a checkpoint of each TSCD stage");
-        Assert.Equal(5, Count(ArtifactKind.Grid));
-        Assert.Equal(1, Count(ArtifactKind.Report));
+        Assert.Equal(7, Count(ArtifactKind.Grid));
+        Assert.Equal(2, Count(ArtifactKind.Report)); // the evaluation's and the merge's
+        Assert.Equal(1, Count(ArtifactKind.Unet));
         Assert.Equal(1, Count(ArtifactKind.Images));
 
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
@@ -28,17 +31,24 @@ public static class TinyToyRunAssertions
                 .Select(a => a.Id).Order(),
             k1.Inputs.Select(i => i.InputArtifactId).Order());
 
-        // the generator: 2 prompts × 2 images at 2 steps, each a PNG with its parameters, made with the k = 2 stage's
-        // LoRA (Hyper-SD's fixed 2-step LoRA), which is the one input the stage chose (by the LoRA's typed step count)
-        var images = artifacts.Single(a => a.Kind == ArtifactKind.Images);
+        // the unified LoRA: from both TSCD stages' LoRAs, for any step count
         var k2 = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == stageIds["tscd-k2"]);
         Assert.Equal((2, 2), (k2.Segments, k2.Steps));
-        Assert.Equal([k2.Id], images.Inputs.Select(i => i.InputArtifactId));
+        var unified = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == stageIds["unified"]);
+        Assert.Equal(("merge-loras", null, null), (unified.StageKind, unified.Segments, unified.Steps));
+        Assert.Equal(new[] { k1.Id, k2.Id }.Order(), unified.Inputs.Select(i => i.InputArtifactId).Order());
+        Assert.True(File.Exists(Path.Combine(pathOf(unified), "lora.safetensors")));
+        Assert.True(File.Exists(Path.Combine(pathOf(unified), "pytorch_lora_weights.safetensors")));
+
+        // the generator: 2 prompts × 2 images at 2 steps, each a PNG with its parameters, made with the unified LoRA,
+        // the one input the stage chose (by the LoRA's typed stage kind)
+        var images = artifacts.Single(a => a.Kind == ArtifactKind.Images);
+        Assert.Equal([unified.Id], images.Inputs.Select(i => i.InputArtifactId));
         var dir = pathOf(images);
         Assert.Equal(["00000.png", "00001.png", "00002.png", "00003.png"], Directory.GetFiles(dir, "*.png").Select(Path.GetFileName).Order());
         var manifest = File.ReadAllLines(Path.Combine(dir, "manifest.jsonl"));
         Assert.Equal(4, manifest.Length);
-        Assert.Contains("\"prompt\":\"a blue square at the top left\",\"seed\":3,\"steps\":2,\"sampler\":\"ddim-trailing\",\"model\":\"tiny/tscd-k2\"", manifest[3]);
+        Assert.Contains("\"prompt\":\"a blue square at the top left\",\"seed\":3,\"steps\":2,\"sampler\":\"ddim-trailing\",\"model\":\"tiny/unified\"", manifest[3]);
 
         Assert.Equal(12, dataset.Count);
         Assert.Equal(evaluations.Count, evaluations.Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).Distinct().Count());
@@ -48,6 +58,7 @@ public static class TinyToyRunAssertions
         {
             Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
             Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
+            Assert.Equal(2, evaluations.Count(v => v.Model == "unified" && v.Steps == steps && v.Metric == metric));
         }
         // the k = 2 stage's LoRA as Hyper-SD's fixed 2-step LoRA
         Assert.Equal([(2, "adherence"), (2, "fd"), (2, "kid")], evaluations.Where(v => v.Model == "tscd-k2").Select(v => (v.Steps, v.Metric)).Order());

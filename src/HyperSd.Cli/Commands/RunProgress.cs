@@ -100,8 +100,13 @@ public static class RunProgress
             Console.WriteLine();
             Console.WriteLine(evaluationTable);
         }
-        foreach (var (kind, label) in new[] { (ArtifactKind.Report, "results"), (ArtifactKind.Images, "images") })
-            if (details.Artifacts.FirstOrDefault(a => a.Kind == kind) is { } artifact)
+        // the evaluation's report (the merge stage writes one too), the generator's images, the unified LoRA
+        foreach (var (kind, label, stageKind) in new[]
+                 {
+                     (ArtifactKind.Report, "results", Services.Evaluator.EvaluateModelStage.Kind), (ArtifactKind.Images, "images", null),
+                     (ArtifactKind.Lora, "unified lora", Services.LoraMerger.MergeLorasStage.Kind),
+                 })
+            if (details.Artifacts.FirstOrDefault(a => a.Kind == kind && (stageKind is null || a.StageKind == stageKind)) is { } artifact)
                 Console.WriteLine($"{label}: {where(artifact.Path)}");
     }
 }

@@ -1,7 +1,12 @@
 namespace HyperSd.Data.Entities;
 
 /// <summary>What an artifact is; stored as its lower-case name.</summary>
-public enum ArtifactKind { Dataset, Trajectories, Lora, Checkpoint, Grid, Report, Images }
+public enum ArtifactKind
+{
+    Dataset, Trajectories, Lora, Checkpoint, Grid, Report, Images,
+    /// <summary>A standalone UNet in the diffusers layout (config.json, diffusion_pytorch_model.safetensors).</summary>
+    Unet,
+}
 
 /// <summary>A file or folder in the artifact store, with its content hash, the stage attempt that made it and the typed
 /// metadata that later stages choose their inputs by (never by parsing its path).</summary>

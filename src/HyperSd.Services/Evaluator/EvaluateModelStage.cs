@@ -2,9 +2,11 @@ using HyperSd.Contracts;
 using HyperSd.Data.Entities;
 using HyperSd.Diffusion.Lora;
 using HyperSd.Distillation.Evaluation;
+using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Distillation.Toy;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
+using HyperSd.Services.LoraMerger;
 using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.Stages;
@@ -20,16 +22,17 @@ public sealed record EvaluationSettings(ModelRecipe Model, string RecipeName, IR
     int RealImages, LoraConfig? StudentLora) : IModelStageSettings;
 
 /// <summary>
-/// Generates the held-out prompts with the teacher (at the evaluation's steps and at its reference steps) and with the
-/// distilled student (the last TSCD stage's LoRA) under each sampler, and each earlier stage's fixed-step LoRA at its
-/// step count with DDIM trailing (Hyper-SD's fixed-step LoRAs), measures them (toy-FID and prompt adherence with the toy
+/// Generates the held-out prompts with the teacher (at the evaluation's steps and at its reference steps), with the
+/// distilled student (the last TSCD stage's LoRA) and the unified LoRA when the run made one, each under every sampler,
+/// and with each earlier stage's fixed-step LoRA at its step count with DDIM trailing (Hyper-SD's fixed-step LoRAs),
+/// measures them (toy-FID and prompt adherence with the toy
 /// recognizer), and stores the evaluation rows, one image grid per model and sampler, and a results.md table. At real
 /// scale (no image feature model yet) it makes the grids only.
 /// </summary>
 public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
 {
-    public const string StageName = "evaluate";
-    public override string Name => "evaluate-model";
+    public const string StageName = "evaluate", Kind = "evaluate-model";
+    public override string Name => Kind;
     public override string Role => Roles.Evaluator;
 
     /// <summary>Seed of the real toy images whose features are the Fréchet reference.</summary>
@@ -45,19 +48,20 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
             RecipeMapping.StudentLora(recipe)))];
     }
 
-    /// <summary>Every TSCD stage's LoRA, in run order: the last is the distilled student; each earlier one is also a
-    /// fixed-step LoRA.</summary>
+    /// <summary>Every TSCD stage's LoRA, in run order (the last is the distilled student; each earlier one is also a
+    /// fixed-step LoRA), and the unified LoRA if there is one.</summary>
     protected override IEnumerable<Artifact> SelectInputs(EvaluationSettings settings, IReadOnlyList<StageOutput> earlier)
     {
         var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind })
             .Select(o => o.Artifact).ToList();
-        return loras.Count > 0 ? loras
+        return loras.Count > 0 ? loras.Concat(new[] { Latest(earlier, ArtifactKind.Lora, MergeLorasStage.Kind) }.OfType<Artifact>())
             : throw new InvalidDataException("an evaluate-model stage needs a TSCD stage's LoRA, and the run has none");
     }
 
     protected override async Task ExecuteAsync(StageContext stage, EvaluationSettings settings)
     {
-        var loras = stage.InputsOf(ArtifactKind.Lora);
+        var unified = stage.InputsOf(ArtifactKind.Lora).Where(a => a.StageKind == MergeLorasStage.Kind).ToList();
+        var loras = stage.InputsOf(ArtifactKind.Lora).Except(unified).ToList();
         if (loras.Count == 0) throw new InvalidDataException($"stage {stage.Stage}: no LoRA input to evaluate");
         var final = loras[^1];
         var fixedStep = loras.SkipLast(1).Where(a => a.Steps is { } s && settings.Options.Steps.Contains(s)).ToList();
@@ -78,7 +82,8 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         Directory.CreateDirectory(outDir);
         var rows = new List<EvaluationRow>();
         var grids = new List<string>();
-        int total = settings.TeacherSamplers.Count + (measured ? 1 : 0) + settings.StudentSamplers.Count + fixedStep.Count, done = 0;
+        int total = settings.TeacherSamplers.Count + (measured ? 1 : 0) + settings.StudentSamplers.Count * (1 + unified.Count)
+                    + fixedStep.Count, done = 0;
         void Evaluated(string model, string sampler)
         {
             done++;
@@ -101,8 +106,8 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
             Evaluated("teacher", $"{reference.Name}@{settings.TeacherSteps}");
         }
 
-        var studentName = ModelName(final);
-        using (var student = StageModels.LoadStudent(teacher.Unet, settings.StudentLora, stage.PathOf(final)))
+        // the distilled student, and the unified LoRA (its merged file, rank and alpha its own), under every student sampler
+        void EvaluateStudent(string name, SegmentStudent student)
         {
             var pipeline = StageModels.WithStudent(teacher, student);
             try
@@ -110,13 +115,21 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
                 foreach (var sampler in settings.StudentSamplers)
                 {
                     stage.Cancellation.ThrowIfCancellationRequested();
-                    grid = Path.Combine(outDir, $"grid-{studentName}-{sampler.Name}.png");
-                    rows.AddRange(evaluator.Evaluate(studentName, pipeline, prompts, sampler, options, grid));
+                    grid = Path.Combine(outDir, $"grid-{name}-{sampler.Name}.png");
+                    rows.AddRange(evaluator.Evaluate(name, pipeline, prompts, sampler, options, grid));
                     grids.Add(grid);
-                    Evaluated(studentName, sampler.Name);
+                    Evaluated(name, sampler.Name);
                 }
             }
             finally { student.Lora?.Detach(); }
+        }
+        using (var student = StageModels.LoadStudent(teacher.Unet, settings.StudentLora, stage.PathOf(final)))
+            EvaluateStudent(ModelName(final), student);
+        foreach (var artifact in unified)
+        {
+            using var student = SegmentStudent.WithLora(teacher.Unet,
+                LoraFormats.Load(MergeLorasStage.LoraFile(stage.PathOf(artifact)), teacher.Unet, teacher.Unet.parameters().First().device));
+            EvaluateStudent(MergeLorasStage.StageName, student);
         }
         foreach (var artifact in fixedStep)
         {

@@ -7,6 +7,7 @@ using HyperSd.Distillation.Evaluation;
 using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
+using HyperSd.Services.LoraMerger;
 using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.Stages;
@@ -19,11 +20,11 @@ public sealed record GenerationSettings(ModelRecipe Model, string RecipeName, IR
     : IModelStageSettings;
 
 /// <summary>
-/// Bulk prompt-to-image generation with the distilled student (the TSCD LoRA made for the generation's step count, as
-/// Hyper-SD's fixed-step LoRAs are used, else the last stage's), when the recipe has a <c>generation</c> section: image
-/// i is prompt i / images_per_prompt with seed seed + i, written as a PNG that carries its parameters, listed in
-/// manifest.jsonl, stored as one "images" artifact. Images already written by an earlier attempt are kept, so a
-/// re-dispatched stage picks up where it stopped.
+/// Bulk prompt-to-image generation with the distilled student (the unified LoRA when the run made one; else the TSCD
+/// LoRA made for the generation's step count, as Hyper-SD's fixed-step LoRAs are used, else the last stage's), when the
+/// recipe has a <c>generation</c> section: image i is prompt i / images_per_prompt with seed seed + i, written as a PNG
+/// that carries its parameters, listed in manifest.jsonl, stored as one "images" artifact. Images already written by an
+/// earlier attempt are kept, so a re-dispatched stage picks up where it stopped.
 /// </summary>
 public sealed class GenerateImagesStage : StageKind<GenerationSettings>
 {
@@ -44,9 +45,10 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
             RecipeMapping.StudentLora(recipe)))];
     }
 
-    /// <summary>The TSCD LoRA made for the generation's step count, else the last one.</summary>
+    /// <summary>The unified LoRA, else the TSCD LoRA made for the generation's step count, else the last one.</summary>
     protected override IEnumerable<Artifact> SelectInputs(GenerationSettings settings, IReadOnlyList<StageOutput> earlier)
     {
+        if (Latest(earlier, ArtifactKind.Lora, MergeLorasStage.Kind) is { } unified) return [unified];
         var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind })
             .Select(o => o.Artifact).ToList();
         if (loras.Count == 0) throw new InvalidDataException("a generate-images stage needs a TSCD stage's LoRA, and the run has none");
@@ -59,7 +61,8 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
         var images = Enumerable.Range(0, prompts.Count * g.ImagesPerPrompt)
             .Select(i => new GenerationItem($"{i:D5}.png", prompts[i / g.ImagesPerPrompt], g.Seed + i)).ToList();
         var lora = stage.Input(ArtifactKind.Lora);
-        var model = $"{g.RecipeName}/{TrainSegmentStage.StageName(lora.Segments ?? 0)}";
+        var model = $"{g.RecipeName}/{(lora.StageKind == MergeLorasStage.Kind ? MergeLorasStage.StageName
+            : TrainSegmentStage.StageName(lora.Segments ?? 0))}";
 
         var dir = Path.Combine(stage.WorkDir, "images");
         if (!images.All(i => File.Exists(Path.Combine(dir, i.File))))
@@ -76,7 +79,7 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
                 reference = new ModelReference(model);
             }
             // the stage's LoRA file, attached as any LoRA is, so every image records it (id, file, sha256, scale 1)
-            else teacher.LoadLora(Path.Combine(stage.PathOf(lora), SegmentStageLayout.LoraFile), 1.0, model);
+            else teacher.LoadLora(MergeLorasStage.LoraFile(stage.PathOf(lora)), 1.0, model);
             using var _ = student;
             pipeline.Scheduler = g.Sampler.Build(teacher.Scheduler.Config);
             BatchGeneration.Run(pipeline.Generate, images, dir,

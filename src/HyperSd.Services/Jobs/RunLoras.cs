@@ -2,6 +2,7 @@ using HyperSd.Data;
 using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
 using HyperSd.Distillation.SegmentConsistency;
+using HyperSd.Services.LoraMerger;
 using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using Microsoft.EntityFrameworkCore;
@@ -11,7 +12,8 @@ namespace HyperSd.Services.Jobs;
 /// <summary>
 /// A job's LoRAs given as a run's artifact (<see cref="JobLora.Run"/>: the run's id, or its name for the newest run of
 /// that name), resolved at submission to the LoRA file in the artifact store: the fixed-step LoRA made for
-/// <see cref="JobLora.Steps"/> steps, or the run's last one. Images record it as "run/stage" with its sha256.
+/// <see cref="JobLora.Steps"/> steps, or without steps the run's unified LoRA if it made one, else its last one. Images
+/// record it as "run/stage" with its sha256.
 /// </summary>
 public static class RunLoras
 {
@@ -39,19 +41,23 @@ public static class RunLoras
             : await runs.Where(r => r.Name == reference).OrderByDescending(r => r.CreatedAt).FirstOrDefaultAsync(ct);
         if (run is null) throw new InvalidFieldException($"{field}.run", $"no run '{reference}' in the store");
         var made = await db.Artifacts.AsNoTracking()
-            .Where(a => a.RunId == run.Id && a.Kind == ArtifactKind.Lora && a.StageKind == TrainSegmentStage.Kind)
+            .Where(a => a.RunId == run.Id && a.Kind == ArtifactKind.Lora
+                        && (a.StageKind == TrainSegmentStage.Kind || a.StageKind == MergeLorasStage.Kind))
             .OrderBy(a => a.CreatedAt).ToListAsync(ct);
+        var unified = made.LastOrDefault(a => a.StageKind == MergeLorasStage.Kind);
+        made.RemoveAll(a => a == unified);
         if (made.Count == 0)
             throw new InvalidFieldException($"{field}.run",
                 $"run '{run.Name}' ({run.State.ToString().ToLowerInvariant()}) has made no LoRA yet");
-        var artifact = lora.Steps is { } steps ? made.LastOrDefault(a => a.Steps == steps) : made[^1];
+        var artifact = lora.Steps is { } steps ? made.LastOrDefault(a => a.Steps == steps) : unified ?? made[^1];
         if (artifact is null)
             throw new InvalidFieldException($"{field}.steps", $"run '{run.Name}' has no LoRA for {lora.Steps} steps; it has LoRAs for " +
                                                               $"{string.Join(", ", made.Select(a => a.Steps).Distinct())} steps");
-        var path = Path.Combine(artifacts.GetFullPath(artifact.Path), SegmentStageLayout.LoraFile);
+        var path = MergeLorasStage.LoraFile(artifacts.GetFullPath(artifact.Path));
         if (!File.Exists(path))
             throw new InvalidFieldException($"{field}.run", $"run '{run.Name}' fine-tuned the whole UNet (no tscd.lora), not a LoRA: " +
                                                             $"{artifact.Path} has no {SegmentStageLayout.LoraFile}");
-        return lora with { Path = path, Id = $"{run.Name}/{TrainSegmentStage.StageName(artifact.Segments ?? 0)}", Steps = artifact.Steps };
+        var stage = artifact == unified ? MergeLorasStage.StageName : TrainSegmentStage.StageName(artifact.Segments ?? 0);
+        return lora with { Path = path, Id = $"{run.Name}/{stage}", Steps = artifact.Steps };
     }
 }

@@ -56,6 +56,28 @@ public static class RecipeMapping
     public static LoraConfig? StudentLora(Recipe recipe) =>
         recipe.Tscd.Lora is { } lora ? new LoraConfig(lora.Rank, lora.Alpha, lora.TargetModules) : null;
 
+    /// <summary>The merge stage's settings, with a weight per source stage (<paramref name="sources"/>: the names of the
+    /// stages that make LoRAs, in run order); the recipe's weights must name exactly those stages.</summary>
+    public static LoraMerger.MergeSettings Merge(Recipe recipe, IReadOnlyList<string> sources)
+    {
+        var m = recipe.Merge ?? throw new ArgumentException("the recipe has no merge section");
+        var lora = recipe.Tscd.Lora ?? throw new RecipeValidationException(recipe.Name,
+            [new("merge", "the merge needs LoRA stages (tscd.lora); a fully fine-tuned UNet has no LoRA to merge")]);
+        if (sources.Count == 0)
+            throw new RecipeValidationException(recipe.Name, [new("merge", "the recipe plans no stage that makes a LoRA")]);
+        var weights = m.Weights ?? sources.ToDictionary(s => s, _ => 1.0 / sources.Count);
+        var missing = sources.Where(s => !weights.ContainsKey(s)).ToList();
+        var unknown = weights.Keys.Where(k => !sources.Contains(k)).ToList();
+        if (missing.Count + unknown.Count > 0)
+            throw new RecipeValidationException(recipe.Name, [new("merge.weights",
+                $"must give a weight for each stage that makes a LoRA (expected: {string.Join(", ", sources)}; got: " +
+                $"{string.Join(", ", weights.Keys)}){(unknown.Count > 0 ? $"; no such stage: {string.Join(", ", unknown)}" : "")}" +
+                $"{(missing.Count > 0 ? $"; missing: {string.Join(", ", missing)}" : "")}")]);
+        // in run order, so the report lists the sources as the stages ran
+        return new(recipe.Model, recipe.Name, sources.ToDictionary(s => s, s => weights[s]), m.Rank ?? lora.Rank, m.ConvRank, m.ClampRank,
+            m.Formats.Select(f => f == LoraFormat.Peft ? LoraFileFormat.Peft : LoraFileFormat.Kohya).ToList(), m.Fuse);
+    }
+
     public static EvaluationOptions Evaluation(Recipe recipe) => new()
     {
         Steps = [.. recipe.Evaluation.Steps], Height = ImageResolution(recipe), Width = ImageResolution(recipe),

@@ -33,14 +33,15 @@ public static class ToyExperiment
         [
             adversarial with
             {
-                Name = "toy-cd-k1",
+                Name = "toy-cd-k1", Merge = null, // one LoRA: nothing to unify
                 Tscd = t with
                 {
                     Segments = [1], StepsPerStage = t.Segments.Count * t.StepsPerStage,
                     Weights = new Dictionary<int, LossWeightsRecipe> { [1] = new() { Mse = 1, Adversarial = 0 } }
                 },
             },
-            adversarial with { Name = "toy-tscd-mse", Tscd = t with { Weights = mseOnly } },
+            // the unified LoRA is measured once, on the main recipe's run
+            adversarial with { Name = "toy-tscd-mse", Tscd = t with { Weights = mseOnly }, Merge = null },
             adversarial with { Name = "toy-tscd-adv" },
         ];
     }

@@ -6,6 +6,7 @@ using HyperSd.Recipes;
 using HyperSd.Services.DatasetPrep;
 using HyperSd.Services.Evaluator;
 using HyperSd.Services.Generator;
+using HyperSd.Services.LoraMerger;
 using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.TeacherTrajectories;
@@ -21,11 +22,12 @@ public sealed class StageCatalogue
 {
     readonly List<IStageKind> kinds = [];
 
-    /// <summary>The built-in stages: dataset, trajectories, TSCD k = 8 → 1, evaluation, generation.</summary>
+    /// <summary>The built-in stages: dataset, trajectories, TSCD k = 8 → 1, the unified LoRA, evaluation, generation.</summary>
     public static StageCatalogue Default() => new StageCatalogue()
         .Add(new PrepareDatasetStage())
         .Add(new GenerateTrajectoriesStage())
         .Add(new TrainSegmentStage())
+        .Add(new MergeLorasStage())
         .Add(new EvaluateModelStage())
         .Add(new GenerateImagesStage())
         .Add(new Jobs.GenerateChunkStage());
