@@ -29,8 +29,7 @@ public sealed record TeacherPretrainingOptions
     /// <summary>Train the text encoder with the UNet (same optimiser and EMA) instead of keeping it frozen.</summary>
     public bool TrainTextEncoder { get; init; }
     /// <summary>Where to keep a checkpoint (weights, EMA, optimiser and generator state) every
-    /// <see cref="CheckpointEvery"/> steps; a run given a folder with a checkpoint in it resumes from there (close to, but
-    /// not yet bit-exactly, the uninterrupted run: the cause is open).</summary>
+    /// <see cref="CheckpointEvery"/> steps; a run given a folder with a checkpoint in it resumes from there exactly.</summary>
     public string? CheckpointDir { get; init; }
     public int CheckpointEvery { get; init; } = 250;
 }
@@ -141,8 +140,6 @@ public static class TeacherPretraining
         foreach (var e in ema ?? []) e.Dispose();
         unet.eval();
         textEncoder.eval();
-        optimizer.Dispose();
-        generator.Dispose();
         return history;
     }
 
