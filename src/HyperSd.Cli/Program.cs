@@ -15,6 +15,8 @@ public static class Program
             ToyCommand.Create(),
             RunCommand.Create(),
             RunsCommand.Create(),
+            GcCommand.Create(),
+            ServeCommand.Create(),
         };
         // Tensor threads: on a shared or small machine fewer threads than cores avoids thrashing.
         var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work (default: LibTorch's)", Recursive = true };

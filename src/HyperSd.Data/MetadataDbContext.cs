@@ -23,7 +23,7 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
     public DbSet<GenerationChunk> GenerationChunks => Set<GenerationChunk>();
     public DbSet<GeneratedImage> GeneratedImages => Set<GeneratedImage>();
     public DbSet<Schedule> Schedules => Set<Schedule>();
-    public DbSet<ProcessedMessage> ProcessedMessages => Set<ProcessedMessage>();
+    public DbSet<ApiKey> ApiKeys => Set<ApiKey>();
 
     protected override void OnConfiguring(DbContextOptionsBuilder optionsBuilder) =>
         optionsBuilder.UseSnakeCaseNamingConvention();
@@ -34,6 +34,7 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
         configuration.Properties<StageState>().HaveConversion<string>();
         configuration.Properties<AttemptOutcome>().HaveConversion<string>();
         configuration.Properties<GenerationState>().HaveConversion<string>();
+        configuration.Properties<ScheduleOverlap>().HaveConversion<string>();
 
         // SQLite stores DateTimeOffset as text and cannot compare or order it in queries ("lease expired?");
         // UTC ticks compare correctly. Postgres maps it to timestamptz natively.
@@ -51,6 +52,13 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
             e.HasOne<StoredRecipe>().WithMany().HasForeignKey(r => r.RecipeId).OnDelete(DeleteBehavior.Restrict);
             e.HasMany(r => r.Stages).WithOne().HasForeignKey(s => s.RunId);
             e.HasIndex(r => r.State);
+            // the run list's and the evaluation query's filters and order
+            e.HasIndex(r => r.CreatedAt);
+            e.HasIndex(r => r.Name);
+            e.HasIndex(r => r.BaseModel);
+            // a schedule's active runs (its overlap policy); deleting a schedule keeps its runs
+            e.HasOne<Schedule>().WithMany().HasForeignKey(r => r.ScheduleId).OnDelete(DeleteBehavior.SetNull);
+            e.HasIndex(r => new { r.ScheduleId, r.State });
         });
         model.Entity<Stage>(e =>
         {
@@ -86,6 +94,10 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
         model.Entity<Evaluation>(e =>
         {
             e.HasIndex(v => new { v.RunId, v.Model, v.Sampler, v.Steps, v.Metric }).IsUnique();
+            // the evaluation query's filters across runs (metric and steps together; sampler; date range)
+            e.HasIndex(v => new { v.Metric, v.Steps });
+            e.HasIndex(v => v.Sampler);
+            e.HasIndex(v => v.CreatedAt);
             e.HasOne<Run>().WithMany().HasForeignKey(v => v.RunId);
             e.HasOne<Stage>().WithMany().HasForeignKey(v => v.StageId).OnDelete(DeleteBehavior.Restrict);
         });
@@ -105,7 +117,7 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
             e.HasIndex(s => s.Name).IsUnique();
             e.HasOne<StoredRecipe>().WithMany().HasForeignKey(s => s.RecipeId).OnDelete(DeleteBehavior.Restrict);
         });
-        model.Entity<ProcessedMessage>().HasKey(m => new { m.Consumer, m.MessageKey });
+        model.Entity<ApiKey>().HasIndex(k => k.Sha256).IsUnique();
     }
 
     public override int SaveChanges(bool acceptAllChangesOnSuccess)

@@ -1,4 +1,3 @@
-using System.Globalization;
 using HyperSd.Services.Hosting;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -27,6 +26,7 @@ var switches = new Dictionary<string, string>
     ["--otlp"] = "HyperSd:Telemetry:OtlpEndpoint",
     ["--trace-console"] = "HyperSd:Telemetry:Console",
     ["--threads"] = "HyperSd:Threads",
+    ["--health-file"] = "HyperSd:HealthFile",
 };
 var builder = Host.CreateApplicationBuilder();
 builder.Configuration.AddCommandLine(args, switches);
@@ -41,7 +41,7 @@ catch (Exception e) when (e is ArgumentException or FormatException)
     Console.Error.WriteLine($"hypersd-worker: error: {e.Message}");
     return 2;
 }
-if (section["Threads"] is { Length: > 0 } threads) TorchSharp.torch.set_num_threads(int.Parse(threads, CultureInfo.InvariantCulture));
+if (options.TensorThreads is int threads) TorchSharp.torch.set_num_threads(threads);
 
 builder.Logging.ClearProviders();
 builder.Logging.AddSimpleConsole(o =>

@@ -127,20 +127,6 @@ public abstract class MetadataStoreTests : IAsyncLifetime
         var stored = await check.Stages.SingleAsync(s => s.Id == seeded.TrainStageId);
         Assert.Equal(("worker-b", StageState.Running, 2), (stored.LeaseOwner, stored.State, stored.Version));
     }
-
-    [Fact]
-    public async Task A_message_is_recorded_as_processed_only_once()
-    {
-        var key = Guid.NewGuid().ToString();
-        await using (var db = NewContext())
-        {
-            db.Add(new ProcessedMessage { Consumer = "evaluator", MessageKey = key, ProcessedAt = T0 });
-            await db.SaveChangesAsync();
-        }
-        await using var again = NewContext();
-        again.Add(new ProcessedMessage { Consumer = "evaluator", MessageKey = key, ProcessedAt = T0.AddSeconds(1) });
-        await Assert.ThrowsAsync<DbUpdateException>(() => again.SaveChangesAsync());
-    }
 }
 
 public sealed class SqliteMetadataStoreTests : MetadataStoreTests

@@ -43,13 +43,18 @@ public sealed class Deployment : IAsyncDisposable
     public FileSystemArtifactStore Artifacts { get; }
     public string Teacher { get; }
     public string Recognizer { get; }
-    public Uri RabbitMqUri => virtualHost.Uri;
+    /// <summary>The virtual host's address, with <c>?queue-type=quorum</c> for a deployment on quorum queues.</summary>
+    public Uri RabbitMqUri { get; }
     public MetadataStoreOptions Store { get; }
     public IBus Bus => client.Services.GetRequiredService<IBus>();
 
-    public Deployment(Timings? timings = null)
+    /// <param name="quorum">Every role on a quorum queue, as deployments run (default: classic queues).</param>
+    public Deployment(Timings? timings = null, bool quorum = false)
     {
         this.timings = timings ?? new Timings();
+        RabbitMqUri = quorum
+            ? new UriBuilder(virtualHost.Uri) { Query = $"{RabbitMqOptions.QueueTypeParameter}={RabbitMqOptions.QuorumQueues}" }.Uri
+            : virtualHost.Uri;
         Store = new MetadataStoreOptions { Provider = MetadataStoreOptions.Postgres, ConnectionString = database.ConnectionString };
         Artifacts = new FileSystemArtifactStore(ArtifactRoot);
         (Teacher, Recognizer) = TinyToy.WriteModels(Path.Combine(Root, "models"));
@@ -133,7 +138,7 @@ public sealed class Deployment : IAsyncDisposable
     public async Task SendAsync(string role, object message)
     {
         using var timeout = new CancellationTokenSource(SendTimeout);
-        await (await Bus.GetSendEndpoint(Roles.Queue(role))).Send(message, timeout.Token);
+        await (await Bus.GetSendEndpoint(client.Services.GetRequiredService<RoleQueues>().Address(role))).Send(message, timeout.Token);
     }
 
     /// <summary>MassTransit retries a failing send until cancelled; a test fails instead.</summary>
@@ -170,6 +175,9 @@ public sealed class Deployment : IAsyncDisposable
 
     /// <summary>Ready and unacknowledged messages per queue of this deployment's virtual host.</summary>
     public IReadOnlyDictionary<string, int> QueueDepths() => virtualHost.QueueDepths();
+
+    /// <summary>Each queue's type (classic, quorum) in this deployment's virtual host.</summary>
+    public IReadOnlyDictionary<string, string> QueueTypes() => virtualHost.QueueTypes();
 
     public MetadataDbContext Db() => MetadataStore.CreateContext(Store);
 

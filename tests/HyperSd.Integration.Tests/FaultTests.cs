@@ -151,6 +151,45 @@ public sealed class FaultTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_stage_command_survives_a_RabbitMQ_restart_on_a_quorum_queue()
+    {
+        // the reconciler never re-sends here: the command consumed after the restart is the one sent before it
+        await using var deployment = new Deployment(new Timings(DispatchTimeoutSeconds: 3600), quorum: true);
+        await deployment.StartWorkersAsync(Roles.Orchestrator);
+        var runId = await deployment.SubmitAsync();
+        const string prepare = PrepareDatasetStage.StageName;
+        await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, prepare).State == StageState.Dispatched, "prepare-dataset to be dispatched");
+        await deployment.WaitUntilAsync(() => Task.FromResult(deployment.QueueDepths().GetValueOrDefault(Roles.DatasetPrep) == 1),
+            "the command in dataset-prep's queue (no worker serves it yet)");
+        // every role's queue (declared by the client and the orchestrator before any worker of the role ran) and the
+        // orchestrator's (declared by its receive endpoint too) is a quorum queue
+        var types = deployment.QueueTypes();
+        Assert.All(StageCatalogue.Default().Roles, role => Assert.Equal((role, "quorum"), (role, types.GetValueOrDefault(role))));
+
+        RabbitMqServer.StopApp();
+        try
+        {
+            await Task.Delay(1000);
+        }
+        finally
+        {
+            RabbitMqServer.StartApp();
+        }
+
+        await deployment.WaitUntilAsync(() => Task.FromResult(deployment.QueueDepths().GetValueOrDefault(Roles.DatasetPrep) == 1),
+            "the command to be in dataset-prep's queue after the restart", TimeSpan.FromSeconds(30));
+        var worker = deployment.StartWorker(Roles.DatasetPrep);
+        var run = await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, prepare).State == StageState.Succeeded,
+            "prepare-dataset to succeed");
+        var stage = Deployment.StageOf(run, prepare);
+        var attempt = (await deployment.AttemptsAsync(run)).Single(a => a.StageId == stage.Id);
+        Assert.Equal((1, AttemptOutcome.Succeeded, worker.Name), (attempt.Attempt, attempt.Outcome!.Value, attempt.Owner));
+        // the orchestrator took the outcome off its own quorum queue and dispatched the next stage
+        await deployment.WaitForAsync(runId, r => r.Stages.Any(s => s.Index > stage.Index && s.State == StageState.Dispatched),
+            "the next stage to be dispatched");
+    }
+
+    [Fact]
     public async Task A_corrupt_input_goes_to_the_error_queue_and_fails_the_run_and_resume_completes_it_once_repaired()
     {
         await using var deployment = new Deployment();

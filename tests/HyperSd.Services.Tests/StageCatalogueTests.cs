@@ -61,15 +61,7 @@ public sealed class StageCatalogueTests : IDisposable
 
     public void Dispose() => store.Dispose();
 
-    IHost StartHost(WorkerOptions options, StageCatalogue catalogue)
-    {
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddHyperSdWorkers(options, catalogue);
-        var host = builder.Build();
-        host.Start();
-        return host;
-    }
+    static IHost StartHost(WorkerOptions options, StageCatalogue catalogue) => TestHosts.Start(options, catalogue);
 
     static async Task<Run> WaitForEnd(TestStore store, Guid runId)
     {

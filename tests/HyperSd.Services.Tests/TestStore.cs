@@ -10,18 +10,27 @@ using Microsoft.EntityFrameworkCore;
 
 namespace HyperSd.Services.Tests;
 
-/// <summary>A migrated SQLite metadata store and an artifact folder in a temp directory.</summary>
+/// <summary>A migrated metadata store (SQLite in a temp directory, or a given PostgreSQL database) and an artifact folder in
+/// a temp directory.</summary>
 public sealed class TestStore : IDbContextFactory<MetadataDbContext>, IDisposable
 {
     public string Root { get; } = Directory.CreateTempSubdirectory("hypersd-workers-").FullName;
     public MetadataStoreOptions Options { get; }
     public FileSystemArtifactStore Artifacts { get; }
 
-    public TestStore()
+    public TestStore() : this(null)
     {
-        Options = new MetadataStoreOptions { Provider = MetadataStoreOptions.Sqlite, ConnectionString = $"Data Source={Path.Combine(Root, "metadata.db")}" };
-        MetadataStore.MigrateAsync(Options).GetAwaiter().GetResult();
-        Artifacts = new FileSystemArtifactStore(Path.Combine(Root, "artifacts"));
+    }
+
+    /// <summary>On PostgreSQL when <paramref name="postgres"/> (a connection string) is given; migrated unless
+    /// <paramref name="migrate"/> is false (a second view of a store already migrated).</summary>
+    public TestStore(string? postgres, bool migrate = true, string? artifactRoot = null)
+    {
+        Options = postgres is null
+            ? new MetadataStoreOptions { Provider = MetadataStoreOptions.Sqlite, ConnectionString = $"Data Source={Path.Combine(Root, "metadata.db")}" }
+            : new MetadataStoreOptions { Provider = MetadataStoreOptions.Postgres, ConnectionString = postgres };
+        if (migrate) MetadataStore.MigrateAsync(Options).GetAwaiter().GetResult();
+        Artifacts = new FileSystemArtifactStore(artifactRoot ?? Path.Combine(Root, "artifacts"));
     }
 
     public WorkerOptions WorkerOptions(Action<WorkerOptions>? change = null, StageCatalogue? catalogue = null)

@@ -93,6 +93,14 @@ public static class RabbitMqServer
         return doc.RootElement.EnumerateArray().ToDictionary(q => q.GetProperty("name").GetString()!, q => q.GetProperty("messages").GetInt32());
     }
 
+    /// <summary>The type (classic, quorum) of each queue of <paramref name="virtualHost"/>.</summary>
+    public static IReadOnlyDictionary<string, string> QueueTypes(string virtualHost)
+    {
+        var json = Ctl("list_queues", "-q", "-p", virtualHost, "name", "type", "--formatter", "json");
+        using var doc = JsonDocument.Parse(json);
+        return doc.RootElement.EnumerateArray().ToDictionary(q => q.GetProperty("name").GetString()!, q => q.GetProperty("type").GetString()!);
+    }
+
     /// <summary>Stops the broker application (every connection drops; durable queues keep their messages).</summary>
     public static void StopApp() => Ctl("stop_app");
 
@@ -160,6 +168,9 @@ public sealed class RabbitMqVirtualHost : IDisposable
 
     /// <summary>Ready messages per queue.</summary>
     public IReadOnlyDictionary<string, int> QueueDepths() => RabbitMqServer.QueueDepths(Name);
+
+    /// <summary>Each queue's type (classic, quorum).</summary>
+    public IReadOnlyDictionary<string, string> QueueTypes() => RabbitMqServer.QueueTypes(Name);
 
     public void Dispose() => RabbitMqServer.Ctl("delete_vhost", Name);
 }

@@ -22,6 +22,42 @@ namespace HyperSd.Migrations.Postgres.Migrations
 
             NpgsqlModelBuilderExtensions.UseIdentityByDefaultColumns(modelBuilder);
 
+            modelBuilder.Entity("HyperSd.Data.Entities.ApiKey", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("uuid")
+                        .HasColumnName("id");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at");
+
+                    b.Property<string>("Name")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("name");
+
+                    b.Property<string>("Role")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("role");
+
+                    b.Property<string>("Sha256")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("sha256");
+
+                    b.HasKey("Id")
+                        .HasName("pk_api_keys");
+
+                    b.HasIndex("Sha256")
+                        .IsUnique()
+                        .HasDatabaseName("ix_api_keys_sha256");
+
+                    b.ToTable("api_keys", (string)null);
+                });
+
             modelBuilder.Entity("HyperSd.Data.Entities.Artifact", b =>
                 {
                     b.Property<Guid>("Id")
@@ -207,8 +243,17 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.HasKey("Id")
                         .HasName("pk_evaluations");
 
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_evaluations_created_at");
+
+                    b.HasIndex("Sampler")
+                        .HasDatabaseName("ix_evaluations_sampler");
+
                     b.HasIndex("StageId")
                         .HasDatabaseName("ix_evaluations_stage_id");
+
+                    b.HasIndex("Metric", "Steps")
+                        .HasDatabaseName("ix_evaluations_metric_steps");
 
                     b.HasIndex("RunId", "Model", "Sampler", "Steps", "Metric")
                         .IsUnique()
@@ -341,32 +386,17 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.ToTable("generation_jobs", (string)null);
                 });
 
-            modelBuilder.Entity("HyperSd.Data.Entities.ProcessedMessage", b =>
-                {
-                    b.Property<string>("Consumer")
-                        .HasColumnType("text")
-                        .HasColumnName("consumer");
-
-                    b.Property<string>("MessageKey")
-                        .HasColumnType("text")
-                        .HasColumnName("message_key");
-
-                    b.Property<DateTimeOffset>("ProcessedAt")
-                        .HasColumnType("timestamp with time zone")
-                        .HasColumnName("processed_at");
-
-                    b.HasKey("Consumer", "MessageKey")
-                        .HasName("pk_processed_messages");
-
-                    b.ToTable("processed_messages", (string)null);
-                });
-
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
                     b.Property<Guid>("Id")
                         .ValueGeneratedOnAdd()
                         .HasColumnType("uuid")
                         .HasColumnName("id");
+
+                    b.Property<string>("BaseModel")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("base_model");
 
                     b.Property<DateTimeOffset>("CreatedAt")
                         .HasColumnType("timestamp with time zone")
@@ -393,6 +423,14 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("recipe_id");
 
+                    b.Property<Guid?>("ScheduleId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("schedule_id");
+
+                    b.Property<DateTimeOffset?>("ScheduledAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("scheduled_at");
+
                     b.Property<DateTimeOffset?>("StartedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("started_at");
@@ -409,11 +447,23 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.HasKey("Id")
                         .HasName("pk_runs");
 
+                    b.HasIndex("BaseModel")
+                        .HasDatabaseName("ix_runs_base_model");
+
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_runs_created_at");
+
+                    b.HasIndex("Name")
+                        .HasDatabaseName("ix_runs_name");
+
                     b.HasIndex("RecipeId")
                         .HasDatabaseName("ix_runs_recipe_id");
 
                     b.HasIndex("State")
                         .HasDatabaseName("ix_runs_state");
+
+                    b.HasIndex("ScheduleId", "State")
+                        .HasDatabaseName("ix_runs_schedule_id_state");
 
                     b.ToTable("runs", (string)null);
                 });
@@ -442,6 +492,11 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .IsRequired()
                         .HasColumnType("text")
                         .HasColumnName("name");
+
+                    b.Property<string>("Overlap")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("overlap");
 
                     b.Property<Guid>("RecipeId")
                         .HasColumnType("uuid")
@@ -530,6 +585,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("double precision")
                         .HasColumnName("progress");
 
+                    b.Property<DateTimeOffset?>("ProgressAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("progress_at");
+
                     b.Property<string>("ProgressDetail")
                         .HasColumnType("text")
                         .HasColumnName("progress_detail");
@@ -613,6 +672,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.Property<DateTimeOffset>("StartedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("started_at");
+
+                    b.Property<bool?>("Transient")
+                        .HasColumnType("boolean")
+                        .HasColumnName("transient");
 
                     b.HasKey("Id")
                         .HasName("pk_stage_attempts");
@@ -773,6 +836,12 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .OnDelete(DeleteBehavior.Restrict)
                         .IsRequired()
                         .HasConstraintName("fk_runs_recipes_recipe_id");
+
+                    b.HasOne("HyperSd.Data.Entities.Schedule", null)
+                        .WithMany()
+                        .HasForeignKey("ScheduleId")
+                        .OnDelete(DeleteBehavior.SetNull)
+                        .HasConstraintName("fk_runs_schedules_schedule_id");
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.Schedule", b =>

@@ -17,6 +17,42 @@ namespace HyperSd.Migrations.Sqlite.Migrations
 #pragma warning disable 612, 618
             modelBuilder.HasAnnotation("ProductVersion", "10.0.15");
 
+            modelBuilder.Entity("HyperSd.Data.Entities.ApiKey", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("id");
+
+                    b.Property<long>("CreatedAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("created_at");
+
+                    b.Property<string>("Name")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("name");
+
+                    b.Property<string>("Role")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("role");
+
+                    b.Property<string>("Sha256")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("sha256");
+
+                    b.HasKey("Id")
+                        .HasName("pk_api_keys");
+
+                    b.HasIndex("Sha256")
+                        .IsUnique()
+                        .HasDatabaseName("ix_api_keys_sha256");
+
+                    b.ToTable("api_keys", (string)null);
+                });
+
             modelBuilder.Entity("HyperSd.Data.Entities.Artifact", b =>
                 {
                     b.Property<Guid>("Id")
@@ -202,8 +238,17 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.HasKey("Id")
                         .HasName("pk_evaluations");
 
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_evaluations_created_at");
+
+                    b.HasIndex("Sampler")
+                        .HasDatabaseName("ix_evaluations_sampler");
+
                     b.HasIndex("StageId")
                         .HasDatabaseName("ix_evaluations_stage_id");
+
+                    b.HasIndex("Metric", "Steps")
+                        .HasDatabaseName("ix_evaluations_metric_steps");
 
                     b.HasIndex("RunId", "Model", "Sampler", "Steps", "Metric")
                         .IsUnique()
@@ -336,32 +381,17 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.ToTable("generation_jobs", (string)null);
                 });
 
-            modelBuilder.Entity("HyperSd.Data.Entities.ProcessedMessage", b =>
-                {
-                    b.Property<string>("Consumer")
-                        .HasColumnType("TEXT")
-                        .HasColumnName("consumer");
-
-                    b.Property<string>("MessageKey")
-                        .HasColumnType("TEXT")
-                        .HasColumnName("message_key");
-
-                    b.Property<long>("ProcessedAt")
-                        .HasColumnType("INTEGER")
-                        .HasColumnName("processed_at");
-
-                    b.HasKey("Consumer", "MessageKey")
-                        .HasName("pk_processed_messages");
-
-                    b.ToTable("processed_messages", (string)null);
-                });
-
             modelBuilder.Entity("HyperSd.Data.Entities.Run", b =>
                 {
                     b.Property<Guid>("Id")
                         .ValueGeneratedOnAdd()
                         .HasColumnType("TEXT")
                         .HasColumnName("id");
+
+                    b.Property<string>("BaseModel")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("base_model");
 
                     b.Property<long>("CreatedAt")
                         .HasColumnType("INTEGER")
@@ -388,6 +418,14 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("TEXT")
                         .HasColumnName("recipe_id");
 
+                    b.Property<Guid?>("ScheduleId")
+                        .HasColumnType("TEXT")
+                        .HasColumnName("schedule_id");
+
+                    b.Property<long?>("ScheduledAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("scheduled_at");
+
                     b.Property<long?>("StartedAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("started_at");
@@ -404,11 +442,23 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.HasKey("Id")
                         .HasName("pk_runs");
 
+                    b.HasIndex("BaseModel")
+                        .HasDatabaseName("ix_runs_base_model");
+
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_runs_created_at");
+
+                    b.HasIndex("Name")
+                        .HasDatabaseName("ix_runs_name");
+
                     b.HasIndex("RecipeId")
                         .HasDatabaseName("ix_runs_recipe_id");
 
                     b.HasIndex("State")
                         .HasDatabaseName("ix_runs_state");
+
+                    b.HasIndex("ScheduleId", "State")
+                        .HasDatabaseName("ix_runs_schedule_id_state");
 
                     b.ToTable("runs", (string)null);
                 });
@@ -437,6 +487,11 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .IsRequired()
                         .HasColumnType("TEXT")
                         .HasColumnName("name");
+
+                    b.Property<string>("Overlap")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("overlap");
 
                     b.Property<Guid>("RecipeId")
                         .HasColumnType("TEXT")
@@ -525,6 +580,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("REAL")
                         .HasColumnName("progress");
 
+                    b.Property<long?>("ProgressAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("progress_at");
+
                     b.Property<string>("ProgressDetail")
                         .HasColumnType("TEXT")
                         .HasColumnName("progress_detail");
@@ -608,6 +667,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.Property<long>("StartedAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("started_at");
+
+                    b.Property<bool?>("Transient")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("transient");
 
                     b.HasKey("Id")
                         .HasName("pk_stage_attempts");
@@ -768,6 +831,12 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .OnDelete(DeleteBehavior.Restrict)
                         .IsRequired()
                         .HasConstraintName("fk_runs_recipes_recipe_id");
+
+                    b.HasOne("HyperSd.Data.Entities.Schedule", null)
+                        .WithMany()
+                        .HasForeignKey("ScheduleId")
+                        .OnDelete(DeleteBehavior.SetNull)
+                        .HasConstraintName("fk_runs_schedules_schedule_id");
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.Schedule", b =>

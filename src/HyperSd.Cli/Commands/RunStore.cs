@@ -18,10 +18,21 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
         Description = "embedded store: the SQLite file and, beside it, the artifact folder",
         DefaultValueFactory = _ => new DirectoryInfo("artifacts/store"),
     };
-    public static readonly Option<string?> PostgresOption =
-        new("--postgres") { Description = "a deployment's PostgreSQL connection string" };
-    public static readonly Option<string?> RabbitMqOption =
-        new("--rabbitmq") { Description = "a deployment's RabbitMQ (amqp://user:pass@host:port/vhost)" };
+    /// <summary>The environment variables hypersd-worker reads these from (HyperSd:Store:*, HyperSd:RabbitMq): inside a
+    /// deployment's container the CLI finds its deployment with no secret on the command line.</summary>
+    public const string PostgresVariable = "HyperSd__Store__ConnectionString", ProviderVariable = "HyperSd__Store__Provider",
+        RabbitMqVariable = "HyperSd__RabbitMq";
+    public static readonly Option<string?> PostgresOption = new("--postgres")
+    {
+        Description = $"a deployment's PostgreSQL connection string (default: ${PostgresVariable} where ${ProviderVariable} is postgres)",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(ProviderVariable) == MetadataStoreOptions.Postgres
+                                   && Environment.GetEnvironmentVariable(PostgresVariable) is { Length: > 0 } v ? v : null,
+    };
+    public static readonly Option<string?> RabbitMqOption = new("--rabbitmq")
+    {
+        Description = $"a deployment's RabbitMQ (amqp://user:pass@host:port/vhost[?queue-type=quorum]; default: ${RabbitMqVariable})",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(RabbitMqVariable) is { Length: > 0 } v ? v : null,
+    };
 
     public static RunStore From(ParseResult parse) => new(parse.GetValue(StoreDirOption)!.FullName, parse.GetValue(PostgresOption),
         parse.GetValue(RabbitMqOption));
@@ -47,9 +58,19 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
     /// <summary>A started host: every role in this process (embedded), or none (a client of a deployment).</summary>
     public IHost StartHost(bool allRoles, bool verbose, Action<WorkerOptions>? configure = null)
     {
+        var builder = Host.CreateApplicationBuilder();
+        Configure(builder, allRoles, verbose, configure);
+        var host = builder.Build();
+        host.Start();
+        return host;
+    }
+
+    /// <summary>Logging to stderr (the command's output owns stdout), signals left to the command line, and the workers:
+    /// every role here (embedded), or none. The API host (<c>hypersd serve</c>) adds itself on top.</summary>
+    public WorkerOptions Configure(IHostApplicationBuilder builder, bool allRoles, bool verbose, Action<WorkerOptions>? configure = null)
+    {
         var options = Options(allRoles ? StageCatalogue.Default().Roles : []);
         configure?.Invoke(options);
-        var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {
@@ -66,9 +87,7 @@ public sealed record RunStore(string StoreDir, string? Postgres, string? RabbitM
         // Ctrl+C belongs to the command (it cancels the run), not to the host's console lifetime.
         builder.Services.AddSingleton<IHostLifetime, CommandLifetime>();
         builder.Services.AddHyperSdWorkers(options);
-        var host = builder.Build();
-        host.Start();
-        return host;
+        return options;
     }
 
     /// <summary>A context on the store, migrated first (an embedded store may not exist yet).</summary>

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using HyperSd.Contracts;
 using HyperSd.Data.Entities;
+using HyperSd.Services.Hosting;
 using HyperSd.Services.Orchestrator;
 using HyperSd.Services.Runs;
 using HyperSd.Services.Stages;
@@ -18,6 +19,7 @@ public static class RunsCommand
     public static Command Create()
     {
         var command = new Command("runs", "list, inspect, cancel and resume runs");
+        command.Subcommands.Add(Submit());
         command.Subcommands.Add(List());
         command.Subcommands.Add(Show());
         command.Subcommands.Add(Cancel());
@@ -42,12 +44,17 @@ public static class RunsCommand
         command.SetAction(async (parse, ct) =>
         {
             await using var db = await RunStore.From(parse).OpenAsync();
-            var runs = await db.Runs.AsNoTracking().OrderByDescending(r => r.CreatedAt).ToListAsync(ct);
+            var now = DateTimeOffset.UtcNow;
             Console.WriteLine($"{"id",-36}  {"name",-20}  {"state",-9}  {"stage",-12}  {"created",-19}  duration");
-            foreach (var r in runs)
-                Console.WriteLine($"{r.Id,-36}  {r.Name,-20}  {r.State.ToString().ToLowerInvariant(),-9}  {r.CurrentStage ?? "",-12}  " +
-                                  $"{r.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}  " +
-                                  $"{Seconds(r.StartedAt, r.FinishedAt ?? (r.StartedAt is null ? null : DateTimeOffset.UtcNow))}");
+            for (var paging = new Paging(0, Paging.MaxLimit); ; paging = paging with { Offset = paging.Offset + paging.Limit })
+            {
+                var page = await RunQueries.ListAsync(db, new RunFilter(), paging, ct);
+                foreach (var r in page.Items)
+                    Console.WriteLine($"{r.Id,-36}  {r.Name,-20}  {r.State.ToString().ToLowerInvariant(),-9}  " +
+                                      $"{r.CurrentStage ?? "",-12}  " +
+                                      $"{r.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}  {Seconds(r.Duration(now))}");
+                if (paging.Offset + page.Items.Count >= page.Total) break;
+            }
         });
         return command;
     }
@@ -62,40 +69,52 @@ public static class RunsCommand
             var store = RunStore.From(parse);
             await using var db = await store.OpenAsync();
             var runId = parse.GetValue(id);
-            var run = await db.Runs.AsNoTracking().Include(r => r.Stages.OrderBy(s => s.Index)).SingleOrDefaultAsync(r => r.Id == runId, ct)
-                ?? throw new ArgumentException($"no run {runId} in the store");
+            var details = await RunQueries.ShowAsync(db, runId, ct) ?? throw new ArgumentException($"no run {runId} in the store");
+            var run = details.Run;
             Console.WriteLine($"run {run.Id} ({run.Name}): {run.State.ToString().ToLowerInvariant()}, " +
                               $"created {run.CreatedAt.ToLocalTime():yyyy-MM-dd HH:mm:ss}" +
-                              $", duration {Seconds(run.StartedAt, run.FinishedAt)}");
+                              $", duration {Seconds(run.FinishedAt is null ? null : run.Duration(DateTimeOffset.UtcNow))}");
             if (run.Error is { } error) Console.WriteLine($"error: {error}");
             Console.WriteLine();
             // gap: from the previous stage's end (as its worker saw it) to this stage's lease — the orchestration overhead
             Console.WriteLine($"{"stage",-14} {"role",-21} {"state",-10} {"att",3} {"progress",8} {"gap",8} {"duration",9}  detail");
-            var stageIds = run.Stages.Select(s => s.Id).ToList();
-            var attempts = await db.StageAttempts.AsNoTracking().Where(a => stageIds.Contains(a.StageId)).ToListAsync(ct);
-            DateTimeOffset? previousEnd = null;
-            foreach (var s in run.Stages)
+            foreach (var s in details.Stages)
             {
-                var gap = previousEnd is { } end && s.StartedAt is { } start ? $"{(start - end).TotalSeconds:F2}s" : "";
+                var gap = s.Gap is { } g ? $"{g.TotalSeconds:F2}s" : "";
                 Console.WriteLine($"{s.Name,-14} {s.Role,-21} {s.State.ToString().ToLowerInvariant(),-10} {s.Attempt,3} " +
                                   $"{s.Progress.ToString("P0", CultureInfo.InvariantCulture),8} {gap,8} " +
-                                  $"{Seconds(s.StartedAt, s.FinishedAt),9}  " +
+                                  $"{Seconds(s.Duration),9}  " +
                                   $"{s.Error ?? s.ProgressDetail}");
-                previousEnd = attempts.Where(a => a.StageId == s.Id && a.Outcome == AttemptOutcome.Succeeded)
-                                  .Select(a => a.FinishedAt).FirstOrDefault()
-                              ?? s.FinishedAt;
             }
-            var artifacts = await db.Artifacts.AsNoTracking().Where(a => a.RunId == runId).OrderBy(a => a.CreatedAt).ToListAsync(ct);
-            if (artifacts.Count > 0)
+            if (details.Artifacts.Count > 0)
             {
                 Console.WriteLine();
-                foreach (var a in artifacts) Console.WriteLine($"{a.Kind,-12} {a.SizeBytes,12:N0} B  {a.Sha256[..12]}  {a.Path}");
+                foreach (var a in details.Artifacts)
+                    Console.WriteLine($"{a.Kind.ToString().ToLowerInvariant(),-12} {a.SizeBytes,12:N0} B  {a.Sha256[..12]}  {a.Path}");
             }
             if (await EvaluationTable.QueryAsync(db, [runId]) is { } table)
             {
                 Console.WriteLine();
                 Console.WriteLine(table);
             }
+        });
+        return command;
+    }
+
+    static Command Submit()
+    {
+        var recipe = new Argument<FileInfo>("recipe") { Description = "the recipe YAML" };
+        var command = WithStore("submit", "submit a recipe to a deployment (--postgres and --rabbitmq); prints the run's id", recipe);
+        command.SetAction(async (parse, ct) =>
+        {
+            var store = RunStore.From(parse);
+            if (store.Embedded || store.Postgres is null)
+                throw new ArgumentException("runs submit sends a run to a deployment: give --postgres and --rabbitmq " +
+                                            "(hypersd run runs a recipe in this process)");
+            using var host = store.StartHost(allRoles: false, verbose: false);
+            var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(parse.GetValue(recipe)!.FullName, ct);
+            await host.StopAsync(CancellationToken.None);
+            Console.WriteLine(runId);
         });
         return command;
     }
@@ -144,8 +163,8 @@ public static class RunsCommand
             using var host = store.StartHost(allRoles: true, parse.GetValue(RunCommand.VerboseOption));
             // Resumed here before following, so the follower never sees the old state; a run still marked running
             // (its process died) is picked up by the reconciler once its lease or dispatch times out.
-            var machine = host.Services.GetRequiredService<RunLifecycle>();
-            await host.Services.GetRequiredService<IBus>().SendAsync(await machine.ResumeAsync(runId, DateTimeOffset.UtcNow, ct), ct);
+            if (await host.Services.GetRequiredService<RunControl>().ResumeAsync(runId, ct) is null)
+                throw new ArgumentException($"no run {runId} in the store");
             return await RunCommand.FollowToEndAsync(host, store, runId, ct);
         });
         return command;
@@ -155,12 +174,12 @@ public static class RunsCommand
     static async Task SendAsync(RunStore store, object message, CancellationToken ct)
     {
         using var host = store.StartHost(allRoles: false, verbose: false);
-        await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(Roles.Queue(Roles.Orchestrator))).Send(message, ct);
+        var orchestrator = host.Services.GetRequiredService<RoleQueues>().Address(Roles.Orchestrator);
+        await (await host.Services.GetRequiredService<IBus>().GetSendEndpoint(orchestrator)).Send(message, ct);
         await host.StopAsync(CancellationToken.None);
     }
 
-    static string Seconds(DateTimeOffset? start, DateTimeOffset? end) =>
-        start is { } s && end is { } e ? $"{(e - s).TotalSeconds:F1}s" : "";
+    static string Seconds(TimeSpan? duration) => duration is { } d ? $"{d.TotalSeconds:F1}s" : "";
 
     sealed class StoreFactory(RunStore store) : IDbContextFactory<HyperSd.Data.MetadataDbContext>
     {

@@ -8,6 +8,11 @@ public class Run
     public Guid Id { get; set; }
     public Guid RecipeId { get; set; }
     public required string Name { get; set; }
+    /// <summary>The teacher the run distils: its recipe's model path, or its source (e.g. "toy") when it names none.</summary>
+    public string BaseModel { get; set; } = "";
+    /// <summary>The schedule whose firing started it, and that firing's time; null for a run submitted by hand.</summary>
+    public Guid? ScheduleId { get; set; }
+    public DateTimeOffset? ScheduledAt { get; set; }
     public RunState State { get; set; }
     public string? CurrentStage { get; set; }
     public string? Error { get; set; }

@@ -29,6 +29,9 @@ public class Stage : IVersioned
     public DateTimeOffset? LeaseExpiresAt { get; set; }
     /// <summary>The last checkpoint, where a re-dispatched stage resumes.</summary>
     public Guid? CheckpointArtifactId { get; set; }
+    /// <summary>When the attempt last reported progress (the server's clock): a running stage with none for its kind's
+    /// limit is hung.</summary>
+    public DateTimeOffset? ProgressAt { get; set; }
     /// <summary>Fraction done, 0..1.</summary>
     public double Progress { get; set; }
     /// <summary>JSON with stage-specific progress (step, loss, ...).</summary>

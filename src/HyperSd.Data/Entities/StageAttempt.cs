@@ -13,4 +13,6 @@ public class StageAttempt
     public DateTimeOffset? FinishedAt { get; set; }
     public AttemptOutcome? Outcome { get; set; }
     public string? Error { get; set; }
+    /// <summary>For a failed attempt, whether its error is worth retrying (what its failed event said).</summary>
+    public bool? Transient { get; set; }
 }

@@ -37,7 +37,7 @@ public sealed class PrepareDatasetStage : StageKind<PrepareDatasetSettings>
         if (d.Source != DatasetSource.Toy && d.Count is int limit) source = new FirstItems(source, limit);
 
         using var teacher = StageModels.LoadTeacher(settings.Model, stage.Options, stage.Device);
-        var output = Path.Combine(stage.WorkDir, $"a{stage.Attempt}", "dataset");
+        var output = Path.Combine(stage.WorkDir, "dataset");
         if (Directory.Exists(output)) Directory.Delete(output, true);
         var summary = DatasetPreparation.For(teacher).Prepare(source, output,
             new DatasetPreparationOptions { Resolution = settings.Resolution, ShardSize = d.ShardSize, Seed = d.Seed },
@@ -46,16 +46,16 @@ public sealed class PrepareDatasetStage : StageKind<PrepareDatasetSettings>
             throw new InvalidDataException($"dataset: no usable image–caption pairs in {summary.Source} ({summary.BadCount} rejected)");
         var id = await stage.AddOutputAsync(ArtifactKind.Dataset, output, "dataset");
 
-        await using var db = await stage.Db.CreateDbContextAsync(stage.Cancellation);
-        if (!await db.Datasets.AnyAsync(x => x.ArtifactId == id, stage.Cancellation))
+        await stage.WriteFencedAsync(async db =>
         {
+            if (await db.Datasets.AnyAsync(x => x.ArtifactId == id, stage.Cancellation)) return false;
             db.Datasets.Add(new Dataset
             {
                 Id = Guid.NewGuid(), RunId = stage.RunId, StageId = stage.StageId, Source = summary.Source, Count = summary.Count,
-                BadCount = summary.BadCount, ArtifactId = id, CreatedAt = DateTimeOffset.UtcNow,
+                BadCount = summary.BadCount, ArtifactId = id, CreatedAt = stage.Options.Clock.GetUtcNow(),
             });
-            await db.SaveChangesAsync(stage.Cancellation);
-        }
+            return true;
+        });
     }
 
     /// <summary>The first <c>dataset.count</c> pairs of a source.</summary>

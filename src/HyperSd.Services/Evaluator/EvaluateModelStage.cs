@@ -71,7 +71,7 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
                           $"and model.source is {settings.Model.Source}.";
         if (!measured) stage.Logger.LogWarning("{Why} The evaluation makes the image grids only.", notMeasured);
         var evaluator = new ModelEvaluator(metrics, real, metrics);
-        var outDir = Path.Combine(stage.WorkDir, $"a{stage.Attempt}");
+        var outDir = stage.WorkDir;
         Directory.CreateDirectory(outDir);
         var rows = new List<EvaluationRow>();
         var grids = new List<string>();
@@ -150,19 +150,18 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
 
     /// <summary>Adds the rows not yet stored: (run, model, sampler, steps, metric) is unique, so a redelivered evaluation
     /// adds nothing.</summary>
-    static async Task StoreRowsAsync(StageContext stage, IReadOnlyList<EvaluationRow> rows)
+    static Task StoreRowsAsync(StageContext stage, IReadOnlyList<EvaluationRow> rows) => stage.WriteFencedAsync(async db =>
     {
-        await using var db = await stage.Db.CreateDbContextAsync(stage.Cancellation);
         var existing = (await db.Evaluations.Where(v => v.RunId == stage.RunId)
                 .Select(v => new { v.Model, v.Sampler, v.Steps, v.Metric }).ToListAsync(stage.Cancellation))
             .Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).ToHashSet();
-        var now = DateTimeOffset.UtcNow;
+        var now = stage.Options.Clock.GetUtcNow();
         foreach (var r in rows.Where(r => existing.Add((r.Model, r.Sampler, r.Steps, r.Metric))))
             db.Evaluations.Add(new Evaluation
             {
                 Id = Guid.NewGuid(), RunId = stage.RunId, StageId = stage.StageId, Model = r.Model, Sampler = r.Sampler, Steps = r.Steps,
                 Metric = r.Metric, Value = r.Value, CreatedAt = now,
             });
-        await db.SaveChangesAsync(stage.Cancellation);
-    }
+        return existing.Count;
+    });
 }

@@ -11,8 +11,8 @@ namespace HyperSd.Services.Execution;
 
 /// <summary>What one leased stage attempt works with: its verified inputs, device and scratch folder; where it reports
 /// progress and stores outputs (with their typed metadata and lineage to its inputs). Its settings are its kind's.</summary>
-public sealed class StageContext(StageLease lease, Stage stage, IReadOnlyList<Artifact> inputs, string device,
-    IArtifactStore store, IDbContextFactory<MetadataDbContext> dbs, WorkerOptions options, ILogger logger, CancellationToken cancellation)
+public sealed class StageContext(StageLease lease, Stage stage, IReadOnlyList<Artifact> inputs, string device, IArtifactStore store,
+    IDbContextFactory<MetadataDbContext> dbs, StageLeases leases, WorkerOptions options, ILogger logger, CancellationToken cancellation)
 {
     readonly List<Guid> outputs = [];
     StageProgress progress = new(0, null, stage.CheckpointArtifactId);
@@ -36,20 +36,21 @@ public sealed class StageContext(StageLease lease, Stage stage, IReadOnlyList<Ar
     public IDbContextFactory<MetadataDbContext> Db => dbs;
     public IArtifactStore Store => store;
 
-    /// <summary>The stage's scratch folder, shared by its attempts (created).</summary>
+    /// <summary>This attempt's scratch folder (created).</summary>
     public string WorkDir
     {
         get
         {
-            var dir = store.GetFullPath(WorkDirOf(RunId, Stage));
+            var dir = store.GetFullPath(WorkDirOf(RunId, Stage, Attempt));
             Directory.CreateDirectory(dir);
             return dir;
         }
     }
 
-    /// <summary>The stage's scratch folder (relative to the artifact root), shared by its attempts: a re-dispatched
-    /// training stage resumes from the checkpoint its predecessor left there.</summary>
-    public static string WorkDirOf(Guid runId, string stage) => $"work/{runId:N}/{stage}";
+    /// <summary>An attempt's scratch folder (relative to the artifact root), its own: an attempt still running after the
+    /// next one was dispatched (a worker cut off from the store) never writes into the files of its successor, which
+    /// resumes from the checkpoint artifacts recorded in the store instead.</summary>
+    public static string WorkDirOf(Guid runId, string stage, int attempt) => $"work/{runId:N}/{stage}/a{attempt}";
 
     /// <summary>Where an attempt's outputs live in the artifact store; one folder per attempt, so a retry never meets
     /// a half-finished predecessor's files.</summary>
@@ -75,7 +76,7 @@ public sealed class StageContext(StageLease lease, Stage stage, IReadOnlyList<Ar
     public void Report(double fraction, object? detail = null)
     {
         var json = detail is null ? null : JsonSerializer.Serialize(detail, DetailJson);
-        progress = progress with { Fraction = fraction, DetailJson = json };
+        progress = progress with { Fraction = fraction, DetailJson = json, Reports = progress.Reports + 1 };
     }
 
     public StageProgress Progress => progress;
@@ -95,46 +96,84 @@ public sealed class StageContext(StageLease lease, Stage stage, IReadOnlyList<Ar
         return id;
     }
 
-    /// <summary>Imports a checkpoint (an immutable copy) and points the stage at it from the next heartbeat on.</summary>
+    /// <summary>Imports a checkpoint (an immutable copy, under this attempt's outputs) and points the stage at it.</summary>
     public async Task<Guid> AddCheckpointAsync(string sourcePath, string name)
     {
-        var id = await ImportAsync(ArtifactKind.Checkpoint, sourcePath, $"runs/{RunId:N}/{Stage}/checkpoints/{name}", null, null);
-        progress = progress with { CheckpointArtifactId = id };
+        var path = $"{OutputPrefix(RunId, Stage, Attempt)}checkpoints/{name}";
+        var id = await ImportAsync(ArtifactKind.Checkpoint, sourcePath, path, null, null);
+        progress = progress with { CheckpointArtifactId = id, Reports = progress.Reports + 1 };
         return id;
     }
 
+    /// <summary>Saves what <paramref name="change"/> adds to the store only while this attempt still holds its lease, in
+    /// the transaction that checks it (<see cref="StageLeases.WriteFencedAsync"/>); throws <see cref="LeaseLostException"/>
+    /// when it does not. Every result a stage records goes through here.</summary>
+    public Task<T> WriteFencedAsync<T>(Func<MetadataDbContext, Task<T>> change) =>
+        leases.WriteFencedAsync(lease, progress, change, logger, cancellation);
+
     async Task<Guid> ImportAsync(ArtifactKind kind, string sourcePath, string path, int? segments, int? steps)
     {
+        // a superseded attempt copies nothing into the store (the fenced insert below would refuse it anyway)
+        if (!await StoreRetry.RunAsync(() => leases.StillHeldAsync(lease, cancellation), logger, cancellation))
+            throw new LeaseLostException(lease);
         var info = await store.ImportAsync(sourcePath, path, cancellation);
-        await using var db = await dbs.CreateDbContextAsync(cancellation);
-        var existing = await db.Artifacts.SingleOrDefaultAsync(a => a.Path == path, cancellation);
-        if (existing is not null) return existing.Id;
-        var artifact = new Artifact
+        var (id, added) = await WriteFencedAsync(async db =>
         {
-            Id = Guid.NewGuid(), Kind = kind, Path = path, Sha256 = info.Sha256, SizeBytes = info.SizeBytes,
-            RunId = RunId, StageId = StageId, StageKind = Kind, Attempt = Attempt, Segments = segments, Steps = steps,
-            CreatedAt = DateTimeOffset.UtcNow,
-        };
-        artifact.Inputs = inputs.Select(i => new ArtifactInput { ArtifactId = artifact.Id, InputArtifactId = i.Id }).ToList();
-        db.Artifacts.Add(artifact);
-        await db.SaveChangesAsync(cancellation);
-        logger.LogInformation("stored {Kind} artifact {Path} ({Bytes} bytes, sha256 {Sha256})", kind, path, info.SizeBytes, info.Sha256);
-        return artifact.Id;
+            var existing = await db.Artifacts.SingleOrDefaultAsync(a => a.Path == path, cancellation);
+            if (existing is not null) return (existing.Id, false);
+            var artifact = new Artifact
+            {
+                Id = Guid.NewGuid(), Kind = kind, Path = path, Sha256 = info.Sha256, SizeBytes = info.SizeBytes,
+                RunId = RunId, StageId = StageId, StageKind = Kind, Attempt = Attempt, Segments = segments, Steps = steps,
+                CreatedAt = options.Clock.GetUtcNow(),
+            };
+            artifact.Inputs = inputs.Select(i => new ArtifactInput { ArtifactId = artifact.Id, InputArtifactId = i.Id }).ToList();
+            db.Artifacts.Add(artifact);
+            return (artifact.Id, true);
+        });
+        if (added)
+            logger.LogInformation("stored {Kind} artifact {Path} ({Bytes} bytes, sha256 {Sha256})",
+                kind, path, info.SizeBytes, info.Sha256);
+        return id;
     }
 }
 
 public static class StageCheckpoints
 {
-    /// <summary>Puts the stage's recorded checkpoint artifact (verified) into <paramref name="target"/> when the work
-    /// folder has none (a worker on another machine, a cleaned scratch folder); true if it did.</summary>
+    /// <summary>Puts the stage's newest usable checkpoint into <paramref name="target"/> (an empty work folder of a new
+    /// attempt): the one the stage recorded last, else — when that one is corrupt or missing — the ones before it, newest
+    /// attempt first; false (a fresh start) when there is none or none is whole.</summary>
     public static async Task<bool> RestoreAsync(this StageContext stage, string target)
     {
-        if (Directory.Exists(target) || stage.CheckpointArtifactId is not { } id) return false;
-        await using var db = await stage.Db.CreateDbContextAsync(stage.Cancellation);
-        var artifact = await db.Artifacts.AsNoTracking().SingleOrDefaultAsync(a => a.Id == id, stage.Cancellation);
-        if (artifact is null) return false;
-        await stage.Store.VerifyAsync(artifact.Path, artifact.Sha256, stage.Cancellation);
-        var source = stage.Store.GetFullPath(artifact.Path);
+        if (Directory.Exists(target)) return false;
+        List<Artifact> checkpoints;
+        await using (var db = await stage.Db.CreateDbContextAsync(stage.Cancellation))
+            checkpoints = await db.Artifacts.AsNoTracking()
+                .Where(a => a.StageId == stage.StageId && a.Kind == ArtifactKind.Checkpoint).ToListAsync(stage.Cancellation);
+        // within an attempt, the worker's own clock orders its checkpoints; a later attempt resumed from an earlier one's
+        var candidates = checkpoints.OrderByDescending(a => a.Id == stage.CheckpointArtifactId)
+            .ThenByDescending(a => a.Attempt).ThenByDescending(a => a.CreatedAt);
+        foreach (var artifact in candidates)
+        {
+            try
+            {
+                await stage.Store.VerifyAsync(artifact.Path, artifact.Sha256, stage.Cancellation);
+            }
+            catch (ArtifactCorruptException e)
+            {
+                stage.Logger.LogWarning("checkpoint {Path} is unusable ({Error}); trying the one before it", artifact.Path, e.Message);
+                continue;
+            }
+            Copy(stage.Store.GetFullPath(artifact.Path), target);
+            stage.Logger.LogInformation("restored checkpoint {Path} into the work folder", artifact.Path);
+            return true;
+        }
+        if (checkpoints.Count > 0) stage.Logger.LogWarning("no usable checkpoint among {Count}; starting afresh", checkpoints.Count);
+        return false;
+    }
+
+    static void Copy(string source, string target)
+    {
         var partial = target + ".restore";
         if (Directory.Exists(partial)) Directory.Delete(partial, true);
         foreach (var file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
@@ -144,7 +183,5 @@ public static class StageCheckpoints
             File.Copy(file, to);
         }
         Directory.Move(partial, target);
-        stage.Logger.LogInformation("restored checkpoint {Path} into the work folder", artifact.Path);
-        return true;
     }
 }

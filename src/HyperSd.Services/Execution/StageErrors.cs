@@ -10,6 +10,9 @@ public static class StageErrors
     /// inputs, unsupported models). Transient: I/O, timeouts, the store — and anything unknown, within the retry budget.</summary>
     public static bool IsTransient(Exception e) => e switch
     {
+        // EF wraps a store outage in InvalidOperationException ("likely due to a transient failure")
+        _ when StoreRetry.IsTransient(e) => true,
+        LeaseLostException => false,
         RecipeValidationException or ArgumentException or InvalidDataException or NotSupportedException or FormatException
             or FileNotFoundException or DirectoryNotFoundException or KeyNotFoundException or InvalidOperationException => false,
         DbUpdateException or IOException or TimeoutException or UnauthorizedAccessException => true,

@@ -122,34 +122,44 @@ public sealed class StageRuntime(
         try
         {
             var device = settings is IModelStageSettings m ? StageModels.ResolveDevice(m.Model, slot) : slot;
-            var context = new StageContext(lease, stage, inputs, device, store, dbs, options, logger, cancel.Token);
-            heartbeat = HeartbeatAsync(context, cancel, heartbeatStop.Token);
+            var context = new StageContext(lease, stage, inputs, device, store, dbs, leases, options, logger, cancel.Token);
+            heartbeat = new LeaseKeeper(leases, options, logger).KeepAsync(context, cancel, heartbeatStop.Token);
             var watch = Stopwatch.StartNew();
-            // LibTorch's thread count is per OS thread: set on the thread the work's synchronous compute starts on
-            if (options.TensorThreads is int threads) TorchSharp.torch.set_num_threads(threads);
-            await kind.ExecuteAsync(context, settings);
+            await AwaitWorkAsync(Task.Run(() =>
+            {
+                // LibTorch's thread count is per OS thread: set on the thread the work's synchronous compute starts on
+                if (options.TensorThreads is int threads) TorchSharp.torch.set_num_threads(threads);
+                return kind.ExecuteAsync(context, settings);
+            }), cancel.Token);
             cancel.Token.ThrowIfCancellationRequested();
             await heartbeatStop.CancelAsync();
             await heartbeat;
-            // The last heartbeat writes the final progress; a stage cancelled while its last step ran must not complete.
-            if (!await leases.HeartbeatAsync(lease, context.Progress, CancellationToken.None))
+            // Fenced with the final progress: a stage cancelled or superseded while its last step ran must not complete.
+            if (!await leases.CompleteAsync(lease, context.Progress, logger, CancellationToken.None))
             {
                 logger.LogWarning("finished, but the lease was lost meanwhile; dropping the result");
                 await leases.FinishAttemptAsync(lease, AttemptOutcome.Cancelled, "lease lost before completion", CancellationToken.None);
                 return;
             }
-            await leases.FinishAttemptAsync(lease, AttemptOutcome.Succeeded, null, CancellationToken.None);
             await bus.Publish(new StageCompleted(lease.RunId, lease.StageId, lease.Attempt, [.. context.Outputs]), CancellationToken.None);
             logger.LogInformation("succeeded in {Seconds:F1} s with {Count} output(s)", watch.Elapsed.TotalSeconds, context.Outputs.Count);
         }
-        catch (Exception e) when (e is OperationCanceledException && cancel.IsCancellationRequested)
+        catch (Exception e) when (e is OperationCanceledException && cancel.IsCancellationRequested || e is LeaseLostException)
         {
             var workerStopping = stopping.IsCancellationRequested;
             logger.LogWarning(workerStopping
                 ? "worker stopping: attempt abandoned (the stage will be re-dispatched)"
                 : "lease lost: work stopped");
-            await leases.FinishAttemptAsync(lease, workerStopping ? AttemptOutcome.Lost : AttemptOutcome.Cancelled,
-                workerStopping ? "worker stopped" : "lease lost", CancellationToken.None);
+            try
+            {
+                await leases.FinishAttemptAsync(lease, workerStopping ? AttemptOutcome.Lost : AttemptOutcome.Cancelled,
+                    workerStopping ? "worker stopped" : "lease lost", CancellationToken.None);
+            }
+            catch (Exception report)
+            {
+                // cut off from the store: the orchestrator records the attempt as lost when the lease expires
+                logger.LogWarning("could not record the attempt's end: {Error}", report.Message);
+            }
         }
         catch (Exception e)
         {
@@ -158,7 +168,7 @@ public sealed class StageRuntime(
             activity?.SetStatus(ActivityStatusCode.Error, e.Message);
             try
             {
-                await leases.FinishAttemptAsync(lease, AttemptOutcome.Failed, e.Message, CancellationToken.None);
+                await leases.FinishAttemptAsync(lease, AttemptOutcome.Failed, e.Message, CancellationToken.None, transient);
                 await bus.Publish(new StageFailed(lease.RunId, lease.StageId, lease.Attempt, $"{e.GetType().Name}: {e.Message}", transient),
                     CancellationToken.None);
             }
@@ -177,29 +187,27 @@ public sealed class StageRuntime(
         }
     }
 
-    async Task HeartbeatAsync(StageContext context, CancellationTokenSource work, CancellationToken stop)
+    /// <summary>Waits for the work; once it is cancelled (lease lost, run cancelled, worker stopping) it has a lease period
+    /// to stop (a trainer checkpoints on the way out). Hung work (a stalled file system, a hung device call) never looks
+    /// at its token: it is abandoned then, so that its device slot is freed.</summary>
+    async Task AwaitWorkAsync(Task work, CancellationToken cancel)
     {
-        using var timer = new PeriodicTimer(options.HeartbeatInterval);
         try
         {
-            while (await timer.WaitForNextTickAsync(stop))
-            {
-                try
-                {
-                    if (await leases.HeartbeatAsync(context.Lease, context.Progress, stop)) continue;
-                    logger.LogWarning("the stage is no longer this worker's (cancelled or re-dispatched); stopping the work");
-                    await work.CancelAsync();
-                    return;
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    logger.LogWarning(e, "heartbeat failed; trying again next beat");
-                }
-            }
+            await work.WaitAsync(cancel);
+            return;
         }
-        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested && !work.IsCompleted)
         {
         }
+        if (await Task.WhenAny(work, Task.Delay(options.LeaseTimeout, CancellationToken.None)) == work)
+        {
+            await work;
+            return;
+        }
+        logger.LogError("the work does not stop; abandoning it and freeing its device");
+        _ = work.ContinueWith(t => logger.LogWarning("abandoned work ended: {Status}", t.Status), TaskScheduler.Default);
+        cancel.ThrowIfCancellationRequested();
     }
 
     /// <summary>The scope every log line of a stage carries.</summary>

@@ -30,12 +30,18 @@ public static class WorkerServiceCollectionExtensions
         services.AddSingleton<IArtifactStore>(_ => new FileSystemArtifactStore(options.ArtifactRoot));
         services.AddSingleton<RunSubmission>();
         services.AddSingleton<RunLifecycle>();
+        services.AddSingleton<RunControl>();
+        services.AddSingleton<HyperSd.Services.Schedules.ScheduleService>();
         services.AddSingleton<StageLeases>();
         services.AddSingleton<DeviceSlots>();
         if (options.MigrateOnStart) services.AddHostedService<StoreMigration>();
+        // before the bus starts: the roles' queues exist, declared alike, before anything is sent to them
+        services.AddSingleton<RoleQueues>();
+        services.AddHostedService(sp => sp.GetRequiredService<RoleQueues>());
         services.AddSingleton<StageRuntime>();
         services.AddHostedService(sp => sp.GetRequiredService<StageRuntime>());
         if (options.Serves(Roles.Orchestrator)) services.AddHostedService<StageReconciler>();
+        if (options.HealthFile is not null) services.AddHostedService<WorkerHealth>();
         services.AddOptions<MassTransitHostOptions>().Configure(o =>
         {
             o.WaitUntilStarted = true;
@@ -62,6 +68,7 @@ public static class WorkerServiceCollectionExtensions
                         h.Username(r.Username);
                         h.Password(r.Password);
                     });
+                    context.GetRequiredService<RoleQueues>().ConfigureBus(cfg);
                     ConfigureEndpoints(context, cfg, options, catalogue);
                 });
             else
@@ -70,21 +77,21 @@ public static class WorkerServiceCollectionExtensions
         return services;
     }
 
-    /// <summary>Each role's queue. On RabbitMQ these are MassTransit's default classic durable queues: a sender to
-    /// <c>queue:role</c> declares the queue too, without arguments, and the broker refuses (PRECONDITION_FAILED, the send
-    /// retried forever) a declaration whose x-queue-type differs from the existing queue's, so quorum queues would need
-    /// every sender configured alike.</summary>
+    /// <summary>Each role's queue: classic or quorum as <see cref="RoleQueues"/> declares it.</summary>
     static void ConfigureEndpoints(
         IBusRegistrationContext context, IBusFactoryConfigurator cfg, WorkerOptions options, StageCatalogue catalogue)
     {
+        var queues = context.GetRequiredService<RoleQueues>();
         if (options.Serves(Roles.Orchestrator))
             cfg.ReceiveEndpoint(Roles.Orchestrator, e =>
             {
-                // Two transitions of one run raced on a stage's version: run the message again on fresh state.
+                queues.ConfigureReceiveEndpoint(e);
+                // Two transitions of one run raced on a stage's version, or the store was briefly unreachable: run the
+                // message again on fresh state (in process: no delayed-delivery plugin needed).
                 e.UseMessageRetry(r =>
                 {
-                    r.Handle<DbUpdateException>();
-                    r.Intervals(50, 200, 500, 1000, 2000);
+                    r.Handle<Exception>(x => x is DbUpdateException || StoreRetry.IsTransient(x));
+                    r.Intervals(50, 200, 500, 1000, 2000, 5000, 10000);
                 });
                 e.ConfigureConsumer<RunCommandsConsumer>(context);
                 e.ConfigureConsumer<StageEventsConsumer>(context);
@@ -94,9 +101,16 @@ public static class WorkerServiceCollectionExtensions
         foreach (var role in catalogue.Roles.Where(r => r != Roles.Orchestrator && options.Serves(r)))
             cfg.ReceiveEndpoint(role, e =>
             {
+                queues.ConfigureReceiveEndpoint(e);
                 // Accepting is quick (the work runs in the background): one command at a time keeps leasing orderly.
                 e.PrefetchCount = 1;
                 e.ConcurrentMessageLimit = 1;
+                // a store blip while accepting is retried with backoff before the command faults (and fails its stage)
+                e.UseMessageRetry(r =>
+                {
+                    r.Handle<Exception>(StoreRetry.IsTransient);
+                    r.Exponential(6, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(500));
+                });
                 e.Consumer(() => new RunStageConsumer(context.GetRequiredService<StageRuntime>(), role));
             });
     }

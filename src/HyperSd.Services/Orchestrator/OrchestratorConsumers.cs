@@ -1,4 +1,5 @@
 using HyperSd.Contracts;
+using HyperSd.Services.Hosting;
 using MassTransit;
 
 namespace HyperSd.Services.Orchestrator;
@@ -7,56 +8,59 @@ namespace HyperSd.Services.Orchestrator;
 public static class StageDispatchSender
 {
     public static async Task SendAsync(
-        this ISendEndpointProvider provider, IReadOnlyList<StageDispatch> dispatches, CancellationToken ct = default)
+        this ISendEndpointProvider provider, RoleQueues queues, IReadOnlyList<StageDispatch> dispatches, CancellationToken ct = default)
     {
         foreach (var d in dispatches)
         {
-            var endpoint = await provider.GetSendEndpoint(Roles.Queue(d.Role));
+            var endpoint = await provider.GetSendEndpoint(queues.Address(d.Role));
             await endpoint.Send((object)d.Command, ct);
         }
     }
 }
 
+/// <summary>Applies a transition at the database server's time (the one clock) and sends the commands it produced.</summary>
+static class Transitions
+{
+    public static async Task ApplyAsync(this ConsumeContext context, RunLifecycle machine, RoleQueues queues,
+        Func<DateTimeOffset, CancellationToken, Task<IReadOnlyList<StageDispatch>>> transition)
+    {
+        var ct = context.CancellationToken;
+        await context.SendAsync(queues, await transition(await machine.NowAsync(ct), ct), ct);
+    }
+}
+
 /// <summary>StartRun, CancelRun, ResumeRun.</summary>
-public sealed class RunCommandsConsumer(RunLifecycle machine) :
+public sealed class RunCommandsConsumer(RunLifecycle machine, RoleQueues queues) :
     IConsumer<StartRun>, IConsumer<CancelRun>, IConsumer<ResumeRun>
 {
-    public async Task Consume(ConsumeContext<StartRun> context) =>
-        await context.SendAsync(
-            await machine.StartAsync(context.Message.RunId, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
+    public Task Consume(ConsumeContext<StartRun> context) =>
+        context.ApplyAsync(machine, queues, (now, ct) => machine.StartAsync(context.Message.RunId, now, ct));
 
-    public async Task Consume(ConsumeContext<CancelRun> context) =>
-        await context.SendAsync(
-            await machine.CancelAsync(context.Message.RunId, context.Message.Reason, DateTimeOffset.UtcNow, context.CancellationToken),
-            context.CancellationToken);
+    public Task Consume(ConsumeContext<CancelRun> context) =>
+        context.ApplyAsync(machine, queues, (now, ct) => machine.CancelAsync(context.Message.RunId, context.Message.Reason, now, ct));
 
-    public async Task Consume(ConsumeContext<ResumeRun> context) =>
-        await context.SendAsync(
-            await machine.ResumeAsync(context.Message.RunId, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
+    public Task Consume(ConsumeContext<ResumeRun> context) =>
+        context.ApplyAsync(machine, queues, (now, ct) => machine.ResumeAsync(context.Message.RunId, now, ct));
 }
 
 /// <summary>Every stage's completed and failed events.</summary>
-public sealed class StageEventsConsumer(RunLifecycle machine) : IConsumer<StageCompleted>, IConsumer<StageFailed>
+public sealed class StageEventsConsumer(RunLifecycle machine, RoleQueues queues) : IConsumer<StageCompleted>, IConsumer<StageFailed>
 {
-    public async Task Consume(ConsumeContext<StageCompleted> context) =>
-        await context.SendAsync(
-            await machine.StageCompletedAsync(context.Message, DateTimeOffset.UtcNow, context.CancellationToken),
-            context.CancellationToken);
+    public Task Consume(ConsumeContext<StageCompleted> context) =>
+        context.ApplyAsync(machine, queues, (now, ct) => machine.StageCompletedAsync(context.Message, now, ct));
 
-    public async Task Consume(ConsumeContext<StageFailed> context) =>
-        await context.SendAsync(
-            await machine.StageFailedAsync(context.Message, DateTimeOffset.UtcNow, context.CancellationToken), context.CancellationToken);
+    public Task Consume(ConsumeContext<StageFailed> context) =>
+        context.ApplyAsync(machine, queues, (now, ct) => machine.StageFailedAsync(context.Message, now, ct));
 }
 
-/// <summary>A stage consumer threw on its command (a corrupt input, a command for a stage that does not exist):
-/// MassTransit moved the command to <c>&lt;queue&gt;_error</c> and published this fault; the stage and run fail.</summary>
-public sealed class StageFaultsConsumer(RunLifecycle machine) : IConsumer<Fault<RunStage>>
+/// <summary>A stage consumer threw on its command, after its retries (a corrupt input, a command for a stage that does
+/// not exist): MassTransit moved the command to <c>&lt;queue&gt;_error</c> and published this fault; the stage and run
+/// fail unless a worker leased the attempt meanwhile (the fault was a duplicate delivery's).</summary>
+public sealed class StageFaultsConsumer(RunLifecycle machine, RoleQueues queues) : IConsumer<Fault<RunStage>>
 {
-    public async Task Consume(ConsumeContext<Fault<RunStage>> context)
+    public Task Consume(ConsumeContext<Fault<RunStage>> context)
     {
         var error = string.Join("; ", context.Message.Exceptions.Select(e => $"{e.ExceptionType}: {e.Message}"));
-        await context.SendAsync(
-            await machine.StageFaultedAsync(context.Message.Message, error, DateTimeOffset.UtcNow, context.CancellationToken),
-            context.CancellationToken);
+        return context.ApplyAsync(machine, queues, (now, ct) => machine.StageFaultedAsync(context.Message.Message, error, now, ct));
     }
 }

@@ -21,14 +21,22 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
     ILogger<RunLifecycle> logger)
 {
     public Task<IReadOnlyList<StageDispatch>> StartAsync(Guid runId, DateTimeOffset now, CancellationToken ct = default) =>
-        Transition(runId, ct, (db, run) =>
-        {
-            if (run.State != RunState.Pending) return Task.FromResult(None);
-            run.State = RunState.Running;
-            run.StartedAt = now;
-            logger.LogInformation("run {RunId} ({Name}) started", run.Id, run.Name);
-            return DispatchNext(db, run, now);
-        });
+        Transition(runId, ct, (db, run) => run.State != RunState.Pending ? Task.FromResult(None) : Start(db, run, now));
+
+    Task<IReadOnlyList<StageDispatch>> Start(MetadataDbContext db, Run run, DateTimeOffset now)
+    {
+        run.State = RunState.Running;
+        run.StartedAt = now;
+        logger.LogInformation("run {RunId} ({Name}) started", run.Id, run.Name);
+        return DispatchNext(db, run, now);
+    }
+
+    /// <summary>The database server's time: the one clock that lease times are written and compared with.</summary>
+    public async Task<DateTimeOffset> NowAsync(CancellationToken ct = default)
+    {
+        await using var db = await dbs.CreateDbContextAsync(ct);
+        return await db.NowAsync(ct);
+    }
 
     public Task<IReadOnlyList<StageDispatch>> StageCompletedAsync(StageCompleted e, DateTimeOffset now, CancellationToken ct = default) =>
         Transition(e.RunId, ct, (db, run) =>
@@ -56,26 +64,34 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
         {
             var stage = Current(run, e.StageId, e.Attempt, StageState.Running, StageState.Dispatched);
             if (stage is null || run.State != RunState.Running) return Task.FromResult(None);
-            stage.LeaseOwner = null;
-            stage.Error = e.Error;
-            if (e.Transient && stage.Attempt < stage.MaxAttempts)
-            {
-                stage.State = StageState.Pending;
-                stage.NextAttemptAt = now + Backoff(stage.Attempt);
-                logger.LogWarning("run {RunId}: stage {Stage} attempt {Attempt} failed (transient), retry at {NextAttemptAt}: {Error}",
-                    run.Id, stage.Name, stage.Attempt, stage.NextAttemptAt, e.Error);
-            }
-            else
-                Fail(run, stage, now, e.Transient ? $"{e.Error} (after {stage.Attempt} attempts)" : e.Error);
+            AttemptFailed(run, stage, e.Error, e.Transient, now);
             return Task.FromResult(None);
         });
 
-    /// <summary>A worker's consumer threw on the command (MassTransit moved it to the error queue).</summary>
+    /// <summary>A transient failure is retried after a backoff within the stage's attempts; a permanent one fails the run.</summary>
+    void AttemptFailed(Run run, Stage stage, string error, bool transient, DateTimeOffset now)
+    {
+        stage.LeaseOwner = null;
+        stage.Error = error;
+        if (transient && stage.Attempt < stage.MaxAttempts)
+        {
+            stage.State = StageState.Pending;
+            stage.NextAttemptAt = now + Backoff(stage.Attempt);
+            logger.LogWarning("run {RunId}: stage {Stage} attempt {Attempt} failed (transient), retry at {NextAttemptAt}: {Error}",
+                run.Id, stage.Name, stage.Attempt, stage.NextAttemptAt, error);
+        }
+        else
+            Fail(run, stage, now, transient ? $"{error} (after {stage.Attempt} attempts)" : error);
+    }
+
+    /// <summary>A worker's consumer threw on the command (MassTransit moved it to the error queue, after its retries).
+    /// Only a command nobody leased fails the stage: when the stage is Running, the fault came from a duplicate delivery
+    /// and another worker holds the attempt.</summary>
     public Task<IReadOnlyList<StageDispatch>> StageFaultedAsync(
         IStageCommand command, string error, DateTimeOffset now, CancellationToken ct = default) =>
         Transition(command.RunId, ct, (_, run) =>
         {
-            var stage = Current(run, command.StageId, command.Attempt, StageState.Dispatched, StageState.Running);
+            var stage = Current(run, command.StageId, command.Attempt, StageState.Dispatched);
             if (stage is null || run.State != RunState.Running) return Task.FromResult(None);
             stage.LeaseOwner = null;
             Fail(run, stage, now, error);
@@ -120,17 +136,24 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
             return DispatchNext(db, run, now);
         });
 
+    /// <summary>Reconciles at the database server's time (<see cref="NowAsync"/>).</summary>
+    public async Task<IReadOnlyList<StageDispatch>> ReconcileAsync(CancellationToken ct) => await ReconcileAsync(await NowAsync(ct), ct);
+
     /// <summary>
-    /// Repairs what messages alone cannot: sends again the command of a stage dispatched but not leased within the
-    /// dispatch timeout (lost message, busy device), re-dispatches a running stage whose heartbeat is older than the
-    /// lease timeout (dead worker) or completes it when its attempt is recorded as succeeded (late or lost event), and
-    /// dispatches a pending stage whose retry backoff has elapsed.
+    /// Repairs what messages alone cannot: starts a run left Pending past the dispatch timeout (its StartRun lost), sends
+    /// again the command of a stage dispatched but not leased within the dispatch timeout (lost message, busy device),
+    /// settles a running stage whose lease expired from its attempt's recorded outcome (a lost completed or failed
+    /// event) or re-dispatches it (a dead worker), re-dispatches one that made no progress for its kind's limit (hung
+    /// work), and dispatches a pending stage whose retry backoff has elapsed. Runs go oldest first, each on its own: one
+    /// that fails is logged and the others go on. <paramref name="now"/> must be the database server's time.
     /// </summary>
     public async Task<IReadOnlyList<StageDispatch>> ReconcileAsync(DateTimeOffset now, CancellationToken ct = default)
     {
         List<Guid> runIds;
+        var startBefore = now - options.DispatchTimeout;
         await using (var db = await dbs.CreateDbContextAsync(ct))
-            runIds = await db.Runs.Where(r => r.State == RunState.Running).Select(r => r.Id).ToListAsync(ct);
+            runIds = await db.Runs.Where(r => r.State == RunState.Running || r.State == RunState.Pending && r.CreatedAt < startBefore)
+                .OrderBy(r => r.CreatedAt).ThenBy(r => r.Id).Select(r => r.Id).ToListAsync(ct);
         var dispatches = new List<StageDispatch>();
         foreach (var runId in runIds)
         {
@@ -142,12 +165,21 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
             {
                 // A consumer changed the run meanwhile; look again next round.
             }
+            catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+            {
+                logger.LogError(e, "run {RunId}: reconciliation failed; trying again next round", runId);
+            }
         }
         return dispatches;
     }
 
     async Task<IReadOnlyList<StageDispatch>> ReconcileRun(MetadataDbContext db, Run run, DateTimeOffset now)
     {
+        if (run.State == RunState.Pending)
+        {
+            logger.LogWarning("run {RunId}: pending since {CreatedAt} (its start command lost); starting it", run.Id, run.CreatedAt);
+            return await Start(db, run, now);
+        }
         if (run.State != RunState.Running) return None;
         var result = new List<StageDispatch>();
         foreach (var stage in run.Stages.OrderBy(s => s.Index))
@@ -160,30 +192,8 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
                     stage.DispatchedAt = now;
                     result.Add(await CommandAsync(db, run, stage));
                     break;
-                case StageState.Running when (stage.LeaseHeartbeatAt ?? stage.StartedAt) < now - options.LeaseTimeout:
-                    var attempt = await db.StageAttempts.SingleOrDefaultAsync(a => a.StageId == stage.Id && a.Attempt == stage.Attempt);
-                    if (attempt is { Outcome: AttemptOutcome.Succeeded })
-                    {
-                        // The worker stored its outputs and finished, then its event was delayed (the orchestrator
-                        // away from the broker) or lost: running the stage again would only repeat the work.
-                        logger.LogWarning("run {RunId}: stage {Stage} attempt {Attempt} finished at {FinishedAt} but its event has not " +
-                                          "arrived; completing it from the store", run.Id, stage.Name, stage.Attempt, attempt.FinishedAt);
-                        result.AddRange(await Succeed(db, run, stage, now));
-                        break;
-                    }
-                    logger.LogWarning(
-                        "run {RunId}: stage {Stage} attempt {Attempt} lost its lease (owner {Owner}, last heartbeat {Heartbeat})",
-                        run.Id, stage.Name, stage.Attempt, stage.LeaseOwner, stage.LeaseHeartbeatAt);
-                    if (attempt is { Outcome: null })
-                    {
-                        attempt.Outcome = AttemptOutcome.Lost;
-                        attempt.FinishedAt = now;
-                    }
-                    stage.LeaseOwner = null;
-                    if (stage.Attempt < stage.MaxAttempts)
-                        result.AddRange(await Dispatch(db, run, stage, now));
-                    else
-                        Fail(run, stage, now, $"lease lost (no heartbeat since {stage.LeaseHeartbeatAt:O}) after {stage.Attempt} attempts");
+                case StageState.Running:
+                    result.AddRange(await ReconcileRunning(db, run, stage, now));
                     break;
                 case StageState.Pending when stage.NextAttemptAt is { } at && at <= now:
                     result.AddRange(await Dispatch(db, run, stage, now));
@@ -191,6 +201,44 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
             }
         }
         return result;
+    }
+
+    async Task<IReadOnlyList<StageDispatch>> ReconcileRunning(MetadataDbContext db, Run run, Stage stage, DateTimeOffset now)
+    {
+        bool expired = (stage.LeaseExpiresAt ?? stage.StartedAt + options.LeaseTimeout) < now;
+        var noProgressLimit = options.ProgressTimeoutOf(stage.Kind);
+        bool hung = !expired && stage.ProgressAt is { } progressed && progressed < now - noProgressLimit;
+        if (!expired && !hung) return None;
+        var attempt = await db.StageAttempts.SingleOrDefaultAsync(a => a.StageId == stage.Id && a.Attempt == stage.Attempt);
+        switch (attempt)
+        {
+            case { Outcome: AttemptOutcome.Succeeded }:
+                // The worker stored its outputs and finished, then its event was delayed (the orchestrator away from the
+                // broker) or lost: running the stage again would only repeat the work.
+                logger.LogWarning("run {RunId}: stage {Stage} attempt {Attempt} finished at {FinishedAt} but its event has not " +
+                                  "arrived; completing it from the store", run.Id, stage.Name, stage.Attempt, attempt.FinishedAt);
+                return await Succeed(db, run, stage, now);
+            case { Outcome: AttemptOutcome.Failed }:
+                // its failed event was lost: the failure's own semantics (a permanent error is not retried; backoff)
+                logger.LogWarning("run {RunId}: stage {Stage} attempt {Attempt} failed at {FinishedAt} but its event has not arrived",
+                    run.Id, stage.Name, stage.Attempt, attempt.FinishedAt);
+                AttemptFailed(run, stage, attempt.Error ?? "failed", attempt.Transient ?? true, now);
+                return None;
+        }
+        var why = expired
+            ? $"lease lost (owner {stage.LeaseOwner}, no heartbeat since {stage.LeaseHeartbeatAt:O})"
+            : $"hung (no progress since {stage.ProgressAt:O}, limit {noProgressLimit})";
+        logger.LogWarning("run {RunId}: stage {Stage} attempt {Attempt}: {Why}", run.Id, stage.Name, stage.Attempt, why);
+        if (attempt is { Outcome: null })
+        {
+            attempt.Outcome = AttemptOutcome.Lost;
+            attempt.FinishedAt = now;
+            attempt.Error = why;
+        }
+        stage.LeaseOwner = null;
+        if (stage.Attempt < stage.MaxAttempts) return await Dispatch(db, run, stage, now);
+        Fail(run, stage, now, $"{why} after {stage.Attempt} attempts");
+        return None;
     }
 
     static readonly IReadOnlyList<StageDispatch> None = [];
@@ -246,6 +294,7 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
         stage.LeaseOwner = null;
         stage.LeaseHeartbeatAt = null;
         stage.LeaseExpiresAt = null;
+        stage.ProgressAt = null;
         stage.Progress = 0;
         stage.ProgressDetail = null;
         run.CurrentStage = stage.Name;

@@ -6,8 +6,8 @@ using Microsoft.Extensions.Logging;
 namespace HyperSd.Services.Orchestrator;
 
 /// <summary>Runs <see cref="RunLifecycle.ReconcileAsync"/> every <see cref="WorkerOptions.ReconcileInterval"/>.</summary>
-public sealed class StageReconciler(RunLifecycle machine, IBus bus, WorkerOptions options, ILogger<StageReconciler> logger)
-    : BackgroundService
+public sealed class StageReconciler(
+    RunLifecycle machine, IBus bus, RoleQueues queues, WorkerOptions options, ILogger<StageReconciler> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -16,7 +16,7 @@ public sealed class StageReconciler(RunLifecycle machine, IBus bus, WorkerOption
         {
             try
             {
-                await bus.SendAsync(await machine.ReconcileAsync(DateTimeOffset.UtcNow, stoppingToken), stoppingToken);
+                await bus.SendAsync(queues, await machine.ReconcileAsync(stoppingToken), stoppingToken);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {

@@ -17,8 +17,7 @@ public static class EvaluationTable
         var all = rows.ToList();
         bool byRun = all.Any(r => r.Run is not null);
         var steps = all.Select(r => r.Row.Steps).Distinct().Order().ToList();
-        var metrics = all.Select(r => r.Row.Metric).Distinct()
-            .OrderBy(m => m == "fd" ? 0 : m == "adherence" ? 1 : 2).ThenBy(m => m).ToList();
+        var metrics = EvaluationQueries.InDisplayOrder(all.Select(r => r.Row.Metric).Distinct()).ToList();
         var columns = metrics.SelectMany(m => steps.Select(s => (Metric: m, Steps: s))).ToList();
         var sb = new StringBuilder();
         sb.Append(byRun ? "| run | model | sampler |" : "| model | sampler |")

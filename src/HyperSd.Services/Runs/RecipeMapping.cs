@@ -79,12 +79,30 @@ public static class RecipeMapping
         : ToyWorld.EvaluationPrompts(recipe.Evaluation.Prompts ?? throw new RecipeValidationException(recipe.Name,
             [new("evaluation.prompts", "evaluation.prompts or evaluation.prompts_file is required")]));
 
+    /// <summary>The most a prompts file may hold: prompts are lines of text, not data.</summary>
+    public const long MaxPromptsFileBytes = 4 << 20;
+
     /// <summary>The non-blank lines of a prompts file, read once at submission; <paramref name="field"/> names the recipe
-    /// field in errors.</summary>
+    /// field in errors. Only a regular file (after links) of at most <see cref="MaxPromptsFileBytes"/>: a device such as
+    /// /dev/zero or a huge file is refused before it is read.</summary>
     public static IReadOnlyList<string> ReadPromptsFile(string path, string field)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"{field}: no such file: {path}", path);
-        var prompts = File.ReadAllLines(path).Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
+        var info = new FileInfo(path);
+        if (info.LinkTarget is not null && info.ResolveLinkTarget(true) is FileInfo target) info = target;
+        if (!info.Exists)
+            throw new FileNotFoundException($"{field}: no such file: {path}", path);
+        if (info.Length > MaxPromptsFileBytes)
+            throw new InvalidDataException(
+                $"{field}: {path} is {info.Length:N0} bytes; a prompts file holds at most {MaxPromptsFileBytes:N0}");
+        // a device or pipe reports length 0 but never ends: read no more than the limit
+        using var stream = new FileStream(info.FullName, FileMode.Open, FileAccess.Read);
+        var buffer = new byte[MaxPromptsFileBytes + 1];
+        int read = 0, n;
+        while (read < buffer.Length && (n = stream.Read(buffer, read, buffer.Length - read)) > 0) read += n;
+        if (read > MaxPromptsFileBytes)
+            throw new InvalidDataException($"{field}: {path} holds more than {MaxPromptsFileBytes:N0} bytes (not a regular file?)");
+        var prompts = System.Text.Encoding.UTF8.GetString(buffer, 0, read).Split('\n')
+            .Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
         return prompts.Count > 0 ? prompts : throw new InvalidDataException($"{field}: {path} has no prompts");
     }
 }

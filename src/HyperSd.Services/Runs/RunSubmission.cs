@@ -16,7 +16,7 @@ public sealed record PlannedRun(StoredRecipe Recipe, Run Run);
 /// <summary>Creates runs: parses and validates the recipe and resolves every stage's settings once (files the recipe names
 /// are read here), then stores the recipe with the run and its planned stages, and starts the run.</summary>
 public sealed class RunSubmission(IDbContextFactory<MetadataDbContext> dbs, ISendEndpointProvider send, StageCatalogue catalogue,
-    WorkerOptions options)
+    WorkerOptions options, RoleQueues queues)
 {
     /// <summary>Parses, validates and plans a recipe file; throws (<see cref="RecipeValidationException"/>, or an I/O error
     /// naming the file) and stores nothing when it cannot run.</summary>
@@ -32,7 +32,11 @@ public sealed class RunSubmission(IDbContextFactory<MetadataDbContext> dbs, ISen
         var recipe = RecipeLoader.Parse(yaml, sourceName);
         var now = DateTimeOffset.UtcNow;
         var stored = new StoredRecipe { Id = Guid.NewGuid(), Name = recipe.Name, Yaml = yaml, Sha256 = recipe.Sha256(), CreatedAt = now };
-        var run = new Run { Id = Guid.NewGuid(), RecipeId = stored.Id, Name = recipe.Name, State = RunState.Pending, CreatedAt = now };
+        var run = new Run
+        {
+            Id = Guid.NewGuid(), RecipeId = stored.Id, Name = recipe.Name, State = RunState.Pending, CreatedAt = now,
+            BaseModel = recipe.Model.Path ?? recipe.Model.Source.ToString().ToLowerInvariant(),
+        };
         try
         {
             run.Stages = catalogue.Plan(recipe, run.Id, maxAttempts);
@@ -53,7 +57,7 @@ public sealed class RunSubmission(IDbContextFactory<MetadataDbContext> dbs, ISen
     public async Task<Guid> SubmitAsync(PlannedRun planned, CancellationToken cancellationToken = default)
     {
         await StoreAsync(dbs, planned, cancellationToken);
-        var endpoint = await send.GetSendEndpoint(Roles.Queue(Roles.Orchestrator));
+        var endpoint = await send.GetSendEndpoint(queues.Address(Roles.Orchestrator));
         await endpoint.Send(new StartRun(planned.Run.Id), cancellationToken);
         return planned.Run.Id;
     }

@@ -15,10 +15,10 @@ public sealed record SegmentStageSettings(ModelRecipe Model, SegmentStageConfig 
 
 /// <summary>
 /// One TSCD stage (k segments) per entry of the recipe's <c>tscd.segments</c>, each from the previous stage's student.
-/// It trains in the stage's work folder (<see cref="SegmentStageLayout"/>), which its attempts share: a re-dispatched
-/// attempt resumes from the last checkpoint there (or from the stage's recorded checkpoint artifact). Each checkpoint is
-/// also stored as an artifact, and the finished stage's folder becomes the "lora" artifact, tagged with k and with the
-/// step count it is for (Hyper-SD: stage k's LoRA samples k steps).
+/// It trains in its attempt's work folder (<see cref="SegmentStageLayout"/>): a re-dispatched attempt resumes from the
+/// stage's last recorded checkpoint artifact, which it copies there. Each checkpoint is stored as an artifact, and the
+/// finished stage's folder becomes the "lora" artifact, tagged with k and with the step count it is for (Hyper-SD:
+/// stage k's LoRA samples k steps).
 /// </summary>
 public sealed class TrainSegmentStage : StageKind<SegmentStageSettings>
 {

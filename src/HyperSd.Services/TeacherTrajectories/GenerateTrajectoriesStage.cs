@@ -35,7 +35,7 @@ public sealed class GenerateTrajectoriesStage : StageKind<TrajectorySettings>
         using var shard = TrajectorySampling.Generate(teacher.Unet, teacher.Conditioner, StageModels.TrainingScheduler(teacher), data,
             options, stage.Cancellation,
             done => stage.Report(done / (double)options.Count, new { Samples = done, Total = options.Count, DatasetSize = data.Count }));
-        var file = Path.Combine(stage.WorkDir, $"a{stage.Attempt}", "trajectories.safetensors");
+        var file = Path.Combine(stage.WorkDir, "trajectories.safetensors");
         Directory.CreateDirectory(Path.GetDirectoryName(file)!);
         shard.Save(file);
         stage.Report(1, new { Samples = shard.Count, DatasetSize = data.Count });

@@ -1,0 +1,35 @@
+﻿using System;
+using Microsoft.EntityFrameworkCore.Migrations;
+
+#nullable disable
+
+namespace HyperSd.Migrations.Postgres.Migrations
+{
+    /// <inheritdoc />
+    public partial class DropProcessedMessages : Migration
+    {
+        /// <inheritdoc />
+        protected override void Up(MigrationBuilder migrationBuilder)
+        {
+            migrationBuilder.DropTable(
+                name: "processed_messages");
+        }
+
+        /// <inheritdoc />
+        protected override void Down(MigrationBuilder migrationBuilder)
+        {
+            migrationBuilder.CreateTable(
+                name: "processed_messages",
+                columns: table => new
+                {
+                    consumer = table.Column<string>(type: "text", nullable: false),
+                    message_key = table.Column<string>(type: "text", nullable: false),
+                    processed_at = table.Column<DateTimeOffset>(type: "timestamp with time zone", nullable: false)
+                },
+                constraints: table =>
+                {
+                    table.PrimaryKey("pk_processed_messages", x => new { x.consumer, x.message_key });
+                });
+        }
+    }
+}

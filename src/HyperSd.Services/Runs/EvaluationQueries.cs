@@ -1,0 +1,160 @@
+using HyperSd.Data;
+using Microsoft.EntityFrameworkCore;
+
+namespace HyperSd.Services.Runs;
+
+public enum EvaluationSort { Created, Value, Steps, Metric, Run }
+
+/// <summary>Which evaluation rows; every filter optional. <see cref="Runs"/>: any of these runs. <see cref="Recipe"/>: the
+/// stored recipe's name; <see cref="BaseModel"/>: the run's teacher (<see cref="HyperSd.Data.Entities.Run.BaseModel"/>);
+/// <see cref="Stage"/>: the evaluating stage's name; <see cref="Model"/>: the evaluated model (teacher, a TSCD stage's
+/// LoRA). <see cref="From"/>/<see cref="To"/> bound the row's time (inclusive, exclusive). <see cref="Schedule"/>: runs its
+/// firings started.</summary>
+public sealed record EvaluationFilter(
+    IReadOnlyList<Guid>? Runs = null, string? Recipe = null, string? BaseModel = null, string? Stage = null, string? Model = null,
+    int? Steps = null, string? Sampler = null, string? Metric = null, DateTimeOffset? From = null, DateTimeOffset? To = null,
+    Guid? Schedule = null);
+
+/// <summary>One stored metric value with what it belongs to.</summary>
+public sealed record EvaluationRecord(Guid RunId, string Run, string Recipe, string BaseModel, string Stage, string Model,
+    string Sampler, int Steps, string Metric, double Value, DateTimeOffset CreatedAt);
+
+public sealed record ComparedRun(Guid Id, string Name);
+
+/// <summary>One (model, sampler, metric, steps) cell of each compared run, in the runs' order (null: that run lacks it).</summary>
+public sealed record ComparisonRow(string Model, string Sampler, string Metric, int Steps, IReadOnlyList<double?> Values);
+
+public sealed record RunComparison(IReadOnlyList<ComparedRun> Runs, IReadOnlyList<ComparisonRow> Rows);
+
+/// <summary>The run with the best value of <see cref="Metric"/> at <see cref="Steps"/> among the matching rows, and the
+/// model and sampler that reached it.</summary>
+public sealed record BestRun(string Metric, int Steps, bool LowerIsBetter, Guid RunId, string Run, string Model, string Sampler,
+    double Value);
+
+/// <summary>Evaluation rows across runs for the API and the CLI: the filtered query, runs side by side, the best run.</summary>
+public static class EvaluationQueries
+{
+    /// <summary>Distances (fd, fd-clip: Fréchet distances) are better low; every other metric (adherence, scores) high.</summary>
+    public static bool LowerIsBetter(string metric) => metric == "fd" || metric.StartsWith("fd-", StringComparison.Ordinal);
+
+    /// <summary>The metrics in display order: distances first, then adherence, then the rest by name.</summary>
+    public static IOrderedEnumerable<string> InDisplayOrder(IEnumerable<string> metrics) =>
+        metrics.OrderBy(m => m == "fd" ? 0 : m == "adherence" ? 1 : 2).ThenBy(m => m, StringComparer.Ordinal);
+
+    // Initialized by members, not a constructor: EF composes filters and orderings on members it assigned.
+    sealed class Joined
+    {
+        public Guid RunId { get; init; }
+        public Guid? ScheduleId { get; init; }
+        public string Run { get; init; } = "";
+        public string Recipe { get; init; } = "";
+        public string BaseModel { get; init; } = "";
+        public string Stage { get; init; } = "";
+        public string Model { get; init; } = "";
+        public string Sampler { get; init; } = "";
+        public int Steps { get; init; }
+        public string Metric { get; init; } = "";
+        public double Value { get; init; }
+        public DateTimeOffset CreatedAt { get; init; }
+    }
+
+    /// <summary>The rows matching <paramref name="filter"/>, checked first (an unknown metric or sampler, steps below 1, an
+    /// empty date range are refused, naming the field).</summary>
+    static async Task<IQueryable<Joined>> MatchingAsync(MetadataDbContext db, EvaluationFilter filter, CancellationToken ct)
+    {
+        if (filter.Steps is < 1) throw new InvalidFieldException("steps", $"must be 1 or more, got {filter.Steps}");
+        if (filter.From is { } f && filter.To is { } t && f >= t)
+            throw new InvalidFieldException("from", $"the range's start ({f:O}) must be before its end ({t:O})");
+        if (filter.Metric is { } metric && !await db.Evaluations.AnyAsync(v => v.Metric == metric, ct))
+            throw new InvalidFieldException("metric", $"unknown metric '{metric}'; the store has " +
+                Known(InDisplayOrder(await db.Evaluations.Select(v => v.Metric).Distinct().ToListAsync(ct))));
+        if (filter.Sampler is { } sampler && !await db.Evaluations.AnyAsync(v => v.Sampler == sampler, ct))
+            throw new InvalidFieldException("sampler", $"unknown sampler '{sampler}'; the store has " +
+                Known((await db.Evaluations.Select(v => v.Sampler).Distinct().ToListAsync(ct)).Order(StringComparer.Ordinal)));
+
+        var rows = from v in db.Evaluations.AsNoTracking()
+            join r in db.Runs on v.RunId equals r.Id
+            join s in db.Stages on v.StageId equals s.Id
+            join p in db.Recipes on r.RecipeId equals p.Id
+            select new Joined
+            {
+                RunId = v.RunId, ScheduleId = r.ScheduleId, Run = r.Name, Recipe = p.Name, BaseModel = r.BaseModel, Stage = s.Name,
+                Model = v.Model, Sampler = v.Sampler, Steps = v.Steps, Metric = v.Metric, Value = v.Value, CreatedAt = v.CreatedAt,
+            };
+        if (filter.Runs is { Count: > 0 } runs) rows = rows.Where(x => runs.Contains(x.RunId));
+        if (filter.Recipe is { } recipe) rows = rows.Where(x => x.Recipe == recipe);
+        if (filter.BaseModel is { } baseModel) rows = rows.Where(x => x.BaseModel == baseModel);
+        if (filter.Stage is { } stage) rows = rows.Where(x => x.Stage == stage);
+        if (filter.Model is { } model) rows = rows.Where(x => x.Model == model);
+        if (filter.Steps is { } steps) rows = rows.Where(x => x.Steps == steps);
+        if (filter.Sampler is { } samplerName) rows = rows.Where(x => x.Sampler == samplerName);
+        if (filter.Metric is { } metricName) rows = rows.Where(x => x.Metric == metricName);
+        if (filter.From is { } from) rows = rows.Where(x => x.CreatedAt >= from);
+        if (filter.To is { } to) rows = rows.Where(x => x.CreatedAt < to);
+        if (filter.Schedule is { } schedule) rows = rows.Where(x => x.ScheduleId == schedule);
+        return rows;
+    }
+
+    static string Known(IEnumerable<string> names) => names.Any() ? string.Join(", ", names) : "no evaluation rows yet";
+
+    /// <summary>The matching rows, sorted (ties in a stable order) and paged.</summary>
+    public static async Task<Page<EvaluationRecord>> QueryAsync(MetadataDbContext db, EvaluationFilter filter, Paging paging,
+        EvaluationSort sort = EvaluationSort.Created, bool descending = false, CancellationToken ct = default)
+    {
+        paging.Validate();
+        var rows = await MatchingAsync(db, filter, ct);
+        IOrderedQueryable<Joined> sorted = (sort, descending) switch
+        {
+            (EvaluationSort.Value, false) => rows.OrderBy(x => x.Value),
+            (EvaluationSort.Value, true) => rows.OrderByDescending(x => x.Value),
+            (EvaluationSort.Steps, false) => rows.OrderBy(x => x.Steps),
+            (EvaluationSort.Steps, true) => rows.OrderByDescending(x => x.Steps),
+            (EvaluationSort.Metric, false) => rows.OrderBy(x => x.Metric),
+            (EvaluationSort.Metric, true) => rows.OrderByDescending(x => x.Metric),
+            (EvaluationSort.Run, false) => rows.OrderBy(x => x.Run),
+            (EvaluationSort.Run, true) => rows.OrderByDescending(x => x.Run),
+            (_, false) => rows.OrderBy(x => x.CreatedAt),
+            (_, true) => rows.OrderByDescending(x => x.CreatedAt),
+        };
+        var ordered = sorted.ThenBy(x => x.RunId).ThenBy(x => x.Model).ThenBy(x => x.Sampler).ThenBy(x => x.Metric).ThenBy(x => x.Steps)
+            .Select(x => new EvaluationRecord(x.RunId, x.Run, x.Recipe, x.BaseModel, x.Stage, x.Model, x.Sampler, x.Steps, x.Metric,
+                x.Value, x.CreatedAt));
+        return await paging.ApplyAsync(ordered, ct);
+    }
+
+    /// <summary>The runs side by side: a row per (model, sampler, metric, steps) any of them has, a value per run.
+    /// <paramref name="filter"/>'s other fields narrow the rows (its <see cref="EvaluationFilter.Runs"/> is replaced).</summary>
+    public static async Task<RunComparison> CompareAsync(MetadataDbContext db, IReadOnlyList<Guid> runIds, EvaluationFilter filter,
+        CancellationToken ct = default)
+    {
+        if (runIds.Count == 0) throw new InvalidFieldException("runs", "name at least one run");
+        var names = await db.Runs.AsNoTracking().Where(r => runIds.Contains(r.Id)).ToDictionaryAsync(r => r.Id, r => r.Name, ct);
+        if (runIds.FirstOrDefault(id => !names.ContainsKey(id)) is var missing && missing != Guid.Empty)
+            throw new UnknownIdException("runs", missing);
+        var rows = await (await MatchingAsync(db, filter with { Runs = runIds }, ct)).ToListAsync(ct);
+        var metricOrder = InDisplayOrder(rows.Select(r => r.Metric).Distinct()).ToList();
+        var compared = rows.GroupBy(r => (r.Model, r.Sampler, r.Metric, r.Steps))
+            .OrderBy(g => metricOrder.IndexOf(g.Key.Metric)).ThenBy(g => g.Key.Model, StringComparer.Ordinal)
+            .ThenBy(g => g.Key.Sampler, StringComparer.Ordinal).ThenBy(g => g.Key.Steps)
+            .Select(g => new ComparisonRow(g.Key.Model, g.Key.Sampler, g.Key.Metric, g.Key.Steps,
+                [.. runIds.Select(id => g.FirstOrDefault(r => r.RunId == id)?.Value)]))
+            .ToList();
+        return new RunComparison([.. runIds.Distinct().Select(id => new ComparedRun(id, names[id]))], compared);
+    }
+
+    /// <summary>For each (metric, steps) among the matching rows, the row with the best value (ties: the earliest run).</summary>
+    public static async Task<IReadOnlyList<BestRun>> BestAsync(MetadataDbContext db, EvaluationFilter filter,
+        CancellationToken ct = default)
+    {
+        var rows = await (await MatchingAsync(db, filter, ct)).ToListAsync(ct);
+        var metricOrder = InDisplayOrder(rows.Select(r => r.Metric).Distinct()).ToList();
+        return [.. rows.GroupBy(r => (r.Metric, r.Steps))
+            .OrderBy(g => metricOrder.IndexOf(g.Key.Metric)).ThenBy(g => g.Key.Steps)
+            .Select(g =>
+            {
+                var lower = LowerIsBetter(g.Key.Metric);
+                var best = g.OrderBy(r => lower ? r.Value : -r.Value).ThenBy(r => r.CreatedAt).First();
+                return new BestRun(g.Key.Metric, g.Key.Steps, lower, best.RunId, best.Run, best.Model, best.Sampler, best.Value);
+            })];
+    }
+}
