@@ -165,10 +165,11 @@ public sealed class ToyRecognizerMetrics(ToyRecognizer recognizer, bool matchSiz
         return prompts.Select((p, i) => PromptAdherence.Matches(ToyShapes.ParseCaption(p), seen[i], matchSize)).ToList();
     }
 
-    /// <summary>Features of <paramref name="count"/> real toy images (seeded): the reference set for the Fréchet distance.</summary>
-    public Tensor RealFeatures(int count, int seed)
+    /// <summary>Features of <paramref name="count"/> real toy images (seeded) of the caption split the prompts come from
+    /// (null: the whole space): the reference set for the Fréchet distance.</summary>
+    public Tensor RealFeatures(int count, int seed, ToyCaptionSplit? split = null)
     {
-        var (images, _) = ToyShapes.Generate(count, seed);
+        var (images, _) = ToyShapes.Generate(count, seed, split);
         using (images) return Features(images);
     }
 }
