@@ -29,14 +29,13 @@ public sealed record ToyAdherenceRow(ToyCaptionSplit Split, int Objects, int Pro
     double Placed, double Shape, double Color, double Size, double WholeObject)
 {
     /// <summary>Wilson 95 % interval of <see cref="Strict"/>.</summary>
-    public (double Low, double High) StrictInterval => Wilson(Strict, Prompts);
-
-    static (double, double) Wilson(double p, int n)
+    public (double Low, double High) StrictInterval
     {
-        const double z = 1.959964;
-        double denominator = 1 + z * z / n, centre = (p + z * z / (2 * n)) / denominator;
-        double half = z * Math.Sqrt(p * (1 - p) / n + z * z / (4.0 * n * n)) / denominator;
-        return (Math.Max(0, centre - half), Math.Min(1, centre + half));
+        get
+        {
+            var e = WilsonInterval.Of((int)Math.Round(Strict * Prompts), Prompts);
+            return (e.Low, e.High);
+        }
     }
 }
 
