@@ -12,6 +12,7 @@ public static class Program
             VerifyFixturesCommand.Create(),
             BenchCommand.Create(),
             GenerateCommand.Create(),
+            EvaluateCommand.Create(),
             ToyCommand.Create(),
             RunCommand.Create(),
             RunsCommand.Create(),

@@ -89,7 +89,7 @@ public sealed class EmbeddedRunTests : IDisposable
             await db.Evaluations.Where(v => v.RunId == runId).ToListAsync(), a => store.Artifacts.GetFullPath(a.Path));
         await AssertImagesRegenerateFromTheirText(artifacts.Single(a => a.Kind == ArtifactKind.Images));
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
-        var report = store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Report && a.StageKind == "evaluate-model").Path);
+        var report = store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Report && a.StageKind == "evaluate-model" && a.Path.EndsWith("results.md")).Path);
         Assert.Contains("| tscd-k1 |", await File.ReadAllTextAsync(report));
         Assert.Contains("| unified |", await File.ReadAllTextAsync(report));
         var attempts = await db.StageAttempts.Where(a => stageIds.Values.Contains(a.StageId)).ToListAsync();
@@ -151,7 +151,7 @@ public sealed class EmbeddedRunTests : IDisposable
         var artifacts = await db.Artifacts.Where(a => a.RunId == runId).ToListAsync();
         Assert.Equal(7, artifacts.Count(a => a.Kind == ArtifactKind.Grid));
         var report = await File.ReadAllTextAsync(store.Artifacts.GetFullPath(
-            artifacts.Single(a => a.Kind == ArtifactKind.Report && a.StageKind == "evaluate-model").Path));
+            artifacts.Single(a => a.Kind == ArtifactKind.Report && a.StageKind == "evaluate-model" && a.Path.EndsWith("results.md")).Path));
         Assert.Contains("Not measured", report);
         Assert.Contains("grid-tscd-k2-ddim-trailing.png", report);
         Assert.Equal(4, Directory.GetFiles(store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Images).Path), "*.png").Length);

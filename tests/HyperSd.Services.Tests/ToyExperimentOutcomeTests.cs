@@ -1,6 +1,7 @@
 using System.Text.Json;
 using HyperSd.Data.Entities;
 using HyperSd.Distillation.Toy;
+using HyperSd.Services.Evaluator;
 using HyperSd.Services.Hosting;
 using HyperSd.Services.Runs;
 using HyperSd.Services.Stages;
@@ -13,21 +14,23 @@ using Xunit.Abstractions;
 namespace HyperSd.Services.Tests;
 
 /// <summary>
-/// What distillation must achieve, measured on the toy world with the committed teacher and recognizer at a tiny budget
-/// (40 steps per stage, 2,048 trajectories, 128 prompts) with fixed seeds, each variant a run of <c>hypersd toy distill</c>'s
-/// recipes through the embedded services. Measured (docs/results.md): the students' toy-FID at 2/4 steps is 686–917 /
-/// 594–779 against the teacher's 3,399 / 1,400 with its own (plain, leading-spacing) DDIM, i.e. at most 0.27× and 0.56×.
-/// The first stage's loss (mean of its first and last 10 % of steps) ends at 0.85× of its start for the baseline and
-/// 0.951× for both TSCD variants (their k = 8 stage is the same); the numbers are identical run to run and machine to
-/// machine (one tensor thread per stage, seeded generators).
+/// What distillation must achieve, measured on the toy world with the committed teacher (three levels, train captions
+/// only) and recognizer at a tiny budget (40 steps per stage, 2,048 trajectories, 128 held-out prompts) with fixed seeds:
+/// the k = 1 baseline and TSCD with the adversarial term (recipes/toy.yaml), each a run of <c>hypersd toy distill</c>'s
+/// recipes through the embedded services (the k = 4 control and TSCD without the adversarial term are measured by
+/// <c>hypersd toy distill</c>, docs/results.md). Read against the controls every evaluation now has: the untrained student
+/// (the LoRA at zero: the teacher without CFG, DDIM trailing) scores toy-FID 796 / 737 at 2 / 4 steps, the teacher on its
+/// best sampler (DDIM trailing, CFG 3) 319 / 306. Measured: TSCD's fixed-step LoRAs (stage k at k steps) 569 / 537, the
+/// unified LoRA 591 / 583, the baseline 962 / 894 — at this budget the baseline and TSCD's final k = 1 LoRA sampled at
+/// 2 or 4 steps are worse than the untrained control. The numbers are identical run to run and machine to machine (one
+/// tensor thread per stage, seeded generators).
 /// </summary>
 [Trait("Category", "Slow")]
 [Collection(nameof(TorchGlobalState))] // no other tensor work beside it in this assembly
 public class ToyExperimentOutcomeTests(ToyExperimentOutcomeTests.Experiment experiment, ITestOutputHelper output)
     : IClassFixture<ToyExperimentOutcomeTests.Experiment>
 {
-    const string Baseline = "toy-cd-k1";
-    static readonly string[] Tscd = ["toy-tscd-mse", "toy-tscd-adv"];
+    const string Baseline = "toy-cd-k1", Tscd = "toy-tscd-adv";
     const string Sampler = "ddim-trailing";
 
     /// <summary>The three variants trained and evaluated once for all the assertions.</summary>
@@ -65,8 +68,9 @@ public class ToyExperimentOutcomeTests(ToyExperimentOutcomeTests.Experiment expe
             builder.Services.AddHyperSdWorkers(options);
             using var host = builder.Build();
             await host.StartAsync();
-            var runs = await ToyExperiment.RunAsync(host.Services,
-                ToyExperiment.Plan(StageCatalogue.Default(), ToyExperiment.Variants(adversarial), options));
+            // two runs, one per device slot: the CI's budget
+            var variants = ToyExperiment.Variants(adversarial).Where(r => r.Name is Baseline or Tscd).ToList();
+            var runs = await ToyExperiment.RunAsync(host.Services, ToyExperiment.Plan(StageCatalogue.Default(), variants, options));
             await host.StopAsync();
             await using var db = store.CreateDbContext();
             var ids = runs.Select(r => r.Id).ToList();
@@ -86,12 +90,11 @@ public class ToyExperimentOutcomeTests(ToyExperimentOutcomeTests.Experiment expe
         return experiment.Rows.Single(r => r.RunId == run.Id && r.Model == model && r.Sampler == sampler && r.Steps == steps && r.Metric == metric).Value;
     }
 
-    /// <summary>The final LoRA (TSCD's last stage, k = 1) with DDIM trailing, or the teacher with its own DDIM and CFG.</summary>
+    /// <summary>A student's LoRA with DDIM trailing, or the teacher with its own DDIM and CFG.</summary>
     double Fd(string variant, string model, int steps) => Value(variant, model, model == "teacher" ? "ddim-cfg3" : Sampler, steps, "fd");
 
-    /// <summary>Later stages start from a student already consistent over shorter segments and chase a moving target:
-    /// at this budget TSCD (MSE)'s k = 4, 2 and 1 stages end above their start (the adversarial variant's fall), so the
-    /// first stage carries the check.</summary>
+    /// <summary>Later stages start from a student already consistent over shorter segments and chase a moving target, so
+    /// the first stage carries the check (measured: 0.0168 → 0.0145 for the baseline, 0.00165 → 0.00140 at k = 8).</summary>
     [Fact]
     public void Training_loss_falls_in_the_first_stage_of_every_variant()
     {
@@ -107,33 +110,46 @@ public class ToyExperimentOutcomeTests(ToyExperimentOutcomeTests.Experiment expe
         }
     }
 
+    /// <summary>TSCD's fixed-step LoRAs (stage k at k steps, as Hyper-SD ships them) and the unified LoRA beat the
+    /// untrained student by 15 % (measured: 0.72 / 0.73 and 0.74 / 0.79 of it at 2 / 4 steps), and the fixed-step LoRAs come
+    /// within 2.1× of the teacher on its best sampler (measured 1.78× / 1.75×), a bar the untrained control fails (2.50× /
+    /// 2.41×). An untrained or broken LoRA is the control, so it fails both.</summary>
     [Theory]
-    [InlineData(2, 0.5)]
-    [InlineData(4, 0.75)]
-    public void Every_distilled_model_beats_the_teacher_at_the_same_step_count(int steps, double ratio)
+    [InlineData(2)]
+    [InlineData(4)]
+    public void Tscd_loras_beat_the_untrained_student_and_come_near_the_teacher_on_its_best_sampler(int steps)
     {
-        foreach (var variant in Tscd.Prepend(Baseline))
-        {
-            double student = Fd(variant, "tscd-k1", steps), teacher = Fd(variant, "teacher", steps);
-            output.WriteLine($"{variant} @{steps}: toy-FID {student:F1} vs teacher {teacher:F1}");
-            Assert.True(student < ratio * teacher, $"{variant} at {steps} steps: toy-FID {student:F1}, teacher {teacher:F1} (needs < {ratio}×)");
-        }
+        output.WriteLine(experiment.Table);
+        double fixedStep = Fd(Tscd, $"tscd-k{steps}", steps), unified = Fd(Tscd, "unified", steps);
+        double untrained = Untrained(Tscd, steps), teacher = TeacherBest(Tscd, steps);
+        output.WriteLine($"@{steps}: stage k={steps} LoRA {fixedStep:F1}, unified {unified:F1}, untrained {untrained:F1}, " +
+                         $"teacher best {teacher:F1}, baseline {Fd(Baseline, "tscd-k1", steps):F1}");
+        Assert.True(fixedStep < UntrainedRatio * untrained, $"stage k={steps} LoRA {fixedStep:F1}, untrained {untrained:F1}");
+        Assert.True(unified < UntrainedRatio * untrained, $"unified LoRA {unified:F1}, untrained {untrained:F1}");
+        Assert.True(fixedStep < TeacherRatio * teacher, $"stage k={steps} LoRA {fixedStep:F1}, teacher on its best sampler {teacher:F1}");
+        Assert.False(untrained < TeacherRatio * teacher, $"the untrained control {untrained:F1} passes the teacher bar ({teacher:F1})");
     }
 
-    /// <summary>TSCD as Hyper-SD ships it: stage k's LoRA samples k steps (its fixed-step LoRA). Measured here: at 4 steps
-    /// 454 (MSE) and 472 (MSE + adv) against the baseline's 594, a lead of 21–24 %; at 100 steps per stage and seeds 0
-    /// and 1, 345 and 384 against 419 and 458 (16–18 %). The final k = 1 LoRA sampled at 2 or 4 steps is not what TSCD
-    /// makes for those steps: there the comparison is inside seed noise (docs/results.md).</summary>
+    const double UntrainedRatio = 0.85, TeacherRatio = 2.1;
+
+    /// <summary>The teacher at the same step count on its best sampler (DDIM or DDIM trailing, both with CFG).</summary>
+    double TeacherBest(string variant, int steps) =>
+        Math.Min(Value(variant, "teacher", "ddim-cfg3", steps, "fd"), Value(variant, "teacher", "ddim-trailing-cfg3", steps, "fd"));
+
+    /// <summary>The untrained student: the LoRA at zero, i.e. the teacher without CFG on DDIM trailing.</summary>
+    double Untrained(string variant, int steps) => Fd(variant, ModelEvaluation.Untrained, steps);
+
+    /// <summary>TSCD against the one-segment baseline at the same budget: stage k's LoRA at k steps against the baseline's
+    /// k = 1 LoRA (measured: 569 against 962 at 2 steps, 537 against 894 at 4, leads of 41 % and 40 %). TSCD's own final
+    /// k = 1 LoRA at 2 / 4 steps (891 / 912) is printed, not asserted: it is a one-segment model off its design point.</summary>
     [Fact]
-    public void Tscd_beats_the_one_segment_baseline_at_two_or_four_steps()
+    public void Tscd_fixed_step_loras_beat_the_one_segment_baseline_at_two_and_four_steps()
     {
-        foreach (var variant in Tscd)
+        foreach (int s in new[] { 2, 4 })
         {
-            double best = new[] { 2, 4 }.Max(s => 1 - Fd(variant, $"tscd-k{s}", s) / Fd(Baseline, "tscd-k1", s));
-            foreach (int s in new[] { 2, 4 })
-                output.WriteLine($"{variant} @{s}: stage k={s} LoRA {Fd(variant, $"tscd-k{s}", s):F1}, final LoRA {Fd(variant, "tscd-k1", s):F1}, " +
-                                 $"baseline {Fd(Baseline, "tscd-k1", s):F1}");
-            Assert.True(best > 0.1, $"{variant} does not beat {Baseline} by 10 % at 2 or 4 steps (best lead {best:P1})");
+            double tscd = Fd(Tscd, $"tscd-k{s}", s), baseline = Fd(Baseline, "tscd-k1", s);
+            output.WriteLine($"@{s}: stage k={s} LoRA {tscd:F1}, final {Fd(Tscd, "tscd-k1", s):F1}, {Baseline} {baseline:F1}");
+            Assert.True(tscd < 0.8 * baseline, $"at {s} steps TSCD's stage k={s} LoRA {tscd:F1} does not beat {Baseline} {baseline:F1} by 20 %");
         }
     }
 }

@@ -7,8 +7,8 @@ namespace HyperSd.Testing;
 public static class TinyToyRunAssertions
 {
     /// <summary>One dataset and trajectory shard, a LoRA per TSCD stage (k = 1 made from the trajectories and the
-    /// k = 2 LoRA) and the unified LoRA (made from both) with its merge report and fused UNet, checkpoints, seven grids
-    /// (teacher, student and unified × 2 samplers, the k = 2 stage at 2 steps), the evaluation's report; a dataset row of
+    /// k = 2 LoRA) and the unified LoRA (made from both) with its merge report and fused UNet, checkpoints, nine grids
+    /// (teacher, untrained control, student and unified × 2 samplers, the k = 2 stage at 2 steps), the evaluation's reports; a dataset row of
     /// the recipe's 12 scenes; the generator's four images (from the unified LoRA); each evaluation row once, finite, for
     /// the teacher, the student and the unified LoRA at 1 and 2 steps, and the k = 2 stage at 2 steps.</summary>
     public static void AssertOutputs(Run run, IReadOnlyList<Artifact> artifacts, Dataset dataset, IReadOnlyList<Evaluation> evaluations,
@@ -19,8 +19,8 @@ public static class TinyToyRunAssertions
         Assert.Equal(1, Count(ArtifactKind.Trajectories));
         Assert.Equal(3, Count(ArtifactKind.Lora));
         Assert.True(Count(ArtifactKind.Checkpoint) >= 2, "a checkpoint of each TSCD stage");
-        Assert.Equal(7, Count(ArtifactKind.Grid));
-        Assert.Equal(2, Count(ArtifactKind.Report)); // the evaluation's and the merge's
+        Assert.Equal(9, Count(ArtifactKind.Grid));
+        Assert.Equal(3, Count(ArtifactKind.Report)); // the evaluation's results.md and results.json, and the merge's
         Assert.Equal(1, Count(ArtifactKind.Unet));
         Assert.Equal(1, Count(ArtifactKind.Images));
 
@@ -57,6 +57,7 @@ public static class TinyToyRunAssertions
         foreach (var metric in new[] { "fd", "kid", "adherence" })
         {
             Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
+            Assert.Equal(2, evaluations.Count(v => v.Model == "untrained" && v.Steps == steps && v.Metric == metric));
             Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
             Assert.Equal(2, evaluations.Count(v => v.Model == "unified" && v.Steps == steps && v.Metric == metric));
         }

@@ -101,7 +101,7 @@ public static class JobsCommand
         return command;
     }
 
-    static JobLora Lora(string spec)
+    internal static JobLora Lora(string spec)
     {
         int colon = spec.LastIndexOf(':');
         return colon > 0 && double.TryParse(spec[(colon + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out var scale)
@@ -109,7 +109,7 @@ public static class JobsCommand
             : new JobLora(Path.GetFullPath(spec));
     }
 
-    static JobLora RunLora(string spec)
+    internal static JobLora RunLora(string spec)
     {
         var parts = spec.Split(':');
         int? steps = parts.Length > 1 ? int.TryParse(parts[1], CultureInfo.InvariantCulture, out var n) ? n

@@ -23,6 +23,8 @@ public static class ToyCommand
         command.Subcommands.Add(Teacher());
         command.Subcommands.Add(Recognizer());
         command.Subcommands.Add(Distill());
+        command.Subcommands.Add(Captions());
+        command.Subcommands.Add(ToyAdherenceCommand.Create());
         return command;
     }
 
@@ -32,29 +34,89 @@ public static class ToyCommand
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => DefaultTeacher.Steps };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => DefaultTeacher.BatchSize };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
-        var command = new Command("teacher", "train the toy teacher from scratch (a diffusers pipeline folder)")
+        var textEncoder = new Option<bool>("--train-text-encoder")
         {
-            output, steps, batch, seed
+            Description = "train the text encoder with the UNet (default: as the committed teacher)",
+            DefaultValueFactory = _ => DefaultTeacher.TrainTextEncoder,
         };
-        command.SetAction(parse => TrainTeacher(parse.GetValue(output)!.FullName,
+        var attention = new Option<ToyTeacherArchitecture>("--unet")
+        {
+            Description = "UNet layout: TwoLevel (16/8, cross-attention at 8x8), CrossAttention16 (and at 16x16), " +
+                          "ThreeLevel (16/8/4)",
+            DefaultValueFactory = _ => DefaultArchitecture,
+        };
+        var captions = new Option<string>("--captions")
+        {
+            Description = "training captions: train (the train split) or all (the whole caption space, as the first " +
+                          "teacher)",
+            DefaultValueFactory = _ => DefaultCaptions,
+        };
+        captions.AcceptOnlyFromAmong("train", "all");
+        var lr = new Option<double>("--lr") { DefaultValueFactory = _ => DefaultTeacher.LearningRate };
+        var initFrom = new Option<DirectoryInfo?>("--init-from")
+        {
+            Description = "start from this teacher's UNet and text encoder (a fine-tune)",
+        };
+        var export = new Option<bool>("--export-checkpoint")
+        {
+            Description = "write the pipeline folder from the run's last checkpoint (<out>.checkpoint, EMA weights) " +
+                          "instead of training",
+        };
+        var command = new Command("teacher",
+            "train the toy teacher from scratch (a diffusers pipeline folder); an interrupted run resumes")
+        {
+            output, steps, batch, seed, textEncoder, attention, captions, lr, initFrom, export,
+        };
+        command.SetAction(parse => (parse.GetValue(export)
+            ? ToyWorld.ExportTeacherCheckpoint(parse.GetValue(output)!.FullName.TrimEnd('/') + ".checkpoint",
+                parse.GetValue(output)!.FullName,
+                ToyWorld.TeacherUnet(parse.GetValue(attention)))
+            : TrainTeacher(parse.GetValue(output)!.FullName,
             DefaultTeacher with
             {
-                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), Seed = parse.GetValue(seed)
-            }).Dispose());
+                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), Seed = parse.GetValue(seed),
+                TrainTextEncoder = parse.GetValue(textEncoder), LearningRate = parse.GetValue(lr),
+            }, parse.GetValue(attention), parse.GetValue(captions) == "all" ? null : ToyCaptionSplit.Train,
+                parse.GetValue(initFrom)?.FullName)).Dispose());
         return command;
     }
 
-    static readonly TeacherPretrainingOptions DefaultTeacher = new() { Steps = 5000, BatchSize = 64 };
+    /// <summary>The committed teacher's settings (issue 12's second teacher: three levels, a trained text encoder, the train
+    /// split only; 3,500 steps, about 5 h of one CPU thread): the command's defaults reproduce it.</summary>
+    static readonly TeacherPretrainingOptions DefaultTeacher = new() { Steps = 3500, BatchSize = 64, TrainTextEncoder = true };
+    const ToyTeacherArchitecture DefaultArchitecture = ToyTeacherArchitecture.ThreeLevel;
+    const string DefaultCaptions = "train";
     const int TeacherDatasetSize = 20000;
 
-    static HyperSd.Diffusion.Pipelines.StableDiffusionPipeline TrainTeacher(string dir, TeacherPretrainingOptions options)
+    static HyperSd.Diffusion.Pipelines.StableDiffusionPipeline TrainTeacher(string dir, TeacherPretrainingOptions options,
+        ToyTeacherArchitecture architecture = DefaultArchitecture, ToyCaptionSplit? captions = null, string? initFrom = null)
     {
         var watch = Stopwatch.StartNew();
+        // An interrupted run resumes from here exactly (the same command again).
+        var checkpoint = dir.TrimEnd('/') + ".checkpoint";
+        options = options with { CheckpointDir = checkpoint };
         using var data = ToyWorld.CreateDataset(TeacherDatasetSize, (int)options.Seed, ToyVocabulary.CreateTokenizer(),
-            new HyperSd.Diffusion.Models.Autoencoders.PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig));
-        var teacher = ToyWorld.TrainTeacher(dir, data, options, p => Console.WriteLine(p));
-        Console.WriteLine($"teacher written to {dir} in {watch.Elapsed.TotalSeconds:F1} s");
+            new HyperSd.Diffusion.Models.Autoencoders.PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig), captions);
+        var teacher = ToyWorld.TrainTeacher(dir, data, options, p => Console.WriteLine(p),
+            unetConfig: ToyWorld.TeacherUnet(architecture), initFrom: initFrom);
+        if (Directory.Exists(checkpoint)) Directory.Delete(checkpoint, true);
+        Console.WriteLine($"teacher written to {dir} in {watch.Elapsed.TotalSeconds:F1} s " +
+                          $"({Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds:F0} s of CPU; " +
+                          "a resumed run counts from its resumption)");
         return teacher;
+    }
+
+    static Command Captions()
+    {
+        var split = new Option<string>("--split") { Description = "train or heldout", DefaultValueFactory = _ => "heldout" };
+        split.AcceptOnlyFromAmong("train", "heldout");
+        var command = new Command("captions", "print the toy caption split (ToyCaptions), one caption a line") { split };
+        command.SetAction(parse =>
+        {
+            foreach (var caption in ToyCaptions.All(parse.GetValue(split) == "train" ? ToyCaptionSplit.Train : ToyCaptionSplit.HeldOut))
+                Console.WriteLine(caption);
+        });
+        return command;
     }
 
     static ToyRecognizer TrainRecognizer(string dir, int steps)

@@ -53,8 +53,8 @@ public sealed class ImageFolderSource : IImageCaptionSource
     }
 }
 
-/// <summary>The toy world's generated scenes as a source: <c>ToyShapes.Generate(count, seed)</c>, one image at a
-/// time, with each scene's labels kept.</summary>
+/// <summary>The toy world's generated scenes as a source: <c>ToyShapes.Generate(count, seed, ToyCaptionSplit.Train)</c>,
+/// one image at a time, with each scene's labels kept. Training data: never a held-out caption (<see cref="ToyCaptions"/>).</summary>
 public sealed class ToySource : IImageCaptionSource
 {
     public string Description { get; }
@@ -64,7 +64,7 @@ public sealed class ToySource : IImageCaptionSource
     {
         Description = $"toy shapes (seed {seed}, {count} scenes)";
         // ToyShapes.Render draws each scene on its own, so one at a time gives the same pixels as Generate.
-        Items = ToyShapes.RandomScenes(count, seed)
+        Items = ToyShapes.RandomScenes(count, seed, ToyCaptionSplit.Train)
             .Select((scene, i) => new SourceItem($"toy-{i:D6}", scene.Caption, () => Render(scene), scene.ToJson())).ToList();
     }
 

@@ -101,29 +101,39 @@ public static class ToyShapes
         new[] { "a", "and" }.Concat(SizeWords).Concat(ColorWords).Concat(ShapeWords)
             .Concat(PositionPhrases.SelectMany(p => p.Split(' '))).Distinct().ToArray();
 
-    /// <summary>A random scene of one or two objects (or <paramref name="objectCount"/>) in distinct cells.</summary>
-    public static ToyScene RandomScene(Random random, int? objectCount = null)
+    /// <summary>A random scene of one or two objects (or <paramref name="objectCount"/>) in distinct cells: from the whole
+    /// caption space, or only from <paramref name="split"/> (<see cref="ToyCaptions"/>; the object count is drawn first, then
+    /// objects are redrawn until the scene is in the split).</summary>
+    public static ToyScene RandomScene(Random random, int? objectCount = null, ToyCaptionSplit? split = null)
     {
         int count = objectCount ?? random.Next(1, 3);
         if (count < 1 || count > Positions)
             throw new ArgumentOutOfRangeException(nameof(objectCount), $"expected 1..{Positions} objects, got {count}");
-        var cells = Enumerable.Range(0, Positions).ToArray();
-        random.Shuffle(cells);
-        return new ToyScene(cells.Take(count).Select(cell => new ToyObject(
-            (ToyShape)random.Next(ShapeWords.Length), (ToyColor)random.Next(ColorWords.Length),
-            (ToyPosition)cell, (ToySize)random.Next(SizeWords.Length))).ToArray());
+        if (split is not null && count > 2)
+            throw new ArgumentOutOfRangeException(nameof(objectCount), $"the caption split covers 1 or 2 objects, got {count}");
+        while (true)
+        {
+            var cells = Enumerable.Range(0, Positions).ToArray();
+            random.Shuffle(cells);
+            var scene = new ToyScene(cells.Take(count).Select(cell => new ToyObject(
+                (ToyShape)random.Next(ShapeWords.Length), (ToyColor)random.Next(ColorWords.Length),
+                (ToyPosition)cell, (ToySize)random.Next(SizeWords.Length))).ToArray());
+            if (split is null || ToyCaptions.SplitOf(scene) == split) return scene;
+        }
     }
 
-    public static IReadOnlyList<ToyScene> RandomScenes(int count, int seed)
+    /// <summary>Seeded random scenes: from the whole caption space (the recognizer's training, real reference images), or
+    /// only from <paramref name="split"/>. Everything a generative model trains on is drawn from the train split.</summary>
+    public static IReadOnlyList<ToyScene> RandomScenes(int count, int seed, ToyCaptionSplit? split = null)
     {
         var random = new Random(seed);
-        return Enumerable.Range(0, count).Select(_ => RandomScene(random)).ToArray();
+        return Enumerable.Range(0, count).Select(_ => RandomScene(random, split: split)).ToArray();
     }
 
     /// <summary><paramref name="count"/> random scenes and their images (float32 [count, 3, 32, 32] in [0, 1]).</summary>
-    public static (Tensor Images, IReadOnlyList<ToyScene> Scenes) Generate(int count, int seed)
+    public static (Tensor Images, IReadOnlyList<ToyScene> Scenes) Generate(int count, int seed, ToyCaptionSplit? split = null)
     {
-        var scenes = RandomScenes(count, seed);
+        var scenes = RandomScenes(count, seed, split);
         return (Render(scenes), scenes);
     }
 

@@ -1,3 +1,4 @@
+using HyperSd.Diffusion.IO;
 using HyperSd.Diffusion.Models.Autoencoders;
 using HyperSd.Diffusion.Models.Unets;
 using HyperSd.Diffusion.Pipelines;
@@ -18,6 +19,9 @@ namespace HyperSd.Distillation.Toy;
 /// tokenizer are tiny and whose autoencoder is the exact pixel-unshuffle one (32×32×3 → 12×16×16), so that every
 /// measured difference comes from the UNet. The teacher is trained from scratch here and then reused.
 /// </summary>
+/// <summary>The toy teacher's UNet layouts (<see cref="ToyWorld.TeacherUnet"/>).</summary>
+public enum ToyTeacherArchitecture { TwoLevel, CrossAttention16, ThreeLevel }
+
 public static class ToyWorld
 {
     /// <summary>Black (−1) maps to 0 and the latents' standard deviation to about 0.8: with raw pixels (std 0.26 about a
@@ -37,6 +41,29 @@ public static class ToyWorld
         AttentionHeadDim = 4, CrossAttentionDim = 32, NormNumGroups = 16,
     };
 
+    /// <summary>
+    /// The teacher's UNet by architecture. <see cref="ToyTeacherArchitecture.TwoLevel"/> is <see cref="TeacherUnetConfig"/>
+    /// (16×16 and 8×8, the mid block at 8×8, cross-attention at 8×8). <see cref="ToyTeacherArchitecture.CrossAttention16"/>
+    /// adds cross-attention at 16×16 (more than twice the step cost). <see cref="ToyTeacherArchitecture.ThreeLevel"/> adds a
+    /// 4×4 level with cross-attention, where the mid block also sits: there every position touches the zero padding, so
+    /// where it is (which quadrant) is readable and the position words can be attended to per place, cheaply.
+    /// </summary>
+    public static UNet2DConditionConfig TeacherUnet(ToyTeacherArchitecture architecture) => architecture switch
+    {
+        ToyTeacherArchitecture.TwoLevel => TeacherUnetConfig,
+        ToyTeacherArchitecture.CrossAttention16 => TeacherUnetConfig with
+        {
+            DownBlockTypes = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], UpBlockTypes = ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        },
+        ToyTeacherArchitecture.ThreeLevel => TeacherUnetConfig with
+        {
+            BlockOutChannels = [32, 64, 64],
+            DownBlockTypes = ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            UpBlockTypes = ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        },
+        _ => throw new ArgumentOutOfRangeException(nameof(architecture), architecture, "unknown toy teacher architecture"),
+    };
+
     /// <summary>The committed teacher (<c>hypersd toy teacher</c> with its defaults reproduces it), copied beside the
     /// assembly: later runs and the tests reuse it instead of retraining.</summary>
     public static string PretrainedTeacherDir => Path.Combine(AppContext.BaseDirectory, "Toy", "Pretrained", "teacher");
@@ -48,10 +75,12 @@ public static class ToyWorld
     public static SchedulerConfig Schedule(string className = "DDIMScheduler") =>
         SchedulerConfig.FromJson(StableDiffusionPipeline.StableDiffusion15Schedule, className, "toy noise schedule");
 
-    /// <summary>Encodes <paramref name="count"/> generated scenes (seeded) into a latent dataset with labels.</summary>
-    public static LatentDataset CreateDataset(int count, int seed, CLIPTokenizer tokenizer, IAutoencoder autoencoder)
+    /// <summary>Encodes <paramref name="count"/> generated scenes (seeded) into a latent dataset with labels: training data,
+    /// so from the train caption split (null: the whole caption space, as the first teacher was trained).</summary>
+    public static LatentDataset CreateDataset(int count, int seed, CLIPTokenizer tokenizer, IAutoencoder autoencoder,
+        ToyCaptionSplit? split = ToyCaptionSplit.Train)
     {
-        var (images, scenes) = ToyShapes.Generate(count, seed);
+        var (images, scenes) = ToyShapes.Generate(count, seed, split);
         using (images)
         using (no_grad())
         {
@@ -63,16 +92,38 @@ public static class ToyWorld
 
     /// <summary>Trains the toy teacher from scratch and writes it as a diffusers pipeline folder in <paramref name="dir"/>.</summary>
     public static StableDiffusionPipeline TrainTeacher(string dir, LatentDataset data, TeacherPretrainingOptions options,
-        Action<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+        Action<TrainingProgress>? progress = null, CancellationToken cancellation = default, UNet2DConditionConfig? unetConfig = null,
+        string? initFrom = null)
     {
         var tokenizer = ToyVocabulary.CreateTokenizer();
         manual_seed(options.Seed);
-        // The text encoder stays at its seeded random initialisation: distinct, frozen token features are all the
-        // toy teacher needs from it, and it keeps the teacher reproducible from the seed alone.
         var textEncoder = new CLIPTextModel(ToyVocabulary.TextConfig(tokenizer));
-        var unet = new UNet2DConditionModel(TeacherUnetConfig);
+        var unet = new UNet2DConditionModel(unetConfig ?? TeacherUnetConfig);
+        if (initFrom is not null)
+        {
+            // a fine-tune: the UNet and text encoder start from another teacher's weights (same architecture)
+            using var start = StableDiffusionPipeline.FromPretrained(initFrom);
+            StateDict.Load(unet, StateDict.Of(start.Unet), new WeightSource(Path.Combine(initFrom, "unet")));
+            StateDict.Load(textEncoder, StateDict.Of(start.TextEncoder), new WeightSource(Path.Combine(initFrom, "text_encoder")));
+        }
         var schedule = new DDPMScheduler(Schedule("DDPMScheduler"));
         TeacherPretraining.Train(unet, textEncoder, tokenizer, data, schedule, options, progress, cancellation);
+        return Save(dir, unet, textEncoder, tokenizer);
+    }
+
+    /// <summary>The teacher as its training run's checkpoint (<see cref="TeacherPretrainingOptions.CheckpointDir"/>) has it,
+    /// EMA weights, written as a pipeline folder: to look at a run before it ends.</summary>
+    public static StableDiffusionPipeline ExportTeacherCheckpoint(string checkpointDir, string dir, UNet2DConditionConfig unetConfig)
+    {
+        var tokenizer = ToyVocabulary.CreateTokenizer();
+        var textEncoder = new CLIPTextModel(ToyVocabulary.TextConfig(tokenizer));
+        var unet = new UNet2DConditionModel(unetConfig);
+        TeacherPretraining.LoadCheckpointWeights(checkpointDir, unet, textEncoder);
+        return Save(dir, unet, textEncoder, tokenizer);
+    }
+
+    static StableDiffusionPipeline Save(string dir, UNet2DConditionModel unet, CLIPTextModel textEncoder, CLIPTokenizer tokenizer)
+    {
         var pipeline = new StableDiffusionPipeline(unet, new PixelUnshuffleAutoencoder(AutoencoderConfig), textEncoder, tokenizer,
             SchedulerFactory.FromConfig(Schedule()));
         var tmp = dir.TrimEnd('/') + ".partial";
@@ -83,9 +134,19 @@ public static class ToyWorld
         return pipeline;
     }
 
-    /// <summary>Held-out evaluation prompts (a seed disjoint from training data seeds by convention).</summary>
-    public static IReadOnlyList<string> EvaluationPrompts(int count, int seed = 7_000_001) =>
-        ToyShapes.RandomScenes(count, seed).Select(s => s.Caption).ToList();
+    /// <summary>Evaluation prompts, one and two objects in equal odds: by default from the held-out caption split
+    /// (<see cref="ToyCaptions"/>), compositions no trained model has seen; <see cref="ToyCaptionSplit.Train"/> gives seen ones.</summary>
+    public static IReadOnlyList<string> EvaluationPrompts(int count, int seed = 7_000_001,
+        ToyCaptionSplit split = ToyCaptionSplit.HeldOut) =>
+        ToyShapes.RandomScenes(count, seed, split).Select(s => s.Caption).ToList();
+
+    /// <summary><paramref name="count"/> evaluation prompts of <paramref name="objects"/> objects each, from
+    /// <paramref name="split"/>.</summary>
+    public static IReadOnlyList<string> EvaluationPrompts(int count, int objects, int seed, ToyCaptionSplit split)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, count).Select(_ => ToyShapes.RandomScene(random, objects, split).Caption).ToList();
+    }
 }
 
 /// <summary>The toy recognizer as the evaluator's feature model and prompt-adherence judge.</summary>
@@ -104,10 +165,11 @@ public sealed class ToyRecognizerMetrics(ToyRecognizer recognizer, bool matchSiz
         return prompts.Select((p, i) => PromptAdherence.Matches(ToyShapes.ParseCaption(p), seen[i], matchSize)).ToList();
     }
 
-    /// <summary>Features of <paramref name="count"/> real toy images (seeded): the reference set for the Fréchet distance.</summary>
-    public Tensor RealFeatures(int count, int seed)
+    /// <summary>Features of <paramref name="count"/> real toy images (seeded) of the caption split the prompts come from
+    /// (null: the whole space): the reference set for the Fréchet distance.</summary>
+    public Tensor RealFeatures(int count, int seed, ToyCaptionSplit? split = null)
     {
-        var (images, _) = ToyShapes.Generate(count, seed);
+        var (images, _) = ToyShapes.Generate(count, seed, split);
         using (images) return Features(images);
     }
 }

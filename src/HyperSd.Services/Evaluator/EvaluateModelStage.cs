@@ -35,9 +35,6 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
     public override string Name => Kind;
     public override string Role => Roles.Evaluator;
 
-    /// <summary>Seed of the real toy images whose features are the Fréchet reference.</summary>
-    const int RealImageSeed = 5_000_001;
-
     public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs)
     {
         var e = recipe.Evaluation;
@@ -65,110 +62,58 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         if (loras.Count == 0) throw new InvalidDataException($"stage {stage.Stage}: no LoRA input to evaluate");
         var final = loras[^1];
         var fixedStep = loras.SkipLast(1).Where(a => a.Steps is { } s && settings.Options.Steps.Contains(s)).ToList();
-        var prompts = settings.Prompts ?? await settings.PromptsFile!.ReadPromptsAsync(stage.Store, stage.Cancellation);
-        var options = settings.Options;
+        var prompts = settings.Prompts is { } toy ? PromptSet.Toy(toy.Count) with { Prompts = toy }
+            : PromptSet.File(Path.GetFileName(settings.PromptsFile!.Path),
+                await settings.PromptsFile!.ReadPromptsAsync(stage.Store, stage.Cancellation));
 
         using var teacher = StageModels.LoadTeacher(settings.Model, stage.Options, stage.Device);
         // the toy world measures with its recognizer; at real scale there is no image-feature model yet: images only
         bool measured = settings.Model.Source == ModelSource.Toy;
         using var recognizer = measured ? StageModels.LoadRecognizer(stage.Options, stage.Device) : null;
-        var metrics = recognizer is null ? null : new ToyRecognizerMetrics(recognizer);
-        using var real = metrics?.RealFeatures(settings.RealImages, RealImageSeed);
         var notMeasured = "Not measured: FD and prompt adherence need the toy world's recognizer, " +
                           $"and model.source is {settings.Model.Source}.";
         if (!measured) stage.Logger.LogWarning("{Why} The evaluation makes the image grids only.", notMeasured);
-        var evaluator = new ModelEvaluator(metrics, real, metrics);
-        var outDir = stage.WorkDir;
-        Directory.CreateDirectory(outDir);
-        var rows = new List<EvaluationRow>();
-        var grids = new List<string>();
-        int total = settings.TeacherSamplers.Count + (measured ? 1 : 0) + settings.StudentSamplers.Count * (1 + unified.Count)
-                    + fixedStep.Count, done = 0;
-        void Evaluated(string model, string sampler)
+        int total = settings.TeacherSamplers.Count + (measured ? 1 + settings.StudentSamplers.Count : 0)
+                    + settings.StudentSamplers.Count * (1 + unified.Count) + fixedStep.Count, done = 0;
+        using var evaluation = new ModelEvaluation(teacher, recognizer, prompts, settings.Options, settings.RealImages, stage.WorkDir)
         {
-            done++;
-            stage.Report(done / (double)total, new { Done = done, Total = total, Model = model, Sampler = sampler });
-        }
+            Evaluated = (model, sampler) =>
+            {
+                done++;
+                stage.Report(done / (double)total, new { Done = done, Total = total, Model = model, Sampler = sampler });
+                stage.Cancellation.ThrowIfCancellationRequested();
+            },
+        };
 
-        string grid;
-        foreach (var teacherSampler in settings.TeacherSamplers)
-        {
-            grid = Path.Combine(outDir, $"grid-teacher-{teacherSampler.Name}.png");
-            rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, teacherSampler, options, grid));
-            grids.Add(grid);
-            Evaluated("teacher", teacherSampler.Name);
-            stage.Cancellation.ThrowIfCancellationRequested();
-        }
+        evaluation.Evaluate("teacher", settings.TeacherSamplers);
         if (measured)
         {
-            var reference = settings.TeacherSamplers[0];
-            rows.AddRange(evaluator.Evaluate("teacher", teacher, prompts, reference, options with { Steps = [settings.TeacherSteps] }));
-            Evaluated("teacher", $"{reference.Name}@{settings.TeacherSteps}");
+            // the teacher at its reference steps, and the untrained control (a LoRA at zero)
+            evaluation.Evaluate("teacher", [settings.TeacherSamplers[0]], [settings.TeacherSteps], grid: false);
+            evaluation.EvaluateUntrained(settings.StudentSamplers);
         }
-
         // the distilled student, and the unified LoRA (its merged file, rank and alpha its own), under every student sampler
-        void EvaluateStudent(string name, SegmentStudent student)
-        {
-            var pipeline = StageModels.WithStudent(teacher, student);
-            try
-            {
-                foreach (var sampler in settings.StudentSamplers)
-                {
-                    stage.Cancellation.ThrowIfCancellationRequested();
-                    grid = Path.Combine(outDir, $"grid-{name}-{sampler.Name}.png");
-                    rows.AddRange(evaluator.Evaluate(name, pipeline, prompts, sampler, options, grid));
-                    grids.Add(grid);
-                    Evaluated(name, sampler.Name);
-                }
-            }
-            finally { student.Lora?.Detach(); }
-        }
         using (var student = StageModels.LoadStudent(teacher.Unet, settings.StudentLora, stage.PathOf(final)))
-            EvaluateStudent(ModelName(final), student);
+            evaluation.Evaluate(ModelName(final), student, settings.StudentSamplers);
         foreach (var artifact in unified)
         {
             using var student = SegmentStudent.WithLora(teacher.Unet,
                 LoraFormats.Load(MergeLorasStage.LoraFile(stage.PathOf(artifact)), teacher.Unet, teacher.Unet.parameters().First().device));
-            EvaluateStudent(MergeLorasStage.StageName, student);
+            evaluation.Evaluate(MergeLorasStage.StageName, student, settings.StudentSamplers);
         }
+        // each earlier stage's fixed-step LoRA at its own step count with DDIM trailing
         foreach (var artifact in fixedStep)
         {
-            stage.Cancellation.ThrowIfCancellationRequested();
-            int steps = artifact.Steps!.Value;
-            var name = ModelName(artifact);
             using var student = StageModels.LoadStudent(teacher.Unet, settings.StudentLora, stage.PathOf(artifact));
-            var pipeline = StageModels.WithStudent(teacher, student);
-            grid = Path.Combine(outDir, $"grid-{name}-ddim-trailing.png");
-            try
-            {
-                rows.AddRange(evaluator.Evaluate(
-                    name, pipeline, prompts, SamplerSpec.DdimTrailing(), options with { Steps = [steps] }, grid));
-            }
-            finally { student.Lora?.Detach(); }
-            grids.Add(grid);
-            Evaluated(name, $"ddim-trailing@{steps}");
+            evaluation.Evaluate(ModelName(artifact), student, [SamplerSpec.DdimTrailing()], [artifact.Steps!.Value]);
         }
 
-        await StoreRowsAsync(stage, rows);
-        foreach (var path in grids)
+        await StoreRowsAsync(stage, evaluation.Rows);
+        foreach (var path in evaluation.Grids)
             await stage.AddOutputAsync(ArtifactKind.Grid, path, Path.GetFileName(path));
-        var report = Path.Combine(outDir, "results.md");
-        var table = measured ? EvaluationTable.Markdown(rows) + "\n" + Floor(metrics!, prompts.Count, settings.RealImages)
-            : $"{notMeasured} The image grids are this stage's other outputs:\n\n" +
-              $"{string.Join("\n", grids.Select(g => $"- {Path.GetFileName(g)}"))}\n";
-        await File.WriteAllTextAsync(report, $"# {settings.RecipeName}\n\n{table}", stage.Cancellation);
+        var (report, json) = evaluation.WriteReport(settings.RecipeName, notMeasured);
         await stage.AddOutputAsync(ArtifactKind.Report, report, "results.md");
-    }
-
-    /// <summary>What the table's intervals are, and the Fréchet distance's real-versus-real floor at its sample sizes (real
-    /// images apart from the reference set): a model's fd is read against it.</summary>
-    static string Floor(ToyRecognizerMetrics metrics, int generated, int reference)
-    {
-        using var others = metrics.RealFeatures(generated + reference, RealImageSeed + 1);
-        var floor = Distillation.Metrics.FrechetDistance.RealVersusReal(others, generated, reference);
-        return $"Intervals are 95 %: adherence Wilson's, kid ±1.96 standard errors. fd has none on one image set; its floor, " +
-               $"the distance between real image sets of these sizes ({generated} against {reference}), is " +
-               $"{EvaluationTable.Format("fd", floor)}.\n";
+        await stage.AddOutputAsync(ArtifactKind.Report, json, "results.json");
     }
 
     /// <summary>A TSCD LoRA's model name in the evaluation rows: the name of the stage that made it.</summary>

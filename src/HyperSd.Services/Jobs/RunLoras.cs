@@ -22,14 +22,17 @@ public static class RunLoras
     {
         var loras = new List<JobLora>();
         for (int i = 0; i < spec.Loras.Count; i++)
-        {
-            var lora = spec.Loras[i];
-            if ((lora.Path is null) == (lora.Run is null))
-                throw new InvalidFieldException($"loras[{i}]",
-                    "give exactly one of path (a .safetensors file) and run (a run's id or name)");
-            loras.Add(lora.Run is { } run ? await ResolveAsync(lora, run, $"loras[{i}]", db, artifacts, ct) : lora);
-        }
+            loras.Add(await ResolveAsync(spec.Loras[i], $"loras[{i}]", db, artifacts, ct));
         return spec with { Loras = loras };
+    }
+
+    /// <summary>One LoRA: a path as is, a run's resolved to its file; <paramref name="field"/> names it in errors.</summary>
+    public static async Task<JobLora> ResolveAsync(JobLora lora, string field, MetadataDbContext db, IArtifactStore artifacts,
+        CancellationToken ct = default)
+    {
+        if ((lora.Path is null) == (lora.Run is null))
+            throw new InvalidFieldException(field, "give exactly one of path (a .safetensors file) and run (a run's id or name)");
+        return lora.Run is { } run ? await ResolveAsync(lora, run, field, db, artifacts, ct) : lora;
     }
 
     static async Task<JobLora> ResolveAsync(JobLora lora, string reference, string field, MetadataDbContext db, IArtifactStore artifacts,

@@ -24,7 +24,7 @@ public static class ToyExperiment
     }
 
     /// <summary>The table's rows, from the adversarial recipe: the LCM-style baseline (k = 1 alone, consistency loss only,
-    /// as many steps as all of TSCD's stages), TSCD with the consistency loss only, and TSCD with the adversarial term.</summary>
+    /// as many steps as all of TSCD's stages), the same with k = 4 (the progression's control), TSCD with the consistency loss only, and TSCD with the adversarial term.</summary>
     public static IReadOnlyList<Recipe> Variants(Recipe adversarial)
     {
         var t = adversarial.Tscd;
@@ -38,6 +38,16 @@ public static class ToyExperiment
                 {
                     Segments = [1], StepsPerStage = t.Segments.Count * t.StepsPerStage,
                     Weights = new Dictionary<int, LossWeightsRecipe> { [1] = new() { Mse = 1, Adversarial = 0 } }
+                },
+            },
+            // the progression's control: one k = 4 stage with TSCD's whole budget, consistency loss only (no progression)
+            adversarial with
+            {
+                Name = "toy-cd-k4", Merge = null,
+                Tscd = t with
+                {
+                    Segments = [4], StepsPerStage = t.Segments.Count * t.StepsPerStage,
+                    Weights = new Dictionary<int, LossWeightsRecipe> { [4] = new() { Mse = 1, Adversarial = 0 } }
                 },
             },
             // the unified LoRA is measured once, on the main recipe's run

@@ -178,6 +178,25 @@ public sealed class DatasetPreparationTests : IDisposable
     }
 
     [Fact]
+    public void A_toy_dataset_holds_no_held_out_caption()
+    {
+        var output = Path.Combine(dir, "toy-split");
+        var summary = new DatasetPreparation(Vae, Tokenizer).Prepare(new ToySource(600, seed: 21), output,
+            new DatasetPreparationOptions { Resolution = ToyShapes.Resolution, ShardSize = 256, BatchSize = 64 });
+        var shards = LoadShards(output, summary);
+        var captions = shards.SelectMany(s => s.Captions).ToList();
+        var labels = shards.SelectMany(s => s.Labels).Select(l => ToyScene.FromJson(l!)).ToList();
+        foreach (var s in shards) s.Dispose();
+        Assert.Equal(600, captions.Count);
+        Assert.All(captions, c => Assert.False(ToyCaptions.IsHeldOut(c), c));
+        Assert.All(labels, l => Assert.Equal(ToyCaptionSplit.Train, ToyCaptions.SplitOf(l)));
+        // the same seed over the whole caption space would have drawn held-out scenes: the source filters them
+        Assert.Contains(ToyShapes.RandomScenes(600, seed: 21), ToyCaptions.IsHeldOut);
+        using var teacherData = ToyWorld.CreateDataset(600, 21, Tokenizer, Vae);
+        Assert.All(teacherData.Captions, c => Assert.False(ToyCaptions.IsHeldOut(c), c));
+    }
+
+    [Fact]
     public void SD_text_embeddings_are_the_pipelines_own()
     {
         using var pipeline = new StableDiffusionPipeline(new UNet2DConditionModel(TinyToyPipeline.UnetConfig), new PixelUnshuffleAutoencoder(ToyWorld.AutoencoderConfig),

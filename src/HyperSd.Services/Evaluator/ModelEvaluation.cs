@@ -1,0 +1,146 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using HyperSd.Diffusion.Pipelines;
+using HyperSd.Distillation.Evaluation;
+using HyperSd.Distillation.Metrics;
+using HyperSd.Distillation.SegmentConsistency;
+using HyperSd.Distillation.Toy;
+using HyperSd.Services.Execution;
+using HyperSd.Services.Runs;
+using static TorchSharp.torch;
+
+namespace HyperSd.Services.Evaluator;
+
+/// <summary>The prompts an evaluation uses and how its results name them: the toy world's held-out or seen captions, or a
+/// prompts file's lines.</summary>
+public sealed record PromptSet(string Description, IReadOnlyList<string> Prompts, ToyCaptionSplit? Split = null)
+{
+    /// <summary>Seed of the toy evaluation prompts (the recipe's and <c>hypersd evaluate</c>'s).</summary>
+    public const int ToySeed = 7_000_001;
+
+    public static PromptSet Toy(int count, ToyCaptionSplit split = ToyCaptionSplit.HeldOut) =>
+        new($"{count} toy {ToyAdherence.Name(split)} captions (seed {ToySeed})", ToyWorld.EvaluationPrompts(count, ToySeed, split), split);
+
+    public static PromptSet File(string name, IReadOnlyList<string> prompts) => new($"{prompts.Count} prompts of {name}", prompts);
+}
+
+/// <summary>
+/// One evaluation: models made from one base pipeline (the teacher as is, with CFG; the untrained control; students and
+/// LoRAs attached to it) generate one prompt set with the same per-prompt seeds, and are measured with the toy recognizer
+/// (toy-FID and KID on its features against real renders of the same caption split, prompt adherence, and per-attribute
+/// rates with <see cref="Breakdown"/>). Writes a grid per model and sampler, and results.md / results.json. The
+/// evaluate-model stage and <c>hypersd evaluate</c> both measure through it, so their rows agree.
+/// </summary>
+public sealed class ModelEvaluation : IDisposable
+{
+    /// <summary>Seed of the real toy images whose features are the Fréchet reference (the floor's set draws from seed + 1).</summary>
+    public const int RealImageSeed = 5_000_001;
+
+    /// <summary>The untrained student's row name: the base with a LoRA at zero, i.e. the teacher without CFG on the
+    /// student's samplers. Every distillation claim is read against it.</summary>
+    public const string Untrained = "untrained";
+
+    readonly IDiffusionPipeline pipeline;
+    readonly ToyRecognizerMetrics? metrics;
+    readonly Tensor? real;
+    readonly ModelEvaluator evaluator;
+    readonly int realImages;
+
+    public PromptSet Prompts { get; }
+    public EvaluationOptions Options { get; }
+    public string OutDir { get; }
+    public List<EvaluationRow> Rows { get; } = [];
+    public List<string> Grids { get; } = [];
+    /// <summary>Called after each model and sampler with their names.</summary>
+    public Action<string, string>? Evaluated { get; init; }
+    public bool Measured => metrics is not null;
+
+    /// <param name="recognizer">The toy judge, or null at real scale (images and grids only, with the scorers' rows).</param>
+    /// <param name="breakdown">Adds per-attribute rows (object found at its position, right shape, colour, size).</param>
+    public ModelEvaluation(IDiffusionPipeline pipeline, ToyRecognizer? recognizer, PromptSet prompts, EvaluationOptions options,
+        int realImages, string outDir, bool breakdown = false, IReadOnlyList<IImageScorer>? scorers = null)
+    {
+        if (prompts.Prompts.Count == 0) throw new ArgumentException($"the prompt set ({prompts.Description}) is empty");
+        this.pipeline = pipeline;
+        this.realImages = realImages;
+        Prompts = prompts;
+        Options = options;
+        OutDir = outDir;
+        Directory.CreateDirectory(outDir);
+        metrics = recognizer is null ? null : new ToyRecognizerMetrics(recognizer);
+        real = metrics?.RealFeatures(realImages, RealImageSeed, prompts.Split);
+        var all = (breakdown && recognizer is not null ? ToyAttributeScorer.All(recognizer) : []).Concat(scorers ?? []).ToList();
+        evaluator = new ModelEvaluator(metrics, real, metrics, all);
+    }
+
+    /// <summary>The base pipeline in its current state (LoRAs attached or not) under each sampler, at the evaluation's
+    /// steps or at <paramref name="steps"/>, with a grid unless <paramref name="grid"/> is false.</summary>
+    public void Evaluate(string model, IReadOnlyList<SamplerSpec> samplers, IReadOnlyList<int>? steps = null, bool grid = true) =>
+        Evaluate(model, pipeline, samplers, steps, grid);
+
+    /// <summary>A TSCD student (its LoRA attached for the call, or its full UNet copy).</summary>
+    public void Evaluate(string model, SegmentStudent student, IReadOnlyList<SamplerSpec> samplers, IReadOnlyList<int>? steps = null)
+    {
+        var withStudent = StageModels.WithStudent(pipeline, student);
+        try { Evaluate(model, withStudent, samplers, steps, grid: true); }
+        finally { student.Lora?.Detach(); }
+    }
+
+    void Evaluate(string model, IDiffusionPipeline with, IReadOnlyList<SamplerSpec> samplers, IReadOnlyList<int>? steps, bool grid)
+    {
+        foreach (var sampler in samplers)
+        {
+            var options = steps is null ? Options : Options with { Steps = steps };
+            var path = grid ? Path.Combine(OutDir, $"grid-{FileName(model)}-{sampler.Name}.png") : null;
+            Rows.AddRange(evaluator.Evaluate(model, with, Prompts.Prompts, sampler, options, path));
+            if (path is not null) Grids.Add(path);
+            Evaluated?.Invoke(model, steps is null ? sampler.Name : $"{sampler.Name}@{string.Join(",", steps)}");
+        }
+    }
+
+    /// <summary>The untrained control: the base without CFG (a LoRA at zero) under the student's samplers.</summary>
+    public void EvaluateUntrained(IReadOnlyList<SamplerSpec> studentSamplers) =>
+        Evaluate(Untrained, studentSamplers.Select(s => s with { GuidanceScale = 1 }).ToList());
+
+    static string FileName(string model) => string.Concat(model.Select(c => char.IsLetterOrDigit(c) || c is '-' or '.' ? c : '_'));
+
+    /// <summary>Writes results.md (the table, the prompt set, the intervals and the Fréchet floor) and results.json; returns
+    /// the two paths.</summary>
+    public (string Markdown, string Json) WriteReport(string title, string? notMeasured = null)
+    {
+        double? floor = Measured ? Floor() : null;
+        var md = Path.Combine(OutDir, "results.md");
+        var text = Measured
+            ? $"# {title}\n\nPrompts: {Prompts.Description}; noise seed {Options.Seed} + prompt index; real images: {realImages}" +
+              $"{(Prompts.Split is { } s ? $" renders of {ToyAdherence.Name(s)} captions" : "")}.\n\n" +
+              EvaluationTable.Markdown(Rows) + "\nIntervals are 95 %: adherence and attribute rates Wilson's or Student's t, kid " +
+              "±1.96 standard errors. fd has none on one image set; its floor, the distance between real image sets of these " +
+              $"sizes ({Prompts.Prompts.Count} against {realImages}), is {EvaluationTable.Format("fd", floor!.Value)}.\n"
+            : $"# {title}\n\n{notMeasured ?? "Not measured: no image feature model."} The image grids are:\n\n" +
+              string.Join("\n", Grids.Select(g => $"- {Path.GetFileName(g)}")) + "\n";
+        File.WriteAllText(md, text);
+        var json = Path.Combine(OutDir, "results.json");
+        File.WriteAllText(json, JsonSerializer.Serialize(new Report(title, Prompts.Description, Prompts.Split is { } split
+            ? ToyAdherence.Name(split) : null, Prompts.Prompts.Count, Options.Seed, realImages, floor, Rows,
+            Grids.Select(Path.GetFileName).ToList()!), ReportJson));
+        return (md, json);
+    }
+
+    static readonly JsonSerializerOptions ReportJson = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    sealed record Report(string Title, string Prompts, string? Split, int PromptCount, long Seed, int RealImages, double? FdFloor,
+        IReadOnlyList<EvaluationRow> Rows, IReadOnlyList<string> Grids);
+
+    /// <summary>The Fréchet distance between two real image sets of the evaluation's sizes (apart from the reference set).</summary>
+    double Floor()
+    {
+        using var others = metrics!.RealFeatures(Prompts.Prompts.Count + realImages, RealImageSeed + 1, Prompts.Split);
+        return FrechetDistance.RealVersusReal(others, Prompts.Prompts.Count, realImages);
+    }
+
+    public void Dispose() => real?.Dispose();
+}
