@@ -47,15 +47,7 @@ public class ToyExperimentOutcomeTests(ToyExperimentOutcomeTests.Experiment expe
 
         async Task<(IReadOnlyList<Run>, IReadOnlyList<Evaluation>, string)> RunAsync()
         {
-            var b = ToyExperiment.BaseRecipe();
-            var adversarial = b with
-            {
-                Generation = null,
-                Dataset = b.Dataset with { Count = 1024 },
-                Trajectories = b.Trajectories with { Count = 2048 },
-                Tscd = b.Tscd with { StepsPerStage = 40 },
-                Evaluation = b.Evaluation with { Steps = [2, 4], Prompts = 128, RealImages = 512, TeacherSteps = 8 },
-            };
+            var adversarial = ToyExperiment.Small(ToyExperiment.BaseRecipe());
             var options = store.WorkerOptions(o =>
             {
                 o.Devices = ["cpu", "cpu"];

@@ -162,12 +162,17 @@ public static class ToyCommand
         };
         var variants = new Option<int[]>("--variant")
         {
-            Description = "which variants by index (0 baseline, 1 tscd, 2 tscd+adv; default all)"
+            Description = "which variants by index (0 the k = 1 baseline, 1 the k = 4 control, 2 tscd, 3 tscd+adv; default all)"
+        };
+        var small = new Option<bool>("--small")
+        {
+            Description = "the outcome tests' budget (1,024 images, 2,048 trajectories, 40 steps per stage, 128 prompts at 2 and 4 " +
+                          "steps); --stage-steps and --trajectories are ignored",
         };
         var command = new Command("distill",
             "toy distillation: each variant's recipe run through the services (dataset, trajectories, TSCD, evaluation), then one table")
         {
-            teacher, recognizer, work, stageSteps, trajectories, seed, variants, parallel
+            teacher, recognizer, work, stageSteps, trajectories, seed, variants, parallel, small
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -183,6 +188,7 @@ public static class ToyCommand
                 Trajectories = baseRecipe.Trajectories with { Count = parse.GetValue(trajectories) },
                 Tscd = baseRecipe.Tscd with { StepsPerStage = parse.GetValue(stageSteps) },
             };
+            if (parse.GetValue(small)) adversarial = ToyExperiment.Small(baseRecipe) with { Seed = parse.GetValue(seed) };
             var all = ToyExperiment.Variants(adversarial);
             var chosen = parse.GetValue(variants) is { Length: > 0 } picked ? picked.Select(i => all[i]).ToList() : all;
             var outDir = parse.GetValue(work)!.FullName;

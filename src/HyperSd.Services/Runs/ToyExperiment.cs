@@ -23,6 +23,17 @@ public static class ToyExperiment
         return RecipeLoader.Parse(new StreamReader(stream).ReadToEnd(), "recipes/toy.yaml");
     }
 
+    /// <summary>The outcome tests' budget (<c>hypersd toy distill --small</c>): 1,024 images, 2,048 trajectories, 40 steps
+    /// per stage, 128 held-out prompts against 512 real images at 2 and 4 steps, the teacher's reference at 8; no generation.</summary>
+    public static Recipe Small(Recipe recipe) => recipe with
+    {
+        Generation = null,
+        Dataset = recipe.Dataset with { Count = 1024 },
+        Trajectories = recipe.Trajectories with { Count = 2048 },
+        Tscd = recipe.Tscd with { StepsPerStage = 40 },
+        Evaluation = recipe.Evaluation with { Steps = [2, 4], Prompts = 128, RealImages = 512, TeacherSteps = 8 },
+    };
+
     /// <summary>The table's rows, from the adversarial recipe: the LCM-style baseline (k = 1 alone, consistency loss only,
     /// as many steps as all of TSCD's stages), the same with k = 4 (the progression's control), TSCD with the consistency loss only, and TSCD with the adversarial term.</summary>
     public static IReadOnlyList<Recipe> Variants(Recipe adversarial)
