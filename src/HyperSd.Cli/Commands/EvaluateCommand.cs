@@ -30,7 +30,10 @@ public static class EvaluateCommand
             DefaultValueFactory = _ => ImageModels.ToyId,
         };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "CLIP tokenizer folder (single-file checkpoints)" };
-        var loras = new Option<string[]>("--lora") { Description = "a LoRA .safetensors, optionally with :scale (repeat: applied together)" };
+        var loras = new Option<string[]>("--lora")
+        {
+            Description = "a LoRA .safetensors, optionally with :scale (repeat: applied together)",
+        };
         var runLoras = new Option<string[]>("--run-lora")
         {
             Description = "a run's LoRA from the store: RUN[:STEPS[:SCALE]], RUN its id or name, STEPS the step count of its fixed-step " +
@@ -53,7 +56,10 @@ public static class EvaluateCommand
             Description = "beside a LoRA: the untrained control (the base without CFG on the same samplers) and the teacher (DDIM " +
                           "and DDIM trailing with --teacher-guidance at the same steps; DDIM at --teacher-steps)",
         };
-        var teacherGuidance = new Option<double>("--teacher-guidance") { Description = "the teacher's CFG scale (default: the toy world's 3 with a recognizer, else 7.5)" };
+        var teacherGuidance = new Option<double>("--teacher-guidance")
+        {
+            Description = "the teacher's CFG scale (default: the toy world's 3 with a recognizer, else 7.5)",
+        };
         var teacherSteps = new Option<int>("--teacher-steps") { DefaultValueFactory = _ => 25 };
         var promptsFile = new Option<FileInfo?>("--prompts-file") { Description = "prompts (.txt one a line, .json, .jsonl, .csv)" };
         var split = new Option<string>("--split")
@@ -61,15 +67,27 @@ public static class EvaluateCommand
             Description = "toy captions: heldout (never trained on) or seen", DefaultValueFactory = _ => "heldout",
         };
         var images = new Option<int>("--images") { Description = "toy prompts (one image each)", DefaultValueFactory = _ => 256 };
-        var seed = new Option<long>("--seed") { Description = "noise seed of the first prompt; prompt i uses seed + i", DefaultValueFactory = _ => 1234 };
-        var realImages = new Option<int>("--real-images") { Description = "real renders, the Fréchet reference", DefaultValueFactory = _ => 1024 };
-        var size = new Option<int>("--size") { Description = "height and width (default: the toy world's 32 with a recognizer, else 512)" };
+        var seed = new Option<long>("--seed")
+        {
+            Description = "noise seed of the first prompt; prompt i uses seed + i", DefaultValueFactory = _ => 1234,
+        };
+        var realImages = new Option<int>("--real-images")
+        {
+            Description = "real renders, the Fréchet reference", DefaultValueFactory = _ => 1024,
+        };
+        var size = new Option<int>("--size")
+        {
+            Description = "height and width (default: the toy world's 32 with a recognizer, else 512)",
+        };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 64 };
         var recognizer = new Option<DirectoryInfo?>("--recognizer")
         {
             Description = "the toy judge's folder (default: the committed recognizer, for toy models)",
         };
-        var breakdown = new Option<bool>("--breakdown") { Description = "per-attribute rows: requested objects found, shape, colour, size" };
+        var breakdown = new Option<bool>("--breakdown")
+        {
+            Description = "per-attribute rows: requested objects found, shape, colour, size",
+        };
         var output = new Option<DirectoryInfo>("--out") { Description = "results.md, results.json and grids", Required = true };
         var run = new Option<string?>("--run") { Description = "store the rows with this run (id or name), under its evaluate stage" };
         var devices = new DeviceOptions();
@@ -86,8 +104,8 @@ public static class EvaluateCommand
             var (modelId, modelPath) = ImageModels.Resolve(parse.GetValue(model)!);
             bool toy = modelId == ImageModels.ToyId;
             var stepCounts = Ints(parse.GetValue(steps)!, "--steps");
-            var specs = (parse.GetValue(loras) ?? []).Select(JobsCommand.Lora).Concat((parse.GetValue(runLoras) ?? []).Select(JobsCommand.RunLora))
-                .ToList();
+            var specs = (parse.GetValue(loras) ?? []).Select(JobsCommand.Lora)
+                .Concat((parse.GetValue(runLoras) ?? []).Select(JobsCommand.RunLora)).ToList();
             await using var db = specs.Any(l => l.Run is not null) || parse.GetValue(run) is not null ? await store.OpenAsync() : null;
             var resolved = new List<JobLora>();
             for (int i = 0; i < specs.Count; i++)

@@ -24,7 +24,8 @@ public static class ToyExperiment
     }
 
     /// <summary>The outcome tests' budget (<c>hypersd toy distill --small</c>): 1,024 images, 2,048 trajectories, 40 steps
-    /// per stage, 128 held-out prompts against 512 real images at 2 and 4 steps, the teacher's reference at 8; no generation.</summary>
+    /// per stage, 128 held-out prompts against 512 real images at 2 and 4 steps, the teacher's reference at 8; no
+    /// generation.</summary>
     public static Recipe Small(Recipe recipe) => recipe with
     {
         Generation = null,
@@ -35,7 +36,8 @@ public static class ToyExperiment
     };
 
     /// <summary>The table's rows, from the adversarial recipe: the LCM-style baseline (k = 1 alone, consistency loss only,
-    /// as many steps as all of TSCD's stages), the same with k = 4 (the progression's control), TSCD with the consistency loss only, and TSCD with the adversarial term.</summary>
+    /// as many steps as all of TSCD's stages), the same with k = 4 (the progression's control), TSCD with the consistency
+    /// loss only, and TSCD with the adversarial term.</summary>
     public static IReadOnlyList<Recipe> Variants(Recipe adversarial)
     {
         var t = adversarial.Tscd;
