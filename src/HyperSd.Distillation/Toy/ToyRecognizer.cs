@@ -80,6 +80,10 @@ public sealed class ToyRecognizer : nn.Module<Tensor, ToyRecognizerOutput>
         return cat(Chunks(images).Select(chunk => Trunk(chunk).to(ScalarType.Float32, CPU)).ToArray(), 0).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Penultimate features [N, feature_dim] with gradients (to the images too): for rewards that feedback learning
+    /// backpropagates through.</summary>
+    public Tensor Embeddings(Tensor images) => Trunk(images);
+
     /// <summary>The objects seen in each image: one per cell whose most likely shape is not "none".</summary>
     public IReadOnlyList<ToyScene> Recognize(Tensor images)
     {

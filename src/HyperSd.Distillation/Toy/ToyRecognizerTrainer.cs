@@ -25,7 +25,8 @@ public sealed record ToyRecognizerAccuracy(double Shape, double Color, double Si
 /// batch twice) with Adam and a cosine learning-rate decay.</summary>
 public static class ToyRecognizerTrainer
 {
-    const long Ignore = -100; // cross_entropy's ignore_index: colour and size of empty cells carry no loss
+    /// <summary>cross_entropy's ignore_index: colour and size of empty cells carry no loss.</summary>
+    public const long Ignore = -100;
 
     public static ToyRecognizer Train(ToyRecognizerTrainingOptions options, ToyRecognizerConfig? config = null, Device? device = null,
         Action<int, double>? onStep = null)
@@ -44,8 +45,7 @@ public static class ToyRecognizerTrainer
             using var scope = NewDisposeScope();
             var scenes = Enumerable.Range(0, options.BatchSize).Select(_ => ToyShapes.RandomScene(random)).ToArray();
             var images = ToyShapes.Render(scenes);
-            var std = rand([options.BatchSize, 1, 1, 1], generator: noise) * options.MaxNoise;
-            images = (images + randn(images.shape, generator: noise) * std).clamp(0, 1);
+            images = ToyDegradation.RandomNoise(images, options.MaxNoise, noise);
             optimizer.zero_grad();
             var loss = Loss(model, images, scenes);
             loss.backward();
@@ -70,19 +70,23 @@ public static class ToyRecognizerTrainer
 
     /// <summary>Class targets per cell, int64 [N, 5] each: shape (0 = empty, else shape + 1), colour and size
     /// (−100 for empty cells).</summary>
-    public static (Tensor Shape, Tensor Color, Tensor Size) Targets(IReadOnlyList<ToyScene> scenes)
+    public static (Tensor Shape, Tensor Color, Tensor Size) Targets(IReadOnlyList<ToyScene> scenes) =>
+        Targets(scenes.Select(s => s.Objects.Select(o => new ToyRequest(o.Shape, o.Color, o.Position, o.Size)).ToList()).ToList());
+
+    /// <summary>The same targets for what prompts ask for (<see cref="ToyShapes.ParseCaption"/>): a size left open is −100.</summary>
+    public static (Tensor Shape, Tensor Color, Tensor Size) Targets(IReadOnlyList<IReadOnlyList<ToyRequest>> requests)
     {
-        int cells = scenes.Count * ToyShapes.Positions;
+        int cells = requests.Count * ToyShapes.Positions;
         var shape = new long[cells];
         var color = Enumerable.Repeat(Ignore, cells).ToArray();
         var size = Enumerable.Repeat(Ignore, cells).ToArray();
-        for (int n = 0; n < scenes.Count; n++)
-            foreach (var o in scenes[n].Objects)
+        for (int n = 0; n < requests.Count; n++)
+            foreach (var r in requests[n])
             {
-                int i = n * ToyShapes.Positions + (int)o.Position;
-                (shape[i], color[i], size[i]) = ((long)o.Shape + 1, (long)o.Color, (long)o.Size);
+                int i = n * ToyShapes.Positions + (int)r.Position;
+                (shape[i], color[i], size[i]) = ((long)r.Shape + 1, (long)r.Color, r.Size is { } s ? (long)s : Ignore);
             }
-        long[] dims = [scenes.Count, ToyShapes.Positions];
+        long[] dims = [requests.Count, ToyShapes.Positions];
         return (tensor(shape, dims), tensor(color, dims), tensor(size, dims));
     }
 

@@ -17,7 +17,7 @@ public sealed class PretrainedRecognizerTests(ITestOutputHelper output)
     /// <summary>Per attribute, over the five position cells of every scene: shape (empty cells count: an empty cell
     /// must be read as empty), position (the cell's occupancy: no missed and no phantom object), and colour and size of
     /// each true object (a missed object counts as wrong).</summary>
-    static (MetricEstimate Shape, MetricEstimate Color, MetricEstimate Position, MetricEstimate Size, MetricEstimate Scene)
+    internal static (MetricEstimate Shape, MetricEstimate Color, MetricEstimate Position, MetricEstimate Size, MetricEstimate Scene)
         Accuracy(IReadOnlyList<ToyScene> truth, IReadOnlyList<ToyScene> seen)
     {
         var shape = new List<bool>();
