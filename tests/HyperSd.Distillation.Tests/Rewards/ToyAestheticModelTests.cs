@@ -32,6 +32,7 @@ public sealed class TrainedAestheticModel : IDisposable
     }
 }
 
+[Collection(GlobalRngCollection.Name)] // its fixture trains with a seeded global generator
 public sealed class ToyAestheticModelTests(TrainedAestheticModel trained, ITestOutputHelper output) : IClassFixture<TrainedAestheticModel>
 {
     const int HeldOutSeed = 16_000_002;

@@ -7,6 +7,9 @@ using static TorchSharp.torch;
 
 namespace HyperSd.Distillation.Tests.Rewards;
 
+/// <summary>Training seeds LibTorch's global generator (<see cref="ToyRecognizerTrainer"/>): alone, as the other seeded
+/// trainings.</summary>
+[Collection(GlobalRngCollection.Name)]
 public sealed class ToyJudgeTests(ITestOutputHelper output)
 {
     [Fact]

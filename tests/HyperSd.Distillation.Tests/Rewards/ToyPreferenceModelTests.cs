@@ -32,6 +32,7 @@ public sealed class TrainedPreferenceModel : IDisposable
     }
 }
 
+[Collection(GlobalRngCollection.Name)] // its fixture trains with a seeded global generator
 public sealed class ToyPreferenceModelTests(TrainedPreferenceModel trained, ITestOutputHelper output)
     : IClassFixture<TrainedPreferenceModel>
 {
