@@ -15,10 +15,12 @@ public sealed class CliGenerationTests : IDisposable
     public async Task Images_from_hypersd_generate_are_made_again_byte_for_byte_from_their_png_text()
     {
         var first = Path.Combine(root, "first");
-        // DDIM with trailing spacing (Hyper-SD's sampler) and η, a batch of two: the text must name all of it
+        // DDIM with trailing spacing (Hyper-SD's sampler) and η, two prompts: the text must name all of it. One image per
+        // forward pass, as --from-png makes them: LibTorch's CPU kernels may round the committed teacher's UNet differently
+        // at another batch size, so an image made in a batch is made again equal up to that rounding, not byte for byte.
         await WorkerProcess.RunCliAsync(root, ["generate", "--model", "toy", "-p", "a red circle in the center", "-p",
             "a blue square at the top left", "--steps", "2", "--scheduler", "DDIMScheduler", "--timestep-spacing", "trailing",
-            "--eta", "0.5", "--size", "32", "--seed", "7", "--batch", "2", "--out", first]);
+            "--eta", "0.5", "--size", "32", "--seed", "7", "--batch", "1", "--out", first]);
         var pngs = Directory.GetFiles(first, "*.png").Order().ToList();
         Assert.Equal(2, pngs.Count);
         var p = GenerationParameters.FromPngText(ImageFiles.ReadPngText(pngs[1]));
