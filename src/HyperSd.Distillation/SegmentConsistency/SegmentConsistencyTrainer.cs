@@ -1,10 +1,10 @@
 using System.Diagnostics;
-using System.Text.Json;
 using HyperSd.Diffusion.IO;
 using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Models.Unets;
 using HyperSd.Diffusion.Schedulers;
 using HyperSd.Diffusion.Pipelines;
+using HyperSd.Distillation.Training;
 using HyperSd.Distillation.Trajectories;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -267,7 +267,7 @@ public static class SegmentConsistencyTrainer
 
         const string StudentFile = "student.safetensors", EmaFile = "ema.safetensors", OptimizerFile = "optimizer.bin",
             DiscriminatorFile = "discriminator.safetensors", DiscriminatorOptimizerFile = "discriminator_optimizer.bin",
-            RngFile = "rng.safetensors", StateFile = "state.json", MetricsFile = "metrics.json";
+            StateFile = "state.json", MetricsFile = "metrics.json";
         const string RngKey = "state", AdversarialRngKey = "adversarial_state";
         /// <summary>The adversarial generator's seed is the stage seed plus this (any fixed offset keeps the streams apart).</summary>
         const ulong AdversarialSeedOffset = 0x9E3779B97F4A7C15;
@@ -275,13 +275,8 @@ public static class SegmentConsistencyTrainer
         sealed record CheckpointState(int Segments, int Step, long Seed, List<StepLosses> History);
 
         /// <summary>Writes the checkpoint beside the current one, then swaps it in, so a crash leaves one whole checkpoint.</summary>
-        void SaveCheckpoint()
+        void SaveCheckpoint() => CheckpointFiles.Save(layout.Checkpoint, tmp =>
         {
-            var target = layout.Checkpoint;
-            var tmp = target + ".tmp";
-            var old = target + ".old";
-            if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
-            Directory.CreateDirectory(tmp);
             SafeTensors.Save(Path.Combine(tmp, StudentFile), StateDict.Of(student.Trainable));
             if (ema is not null) SafeTensors.Save(Path.Combine(tmp, EmaFile), ema);
             optimizer.save_state_dict(Path.Combine(tmp, OptimizerFile));
@@ -290,22 +285,15 @@ public static class SegmentConsistencyTrainer
                 SafeTensors.Save(Path.Combine(tmp, DiscriminatorFile), StateDict.Of(discriminator));
                 discriminatorOptimizer!.save_state_dict(Path.Combine(tmp, DiscriminatorOptimizerFile));
             }
-            using (var rng = generator.get_state())
-            using (var adversarialRng = adversarialGenerator.get_state())
-                SafeTensors.Save(
-                    Path.Combine(tmp, RngFile), new Dictionary<string, Tensor> { [RngKey] = rng, [AdversarialRngKey] = adversarialRng });
+            CheckpointFiles.SaveGenerators(tmp, Generators);
             WriteJson(Path.Combine(tmp, StateFile), new CheckpointState(config.Segments, step, config.Seed, history));
-            if (Directory.Exists(old)) Directory.Delete(old, true);
-            if (Directory.Exists(target)) Directory.Move(target, old);
-            Directory.Move(tmp, target);
-            if (Directory.Exists(old)) Directory.Delete(old, true);
-        }
+        });
+
+        Dictionary<string, Generator> Generators => new() { [RngKey] = generator, [AdversarialRngKey] = adversarialGenerator };
 
         void LoadCheckpoint()
         {
-            var path = layout.Checkpoint;
-            if (!Directory.Exists(path) && Directory.Exists(path + ".old")) path += ".old"; // a crash between the two moves
-            if (!Directory.Exists(path)) return;
+            if (CheckpointFiles.Find(layout.Checkpoint) is not { } path) return;
             var state = ReadJson<CheckpointState>(Path.Combine(path, StateFile));
             if (state.Segments != config.Segments || state.Seed != config.Seed)
                 throw new InvalidDataException($"{path}: the checkpoint is of a stage with k = {state.Segments}, seed {state.Seed}; " +
@@ -326,12 +314,7 @@ public static class SegmentConsistencyTrainer
                 LoadInto(discriminator, Path.Combine(path, DiscriminatorFile));
                 discriminatorOptimizer!.load_state_dict(Path.Combine(path, DiscriminatorOptimizerFile));
             }
-            var rng = SafeTensors.Load(Path.Combine(path, RngFile));
-            foreach (var (key, g) in new[] { (RngKey, generator), (AdversarialRngKey, adversarialGenerator) })
-                g.set_state(rng.TryGetValue(key, out var saved) ? saved
-                    : throw new InvalidDataException(
-                        $"{path}/{RngFile}: missing generator state '{key}' (a checkpoint of an older version: restart the stage)"));
-            foreach (var t in rng.Values) t.Dispose();
+            CheckpointFiles.LoadGenerators(path, Generators);
             step = state.Step;
             history.Clear();
             history.AddRange(state.History);
@@ -355,24 +338,9 @@ public static class SegmentConsistencyTrainer
             if (Directory.Exists(checkpoint)) Directory.Delete(checkpoint, true);
         }
 
-        static void LoadInto(nn.Module module, string path)
-        {
-            var tensors = SafeTensors.Load(path);
-            StateDict.Load(module, tensors, new WeightSource(path));
-            foreach (var t in tensors.Values) t.Dispose();
-        }
-
-        static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
-
-        static void WriteJson<T>(string path, T value)
-        {
-            var tmp = path + ".tmp";
-            File.WriteAllText(tmp, JsonSerializer.Serialize(value, Json));
-            File.Move(tmp, path, overwrite: true);
-        }
-
-        static T ReadJson<T>(string path) => JsonSerializer.Deserialize<T>(File.ReadAllText(path))
-            ?? throw new InvalidDataException($"{path}: empty JSON");
+        static void LoadInto(nn.Module module, string path) => CheckpointFiles.LoadInto(module, path);
+        static void WriteJson<T>(string path, T value) => CheckpointFiles.WriteJson(path, value);
+        static T ReadJson<T>(string path) => CheckpointFiles.ReadJson<T>(path);
 
         public void Dispose()
         {
