@@ -36,6 +36,12 @@ public sealed partial record Recipe
     /// <summary>The LoRA merger: one unified LoRA from the stages' LoRAs, evaluated beside them; absent = none.</summary>
     public MergeRecipe? Merge { get; init; }
 
+    /// <summary>Reward feedback learning after TSCD (Hyper-SD §3.2); absent = none.</summary>
+    public ReflRecipe? Refl { get; init; }
+
+    /// <summary>Where the real-scale reward models are (the toy world's come with the project).</summary>
+    public RewardsRecipe? Rewards { get; init; }
+
     /// <summary>Images to make with the distilled student once it is trained (the generator service); absent = none.</summary>
     public GenerationRecipe? Generation { get; init; }
 }
@@ -245,6 +251,60 @@ public sealed record MergeRecipe
 
     /// <summary>Also fuse the unified LoRA into the base UNet and store it in the diffusers layout (unet/).</summary>
     public bool Fuse { get; init; }
+}
+
+/// <summary>
+/// Reward feedback learning (Hyper-SD §3.2, ImageReward's ReFL) on TSCD's students: one stage per entry of
+/// <see cref="Students"/>, each continuing TSCD stage k's LoRA. Defaults are ImageReward's ReFL settings.
+/// </summary>
+public sealed record ReflRecipe
+{
+    /// <summary>false keeps the section but plans no ReFL stage.</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>The k of each TSCD stage whose student learns from the rewards (Hyper-SD: the 1-step model and more); each
+    /// must be in tscd.segments.</summary>
+    public IReadOnlyList<int> Students { get; init; } = [1];
+
+    public int Steps { get; init; } = 1000;
+    public int BatchSize { get; init; } = 8;
+    public double LearningRate { get; init; } = 1e-5;
+    public double WeightDecay { get; init; } = 1e-2;
+    public double MaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>α in mean(relu(α − r)): ImageReward's 2 on its normalised reward.</summary>
+    public double Alpha { get; init; } = 2.0;
+
+    /// <summary>The reward loss's weight (ImageReward's grad_scale 1e-3).</summary>
+    public double RewardScale { get; init; } = 1e-3;
+
+    /// <summary>Weight of the MSE between the student's x̂0 and its TSCD start's, which keeps it from drifting; 0 = off.</summary>
+    public double AnchorWeight { get; init; } = 1.0;
+
+    /// <summary>Weight of each reward by name (0 leaves one out): toy-structure, toy-structure-logp (the toy recognizer's
+    /// reading of the caption) for the toy model; laion-aesthetic and pickscore (rewards: paths) at real scale. Absent:
+    /// toy-structure-logp for the toy model, laion-aesthetic at real scale.</summary>
+    public IReadOnlyDictionary<string, double>? Rewards { get; init; }
+
+    /// <summary>The reward weights used: the given ones, or the model's world's default.</summary>
+    public IReadOnlyDictionary<string, double> RewardWeights(bool toy) =>
+        Rewards ?? new Dictionary<string, double> { [toy ? "toy-structure-logp" : "laion-aesthetic"] = 1.0 };
+
+    public int CheckpointEvery { get; init; } = 500;
+}
+
+/// <summary>The real-scale reward models' files (read where the workers run, as model.path is).</summary>
+public sealed record RewardsRecipe
+{
+    /// <summary>CLIP ViT-L/14 (a CLIPModel or CLIPVisionModelWithProjection folder with preprocessor_config.json), which the
+    /// LAION aesthetic predictor reads.</summary>
+    public string? Clip { get; init; }
+
+    /// <summary>The LAION aesthetic predictor's weights (safetensors).</summary>
+    public string? AestheticPredictor { get; init; }
+
+    /// <summary>A PickScore-style CLIPModel folder (text and image towers, logit_scale).</summary>
+    public string? Pickscore { get; init; }
 }
 
 public enum EvaluationSampler { DdimTrailing, Tcd }

@@ -147,6 +147,42 @@ public sealed partial record Recipe
             // that the weights name the run's LoRA stages is checked where the stages are planned (HyperSd.Services)
         }
 
+        if (Refl is { Enabled: true } r)
+        {
+            Check(s.Lora is not null, "refl", "feedback learning trains the TSCD students' LoRAs (tscd.lora)", "tscd.lora empty");
+            Check(r.Students.Count >= 1, "refl.students", "at least one TSCD stage's k is required", Format(r.Students));
+            Check(r.Students.Distinct().Count() == r.Students.Count, "refl.students", "must not repeat a k", Format(r.Students));
+            foreach (int k in r.Students.Where(k => !s.Segments.Contains(k)))
+                problems.Add(new("refl.students", $"k = {k} is not a TSCD stage (tscd.segments: {Format(s.Segments)})"));
+            Check(r.Steps >= 1, "refl.steps", "must be at least 1", r.Steps);
+            Check(r.BatchSize >= 1, "refl.batch_size", "must be at least 1", r.BatchSize);
+            Check(r.LearningRate > 0, "refl.learning_rate", "must be positive", r.LearningRate);
+            Check(r.WeightDecay >= 0, "refl.weight_decay", "must be non-negative", r.WeightDecay);
+            Check(r.MaxGradNorm > 0, "refl.max_grad_norm", "must be positive", r.MaxGradNorm);
+            Check(double.IsFinite(r.Alpha), "refl.alpha", "must be a finite number", r.Alpha);
+            Check(r.RewardScale > 0, "refl.reward_scale", "must be positive", r.RewardScale);
+            Check(r.AnchorWeight >= 0, "refl.anchor_weight", "must be non-negative", r.AnchorWeight);
+            Check(r.CheckpointEvery >= 1, "refl.checkpoint_every", "must be at least 1", r.CheckpointEvery);
+            var known = toy ? ToyRewards : RealRewards;
+            var rewards = r.RewardWeights(toy);
+            foreach (var (name, w) in rewards)
+            {
+                Check(known.Contains(name), $"refl.rewards.{name}", $"unknown reward for a {(toy ? "toy" : "real-scale")} model " +
+                      $"(allowed: {string.Join(", ", known)})", Format(w));
+                Check(double.IsFinite(w) && w >= 0, $"refl.rewards.{name}", "must be a finite non-negative weight", w);
+            }
+            Check(rewards.Values.Any(w => w > 0), "refl.rewards", "the reward weights are all zero (or none given): at least one " +
+                  "must be positive", rewards.Count == 0 ? "none" : "all 0");
+            bool Uses(string name) => rewards.TryGetValue(name, out var w) && w > 0;
+            if (Uses("laion-aesthetic"))
+            {
+                Check(Rewards?.Clip is not null, "rewards.clip", "required by the laion-aesthetic reward", null);
+                Check(Rewards?.AestheticPredictor is not null, "rewards.aesthetic_predictor", "required by the laion-aesthetic reward", null);
+            }
+            if (Uses("pickscore"))
+                Check(Rewards?.Pickscore is not null, "rewards.pickscore", "required by the pickscore reward", null);
+        }
+
         if (Generation is { } g)
         {
             Check((g.Prompts is null) != (g.PromptsFile is null), "generation.prompts", "give exactly one of prompts and prompts_file",
@@ -163,6 +199,10 @@ public sealed partial record Recipe
         }
         return problems;
     }
+
+    /// <summary>The rewards feedback learning knows, by the model's world.</summary>
+    public static readonly IReadOnlyList<string> ToyRewards = ["toy-structure", "toy-structure-logp"],
+        RealRewards = ["laion-aesthetic", "pickscore"];
 
     /// <summary>SD's training schedule length, which the solver grid divides.</summary>
     const int TrainTimesteps = 1000;

@@ -56,6 +56,10 @@ public static class TinyToy
     /// <summary>The unified LoRA of the two rank-4 stages at rank 4 (so the SVD discards energy), both formats, fused.</summary>
     public const string MergeSection = "merge: {rank: 4, formats: [kohya, peft], fuse: true}";
 
+    /// <summary>ReFL on the k = 1 student: a few steps on the toy structural reward, a checkpoint every step.</summary>
+    public const string ReflSection =
+        "refl: {students: [1], steps: 3, batch_size: 2, learning_rate: 1.0e-3, alpha: 1, reward_scale: 1, checkpoint_every: 1}";
+
     /// <summary>The recipe; <paramref name="tscdSteps"/> lengthens the TSCD stages (a checkpoint every 2 steps).
     /// <paramref name="teacherDir"/> null leaves the teacher to the worker's default (tests that run no model).
     /// <paramref name="imageFolder"/> (with <paramref name="promptsFile"/>) makes it a real-data recipe: the teacher as a

@@ -124,6 +124,8 @@ public static class EvaluateCommand
 
             using var pipeline = ImageModels.Open(modelPath, parse.GetValue(tokenizer), device, dtype);
             using var judge = judgeDir is null ? null : ToyRecognizer.FromPretrained(judgeDir, device);
+            // a toy model is also judged by the recognizer no reward used (adherence-judge rows)
+            using var independent = toy ? ToyRecognizer.FromPretrained(ToyWorld.PretrainedJudgeDir, device) : null;
             int px = parse.GetResult(size) is null ? judge is null ? 512 : ToyShapes.Resolution : parse.GetValue(size);
             var options = new EvaluationOptions
             {
@@ -131,7 +133,7 @@ public static class EvaluateCommand
             };
             var outDir = parse.GetValue(output)!.FullName;
             using var evaluation = new ModelEvaluation(pipeline, judge, promptSet, options, parse.GetValue(realImages), outDir,
-                parse.GetValue(breakdown))
+                parse.GetValue(breakdown), judge: independent)
             {
                 Evaluated = (m, s) => Console.Error.WriteLine($"{watch.Elapsed.TotalSeconds,7:F1} s  {m} {s}"),
             };

@@ -5,6 +5,7 @@ using System.Text;
 using HyperSd.Data;
 using HyperSd.Data.Entities;
 using HyperSd.Distillation.Teacher;
+using HyperSd.Distillation.Rewards;
 using HyperSd.Distillation.Toy;
 using HyperSd.Services.Hosting;
 using HyperSd.Services.Runs;
@@ -119,10 +120,11 @@ public static class ToyCommand
         return command;
     }
 
-    static ToyRecognizer TrainRecognizer(string dir, int steps)
+    static ToyRecognizer TrainRecognizer(string dir, int steps, bool judge = false)
     {
         var watch = Stopwatch.StartNew();
-        var model = ToyRecognizerTrainer.Train(new ToyRecognizerTrainingOptions { Steps = steps });
+        var model = judge ? ToyJudge.Train(ToyJudge.Options with { Steps = steps })
+            : ToyRecognizerTrainer.Train(new ToyRecognizerTrainingOptions { Steps = steps });
         var (images, scenes) = ToyShapes.Generate(1000, 99_000_001);
         using (images)
             Console.WriteLine($"recognizer accuracy on 1000 held-out images: {ToyRecognizerTrainer.Evaluate(model, images, scenes)} " +
@@ -232,8 +234,17 @@ public static class ToyCommand
     {
         var output = new Option<DirectoryInfo>("--out") { DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/recognizer") };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => new ToyRecognizerTrainingOptions().Steps };
-        var command = new Command("recognizer", "train the toy recognizer (features for toy-FID, prompt adherence)") { output, steps };
-        command.SetAction(parse => TrainRecognizer(parse.GetValue(output)!.FullName, parse.GetValue(steps)).Dispose());
+        var judge = new Option<bool>("--judge")
+        {
+            Description = "train the independent judge instead (ToyJudge: another width and seed; the committed one is " +
+                          "src/HyperSd.Distillation/Toy/Pretrained/judge)",
+        };
+        var command = new Command("recognizer", "train the toy recognizer (features for toy-FID, prompt adherence)")
+        {
+            output, steps, judge,
+        };
+        command.SetAction(parse =>
+            TrainRecognizer(parse.GetValue(output)!.FullName, parse.GetValue(steps), parse.GetValue(judge)).Dispose());
         return command;
     }
 }

@@ -8,7 +8,7 @@ namespace HyperSd.Distillation.Evaluation;
 /// runs OpenAI CLIP's preprocessing (torchvision Resize(224, bicubic) and CenterCrop on PIL images), which computes
 /// the same as CLIPImageProcessor with openai/clip-vit-large-patch14's preprocessor_config.json.
 /// </summary>
-public sealed class LaionAestheticPredictor : IImageScorer, IDisposable
+public sealed class LaionAestheticPredictor : Rewards.IImageReward, IDisposable
 {
     readonly ClipEmbedder clip;
     readonly LaionAestheticMLP mlp;
@@ -45,8 +45,16 @@ public sealed class LaionAestheticPredictor : IImageScorer, IDisposable
 
     public string Name => "laion-aesthetic";
 
-    /// <summary>[N] predicted ratings of images in [0, 1]; <paramref name="prompts"/> is ignored.</summary>
+    /// <summary>[N] predicted ratings of images in [0, 1] without gradients; <paramref name="prompts"/> is ignored.</summary>
     public Tensor Score(IReadOnlyList<string> prompts, Tensor images)
+    {
+        using var _ = no_grad();
+        return Reward(prompts, images);
+    }
+
+    /// <summary>The ratings, differentiable with respect to the images (the CLIP processor is float tensor work): ReFL's
+    /// aesthetic reward.</summary>
+    public Tensor Reward(IReadOnlyList<string> prompts, Tensor images)
     {
         using var scope = NewDisposeScope();
         var embeds = ClipEmbedder.Normalize(clip.ImageEmbeds(images));

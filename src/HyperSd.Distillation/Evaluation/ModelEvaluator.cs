@@ -87,7 +87,8 @@ public sealed record EvaluationOptions
 /// images (and grids) and measures what the other metrics give.
 /// </summary>
 public sealed class ModelEvaluator(
-    IImageFeatures? features, Tensor? realFeatures, IPromptAdherence? adherence = null, IReadOnlyList<IImageScorer>? scorers = null)
+    IImageFeatures? features, Tensor? realFeatures, IPromptAdherence? adherence = null, IReadOnlyList<IImageScorer>? scorers = null,
+    IPromptAdherence? judge = null)
 {
     public IReadOnlyList<EvaluationRow> Evaluate(string model, IDiffusionPipeline pipeline, IReadOnlyList<string> prompts,
         SamplerSpec sampler, EvaluationOptions options, string? gridPath = null)
@@ -124,6 +125,9 @@ public sealed class ModelEvaluator(
     }
 
     /// <summary>KID's row name beside the Fréchet distance's: "kid" for "fd", "kid-clip" for "fd-clip".</summary>
+    /// <summary>Adherence by the independent judge: the claims of a model trained on a reward rest on it.</summary>
+    public const string JudgeAdherence = "adherence-judge";
+
     public static string KidMetricName(IImageFeatures features) => "kid" + features.MetricName["fd".Length..];
 
     public Tensor Generate(
@@ -164,6 +168,11 @@ public sealed class ModelEvaluator(
         {
             var matches = adherence.Matches(prompts, images);
             rows.Add(new(model, sampler, steps, "adherence", Metrics.WilsonInterval.Of(matches.Count(m => m), matches.Count)));
+        }
+        if (judge is not null)
+        {
+            var matches = judge.Matches(prompts, images);
+            rows.Add(new(model, sampler, steps, JudgeAdherence, Metrics.WilsonInterval.Of(matches.Count(m => m), matches.Count)));
         }
         foreach (var scorer in scorers ?? [])
         {

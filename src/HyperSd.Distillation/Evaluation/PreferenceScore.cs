@@ -10,7 +10,7 @@ namespace HyperSd.Distillation.Evaluation;
 /// layout (yuvalkirstain/PickScore_v1, with laion/CLIP-ViT-H-14-laion2B-s32B-b79K's tokenizer and preprocessor); HPSv2's
 /// open_clip checkpoints must be converted to that layout first. It should not be the reward a model was trained on.
 /// </summary>
-public sealed class PreferenceScore : IImageScorer, IDisposable
+public sealed class PreferenceScore : Rewards.IImageReward, IDisposable
 {
     readonly ClipEmbedder clip;
 
@@ -37,8 +37,15 @@ public sealed class PreferenceScore : IImageScorer, IDisposable
     public string Name { get; }
     public double LogitScale { get; }
 
-    /// <summary>[N] exp(logit_scale) · cosine of each prompt and its image.</summary>
+    /// <summary>[N] exp(logit_scale) · cosine of each prompt and its image, without gradients.</summary>
     public Tensor Score(IReadOnlyList<string> prompts, Tensor images)
+    {
+        using var _ = no_grad();
+        return Reward(prompts, images);
+    }
+
+    /// <summary>The score, differentiable with respect to the images (ReFL's preference reward).</summary>
+    public Tensor Reward(IReadOnlyList<string> prompts, Tensor images)
     {
         using var cosine = clip.Cosine(prompts, images);
         return cosine * Math.Exp(LogitScale);

@@ -71,6 +71,10 @@ public static class ToyWorld
     /// <summary>The committed recognizer (<c>hypersd toy recognizer</c> reproduces it).</summary>
     public static string PretrainedRecognizerDir => Path.Combine(AppContext.BaseDirectory, "Toy", "Pretrained", "recognizer");
 
+    /// <summary>The committed independent judge (<see cref="Rewards.ToyJudge"/>; <c>hypersd toy recognizer --judge</c>
+    /// reproduces it): adherence that no reward model read.</summary>
+    public static string PretrainedJudgeDir => Path.Combine(AppContext.BaseDirectory, "Toy", "Pretrained", "judge");
+
     /// <summary>SD's noise schedule (scaled-linear betas 0.00085–0.012), as the real models use.</summary>
     public static SchedulerConfig Schedule(string className = "DDIMScheduler") =>
         SchedulerConfig.FromJson(StableDiffusionPipeline.StableDiffusion15Schedule, className, "toy noise schedule");

@@ -7,6 +7,7 @@ using HyperSd.Distillation.Toy;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
 using HyperSd.Services.LoraMerger;
+using HyperSd.Services.RewardScorer;
 using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.Stages;
@@ -51,17 +52,21 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
     {
         var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind })
             .Select(o => o.Artifact).ToList();
-        return loras.Count > 0 ? loras.Concat(new[] { Latest(earlier, ArtifactKind.Lora, MergeLorasStage.Kind) }.OfType<Artifact>())
+        var refl = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: ReflStage.Kind }).Select(o => o.Artifact);
+        return loras.Count > 0
+            ? loras.Concat(refl).Concat(new[] { Latest(earlier, ArtifactKind.Lora, MergeLorasStage.Kind) }.OfType<Artifact>())
             : throw new InvalidDataException("an evaluate-model stage needs a TSCD stage's LoRA, and the run has none");
     }
 
     protected override async Task ExecuteAsync(StageContext stage, EvaluationSettings settings)
     {
         var unified = stage.InputsOf(ArtifactKind.Lora).Where(a => a.StageKind == MergeLorasStage.Kind).ToList();
-        var loras = stage.InputsOf(ArtifactKind.Lora).Except(unified).ToList();
+        var feedback = stage.InputsOf(ArtifactKind.Lora).Where(a => a.StageKind == ReflStage.Kind).ToList();
+        var loras = stage.InputsOf(ArtifactKind.Lora).Except(unified).Except(feedback).ToList();
         if (loras.Count == 0) throw new InvalidDataException($"stage {stage.Stage}: no LoRA input to evaluate");
         var final = loras[^1];
-        var fixedStep = loras.SkipLast(1).Where(a => a.Steps is { } s && settings.Options.Steps.Contains(s)).ToList();
+        // the earlier TSCD stages' and the ReFL stages' LoRAs, each at its own step count
+        var fixedStep = loras.SkipLast(1).Concat(feedback).Where(a => a.Steps is { } s && settings.Options.Steps.Contains(s)).ToList();
         var prompts = settings.Prompts is { } toy ? PromptSet.Toy(toy.Count) with { Prompts = toy }
             : PromptSet.File(Path.GetFileName(settings.PromptsFile!.Path),
                 await settings.PromptsFile!.ReadPromptsAsync(stage.Store, stage.Cancellation));
@@ -70,12 +75,14 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         // the toy world measures with its recognizer; at real scale there is no image-feature model yet: images only
         bool measured = settings.Model.Source == ModelSource.Toy;
         using var recognizer = measured ? StageModels.LoadRecognizer(stage.Options, stage.Device) : null;
+        using var judge = measured ? StageModels.LoadJudge(stage.Device) : null;
         var notMeasured = "Not measured: FD and prompt adherence need the toy world's recognizer, " +
                           $"and model.source is {settings.Model.Source}.";
         if (!measured) stage.Logger.LogWarning("{Why} The evaluation makes the image grids only.", notMeasured);
         int total = settings.TeacherSamplers.Count + (measured ? 1 + settings.StudentSamplers.Count : 0)
                     + settings.StudentSamplers.Count * (1 + unified.Count) + fixedStep.Count, done = 0;
-        using var evaluation = new ModelEvaluation(teacher, recognizer, prompts, settings.Options, settings.RealImages, stage.WorkDir)
+        using var evaluation = new ModelEvaluation(teacher, recognizer, prompts, settings.Options, settings.RealImages, stage.WorkDir,
+            judge: judge)
         {
             Evaluated = (model, sampler) =>
             {
@@ -116,9 +123,8 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         await stage.AddOutputAsync(ArtifactKind.Report, json, "results.json");
     }
 
-    /// <summary>A TSCD LoRA's model name in the evaluation rows: the name of the stage that made it.</summary>
-    static string ModelName(Artifact lora) => TrainSegmentStage.StageName(lora.Segments
-        ?? throw new InvalidDataException($"LoRA artifact {lora.Id} ({lora.Path}) has no segments (k) recorded"));
+    /// <summary>A LoRA's model name in the evaluation rows: the name of the stage that made it.</summary>
+    static string ModelName(Artifact lora) => Jobs.RunLoras.StageNameOf(lora);
 
     /// <summary>Adds the rows not yet stored: (run, model, sampler, steps, metric) is unique, so a redelivered evaluation
     /// adds nothing.</summary>

@@ -4,6 +4,7 @@ using HyperSd.Diffusion.Pipelines;
 using HyperSd.Distillation.Evaluation;
 using HyperSd.Distillation.Metrics;
 using HyperSd.Distillation.SegmentConsistency;
+using HyperSd.Distillation.Rewards;
 using HyperSd.Distillation.Toy;
 using HyperSd.Services.Execution;
 using HyperSd.Services.Runs;
@@ -57,8 +58,9 @@ public sealed class ModelEvaluation : IDisposable
 
     /// <param name="recognizer">The toy judge, or null at real scale (images and grids only, with the scorers' rows).</param>
     /// <param name="breakdown">Adds per-attribute rows (object found at its position, right shape, colour, size).</param>
+    /// <param name="judge">A second recognizer that no reward used (<see cref="ToyJudge"/>): adds its adherence rows.</param>
     public ModelEvaluation(IDiffusionPipeline pipeline, ToyRecognizer? recognizer, PromptSet prompts, EvaluationOptions options,
-        int realImages, string outDir, bool breakdown = false, IReadOnlyList<IImageScorer>? scorers = null)
+        int realImages, string outDir, bool breakdown = false, IReadOnlyList<IImageScorer>? scorers = null, ToyRecognizer? judge = null)
     {
         if (prompts.Prompts.Count == 0) throw new ArgumentException($"the prompt set ({prompts.Description}) is empty");
         this.pipeline = pipeline;
@@ -70,7 +72,7 @@ public sealed class ModelEvaluation : IDisposable
         metrics = recognizer is null ? null : new ToyRecognizerMetrics(recognizer);
         real = metrics?.RealFeatures(realImages, RealImageSeed, prompts.Split);
         var all = (breakdown && recognizer is not null ? ToyAttributeScorer.All(recognizer) : []).Concat(scorers ?? []).ToList();
-        evaluator = new ModelEvaluator(metrics, real, metrics, all);
+        evaluator = new ModelEvaluator(metrics, real, metrics, all, judge is null ? null : new ToyRecognizerMetrics(judge));
     }
 
     /// <summary>The base pipeline in its current state (LoRAs attached or not) under each sampler, at the evaluation's

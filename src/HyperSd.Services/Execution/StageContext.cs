@@ -138,6 +138,22 @@ public sealed class StageContext(StageLease lease, Stage stage, IReadOnlyList<Ar
     }
 }
 
+/// <summary>Records a trainer's checkpoints as the stage's checkpoint artifacts as training goes. A trainer saves step s − 1's
+/// checkpoint before step s and then waits in its progress callback, where <see cref="AfterStep"/> runs: the folder is whole.</summary>
+public sealed class CheckpointImporter(StageContext stage, string checkpointDir, int every)
+{
+    int imported = -1;
+
+    /// <param name="step">The step just reported (1-based).</param>
+    public void AfterStep(int step)
+    {
+        int saved = step - 1;
+        if (saved <= 0 || saved % every != 0 || saved == imported || !Directory.Exists(checkpointDir)) return;
+        stage.AddCheckpointAsync(checkpointDir, $"step-{saved:D7}").GetAwaiter().GetResult();
+        imported = saved;
+    }
+}
+
 public static class StageCheckpoints
 {
     /// <summary>Puts the stage's newest usable checkpoint into <paramref name="target"/> (an empty work folder of a new

@@ -3,6 +3,7 @@ using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Models.Unets;
 using HyperSd.Diffusion.Pipelines;
 using HyperSd.Diffusion.Schedulers;
+using HyperSd.Distillation.Data;
 using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Distillation.Toy;
 using HyperSd.Recipes;
@@ -67,6 +68,23 @@ public static class StageModels
 
     public static ToyRecognizer LoadRecognizer(WorkerOptions options, string device) =>
         ToyRecognizer.FromPretrained(options.ToyRecognizerDir ?? ToyWorld.PretrainedRecognizerDir, torch.device(device));
+
+    /// <summary>All shards of a prepared dataset as one (latents and token ids are what the teacher needs).</summary>
+    public static LatentDataset LoadDataset(string dir)
+    {
+        var summary = DatasetSummary.Read(dir);
+        if (summary.Shards.Count == 0) throw new InvalidDataException($"{dir}: the dataset has no shards");
+        var shards = summary.Shards.Select(s => LatentDataset.Load(Path.Combine(dir, s))).ToList();
+        if (shards.Count == 1) return shards[0];
+        try { return LatentDataset.Concat(shards); }
+        finally
+        {
+            foreach (var s in shards) s.Dispose();
+        }
+    }
+
+    /// <summary>The committed independent judge (<see cref="ToyWorld.PretrainedJudgeDir"/>).</summary>
+    public static ToyRecognizer LoadJudge(string device) => ToyRecognizer.FromPretrained(ToyWorld.PretrainedJudgeDir, torch.device(device));
 
     /// <summary>The teacher's noise schedule as the forward process the trainers use.</summary>
     public static DDPMScheduler TrainingScheduler(IDiffusionPipeline teacher) => new(teacher.Scheduler.Config);

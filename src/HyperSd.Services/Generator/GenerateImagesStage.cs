@@ -8,6 +8,7 @@ using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
 using HyperSd.Services.LoraMerger;
+using HyperSd.Services.RewardScorer;
 using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.Stages;
@@ -45,11 +46,12 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
             RecipeMapping.StudentLora(recipe)))];
     }
 
-    /// <summary>The unified LoRA, else the TSCD LoRA made for the generation's step count, else the last one.</summary>
+    /// <summary>The unified LoRA, else the latest LoRA (ReFL's after TSCD's) made for the generation's step count, else the
+    /// last TSCD one.</summary>
     protected override IEnumerable<Artifact> SelectInputs(GenerationSettings settings, IReadOnlyList<StageOutput> earlier)
     {
         if (Latest(earlier, ArtifactKind.Lora, MergeLorasStage.Kind) is { } unified) return [unified];
-        var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind })
+        var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind or ReflStage.Kind })
             .Select(o => o.Artifact).ToList();
         if (loras.Count == 0) throw new InvalidDataException("a generate-images stage needs a TSCD stage's LoRA, and the run has none");
         return [loras.LastOrDefault(a => a.Steps == settings.Steps) ?? loras[^1]];
@@ -61,8 +63,7 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
         var images = Enumerable.Range(0, prompts.Count * g.ImagesPerPrompt)
             .Select(i => new GenerationItem($"{i:D5}.png", prompts[i / g.ImagesPerPrompt], g.Seed + i)).ToList();
         var lora = stage.Input(ArtifactKind.Lora);
-        var model = $"{g.RecipeName}/{(lora.StageKind == MergeLorasStage.Kind ? MergeLorasStage.StageName
-            : TrainSegmentStage.StageName(lora.Segments ?? 0))}";
+        var model = $"{g.RecipeName}/{Jobs.RunLoras.StageNameOf(lora)}";
 
         var dir = Path.Combine(stage.WorkDir, "images");
         if (!images.All(i => File.Exists(Path.Combine(dir, i.File))))

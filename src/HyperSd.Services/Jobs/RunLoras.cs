@@ -3,6 +3,7 @@ using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
 using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Services.LoraMerger;
+using HyperSd.Services.RewardScorer;
 using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using Microsoft.EntityFrameworkCore;
@@ -45,7 +46,7 @@ public static class RunLoras
         if (run is null) throw new InvalidFieldException($"{field}.run", $"no run '{reference}' in the store");
         var made = await db.Artifacts.AsNoTracking()
             .Where(a => a.RunId == run.Id && a.Kind == ArtifactKind.Lora
-                        && (a.StageKind == TrainSegmentStage.Kind || a.StageKind == MergeLorasStage.Kind))
+                        && (a.StageKind == TrainSegmentStage.Kind || a.StageKind == ReflStage.Kind || a.StageKind == MergeLorasStage.Kind))
             .OrderBy(a => a.CreatedAt).ToListAsync(ct);
         var unified = made.LastOrDefault(a => a.StageKind == MergeLorasStage.Kind);
         made.RemoveAll(a => a == unified);
@@ -60,7 +61,15 @@ public static class RunLoras
         if (!File.Exists(path))
             throw new InvalidFieldException($"{field}.run", $"run '{run.Name}' fine-tuned the whole UNet (no tscd.lora), not a LoRA: " +
                                                             $"{artifact.Path} has no {SegmentStageLayout.LoraFile}");
-        var stage = artifact == unified ? MergeLorasStage.StageName : TrainSegmentStage.StageName(artifact.Segments ?? 0);
-        return lora with { Path = path, Id = $"{run.Name}/{stage}", Steps = artifact.Steps };
+        return lora with { Path = path, Id = $"{run.Name}/{StageNameOf(artifact)}", Steps = artifact.Steps };
+    }
+
+    /// <summary>The name of the stage that made a run's "lora" artifact (what evaluation rows and image records call the
+    /// model): unified, refl-k{k} or tscd-k{k}.</summary>
+    public static string StageNameOf(Artifact lora)
+    {
+        if (lora.StageKind == MergeLorasStage.Kind) return MergeLorasStage.StageName;
+        int k = lora.Segments ?? throw new InvalidDataException($"LoRA artifact {lora.Id} ({lora.Path}) has no segments (k) recorded");
+        return lora.StageKind == ReflStage.Kind ? ReflStage.StageName(k) : TrainSegmentStage.StageName(k);
     }
 }

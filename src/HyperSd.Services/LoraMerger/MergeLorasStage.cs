@@ -38,8 +38,8 @@ public sealed class MergeLorasStage : StageKind<MergeSettings>
     /// a TSCD stage's LoRA has), and the one diffusers' <c>load_lora_weights</c> reads from a folder.</summary>
     public const string KohyaFile = "lora.safetensors", PeftFile = "pytorch_lora_weights.safetensors", ReportFile = "merge-report.json";
 
-    /// <summary>The stage kinds whose LoRAs are merged (ReFL and DMD join here).</summary>
-    static readonly IStageKind[] Sources = [new TrainSegmentStage()];
+    /// <summary>The stage kinds whose LoRAs are merged (DMD joins here).</summary>
+    static readonly IStageKind[] Sources = [new TrainSegmentStage(), new RewardScorer.ReflStage()];
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
@@ -51,8 +51,10 @@ public sealed class MergeLorasStage : StageKind<MergeSettings>
     public override IEnumerable<PlannedStage> Plan(Recipe recipe, RecipeInputs inputs)
     {
         if (recipe.Merge is not { Enabled: true }) return [];
-        var sources = Sources.SelectMany(k => k.Plan(recipe, inputs)).Select(p => p.Name).ToList();
-        return [new(StageName, RecipeMapping.Merge(recipe, sources))];
+        var planned = Sources.SelectMany(k => k.Plan(recipe, inputs)).ToList();
+        // a stage that continues another's LoRA (ReFL on TSCD stage k) replaces it in the default weights
+        var superseded = planned.Select(p => p.Settings).OfType<RewardScorer.ReflStageSettings>().Select(r => r.Source).ToHashSet();
+        return [new(StageName, RecipeMapping.Merge(recipe, planned.Select(p => p.Name).ToList(), superseded))];
     }
 
     /// <summary>The LoRA of each source stage with a non-zero weight, in run order.</summary>

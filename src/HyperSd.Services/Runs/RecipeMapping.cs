@@ -52,20 +52,35 @@ public static class RecipeMapping
         };
     }
 
+    /// <summary>The settings of the ReFL stage on TSCD stage k's student.</summary>
+    public static Distillation.FeedbackLearning.ReflConfig Refl(Recipe recipe, int students)
+    {
+        var r = recipe.Refl ?? throw new ArgumentException("the recipe has no refl section");
+        return new()
+        {
+            StudentSteps = students, Steps = r.Steps, BatchSize = r.BatchSize, Seed = recipe.Seed, LearningRate = r.LearningRate,
+            WeightDecay = r.WeightDecay, MaxGradNorm = r.MaxGradNorm, Alpha = r.Alpha, RewardScale = r.RewardScale,
+            AnchorWeight = r.AnchorWeight, CheckpointEvery = r.CheckpointEvery,
+            LoraFormat = recipe.Tscd.LoraFormat == LoraFormat.Peft ? LoraFileFormat.Peft : LoraFileFormat.Kohya,
+        };
+    }
+
     /// <summary>The student's LoRA (null: full fine-tuning of a teacher copy).</summary>
     public static LoraConfig? StudentLora(Recipe recipe) =>
         recipe.Tscd.Lora is { } lora ? new LoraConfig(lora.Rank, lora.Alpha, lora.TargetModules) : null;
 
     /// <summary>The merge stage's settings, with a weight per source stage (<paramref name="sources"/>: the names of the
-    /// stages that make LoRAs, in run order); the recipe's weights must name exactly those stages.</summary>
-    public static LoraMerger.MergeSettings Merge(Recipe recipe, IReadOnlyList<string> sources)
+    /// stages that make LoRAs, in run order); the recipe's weights must name exactly those stages. Default weights are equal
+    /// over the sources not in <paramref name="superseded"/> (those another stage continued), which get 0.</summary>
+    public static LoraMerger.MergeSettings Merge(Recipe recipe, IReadOnlyList<string> sources, IReadOnlySet<string>? superseded = null)
     {
         var m = recipe.Merge ?? throw new ArgumentException("the recipe has no merge section");
         var lora = recipe.Tscd.Lora ?? throw new RecipeValidationException(recipe.Name,
             [new("merge", "the merge needs LoRA stages (tscd.lora); a fully fine-tuned UNet has no LoRA to merge")]);
         if (sources.Count == 0)
             throw new RecipeValidationException(recipe.Name, [new("merge", "the recipe plans no stage that makes a LoRA")]);
-        var weights = m.Weights ?? sources.ToDictionary(s => s, _ => 1.0 / sources.Count);
+        var active = sources.Where(s => superseded?.Contains(s) != true).ToList();
+        var weights = m.Weights ?? sources.ToDictionary(s => s, s => active.Contains(s) ? 1.0 / active.Count : 0);
         var missing = sources.Where(s => !weights.ContainsKey(s)).ToList();
         var unknown = weights.Keys.Where(k => !sources.Contains(k)).ToList();
         if (missing.Count + unknown.Count > 0)

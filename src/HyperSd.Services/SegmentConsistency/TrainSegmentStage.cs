@@ -46,7 +46,7 @@ public sealed class TrainSegmentStage : StageKind<SegmentStageSettings>
         var layout = new SegmentStageLayout(stage.WorkDir);
         await stage.RestoreAsync(layout.Checkpoint);
 
-        int imported = -1;
+        var checkpoints = new CheckpointImporter(stage, layout.Checkpoint, config.CheckpointEvery);
         int? resumedFrom = null; // null: no step ran here (the stage had already finished)
         var result = SegmentConsistencyTrainer.Train(
             config, teacher.Unet, teacher.Conditioner, StageModels.TrainingScheduler(teacher), [shard],
@@ -60,13 +60,7 @@ public sealed class TrainSegmentStage : StageKind<SegmentStageSettings>
                     p.Step, p.TotalSteps, p.Segments, p.StepsPerSecond, p.ResumedFrom,
                     Losses = new { p.Losses.Consistency, p.Losses.Generator, p.Losses.Discriminator },
                 });
-                // The trainer saves step s−1's checkpoint before step s and waits in this callback: the folder is whole.
-                int saved = p.Step - 1;
-                if (saved > 0 && saved % config.CheckpointEvery == 0 && saved != imported && Directory.Exists(layout.Checkpoint))
-                {
-                    stage.AddCheckpointAsync(layout.Checkpoint, $"step-{saved:D7}").GetAwaiter().GetResult();
-                    imported = saved;
-                }
+                checkpoints.AfterStep(p.Step);
             }, stage.Cancellation, start);
         try
         {

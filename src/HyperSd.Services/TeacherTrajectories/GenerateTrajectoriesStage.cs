@@ -29,7 +29,7 @@ public sealed class GenerateTrajectoriesStage : StageKind<TrajectorySettings>
     protected override async Task ExecuteAsync(StageContext stage, TrajectorySettings settings)
     {
         var options = settings.Options;
-        using var data = LoadDataset(stage.PathOf(stage.Input(ArtifactKind.Dataset)));
+        using var data = StageModels.LoadDataset(stage.PathOf(stage.Input(ArtifactKind.Dataset)));
         using var teacher = StageModels.LoadTeacher(settings.Model, stage.Options, stage.Device);
         stage.Report(0, new { Samples = options.Count, DatasetSize = data.Count });
         using var shard = TrajectorySampling.Generate(teacher.Unet, teacher.Conditioner, StageModels.TrainingScheduler(teacher), data,
@@ -40,19 +40,5 @@ public sealed class GenerateTrajectoriesStage : StageKind<TrajectorySettings>
         shard.Save(file);
         stage.Report(1, new { Samples = shard.Count, DatasetSize = data.Count });
         await stage.AddOutputAsync(ArtifactKind.Trajectories, file, "trajectories.safetensors");
-    }
-
-    /// <summary>All shards of a prepared dataset as one (latents and token ids are what the teacher needs).</summary>
-    static LatentDataset LoadDataset(string dir)
-    {
-        var summary = DatasetSummary.Read(dir);
-        if (summary.Shards.Count == 0) throw new InvalidDataException($"{dir}: the dataset has no shards");
-        var shards = summary.Shards.Select(s => LatentDataset.Load(Path.Combine(dir, s))).ToList();
-        if (shards.Count == 1) return shards[0];
-        try { return LatentDataset.Concat(shards); }
-        finally
-        {
-            foreach (var s in shards) s.Dispose();
-        }
     }
 }

@@ -34,4 +34,18 @@ public sealed class ToyJudgeTests(ITestOutputHelper output)
         foreach (var (name, accuracy) in new[] { ("shape", a.Shape), ("colour", a.Color), ("position", a.Position), ("size", a.Size) })
             Assert.True(accuracy.Value >= 0.99, $"{name} accuracy {accuracy} is below 0.99");
     }
+
+    [Fact]
+    public void The_committed_judge_is_the_judge_config_and_reads_every_attribute_at_least_99_percent_of_the_time()
+    {
+        using var judge = ToyRecognizer.FromPretrained(ToyWorld.PretrainedJudgeDir);
+        Assert.Equal(ToyJudge.Config.BlockOutChannels, judge.Config.BlockOutChannels);
+        var (images, scenes) = ToyShapes.Generate(2000, 27_182_818);
+        using var _ = images;
+        IReadOnlyList<ToyScene> seen;
+        using (no_grad()) seen = judge.Recognize(images);
+        var a = PretrainedRecognizerTests.Accuracy(scenes, seen);
+        foreach (var (name, accuracy) in new[] { ("shape", a.Shape), ("colour", a.Color), ("position", a.Position), ("size", a.Size) })
+            Assert.True(accuracy.Value >= 0.99, $"{name} accuracy {accuracy} is below 0.99");
+    }
 }

@@ -1,0 +1,60 @@
+using HyperSd.Distillation.Evaluation;
+using HyperSd.Distillation.Rewards;
+using HyperSd.Recipes;
+using HyperSd.Services.Execution;
+using HyperSd.Services.Hosting;
+using TorchSharp;
+
+namespace HyperSd.Services.RewardScorer;
+
+/// <summary>The reward models a stage loads by name (the names <see cref="Recipe.Problems"/> allows), with their weights, and
+/// what disposes them.</summary>
+public sealed class RewardModels : IDisposable
+{
+    readonly List<IDisposable> owned = [];
+
+    public WeightedReward Reward { get; }
+
+    RewardModels(Func<RewardModels, IEnumerable<(IImageReward, double)>> load)
+    {
+        try { Reward = new WeightedReward(load(this).ToList()); }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <param name="weights">Weight by reward name; rewards of weight 0 are not loaded.</param>
+    /// <param name="paths">The real-scale models' files (recipe <c>rewards:</c>, resolved).</param>
+    public static RewardModels Load(IReadOnlyDictionary<string, double> weights, RewardsRecipe? paths, WorkerOptions options,
+        string device) => new(models => weights.Where(w => w.Value != 0).Select(w => (models.Create(w.Key, paths, options, device), w.Value)));
+
+    IImageReward Create(string name, RewardsRecipe? paths, WorkerOptions options, string device)
+    {
+        string Required(string? path, string field) => path ?? throw new ArgumentException($"reward '{name}' needs {field} in the recipe");
+        IImageReward reward = name switch
+        {
+            "toy-structure" or "toy-structure-logp" => new ToyStructuralReward(Own(StageModels.LoadRecognizer(options, device)),
+                logProbability: name.EndsWith("-logp", StringComparison.Ordinal)),
+            "laion-aesthetic" => Own(LaionAestheticPredictor.FromPretrained(Required(paths?.Clip, "rewards.clip"),
+                Required(paths?.AestheticPredictor, "rewards.aesthetic_predictor"), torch.device(device))),
+            "pickscore" => Own(PreferenceScore.FromPretrained(Required(paths?.Pickscore, "rewards.pickscore"), device: torch.device(device))),
+            _ => throw new ArgumentException($"unknown reward '{name}' (known: " +
+                                             $"{string.Join(", ", Recipe.ToyRewards.Concat(Recipe.RealRewards))})"),
+        };
+        return reward;
+    }
+
+    T Own<T>(T model) where T : IDisposable
+    {
+        owned.Add(model);
+        return model;
+    }
+
+    public void Dispose()
+    {
+        foreach (var m in owned) m.Dispose();
+        owned.Clear();
+    }
+}
