@@ -177,7 +177,8 @@ public sealed partial record Recipe
             if (Uses("laion-aesthetic"))
             {
                 Check(Rewards?.Clip is not null, "rewards.clip", "required by the laion-aesthetic reward", null);
-                Check(Rewards?.AestheticPredictor is not null, "rewards.aesthetic_predictor", "required by the laion-aesthetic reward", null);
+                Check(Rewards?.AestheticPredictor is not null, "rewards.aesthetic_predictor", "required by the laion-aesthetic reward",
+                    null);
             }
             if (Uses("pickscore"))
                 Check(Rewards?.Pickscore is not null, "rewards.pickscore", "required by the pickscore reward", null);

@@ -72,8 +72,8 @@ public sealed class FaultTests(ITestOutputHelper output)
     public async Task A_stage_command_delivered_more_than_once_gives_one_result()
     {
         await using var deployment = new Deployment();
-        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.TeacherTrajectories, Roles.LoraMerger, Roles.Evaluator,
-            Roles.Generator);
+        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.TeacherTrajectories, Roles.RewardScorer, Roles.LoraMerger,
+            Roles.Evaluator, Roles.Generator);
         var runId = await deployment.SubmitAsync();
 
         // tscd-k2's command waits in its queue (no trainer yet): deliver two more copies, then let two trainers race
@@ -194,8 +194,8 @@ public sealed class FaultTests(ITestOutputHelper output)
     public async Task A_corrupt_input_goes_to_the_error_queue_and_fails_the_run_and_resume_completes_it_once_repaired()
     {
         await using var deployment = new Deployment();
-        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.SegmentConsistency, Roles.LoraMerger, Roles.Evaluator,
-            Roles.Generator);
+        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.SegmentConsistency, Roles.RewardScorer, Roles.LoraMerger,
+            Roles.Evaluator, Roles.Generator);
         var runId = await deployment.SubmitAsync();
         await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, PrepareDatasetStage.StageName).State == StageState.Succeeded, "the dataset");
 

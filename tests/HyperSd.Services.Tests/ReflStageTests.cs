@@ -33,7 +33,7 @@ public sealed class ReflStageTests : IDisposable
             o.ReconcileInterval = TimeSpan.FromSeconds(1);
         }, catalogue);
         using var host = TestHosts.Start(options, catalogue);
-        var yaml = TinyToy.Recipe(teacher).Replace("evaluation:", TinyToy.ReflSection + "\nevaluation:");
+        var yaml = TinyToy.Recipe(teacher);
         var planned = Runs.RunSubmission.Plan(catalogue, yaml, "tiny", options);
         var runId = await host.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned);
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(4);
@@ -77,7 +77,7 @@ public sealed class ReflStageTests : IDisposable
     [InlineData("refl: {reward_scale: 0}", "refl.reward_scale", "must be positive")]
     public void Bad_refl_settings_are_refused_at_submission_by_field(string section, string field, string why)
     {
-        var yaml = TinyToy.Recipe().Replace("evaluation:", section + "\nevaluation:");
+        var yaml = TinyToy.Recipe(refl: false).Replace("evaluation:", section + "\nevaluation:");
         var e = Assert.Throws<RecipeValidationException>(() =>
             Runs.RunSubmission.Plan(StageCatalogue.Default(), yaml, "tiny.yaml", new WorkerOptions()));
         Assert.Contains(e.Problems, p => p.Field == field && p.Message.Contains(why, StringComparison.Ordinal));
@@ -86,7 +86,7 @@ public sealed class ReflStageTests : IDisposable
     [Fact]
     public void Real_scale_rewards_need_their_files()
     {
-        var yaml = TinyToy.Recipe().Replace("evaluation:", "refl: {rewards: {laion-aesthetic: 1}}\nevaluation:")
+        var yaml = TinyToy.Recipe(refl: false).Replace("evaluation:", "refl: {rewards: {laion-aesthetic: 1}}\nevaluation:")
             .Replace("source: toy\n  architecture", "source: diffusers\n  path: /models/sd15\n  architecture");
         var e = Assert.Throws<RecipeValidationException>(() => RecipeLoader.Parse(yaml, "tiny.yaml"));
         var fields = e.Problems.Select(p => p.Field).ToList();

@@ -103,7 +103,7 @@ public sealed class StageCatalogueTests : IDisposable
         Assert.Equal(("digest", "digest-lora", LoraDigestStage.Role_), (digest.Name, digest.Kind, digest.Role));
         await using var db = store.CreateDbContext();
         var artifacts = await db.Artifacts.AsNoTracking().Include(a => a.Inputs).Where(a => a.RunId == runId).ToListAsync();
-        var k1 = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.Segments == 1);
+        var k1 = artifacts.Single(a => a is { Kind: ArtifactKind.Lora, Segments: 1, StageKind: TrainSegmentStage.Kind });
         var report = artifacts.Single(a => a.StageId == digest.Id);
         Assert.Equal([k1.Id], report.Inputs.Select(i => i.InputArtifactId));
         var lines = await File.ReadAllLinesAsync(store.Artifacts.GetFullPath(report.Path));

@@ -9,8 +9,8 @@ using static TorchSharp.torch;
 namespace HyperSd.Testing;
 
 /// <summary>The tiny toy world of the end-to-end tests (embedded and distributed): an untrained, narrow teacher and recognizer, and a recipe
-/// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1, merged into a unified LoRA); the teacher in the SD1.5 or the
-/// SDXL layout.</summary>
+/// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1, ReFL on k = 1, merged into a unified LoRA); the teacher in the
+/// SD1.5 or the SDXL layout.</summary>
 public static class TinyToy
 {
     /// <summary>Writes the models under <paramref name="root"/>; returns their folders. With <paramref name="sdxl"/> the
@@ -64,9 +64,10 @@ public static class TinyToy
     /// <paramref name="teacherDir"/> null leaves the teacher to the worker's default (tests that run no model).
     /// <paramref name="imageFolder"/> (with <paramref name="promptsFile"/>) makes it a real-data recipe: the teacher as a
     /// diffusers folder, the dataset an image folder with sidecar captions, the evaluation prompts from a file. <paramref name="merge"/>
-    /// false leaves out the merge section (no unified LoRA).</summary>
+    /// false leaves out the merge section (no unified LoRA), <paramref name="refl"/> false the ReFL stage (a real-data recipe has
+    /// none: the toy rewards need the toy world).</summary>
     public static string Recipe(string? teacherDir = null, int tscdSteps = 4, string architecture = "sd15", string? imageFolder = null,
-        string? promptsFile = null, bool merge = true) => $$"""
+        string? promptsFile = null, bool merge = true, bool refl = true) => $$"""
         name: tiny
         seed: 0
         model:
@@ -95,6 +96,7 @@ public static class TinyToy
             1: {mse: 0.8, adversarial: 0.1}
           discriminator_learning_rate: 1.0e-4
           checkpoint_every: 2
+        {{(refl && imageFolder is null ? ReflSection : "")}}
         {{(merge ? MergeSection : "")}}
         evaluation:
           steps: [1, 2]

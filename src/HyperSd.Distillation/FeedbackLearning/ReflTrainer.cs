@@ -18,7 +18,8 @@ namespace HyperSd.Distillation.FeedbackLearning;
 
 /// <summary>One step's losses: the reward term mean(relu(α − r)), the anchor MSE, the weighted reward's batch mean and each
 /// reward's (unweighted), and the step the student stopped at.</summary>
-public sealed record ReflLosses(double Reward, double Anchor, double MeanReward, IReadOnlyDictionary<string, double> Rewards, int StopIndex);
+public sealed record ReflLosses(
+    double Reward, double Anchor, double MeanReward, IReadOnlyDictionary<string, double> Rewards, int StopIndex);
 
 public sealed record ReflProgress(int StudentSteps, int Step, int TotalSteps, ReflLosses Losses, double StepsPerSecond, int ResumedFrom);
 

@@ -16,7 +16,8 @@ public static class CheckpointFiles
 
     static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
-    /// <summary>Writes a new checkpoint into a fresh folder with <paramref name="write"/>, then swaps it in for <paramref name="target"/>.</summary>
+    /// <summary>Writes a new checkpoint into a fresh folder with <paramref name="write"/>, then swaps it in for
+    /// <paramref name="target"/>.</summary>
     public static void Save(string target, Action<string> write)
     {
         var tmp = target + ".tmp";

@@ -53,7 +53,7 @@ public sealed class MergeLorasStage : StageKind<MergeSettings>
         if (recipe.Merge is not { Enabled: true }) return [];
         var planned = Sources.SelectMany(k => k.Plan(recipe, inputs)).ToList();
         // a stage that continues another's LoRA (ReFL on TSCD stage k) replaces it in the default weights
-        var superseded = planned.Select(p => p.Settings).OfType<RewardScorer.ReflStageSettings>().Select(r => r.Source).ToHashSet();
+        var superseded = planned.Select(p => p.Settings).OfType<ILoraContinuation>().Select(r => r.Source).ToHashSet();
         return [new(StageName, RecipeMapping.Merge(recipe, planned.Select(p => p.Name).ToList(), superseded))];
     }
 

@@ -15,7 +15,7 @@ namespace HyperSd.Services.RewardScorer;
 /// <summary>One ReFL stage's settings: the teacher, the TSCD stage whose LoRA it continues (and that LoRA's shape), the
 /// trainer's config, and the rewards with their weights and files.</summary>
 public sealed record ReflStageSettings(ModelRecipe Model, string Source, LoraConfig StudentLora, ReflConfig Config,
-    IReadOnlyDictionary<string, double> Rewards, RewardsRecipe? RewardFiles) : IModelStageSettings;
+    IReadOnlyDictionary<string, double> Rewards, RewardsRecipe? RewardFiles) : IModelStageSettings, ILoraContinuation;
 
 /// <summary>
 /// Reward feedback learning (Hyper-SD §3.2) on the reward-scorer role, which holds the reward models: one stage per k of the

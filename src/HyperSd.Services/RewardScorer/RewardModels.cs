@@ -28,7 +28,8 @@ public sealed class RewardModels : IDisposable
     /// <param name="weights">Weight by reward name; rewards of weight 0 are not loaded.</param>
     /// <param name="paths">The real-scale models' files (recipe <c>rewards:</c>, resolved).</param>
     public static RewardModels Load(IReadOnlyDictionary<string, double> weights, RewardsRecipe? paths, WorkerOptions options,
-        string device) => new(models => weights.Where(w => w.Value != 0).Select(w => (models.Create(w.Key, paths, options, device), w.Value)));
+        string device) =>
+        new(models => weights.Where(w => w.Value != 0).Select(w => (models.Create(w.Key, paths, options, device), w.Value)));
 
     IImageReward Create(string name, RewardsRecipe? paths, WorkerOptions options, string device)
     {
@@ -39,7 +40,8 @@ public sealed class RewardModels : IDisposable
                 logProbability: name.EndsWith("-logp", StringComparison.Ordinal)),
             "laion-aesthetic" => Own(LaionAestheticPredictor.FromPretrained(Required(paths?.Clip, "rewards.clip"),
                 Required(paths?.AestheticPredictor, "rewards.aesthetic_predictor"), torch.device(device))),
-            "pickscore" => Own(PreferenceScore.FromPretrained(Required(paths?.Pickscore, "rewards.pickscore"), device: torch.device(device))),
+            "pickscore" => Own(PreferenceScore.FromPretrained(Required(paths?.Pickscore, "rewards.pickscore"),
+                device: torch.device(device))),
             _ => throw new ArgumentException($"unknown reward '{name}' (known: " +
                                              $"{string.Join(", ", Recipe.ToyRewards.Concat(Recipe.RealRewards))})"),
         };

@@ -65,6 +65,14 @@ public abstract class StageKind<TSettings> : IStageKind where TSettings : class
             $"from an earlier stage, and the run has none");
 }
 
+/// <summary>Settings of a stage that trains on from another stage's LoRA (ReFL on a TSCD student): by default its LoRA
+/// replaces that one in the unified LoRA.</summary>
+public interface ILoraContinuation
+{
+    /// <summary>The name of the stage whose LoRA it continues.</summary>
+    string Source { get; }
+}
+
 /// <summary>Settings of a stage that loads the recipe's model: the worker checks its device against the model's.</summary>
 public interface IModelStageSettings
 {
