@@ -35,9 +35,9 @@ public static class ToyExperiment
         Evaluation = recipe.Evaluation with { Steps = [2, 4], Prompts = 128, RealImages = 512, TeacherSteps = 8 },
     };
 
-    /// <summary>The table's rows, from the adversarial recipe (the only one with ReFL): the LCM-style baseline (k = 1 alone, consistency loss only,
-    /// as many steps as all of TSCD's stages), the same with k = 4 (the progression's control), TSCD with the consistency
-    /// loss only, and TSCD with the adversarial term.</summary>
+    /// <summary>The table's rows, from the adversarial recipe (the only one with ReFL): the LCM-style baseline (k = 1
+    /// alone, consistency loss only, as many steps as all of TSCD's stages), the same with k = 4 (the progression's
+    /// control), TSCD with the consistency loss only, and TSCD with the adversarial term.</summary>
     public static IReadOnlyList<Recipe> Variants(Recipe adversarial)
     {
         var t = adversarial.Tscd;
