@@ -10,11 +10,16 @@ public static class LearningRateSchedules
 {
     public static double At(SegmentStageConfig config, int step)
     {
-        if (step < config.WarmupSteps) return config.LearningRate * (step + 1) / (config.WarmupSteps + 1);
+        if (step < config.WarmupSteps) return Warmup(config.LearningRate, config.WarmupSteps, step);
         if (config.LearningRateSchedule == LearningRateSchedule.Constant) return config.LearningRate;
         double progress = (double)(step - config.WarmupSteps) / Math.Max(1, config.Steps - config.WarmupSteps);
         return config.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * progress));
     }
+
+    /// <summary>Linear warm-up from 0 over <paramref name="warmupSteps"/> steps, then <paramref name="learningRate"/>
+    /// (diffusers' constant_with_warmup).</summary>
+    public static double Warmup(double learningRate, int warmupSteps, int step) =>
+        step < warmupSteps ? learningRate * (step + 1) / (warmupSteps + 1) : learningRate;
 }
 
 public sealed record LossWeights(double Mse, double Adversarial);

@@ -67,12 +67,13 @@ public sealed class SegmentStudent : IDisposable
         return new SegmentStudent(teacher, null, copy);
     }
 
-    /// <summary>The student's model output at (x, t) for the condition.</summary>
-    public Tensor Predict(Tensor sample, Tensor timesteps, PromptCondition condition)
+    /// <summary>The student's model output at (x, t) for the condition; <paramref name="features"/> collects its block outputs
+    /// (a discriminator's backbone).</summary>
+    public Tensor Predict(Tensor sample, Tensor timesteps, PromptCondition condition, UNetFeatures? features = null)
     {
-        if (Unet is not null) return condition.Predict(Unet, sample, timesteps);
+        if (Unet is not null) return condition.Predict(Unet, sample, timesteps, features);
         Lora!.Attach(Teacher);
-        try { return condition.Predict(Teacher, sample, timesteps); }
+        try { return condition.Predict(Teacher, sample, timesteps, features); }
         finally { Lora.Detach(); }
     }
 

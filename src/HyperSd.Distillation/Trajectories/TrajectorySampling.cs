@@ -93,15 +93,28 @@ public static class TrajectorySampling
         Tensor noisyLatents, Tensor timesteps, Tensor prevTimesteps, Tensor guidance, Tensor inputIds)
     {
         using var scope = NewDisposeScope();
+        var (x0, eps) = GuidedPrediction(teacher, conditioner.Unconditional(noisyLatents), conditioner.Condition(inputIds, noisyLatents),
+            scheduler, noisyLatents, timesteps, guidance);
+        return scheduler.DdimJump(x0, eps, prevTimesteps).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The teacher's guided x̂0 and ε̂ at x_t in the LCM form x̂0 = x0_c + w·(x0_c − x0_u) (ordinary CFG with scale
+    /// w + 1), both branches in one UNet call. <paramref name="dtype"/>: the model output and x_t are cast to it before the
+    /// conversion (DMD converts in float64); null keeps the model's.</summary>
+    public static (Tensor PredOriginalSample, Tensor PredEpsilon) GuidedPrediction(UNet2DConditionModel teacher,
+        PromptCondition unconditional, PromptCondition condition, DDPMScheduler scheduler, Tensor noisyLatents, Tensor timesteps,
+        Tensor guidance, ScalarType? dtype = null)
+    {
+        using var scope = NewDisposeScope();
         long n = noisyLatents.shape[0];
-        var condition = PromptCondition.Cat(conditioner.Unconditional(noisyLatents), conditioner.Condition(inputIds, noisyLatents));
-        var output = condition.Predict(teacher, cat([noisyLatents, noisyLatents]), cat([timesteps, timesteps]));
-        var (x0, eps) = scheduler.ConvertModelOutput(output, cat([timesteps, timesteps]), cat([noisyLatents, noisyLatents]));
-        var w = guidance.to(noisyLatents.dtype).reshape(-1, 1, 1, 1);
+        var both = PromptCondition.Cat(unconditional, condition);
+        var output = both.Predict(teacher, cat([noisyLatents, noisyLatents]), cat([timesteps, timesteps]));
+        var sample = cat([noisyLatents, noisyLatents]);
+        if (dtype is { } type) (output, sample) = (output.to(type), sample.to(type));
+        var (x0, eps) = scheduler.ConvertModelOutput(output, cat([timesteps, timesteps]), sample);
+        var w = guidance.to(x0.dtype).reshape(-1, 1, 1, 1);
         var (x0u, x0c) = (x0.narrow(0, 0, n), x0.narrow(0, n, n));
         var (epsU, epsC) = (eps.narrow(0, 0, n), eps.narrow(0, n, n));
-        var guidedX0 = x0c + w * (x0c - x0u);
-        var guidedEps = epsC + w * (epsC - epsU);
-        return scheduler.DdimJump(guidedX0, guidedEps, prevTimesteps).MoveToOuterDisposeScope();
+        return ((x0c + w * (x0c - x0u)).MoveToOuterDisposeScope(), (epsC + w * (epsC - epsU)).MoveToOuterDisposeScope());
     }
 }
