@@ -9,6 +9,7 @@ public static class Roles
     public const string TeacherTrajectories = "teacher-trajectories";
     public const string SegmentConsistency = "segment-consistency";
     public const string RewardScorer = "reward-scorer";
+    public const string DmdTrainer = "dmd-trainer";
     public const string LoraMerger = "lora-merger";
     public const string Evaluator = "evaluator";
     public const string Generator = "generator";

@@ -39,6 +39,9 @@ public sealed partial record Recipe
     /// <summary>Reward feedback learning after TSCD (Hyper-SD §3.2); absent = none.</summary>
     public ReflRecipe? Refl { get; init; }
 
+    /// <summary>One-step enhancement by distribution matching after ReFL (Hyper-SD §3.3); absent = none.</summary>
+    public DmdRecipe? Dmd { get; init; }
+
     /// <summary>Where the real-scale reward models are (the toy world's come with the project).</summary>
     public RewardsRecipe? Rewards { get; init; }
 
@@ -289,6 +292,62 @@ public sealed record ReflRecipe
     /// <summary>The reward weights used: the given ones, or the model's world's default.</summary>
     public IReadOnlyDictionary<string, double> RewardWeights(bool toy) =>
         Rewards ?? new Dictionary<string, double> { [toy ? "toy-structure-logp" : "laion-aesthetic"] = 1.0 };
+
+    public int CheckpointEvery { get; init; } = 500;
+}
+
+/// <summary>
+/// One-step enhancement (Hyper-SD §3.3, DMD2's settings where Hyper-SD is silent): the 1-step student (ReFL's k = 1 LoRA if
+/// there is one, else TSCD's) is the generator; a second LoRA on the base learns the fake score; the teacher with CFG is the
+/// real score. The loss adds MSE regression to teacher ODE pairs and, optionally, the rewards.
+/// </summary>
+public sealed record DmdRecipe
+{
+    /// <summary>false keeps the section but plans no DMD stage.</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>Training iterations: the fake score updates every one, the generator every <see cref="GeneratorUpdateEvery"/>th.</summary>
+    public int Steps { get; init; } = 4000;
+    public int BatchSize { get; init; } = 8;
+    public double GeneratorLearningRate { get; init; } = 1e-5;
+    public double FakeScoreLearningRate { get; init; } = 1e-5;
+    public double WeightDecay { get; init; } = 1e-2;
+    public double MaxGradNorm { get; init; } = 10;
+    public int WarmupSteps { get; init; } = 500;
+
+    /// <summary>Two time scales: DMD2's 10 for SD1.5 (5 for SDXL).</summary>
+    public int GeneratorUpdateEvery { get; init; } = 10;
+
+    /// <summary>The distribution-matching timestep range as fractions of the schedule (DMD2: 2 %–98 %).</summary>
+    public double MinTimestep { get; init; } = 0.02;
+    public double MaxTimestep { get; init; } = 0.98;
+
+    /// <summary>The real score's CFG scale (DMD2: 1.75 for SD1.5, 8 for SDXL).</summary>
+    public double RealGuidance { get; init; } = 1.75;
+
+    public double DistributionMatchingWeight { get; init; } = 1.0;
+
+    /// <summary>Weight of the MSE to teacher ODE pairs (Hyper-SD adds it for stability); 0 = off.</summary>
+    public double RegressionWeight { get; init; } = 0.25;
+
+    /// <summary>How many (noise, teacher x0) pairs, each from the teacher's DDIM at this many steps with the real guidance.</summary>
+    public int RegressionPairs { get; init; } = 1024;
+    public int RegressionTeacherSteps { get; init; } = 25;
+
+    /// <summary>Rewards kept in this phase (names and weights as in refl.rewards); absent = none.</summary>
+    public IReadOnlyDictionary<string, double>? Rewards { get; init; }
+
+    /// <summary>The reward term's weight and α in weight · mean(relu(α − r)).</summary>
+    public double RewardWeight { get; init; } = 1e-3;
+    public double RewardAlpha { get; init; } = 2.0;
+
+    /// <summary>The GAN head on the fake score's mid block: generator and discriminator weights (DMD2: 1e-3, 1e-2); 0 = no GAN.</summary>
+    public double GanGeneratorWeight { get; init; }
+    public double GanDiscriminatorWeight { get; init; } = 1e-2;
+
+    /// <summary>The fake score LoRA's rank and alpha.</summary>
+    public int FakeScoreRank { get; init; } = 64;
+    public double FakeScoreAlpha { get; init; } = 8;
 
     public int CheckpointEvery { get; init; } = 500;
 }

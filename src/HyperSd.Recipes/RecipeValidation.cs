@@ -163,25 +163,49 @@ public sealed partial record Recipe
             Check(r.RewardScale > 0, "refl.reward_scale", "must be positive", r.RewardScale);
             Check(r.AnchorWeight >= 0, "refl.anchor_weight", "must be non-negative", r.AnchorWeight);
             Check(r.CheckpointEvery >= 1, "refl.checkpoint_every", "must be at least 1", r.CheckpointEvery);
-            var known = toy ? ToyRewards : RealRewards;
-            var rewards = r.RewardWeights(toy);
-            foreach (var (name, w) in rewards)
+            CheckRewards("refl.rewards", r.RewardWeights(toy));
+        }
+
+        if (Dmd is { Enabled: true } d)
+        {
+            Check(s.Lora is not null, "dmd", "DMD trains the 1-step student's LoRA (tscd.lora)", "tscd.lora empty");
+            Check(s.Segments.Contains(1), "dmd", "DMD enhances the 1-step student, and no stage makes one: tscd.segments needs 1",
+                Format(s.Segments));
+            Check(d.Steps >= 1, "dmd.steps", "must be at least 1", d.Steps);
+            Check(d.BatchSize >= 1, "dmd.batch_size", "must be at least 1", d.BatchSize);
+            Check(d.GeneratorLearningRate > 0, "dmd.generator_learning_rate", "must be positive", d.GeneratorLearningRate);
+            Check(d.FakeScoreLearningRate > 0, "dmd.fake_score_learning_rate", "must be positive", d.FakeScoreLearningRate);
+            Check(d.WeightDecay >= 0, "dmd.weight_decay", "must be non-negative", d.WeightDecay);
+            Check(d.MaxGradNorm > 0, "dmd.max_grad_norm", "must be positive", d.MaxGradNorm);
+            Check(d.WarmupSteps >= 0 && d.WarmupSteps < d.Steps, "dmd.warmup_steps", $"must be in [0, steps) ([0, {d.Steps}))",
+                d.WarmupSteps);
+            Check(d.GeneratorUpdateEvery >= 1, "dmd.generator_update_every", "must be at least 1", d.GeneratorUpdateEvery);
+            Check(d.MinTimestep is >= 0 and < 1, "dmd.min_timestep", "must be a fraction in [0, 1)", d.MinTimestep);
+            Check(d.MaxTimestep > d.MinTimestep && d.MaxTimestep <= 1, "dmd.max_timestep",
+                $"must be above min_timestep ({Format(d.MinTimestep)}) and at most 1", d.MaxTimestep);
+            Check(d.RealGuidance >= 1, "dmd.real_guidance", "must be at least 1 (1 = no guidance)", d.RealGuidance);
+            Check(d.DistributionMatchingWeight >= 0, "dmd.distribution_matching_weight", "must be non-negative",
+                d.DistributionMatchingWeight);
+            Check(d.RegressionWeight >= 0, "dmd.regression_weight", "must be non-negative", d.RegressionWeight);
+            if (d.RegressionWeight > 0)
             {
-                Check(known.Contains(name), $"refl.rewards.{name}", $"unknown reward for a {(toy ? "toy" : "real-scale")} model " +
-                      $"(allowed: {string.Join(", ", known)})", Format(w));
-                Check(double.IsFinite(w) && w >= 0, $"refl.rewards.{name}", "must be a finite non-negative weight", w);
+                Check(d.RegressionPairs >= 1, "dmd.regression_pairs", "must be at least 1 with a regression weight", d.RegressionPairs);
+                Check(d.RegressionTeacherSteps >= 1, "dmd.regression_teacher_steps", "must be at least 1", d.RegressionTeacherSteps);
             }
-            Check(rewards.Values.Any(w => w > 0), "refl.rewards", "the reward weights are all zero (or none given): at least one " +
-                  "must be positive", rewards.Count == 0 ? "none" : "all 0");
-            bool Uses(string name) => rewards.TryGetValue(name, out var w) && w > 0;
-            if (Uses("laion-aesthetic"))
+            Check(d.DistributionMatchingWeight > 0 || d.RegressionWeight > 0 || d.GanGeneratorWeight > 0 || d.Rewards is not null,
+                "dmd.distribution_matching_weight", "distribution matching, regression, the GAN term and the rewards are all off: " +
+                "the generator would learn nothing", "0");
+            if (d.Rewards is { } rewards)
             {
-                Check(Rewards?.Clip is not null, "rewards.clip", "required by the laion-aesthetic reward", null);
-                Check(Rewards?.AestheticPredictor is not null, "rewards.aesthetic_predictor", "required by the laion-aesthetic reward",
-                    null);
+                CheckRewards("dmd.rewards", rewards);
+                Check(d.RewardWeight > 0, "dmd.reward_weight", "must be positive when dmd.rewards is given", d.RewardWeight);
+                Check(double.IsFinite(d.RewardAlpha), "dmd.reward_alpha", "must be a finite number", d.RewardAlpha);
             }
-            if (Uses("pickscore"))
-                Check(Rewards?.Pickscore is not null, "rewards.pickscore", "required by the pickscore reward", null);
+            Check(d.GanGeneratorWeight >= 0, "dmd.gan_generator_weight", "must be non-negative", d.GanGeneratorWeight);
+            Check(d.GanDiscriminatorWeight > 0, "dmd.gan_discriminator_weight", "must be positive", d.GanDiscriminatorWeight);
+            Check(d.FakeScoreRank >= 1, "dmd.fake_score_rank", "must be at least 1", d.FakeScoreRank);
+            Check(d.FakeScoreAlpha > 0, "dmd.fake_score_alpha", "must be positive", d.FakeScoreAlpha);
+            Check(d.CheckpointEvery >= 1, "dmd.checkpoint_every", "must be at least 1", d.CheckpointEvery);
         }
 
         if (Generation is { } g)
@@ -198,6 +222,29 @@ public sealed partial record Recipe
             Check(g.Seed >= 0, "generation.seed", "must be non-negative", g.Seed);
             Check(g.BatchSize >= 1, "generation.batch_size", "must be at least 1", g.BatchSize);
         }
+        // the weights of a reward section: known names for the model's world, non-negative, one positive, the files they need
+        void CheckRewards(string field, IReadOnlyDictionary<string, double> rewards)
+        {
+            var known = toy ? ToyRewards : RealRewards;
+            foreach (var (name, w) in rewards)
+            {
+                Check(known.Contains(name), $"{field}.{name}", $"unknown reward for a {(toy ? "toy" : "real-scale")} model " +
+                      $"(allowed: {string.Join(", ", known)})", Format(w));
+                Check(double.IsFinite(w) && w >= 0, $"{field}.{name}", "must be a finite non-negative weight", w);
+            }
+            Check(rewards.Values.Any(w => w > 0), field, "the reward weights are all zero (or none given): at least one " +
+                  "must be positive", rewards.Count == 0 ? "none" : "all 0");
+            bool Uses(string name) => rewards.TryGetValue(name, out var w) && w > 0;
+            if (Uses("laion-aesthetic"))
+            {
+                Check(Rewards?.Clip is not null, "rewards.clip", "required by the laion-aesthetic reward", null);
+                Check(Rewards?.AestheticPredictor is not null, "rewards.aesthetic_predictor", "required by the laion-aesthetic reward",
+                    null);
+            }
+            if (Uses("pickscore"))
+                Check(Rewards?.Pickscore is not null, "rewards.pickscore", "required by the pickscore reward", null);
+        }
+
         return problems;
     }
 

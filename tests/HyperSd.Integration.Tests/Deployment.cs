@@ -129,10 +129,12 @@ public sealed class Deployment : IAsyncDisposable
     }
 
     /// <summary>Stores the tiny recipe as a new run and sends StartRun to the orchestrator.</summary>
-    public async Task<Guid> SubmitAsync(int tscdSteps = 4)
+    /// <summary>Submits the tiny recipe, <paramref name="edit"/>ed if given.</summary>
+    public async Task<Guid> SubmitAsync(int tscdSteps = 4, Func<string, string>? edit = null)
     {
         var path = Path.Combine(Root, $"tiny-{Guid.NewGuid():N}.yaml");
-        await File.WriteAllTextAsync(path, TinyToy.Recipe(Teacher, tscdSteps));
+        var yaml = TinyToy.Recipe(Teacher, tscdSteps);
+        await File.WriteAllTextAsync(path, edit is null ? yaml : edit(yaml));
         using var timeout = new CancellationTokenSource(SendTimeout);
         return await client.Services.GetRequiredService<RunSubmission>().SubmitAsync(path, timeout.Token);
     }

@@ -4,6 +4,7 @@ using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
 using HyperSd.Testing;
 using HyperSd.Services.DatasetPrep;
+using HyperSd.Services.DistributionMatching;
 using HyperSd.Services.Evaluator;
 using HyperSd.Services.Execution;
 using HyperSd.Services.Orchestrator;
@@ -24,37 +25,50 @@ public sealed class FaultTests(ITestOutputHelper output)
     const int TscdSteps = 16;
 
     [Fact]
-    public async Task A_trainer_killed_mid_stage_is_replaced_and_the_stage_resumes_from_its_last_checkpoint()
+    public Task A_trainer_killed_mid_stage_is_replaced_and_the_stage_resumes_from_its_last_checkpoint() =>
+        KillMidStageAndResume(K2, Roles.SegmentConsistency, TscdSteps, tscdSteps: TscdSteps);
+
+    [Fact]
+    public Task A_dmd_trainer_killed_mid_stage_is_replaced_and_the_stage_resumes_from_its_last_checkpoint() =>
+        KillMidStageAndResume(DmdStage.StageName, Roles.DmdTrainer, DmdSteps,
+            edit: yaml => yaml.Replace("dmd: {steps: 4,", $"dmd: {{steps: {DmdSteps},").Replace("checkpoint_every: 1}", "checkpoint_every: 2}"));
+
+    /// <summary>DMD iterations enough to be caught mid-stage (a checkpoint every 2).</summary>
+    const int DmdSteps = 24;
+
+    /// <summary>Once a checkpoint of <paramref name="name"/> is stored, SIGKILLs its worker; a replacement's attempt 2 resumes
+    /// from a stored checkpoint and the run completes.</summary>
+    async Task KillMidStageAndResume(string name, string role, int steps, int tscdSteps = 4, Func<string, string>? edit = null)
     {
         await using var deployment = new Deployment(new Timings(LeaseTimeoutSeconds: 3));
         var workers = deployment.StartWorkers();
-        var runId = await deployment.SubmitAsync(tscdSteps: TscdSteps);
+        var runId = await deployment.SubmitAsync(tscdSteps, edit);
 
-        // once a checkpoint of tscd-k2 is stored, SIGKILL its trainer
-        var k2 = Deployment.StageOf(await deployment.RunAsync(runId), K2);
+        var planned = Deployment.StageOf(await deployment.RunAsync(runId), name);
         await deployment.WaitUntilAsync(async () =>
         {
             await using var db = deployment.Db();
-            return await db.Artifacts.AnyAsync(a => a.StageId == k2.Id && a.Kind == ArtifactKind.Checkpoint);
-        }, "a checkpoint of tscd-k2");
-        var killed = workers[Roles.SegmentConsistency];
+            return await db.Artifacts.AnyAsync(a => a.StageId == planned.Id && a.Kind == ArtifactKind.Checkpoint);
+        }, $"a checkpoint of {name}");
+        var killed = workers[role];
         killed.Kill();
-        var atKill = Deployment.StageOf(await deployment.RunAsync(runId), K2);
+        var atKill = Deployment.StageOf(await deployment.RunAsync(runId), name);
         List<string> checkpoints;
         await using (var db = deployment.Db())
         {
-            var unfinished = await db.StageAttempts.AnyAsync(a => a.StageId == k2.Id && a.Attempt == 1 && a.Outcome == null);
+            var unfinished = await db.StageAttempts.AnyAsync(a => a.StageId == planned.Id && a.Attempt == 1 && a.Outcome == null);
             Assert.True(atKill is { State: StageState.Running, Attempt: 1 } && unfinished,
-                $"tscd-k2 should still be running its first attempt when its worker dies, but it is {atKill.State} at attempt {atKill.Attempt}");
-            checkpoints = await db.Artifacts.Where(a => a.StageId == k2.Id && a.Kind == ArtifactKind.Checkpoint).Select(a => a.Path).ToListAsync();
+                $"{name} should still be running its first attempt when its worker dies, but it is {atKill.State} at attempt {atKill.Attempt}");
+            checkpoints = await db.Artifacts.Where(a => a.StageId == planned.Id && a.Kind == ArtifactKind.Checkpoint).Select(a => a.Path)
+                .ToListAsync();
         }
 
-        var replacement = deployment.StartWorker(Roles.SegmentConsistency);
+        var replacement = deployment.StartWorker(role);
         await deployment.WaitForEndAsync(runId);
         await deployment.AssertCompleteAsync(runId);
 
         var run = await deployment.RunAsync(runId);
-        var stage = Deployment.StageOf(run, K2);
+        var stage = Deployment.StageOf(run, name);
         Assert.Equal(2, stage.Attempt);
         var attempts = (await deployment.AttemptsAsync(run)).Where(a => a.StageId == stage.Id).OrderBy(a => a.Attempt).ToList();
         Assert.Equal([(1, AttemptOutcome.Lost, killed.Name), (2, AttemptOutcome.Succeeded, replacement.Name)],
@@ -62,17 +76,18 @@ public sealed class FaultTests(ITestOutputHelper output)
         // the second attempt trained on from a checkpoint of the first, not from step 0
         using var detail = JsonDocument.Parse(stage.ProgressDetail!);
         int resumedFrom = detail.RootElement.GetProperty("resumed_from").GetInt32();
-        Assert.True(resumedFrom >= 2, $"tscd-k2 attempt 2 resumed from step {resumedFrom}: {stage.ProgressDetail}");
-        Assert.Equal(TscdSteps, detail.RootElement.GetProperty("steps").GetInt32());
-        output.WriteLine($"tscd-k2: worker killed with checkpoints {string.Join(", ", checkpoints.Select(Path.GetFileName).Order())} stored; " +
-                         $"attempt 2 resumed from step {resumedFrom} of {TscdSteps}");
+        Assert.True(resumedFrom >= 2, $"{name} attempt 2 resumed from step {resumedFrom}: {stage.ProgressDetail}");
+        Assert.Equal(steps, detail.RootElement.GetProperty("steps").GetInt32());
+        output.WriteLine($"{name}: worker killed with checkpoints {string.Join(", ", checkpoints.Select(Path.GetFileName).Order())} " +
+                         $"stored; attempt 2 resumed from step {resumedFrom} of {steps}");
     }
 
     [Fact]
     public async Task A_stage_command_delivered_more_than_once_gives_one_result()
     {
         await using var deployment = new Deployment();
-        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.TeacherTrajectories, Roles.RewardScorer, Roles.LoraMerger,
+        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.TeacherTrajectories, Roles.RewardScorer, Roles.DmdTrainer,
+            Roles.LoraMerger,
             Roles.Evaluator, Roles.Generator);
         var runId = await deployment.SubmitAsync();
 
@@ -194,7 +209,8 @@ public sealed class FaultTests(ITestOutputHelper output)
     public async Task A_corrupt_input_goes_to_the_error_queue_and_fails_the_run_and_resume_completes_it_once_repaired()
     {
         await using var deployment = new Deployment();
-        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.SegmentConsistency, Roles.RewardScorer, Roles.LoraMerger,
+        deployment.StartWorkers(Roles.Orchestrator, Roles.DatasetPrep, Roles.SegmentConsistency, Roles.RewardScorer, Roles.DmdTrainer,
+            Roles.LoraMerger,
             Roles.Evaluator, Roles.Generator);
         var runId = await deployment.SubmitAsync();
         await deployment.WaitForAsync(runId, r => Deployment.StageOf(r, PrepareDatasetStage.StageName).State == StageState.Succeeded, "the dataset");

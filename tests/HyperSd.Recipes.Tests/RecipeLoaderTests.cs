@@ -108,7 +108,7 @@ public class RecipeLoaderTests
     public void An_unknown_top_level_section_is_named()
     {
         var problem = Assert.Single(Problems(Valid + "\nschedule: nightly\n"));
-        Assert.Equal($"{Source}: schedule: unknown key (allowed: name, seed, model, dataset, trajectories, tscd, evaluation, merge, refl, rewards, generation)", problem);
+        Assert.Equal($"{Source}: schedule: unknown key (allowed: name, seed, model, dataset, trajectories, tscd, evaluation, merge, refl, dmd, rewards, generation)", problem);
     }
 
     [Fact]

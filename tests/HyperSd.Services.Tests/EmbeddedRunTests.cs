@@ -149,11 +149,12 @@ public sealed class EmbeddedRunTests : IDisposable
         Assert.Equal((10, 1), (dataset.Count, dataset.BadCount));
         Assert.Empty(await db.Evaluations.Where(v => v.RunId == runId).ToListAsync());
         var artifacts = await db.Artifacts.Where(a => a.RunId == runId).ToListAsync();
-        Assert.Equal(7, artifacts.Count(a => a.Kind == ArtifactKind.Grid));
+        Assert.Equal(8, artifacts.Count(a => a.Kind == ArtifactKind.Grid)); // DMD's 1-step LoRA (from TSCD's) among them
         var report = await File.ReadAllTextAsync(store.Artifacts.GetFullPath(
             artifacts.Single(a => a.Kind == ArtifactKind.Report && a.StageKind == "evaluate-model" && a.Path.EndsWith("results.md")).Path));
         Assert.Contains("Not measured", report);
         Assert.Contains("grid-tscd-k2-ddim-trailing.png", report);
+        Assert.Contains("grid-dmd-k1-ddim-trailing.png", report);
         Assert.Equal(4, Directory.GetFiles(store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Images).Path), "*.png").Length);
     }
 

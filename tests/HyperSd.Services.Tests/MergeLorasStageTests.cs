@@ -43,7 +43,7 @@ public sealed class MergeLorasStageTests : IDisposable
             o.ReconcileInterval = TimeSpan.FromSeconds(1);
         }, catalogue);
         using var host = TestHosts.Start(options, catalogue);
-        var yaml = TinyToy.Recipe(teacher, merge: false, refl: false).Replace("evaluation:", merge + "\nevaluation:");
+        var yaml = TinyToy.Recipe(teacher, merge: false, refl: false, dmd: false).Replace("evaluation:", merge + "\nevaluation:");
         var planned = Runs.RunSubmission.Plan(catalogue, yaml, "tiny", options);
         var runId = await host.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned);
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
@@ -152,7 +152,7 @@ public sealed class MergeLorasStageTests : IDisposable
     [InlineData("{tscd-k2: 0.5, tscd-k1: 0.5, tscd-k8: 1}", "no such stage: tscd-k8")]
     public void Weights_that_do_not_match_the_stages_are_refused_at_submission(string weights, string why)
     {
-        var yaml = TinyToy.Recipe(merge: false, refl: false).Replace("evaluation:", $"merge: {{weights: {weights}}}\nevaluation:");
+        var yaml = TinyToy.Recipe(merge: false, refl: false, dmd: false).Replace("evaluation:", $"merge: {{weights: {weights}}}\nevaluation:");
         var e = Assert.Throws<RecipeValidationException>(() => Runs.RunSubmission.Plan(StageCatalogue.Default(), yaml, "tiny.yaml", new WorkerOptions()));
         var problem = Assert.Single(e.Problems);
         Assert.Equal("merge.weights", problem.Field);
@@ -165,8 +165,8 @@ public sealed class MergeLorasStageTests : IDisposable
     {
         foreach (var yaml in new[]
                  {
-                     TinyToy.Recipe(merge: false, refl: false),
-                     TinyToy.Recipe(merge: false, refl: false).Replace("evaluation:", "merge: {enabled: false}\nevaluation:"),
+                     TinyToy.Recipe(merge: false, refl: false, dmd: false),
+                     TinyToy.Recipe(merge: false, refl: false, dmd: false).Replace("evaluation:", "merge: {enabled: false}\nevaluation:"),
                  })
             Assert.DoesNotContain(Runs.RunSubmission.Plan(StageCatalogue.Default(), yaml, "tiny.yaml", new WorkerOptions()).Run.Stages,
                 s => s.Kind == MergeLorasStage.Kind);

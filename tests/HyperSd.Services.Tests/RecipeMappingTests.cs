@@ -4,6 +4,7 @@ using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Recipes;
 using HyperSd.Services.Evaluator;
 using HyperSd.Services.LoraMerger;
+using HyperSd.Services.DistributionMatching;
 using HyperSd.Services.RewardScorer;
 using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
@@ -137,16 +138,19 @@ public class RecipeMappingTests
         var recipe = RecipeLoader.Load(RecipePath("toy.yaml"));
         var stages = catalogue.Plan(RecipeInputs.Resolve(recipe, new InputRoots(), "toy.yaml"), Guid.NewGuid(), 3);
 
-        Assert.Equal(["dataset", "trajectories", "tscd-k8", "tscd-k4", "tscd-k2", "tscd-k1", "refl-k1", "refl-k4", "unified", "evaluate",
-                "generate"], stages.Select(s => s.Name));
+        Assert.Equal(["dataset", "trajectories", "tscd-k8", "tscd-k4", "tscd-k2", "tscd-k1", "refl-k1", "refl-k4", "dmd-k1", "unified",
+                "evaluate", "generate"], stages.Select(s => s.Name));
         var refl = (ReflStageSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "refl-k4"));
         Assert.Equal((RecipeMapping.Refl(recipe, 4), "tscd-k4"), (refl.Config, refl.Source));
         Assert.Equal(new Dictionary<string, double> { ["toy-structure-logp"] = 1.0 }, refl.Rewards);
-        // ReFL's LoRAs replace the ones they continued in the unified LoRA
+        var dmd = (DmdStageSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "dmd-k1"));
+        Assert.Equal((RecipeMapping.Dmd(recipe), "refl-k1"), (dmd.Config, dmd.Source));
+        // ReFL's and DMD's LoRAs replace the ones they continued in the unified LoRA
         var merge = (MergeSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "unified"));
         Assert.Equal(new Dictionary<string, double>
         {
-            ["tscd-k8"] = 0.25, ["tscd-k4"] = 0, ["tscd-k2"] = 0.25, ["tscd-k1"] = 0, ["refl-k1"] = 0.25, ["refl-k4"] = 0.25,
+            ["tscd-k8"] = 0.25, ["tscd-k4"] = 0, ["tscd-k2"] = 0.25, ["tscd-k1"] = 0, ["refl-k1"] = 0, ["refl-k4"] = 0.25,
+            ["dmd-k1"] = 0.25,
         }, merge.Weights);
         var k4 = (SegmentStageSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "tscd-k4"));
         Assert.Equal(RecipeMapping.SegmentStage(recipe, 4), k4.Config with { Lora = k4.Config.Lora, });

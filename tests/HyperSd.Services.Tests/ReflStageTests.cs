@@ -33,7 +33,7 @@ public sealed class ReflStageTests : IDisposable
             o.ReconcileInterval = TimeSpan.FromSeconds(1);
         }, catalogue);
         using var host = TestHosts.Start(options, catalogue);
-        var yaml = TinyToy.Recipe(teacher);
+        var yaml = TinyToy.Recipe(teacher, dmd: false);
         var planned = Runs.RunSubmission.Plan(catalogue, yaml, "tiny", options);
         var runId = await host.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned);
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(4);

@@ -81,7 +81,8 @@ public sealed class RunLifecycleTests : IDisposable
         var runId = await StartedRun();
         var run = await store.RunAsync(runId);
         Assert.Equal(RunState.Running, run.State);
-        Assert.Equal(["dataset", "trajectories", "tscd-k2", "tscd-k1", "refl-k1", "unified", "evaluate", "generate"],
+        Assert.Equal(["dataset", "trajectories", "tscd-k2", "tscd-k1", "refl-k1", "dmd-k1", "unified", "evaluate",
+            "generate"],
             run.Stages.Select(s => s.Name));
         Assert.Equal(StageState.Dispatched, run.Stages[0].State);
         Assert.All(run.Stages.Skip(1), s => Assert.Equal(StageState.Pending, s.State));
@@ -111,14 +112,18 @@ public sealed class RunLifecycleTests : IDisposable
         Assert.Equal(Roles.RewardScorer, sent[0].Role);
         Assert.Equal([datasetArtifact, await ArtifactOf(runId, "tscd-k1")], refl.InputArtifactIds);
         sent = await Complete(runId, "refl-k1", ArtifactKind.Lora, t0);
+        var dmd = Command("dmd", Assert.Single(sent).Command);
+        Assert.Equal(Roles.DmdTrainer, sent[0].Role);
+        Assert.Equal([datasetArtifact, await ArtifactOf(runId, "refl-k1")], dmd.InputArtifactIds);
+        sent = await Complete(runId, "dmd-k1", ArtifactKind.Lora, t0);
         var merge = Command("merge-loras", Assert.Single(sent).Command);
         Assert.Equal(Roles.LoraMerger, sent[0].Role);
-        // ReFL's k = 1 LoRA in place of the TSCD one it continued
-        Assert.Equal([await ArtifactOf(runId, "tscd-k2"), await ArtifactOf(runId, "refl-k1")], merge.InputArtifactIds);
+        // DMD's 1-step LoRA in place of the ReFL one it continued (itself in place of TSCD's)
+        Assert.Equal([await ArtifactOf(runId, "tscd-k2"), await ArtifactOf(runId, "dmd-k1")], merge.InputArtifactIds);
         sent = await Complete(runId, "unified", ArtifactKind.Lora, t0);
         var evaluate = Command("evaluate-model", Assert.Single(sent).Command);
         Assert.Equal([await ArtifactOf(runId, "tscd-k2"), await ArtifactOf(runId, "tscd-k1"), await ArtifactOf(runId, "refl-k1"),
-            await ArtifactOf(runId, "unified")], evaluate.InputArtifactIds);
+            await ArtifactOf(runId, "dmd-k1"), await ArtifactOf(runId, "unified")], evaluate.InputArtifactIds);
         sent = await Complete(runId, "evaluate", ArtifactKind.Report, t0);
         var generate = Command("generate-images", Assert.Single(sent).Command);
         Assert.Equal(Roles.Generator, sent[0].Role);

@@ -65,8 +65,14 @@ public sealed class TestStore : IDbContextFactory<MetadataDbContext>, IDisposabl
         var source = Path.Combine(Root, $"src-{Guid.NewGuid():N}");
         await File.WriteAllTextAsync(source, content);
         var path = StageContext.OutputPrefix(stage.RunId, stage.Name, stage.Attempt) + name;
-        // a TSCD stage's LoRA carries its k and the step count it is for, as the trainer's stage records them
-        int? k = stage.Kind == TrainSegmentStage.Kind ? ((SegmentStageSettings)StageCatalogue.Default().ReadSettings(stage)).Config.Segments : null;
+        // a trained LoRA carries its k and the step count it is for, as the training stages record them
+        int? k = StageCatalogue.Default().ReadSettings(stage) switch
+        {
+            SegmentStageSettings t => t.Config.Segments,
+            RewardScorer.ReflStageSettings r => r.Config.StudentSteps,
+            DistributionMatching.DmdStageSettings => 1,
+            _ => null,
+        };
         var info = await Artifacts.ImportAsync(source, path);
         var artifact = new Artifact
         {

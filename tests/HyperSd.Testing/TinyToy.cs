@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace HyperSd.Testing;
 
 /// <summary>The tiny toy world of the end-to-end tests (embedded and distributed): an untrained, narrow teacher and recognizer, and a recipe
-/// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1, ReFL on k = 1, merged into a unified LoRA); the teacher in the
+/// with a few scenes, trajectories and steps per stage (TSCD k = 2 → 1, ReFL on k = 1, DMD on ReFL's, merged into a unified LoRA); the teacher in the
 /// SD1.5 or the SDXL layout.</summary>
 public static class TinyToy
 {
@@ -60,14 +60,21 @@ public static class TinyToy
     public const string ReflSection =
         "refl: {students: [1], steps: 3, batch_size: 2, learning_rate: 1.0e-3, alpha: 1, reward_scale: 1, checkpoint_every: 1}";
 
+    /// <summary>DMD on ReFL's 1-step student: a few iterations (the generator every second), a small fake score, a few teacher
+    /// ODE pairs, a checkpoint every step.</summary>
+    public const string DmdSection =
+        "dmd: {steps: 4, batch_size: 2, generator_learning_rate: 1.0e-3, fake_score_learning_rate: 1.0e-3, warmup_steps: 0, " +
+        "generator_update_every: 2, regression_pairs: 4, regression_teacher_steps: 3, fake_score_rank: 4, fake_score_alpha: 4, " +
+        "checkpoint_every: 1}";
+
     /// <summary>The recipe; <paramref name="tscdSteps"/> lengthens the TSCD stages (a checkpoint every 2 steps).
     /// <paramref name="teacherDir"/> null leaves the teacher to the worker's default (tests that run no model).
     /// <paramref name="imageFolder"/> (with <paramref name="promptsFile"/>) makes it a real-data recipe: the teacher as a
     /// diffusers folder, the dataset an image folder with sidecar captions, the evaluation prompts from a file. <paramref name="merge"/>
     /// false leaves out the merge section (no unified LoRA), <paramref name="refl"/> false the ReFL stage (a real-data recipe has
-    /// none: the toy rewards need the toy world).</summary>
+    /// none: the toy rewards need the toy world), <paramref name="dmd"/> false the DMD stage.</summary>
     public static string Recipe(string? teacherDir = null, int tscdSteps = 4, string architecture = "sd15", string? imageFolder = null,
-        string? promptsFile = null, bool merge = true, bool refl = true) => $$"""
+        string? promptsFile = null, bool merge = true, bool refl = true, bool dmd = true) => $$"""
         name: tiny
         seed: 0
         model:
@@ -97,6 +104,7 @@ public static class TinyToy
           discriminator_learning_rate: 1.0e-4
           checkpoint_every: 2
         {{(refl && imageFolder is null ? ReflSection : "")}}
+        {{(dmd ? DmdSection : "")}}
         {{(merge ? MergeSection : "")}}
         evaluation:
           steps: [1, 2]

@@ -7,21 +7,22 @@ namespace HyperSd.Testing;
 public static class TinyToyRunAssertions
 {
     /// <summary>One dataset and trajectory shard, a LoRA per TSCD stage (k = 1 made from the trajectories and the
-    /// k = 2 LoRA), ReFL's k = 1 LoRA (from TSCD's and the dataset's prompts) and the unified LoRA (made from k = 2 and ReFL's,
-    /// which replaces the one it continued) with its merge report and fused UNet, checkpoints, ten grids (teacher, untrained
-    /// control, student and unified × 2 samplers, the k = 2 stage at 2 steps, ReFL's at 1), the evaluation's reports; a dataset
-    /// row of the recipe's 12 scenes; the generator's four images (from the unified LoRA); each evaluation row once, finite,
-    /// for the teacher, the student and the unified LoRA at 1 and 2 steps, the k = 2 stage at 2 steps and ReFL's at 1, with
-    /// the independent judge's adherence beside the recognizer's.</summary>
+    /// k = 2 LoRA), ReFL's k = 1 LoRA (from TSCD's and the dataset's prompts), DMD's (from ReFL's and the prompts) and the
+    /// unified LoRA (made from k = 2 and DMD's, which replaces the one it continued) with its merge report and fused UNet,
+    /// checkpoints, eleven grids (teacher, untrained control, student and unified × 2 samplers, the k = 2 stage at 2 steps,
+    /// ReFL's and DMD's at 1), the evaluation's reports; a dataset row of the recipe's 12 scenes; the generator's four images
+    /// (from the unified LoRA); each evaluation row once, finite, for the teacher, the student and the unified LoRA at 1 and 2
+    /// steps, the k = 2 stage at 2 steps and ReFL's and DMD's at 1, with the independent judge's adherence beside the
+    /// recognizer's.</summary>
     public static void AssertOutputs(Run run, IReadOnlyList<Artifact> artifacts, Dataset dataset, IReadOnlyList<Evaluation> evaluations,
         Func<Artifact, string> pathOf)
     {
         int Count(ArtifactKind kind) => artifacts.Count(a => a.Kind == kind);
         Assert.Equal(1, Count(ArtifactKind.Dataset));
         Assert.Equal(1, Count(ArtifactKind.Trajectories));
-        Assert.Equal(4, Count(ArtifactKind.Lora));
+        Assert.Equal(5, Count(ArtifactKind.Lora));
         Assert.True(Count(ArtifactKind.Checkpoint) >= 2, "a checkpoint of each TSCD stage");
-        Assert.Equal(10, Count(ArtifactKind.Grid));
+        Assert.Equal(11, Count(ArtifactKind.Grid));
         Assert.Equal(3, Count(ArtifactKind.Report)); // the evaluation's results.md and results.json, and the merge's
         Assert.Equal(1, Count(ArtifactKind.Unet));
         Assert.Equal(1, Count(ArtifactKind.Images));
@@ -39,12 +40,18 @@ public static class TinyToyRunAssertions
         Assert.Equal(new[] { k1.Id, artifacts.Single(a => a.Kind == ArtifactKind.Dataset).Id }.Order(),
             refl.Inputs.Select(i => i.InputArtifactId).Order());
 
-        // the unified LoRA: from k = 2's and ReFL's k = 1 LoRAs, for any step count
+        // DMD: ReFL's 1-step LoRA on the dataset's prompts
+        var dmd = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == stageIds["dmd-k1"]);
+        Assert.Equal(("dmd", 1, 1), (dmd.StageKind, dmd.Segments, dmd.Steps));
+        Assert.Equal(new[] { refl.Id, artifacts.Single(a => a.Kind == ArtifactKind.Dataset).Id }.Order(),
+            dmd.Inputs.Select(i => i.InputArtifactId).Order());
+
+        // the unified LoRA: from k = 2's and DMD's 1-step LoRAs, for any step count
         var k2 = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == stageIds["tscd-k2"]);
         Assert.Equal((2, 2), (k2.Segments, k2.Steps));
         var unified = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == stageIds["unified"]);
         Assert.Equal(("merge-loras", null, null), (unified.StageKind, unified.Segments, unified.Steps));
-        Assert.Equal(new[] { refl.Id, k2.Id }.Order(), unified.Inputs.Select(i => i.InputArtifactId).Order());
+        Assert.Equal(new[] { dmd.Id, k2.Id }.Order(), unified.Inputs.Select(i => i.InputArtifactId).Order());
         Assert.True(File.Exists(Path.Combine(pathOf(unified), "lora.safetensors")));
         Assert.True(File.Exists(Path.Combine(pathOf(unified), "pytorch_lora_weights.safetensors")));
 
@@ -72,9 +79,10 @@ public static class TinyToyRunAssertions
         // the k = 2 stage's LoRA as Hyper-SD's fixed 2-step LoRA
         Assert.Equal([(2, "adherence"), (2, "adherence-judge"), (2, "fd"), (2, "kid")],
             evaluations.Where(v => v.Model == "tscd-k2").Select(v => (v.Steps, v.Metric)).Order());
-        // ReFL's LoRA at its one step
-        Assert.Equal([(1, "adherence"), (1, "adherence-judge"), (1, "fd"), (1, "kid")],
-            evaluations.Where(v => v.Model == "refl-k1").Select(v => (v.Steps, v.Metric)).Order());
+        // ReFL's and DMD's LoRAs at their one step
+        foreach (var model in new[] { "refl-k1", "dmd-k1" })
+            Assert.Equal([(1, "adherence"), (1, "adherence-judge"), (1, "fd"), (1, "kid")],
+                evaluations.Where(v => v.Model == model).Select(v => (v.Steps, v.Metric)).Order());
         Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
         // 95 % intervals on adherence and KID, none on one image set's Fréchet distance
         Assert.All(evaluations, v => Assert.True(v.Metric == "fd" ? v.Low is null && v.High is null : v.Low <= v.Value && v.Value <= v.High,

@@ -7,7 +7,6 @@ using HyperSd.Distillation.Toy;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
 using HyperSd.Services.LoraMerger;
-using HyperSd.Services.RewardScorer;
 using HyperSd.Services.Runs;
 using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.Stages;
@@ -46,27 +45,26 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
             RecipeMapping.StudentLora(recipe)))];
     }
 
-    /// <summary>Every TSCD stage's LoRA, in run order (the last is the distilled student; each earlier one is also a
-    /// fixed-step LoRA), and the unified LoRA if there is one.</summary>
+    /// <summary>Every trained LoRA in run order (TSCD's, then ReFL's and DMD's; the last TSCD one is the distilled student,
+    /// each other one a fixed-step LoRA), and the unified LoRA if there is one.</summary>
     protected override IEnumerable<Artifact> SelectInputs(EvaluationSettings settings, IReadOnlyList<StageOutput> earlier)
     {
-        var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind })
-            .Select(o => o.Artifact).ToList();
-        var refl = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: ReflStage.Kind }).Select(o => o.Artifact);
-        return loras.Count > 0
-            ? loras.Concat(refl).Concat(new[] { Latest(earlier, ArtifactKind.Lora, MergeLorasStage.Kind) }.OfType<Artifact>())
+        var loras = earlier.Select(o => o.Artifact).Where(Jobs.RunLoras.IsTrained).ToList();
+        return loras.Any(a => a.StageKind == TrainSegmentStage.Kind)
+            ? loras.Concat(new[] { Latest(earlier, ArtifactKind.Lora, MergeLorasStage.Kind) }.OfType<Artifact>())
             : throw new InvalidDataException("an evaluate-model stage needs a TSCD stage's LoRA, and the run has none");
     }
 
     protected override async Task ExecuteAsync(StageContext stage, EvaluationSettings settings)
     {
         var unified = stage.InputsOf(ArtifactKind.Lora).Where(a => a.StageKind == MergeLorasStage.Kind).ToList();
-        var feedback = stage.InputsOf(ArtifactKind.Lora).Where(a => a.StageKind == ReflStage.Kind).ToList();
-        var loras = stage.InputsOf(ArtifactKind.Lora).Except(unified).Except(feedback).ToList();
+        // the LoRAs that continue a TSCD one (ReFL's, DMD's)
+        var continued = stage.InputsOf(ArtifactKind.Lora).Where(a => a.StageKind != TrainSegmentStage.Kind).Except(unified).ToList();
+        var loras = stage.InputsOf(ArtifactKind.Lora).Where(a => a.StageKind == TrainSegmentStage.Kind).ToList();
         if (loras.Count == 0) throw new InvalidDataException($"stage {stage.Stage}: no LoRA input to evaluate");
         var final = loras[^1];
-        // the earlier TSCD stages' and the ReFL stages' LoRAs, each at its own step count
-        var fixedStep = loras.SkipLast(1).Concat(feedback).Where(a => a.Steps is { } s && settings.Options.Steps.Contains(s)).ToList();
+        // the earlier TSCD stages' and the ReFL and DMD stages' LoRAs, each at its own step count
+        var fixedStep = loras.SkipLast(1).Concat(continued).Where(a => a.Steps is { } s && settings.Options.Steps.Contains(s)).ToList();
         var prompts = settings.Prompts is { } toy ? PromptSet.Toy(toy.Count) with { Prompts = toy }
             : PromptSet.File(Path.GetFileName(settings.PromptsFile!.Path),
                 await settings.PromptsFile!.ReadPromptsAsync(stage.Store, stage.Cancellation));

@@ -8,9 +8,7 @@ using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Recipes;
 using HyperSd.Services.Execution;
 using HyperSd.Services.LoraMerger;
-using HyperSd.Services.RewardScorer;
 using HyperSd.Services.Runs;
-using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.Stages;
 
 namespace HyperSd.Services.Generator;
@@ -46,13 +44,12 @@ public sealed class GenerateImagesStage : StageKind<GenerationSettings>
             RecipeMapping.StudentLora(recipe)))];
     }
 
-    /// <summary>The unified LoRA, else the latest LoRA (ReFL's after TSCD's) made for the generation's step count, else the
-    /// last TSCD one.</summary>
+    /// <summary>The unified LoRA, else the latest LoRA (DMD's after ReFL's after TSCD's) made for the generation's step count,
+    /// else the last one.</summary>
     protected override IEnumerable<Artifact> SelectInputs(GenerationSettings settings, IReadOnlyList<StageOutput> earlier)
     {
         if (Latest(earlier, ArtifactKind.Lora, MergeLorasStage.Kind) is { } unified) return [unified];
-        var loras = earlier.Where(o => o.Artifact is { Kind: ArtifactKind.Lora, StageKind: TrainSegmentStage.Kind or ReflStage.Kind })
-            .Select(o => o.Artifact).ToList();
+        var loras = earlier.Select(o => o.Artifact).Where(Jobs.RunLoras.IsTrained).ToList();
         if (loras.Count == 0) throw new InvalidDataException("a generate-images stage needs a TSCD stage's LoRA, and the run has none");
         return [loras.LastOrDefault(a => a.Steps == settings.Steps) ?? loras[^1]];
     }

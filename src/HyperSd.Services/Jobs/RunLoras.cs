@@ -2,6 +2,7 @@ using HyperSd.Data;
 using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
 using HyperSd.Distillation.SegmentConsistency;
+using HyperSd.Services.DistributionMatching;
 using HyperSd.Services.LoraMerger;
 using HyperSd.Services.RewardScorer;
 using HyperSd.Services.Runs;
@@ -46,7 +47,7 @@ public static class RunLoras
         if (run is null) throw new InvalidFieldException($"{field}.run", $"no run '{reference}' in the store");
         var made = await db.Artifacts.AsNoTracking()
             .Where(a => a.RunId == run.Id && a.Kind == ArtifactKind.Lora
-                        && (a.StageKind == TrainSegmentStage.Kind || a.StageKind == ReflStage.Kind || a.StageKind == MergeLorasStage.Kind))
+                        && (TrainedKinds.Contains(a.StageKind!) || a.StageKind == MergeLorasStage.Kind))
             .OrderBy(a => a.CreatedAt).ToListAsync(ct);
         var unified = made.LastOrDefault(a => a.StageKind == MergeLorasStage.Kind);
         made.RemoveAll(a => a == unified);
@@ -64,12 +65,24 @@ public static class RunLoras
         return lora with { Path = path, Id = $"{run.Name}/{StageNameOf(artifact)}", Steps = artifact.Steps };
     }
 
+    /// <summary>The kinds of the stages that train a k-step student's LoRA, in the order a run makes them: TSCD, ReFL
+    /// (continuing TSCD's), DMD (continuing the 1-step one).</summary>
+    public static readonly string[] TrainedKinds = [TrainSegmentStage.Kind, ReflStage.Kind, DmdStage.Kind];
+
+    /// <summary>Whether an artifact is a LoRA a training stage made (not the unified one).</summary>
+    public static bool IsTrained(Artifact a) => a.Kind == ArtifactKind.Lora && TrainedKinds.Contains(a.StageKind);
+
     /// <summary>The name of the stage that made a run's "lora" artifact (what evaluation rows and image records call the
-    /// model): unified, refl-k{k} or tscd-k{k}.</summary>
+    /// model): unified, dmd-k1, refl-k{k} or tscd-k{k}.</summary>
     public static string StageNameOf(Artifact lora)
     {
         if (lora.StageKind == MergeLorasStage.Kind) return MergeLorasStage.StageName;
         int k = lora.Segments ?? throw new InvalidDataException($"LoRA artifact {lora.Id} ({lora.Path}) has no segments (k) recorded");
-        return lora.StageKind == ReflStage.Kind ? ReflStage.StageName(k) : TrainSegmentStage.StageName(k);
+        return lora.StageKind switch
+        {
+            ReflStage.Kind => ReflStage.StageName(k),
+            DmdStage.Kind => DmdStage.StageName,
+            _ => TrainSegmentStage.StageName(k),
+        };
     }
 }

@@ -38,8 +38,8 @@ public sealed class MergeLorasStage : StageKind<MergeSettings>
     /// a TSCD stage's LoRA has), and the one diffusers' <c>load_lora_weights</c> reads from a folder.</summary>
     public const string KohyaFile = "lora.safetensors", PeftFile = "pytorch_lora_weights.safetensors", ReportFile = "merge-report.json";
 
-    /// <summary>The stage kinds whose LoRAs are merged (DMD joins here).</summary>
-    static readonly IStageKind[] Sources = [new TrainSegmentStage(), new RewardScorer.ReflStage()];
+    /// <summary>The stage kinds whose LoRAs are merged.</summary>
+    static readonly IStageKind[] Sources = [new TrainSegmentStage(), new RewardScorer.ReflStage(), new DistributionMatching.DmdStage()];
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
@@ -52,7 +52,7 @@ public sealed class MergeLorasStage : StageKind<MergeSettings>
     {
         if (recipe.Merge is not { Enabled: true }) return [];
         var planned = Sources.SelectMany(k => k.Plan(recipe, inputs)).ToList();
-        // a stage that continues another's LoRA (ReFL on TSCD stage k) replaces it in the default weights
+        // a stage that continues another's LoRA (ReFL on TSCD stage k, DMD on the 1-step one) replaces it in the default weights
         var superseded = planned.Select(p => p.Settings).OfType<ILoraContinuation>().Select(r => r.Source).ToHashSet();
         return [new(StageName, RecipeMapping.Merge(recipe, planned.Select(p => p.Name).ToList(), superseded))];
     }

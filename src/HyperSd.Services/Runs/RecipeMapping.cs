@@ -48,7 +48,7 @@ public static class RecipeMapping
             Weights = new LossWeights(weights.Mse, weights.Adversarial),
             DiscriminatorLearningRate = t.DiscriminatorLearningRate, DiscriminatorChannels = t.DiscriminatorChannels,
             Lora = StudentLora(recipe), CheckpointEvery = t.CheckpointEvery,
-            LoraFormat = t.LoraFormat == LoraFormat.Peft ? LoraFileFormat.Peft : LoraFileFormat.Kohya,
+            LoraFormat = LoraFormatOf(recipe),
         };
     }
 
@@ -61,9 +61,31 @@ public static class RecipeMapping
             StudentSteps = students, Steps = r.Steps, BatchSize = r.BatchSize, Seed = recipe.Seed, LearningRate = r.LearningRate,
             WeightDecay = r.WeightDecay, MaxGradNorm = r.MaxGradNorm, Alpha = r.Alpha, RewardScale = r.RewardScale,
             AnchorWeight = r.AnchorWeight, CheckpointEvery = r.CheckpointEvery,
-            LoraFormat = recipe.Tscd.LoraFormat == LoraFormat.Peft ? LoraFileFormat.Peft : LoraFileFormat.Kohya,
+            LoraFormat = LoraFormatOf(recipe),
         };
     }
+
+    /// <summary>The settings of the DMD stage on the 1-step student.</summary>
+    public static Distillation.DistributionMatching.DmdConfig Dmd(Recipe recipe)
+    {
+        var d = recipe.Dmd ?? throw new ArgumentException("the recipe has no dmd section");
+        return new()
+        {
+            Steps = d.Steps, BatchSize = d.BatchSize, Seed = recipe.Seed, GeneratorLearningRate = d.GeneratorLearningRate,
+            FakeScoreLearningRate = d.FakeScoreLearningRate, WeightDecay = d.WeightDecay, MaxGradNorm = d.MaxGradNorm,
+            WarmupSteps = d.WarmupSteps, GeneratorUpdateEvery = d.GeneratorUpdateEvery, MinTimestepFraction = d.MinTimestep,
+            MaxTimestepFraction = d.MaxTimestep, RealGuidance = d.RealGuidance, DistributionMatchingWeight = d.DistributionMatchingWeight,
+            RegressionWeight = d.RegressionWeight, RegressionPairs = d.RegressionPairs, RegressionTeacherSteps = d.RegressionTeacherSteps,
+            RewardWeight = d.Rewards is null ? 0 : d.RewardWeight, RewardAlpha = d.RewardAlpha, GanGeneratorWeight = d.GanGeneratorWeight,
+            GanDiscriminatorWeight = d.GanDiscriminatorWeight, FakeScoreRank = d.FakeScoreRank, FakeScoreAlpha = d.FakeScoreAlpha,
+            CheckpointEvery = d.CheckpointEvery, LoraFormat = LoraFormatOf(recipe),
+        };
+    }
+
+    /// <summary>The format the training stages write their LoRAs in (tscd.lora_format).</summary>
+    static LoraFileFormat LoraFormatOf(Recipe recipe) => FileFormat(recipe.Tscd.LoraFormat);
+
+    static LoraFileFormat FileFormat(LoraFormat format) => format == LoraFormat.Peft ? LoraFileFormat.Peft : LoraFileFormat.Kohya;
 
     /// <summary>The student's LoRA (null: full fine-tuning of a teacher copy).</summary>
     public static LoraConfig? StudentLora(Recipe recipe) =>
@@ -90,7 +112,7 @@ public static class RecipeMapping
                 $"{(missing.Count > 0 ? $"; missing: {string.Join(", ", missing)}" : "")}")]);
         // in run order, so the report lists the sources as the stages ran
         return new(recipe.Model, recipe.Name, sources.ToDictionary(s => s, s => weights[s]), m.Rank ?? lora.Rank, m.ConvRank, m.ClampRank,
-            m.Formats.Select(f => f == LoraFormat.Peft ? LoraFileFormat.Peft : LoraFileFormat.Kohya).ToList(), m.Fuse);
+            m.Formats.Select(FileFormat).ToList(), m.Fuse);
     }
 
     public static EvaluationOptions Evaluation(Recipe recipe) => new()

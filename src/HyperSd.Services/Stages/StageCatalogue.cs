@@ -22,12 +22,13 @@ public sealed class StageCatalogue
 {
     readonly List<IStageKind> kinds = [];
 
-    /// <summary>The built-in stages: dataset, trajectories, TSCD k = 8 → 1, ReFL, the unified LoRA, evaluation, generation.</summary>
+    /// <summary>The built-in stages: dataset, trajectories, TSCD k = 8 → 1, ReFL, DMD, the unified LoRA, evaluation, generation.</summary>
     public static StageCatalogue Default() => new StageCatalogue()
         .Add(new PrepareDatasetStage())
         .Add(new GenerateTrajectoriesStage())
         .Add(new TrainSegmentStage())
         .Add(new RewardScorer.ReflStage())
+        .Add(new DistributionMatching.DmdStage())
         .Add(new MergeLorasStage())
         .Add(new EvaluateModelStage())
         .Add(new GenerateImagesStage())
