@@ -158,7 +158,7 @@ public class RecipeMappingTests
         var evaluation = (EvaluationSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "evaluate"));
         Assert.Equal([SamplerSpec.DdimTrailing(), SamplerSpec.Tcd(0.3)], evaluation.StudentSamplers);
         Assert.Equal(SamplerSpec.Teacher(3.0), evaluation.TeacherSamplers);
-        Assert.Equal(256, evaluation.Prompts!.Count);
+        Assert.Equal(128, evaluation.Prompts!.Count);
         Assert.Equal(RecipeMapping.Evaluation(recipe).Steps, evaluation.Options.Steps);
         Assert.Equal(RecipeMapping.Evaluation(recipe) with { Steps = evaluation.Options.Steps }, evaluation.Options);
     }

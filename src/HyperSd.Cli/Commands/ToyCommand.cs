@@ -150,7 +150,7 @@ public static class ToyCommand
             Description = "the experiment's store (store/) and its results.md",
             DefaultValueFactory = _ => new DirectoryInfo("artifacts/toy/distill"),
         };
-        var baseRecipe = ToyExperiment.BaseRecipe();
+        var baseRecipe = ToyExperiment.Table(ToyExperiment.BaseRecipe());
         var stageSteps = new Option<int>("--stage-steps") { DefaultValueFactory = _ => baseRecipe.Tscd.StepsPerStage };
         var trajectories = new Option<int>("--trajectories") { DefaultValueFactory = _ => baseRecipe.Trajectories.Count };
         var parallel = new Option<int>("--parallel")

@@ -23,19 +23,29 @@ public static class ToyExperiment
         return RecipeLoader.Parse(new StreamReader(stream).ReadToEnd(), "recipes/toy.yaml");
     }
 
+    /// <summary>The results table's budget (docs/results.md; recipes/toy.yaml is budgeted to run in minutes): 4,096 images,
+    /// 8,192 trajectories, 100 steps per stage, 256 held-out prompts against 1,024 real images.</summary>
+    public static Recipe Table(Recipe recipe) => recipe with
+    {
+        Dataset = recipe.Dataset with { Count = 4096 },
+        Trajectories = recipe.Trajectories with { Count = 8192 },
+        Tscd = recipe.Tscd with { StepsPerStage = 100 },
+        Evaluation = recipe.Evaluation with { Prompts = 256, RealImages = 1024 },
+    };
+
     /// <summary>The outcome tests' budget (<c>hypersd toy distill --small</c>): 1,024 images, 2,048 trajectories, 40 steps
     /// per stage, 128 held-out prompts against 512 real images at 2 and 4 steps, the teacher's reference at 8; no
-    /// generation and no ReFL (the table compares TSCD schedules; ReFL's outcome has its own test).</summary>
+    /// generation, no ReFL and no DMD (the table compares TSCD schedules; ReFL's outcome has its own test).</summary>
     public static Recipe Small(Recipe recipe) => recipe with
     {
-        Generation = null, Refl = null,
+        Generation = null, Refl = null, Dmd = null,
         Dataset = recipe.Dataset with { Count = 1024 },
         Trajectories = recipe.Trajectories with { Count = 2048 },
         Tscd = recipe.Tscd with { StepsPerStage = 40 },
         Evaluation = recipe.Evaluation with { Steps = [2, 4], Prompts = 128, RealImages = 512, TeacherSteps = 8 },
     };
 
-    /// <summary>The table's rows, from the adversarial recipe (the only one with ReFL): the LCM-style baseline (k = 1
+    /// <summary>The table's rows, from the adversarial recipe (the only one with ReFL and DMD): the LCM-style baseline (k = 1
     /// alone, consistency loss only, as many steps as all of TSCD's stages), the same with k = 4 (the progression's
     /// control), TSCD with the consistency loss only, and TSCD with the adversarial term.</summary>
     public static IReadOnlyList<Recipe> Variants(Recipe adversarial)
@@ -46,7 +56,7 @@ public static class ToyExperiment
         [
             adversarial with
             {
-                Name = "toy-cd-k1", Merge = null, Refl = null, // one LoRA: nothing to unify
+                Name = "toy-cd-k1", Merge = null, Refl = null, Dmd = null, // one LoRA: nothing to unify
                 Tscd = t with
                 {
                     Segments = [1], StepsPerStage = t.Segments.Count * t.StepsPerStage,
@@ -56,15 +66,15 @@ public static class ToyExperiment
             // the progression's control: one k = 4 stage with TSCD's whole budget, consistency loss only (no progression)
             adversarial with
             {
-                Name = "toy-cd-k4", Merge = null, Refl = null,
+                Name = "toy-cd-k4", Merge = null, Refl = null, Dmd = null,
                 Tscd = t with
                 {
                     Segments = [4], StepsPerStage = t.Segments.Count * t.StepsPerStage,
                     Weights = new Dictionary<int, LossWeightsRecipe> { [4] = new() { Mse = 1, Adversarial = 0 } }
                 },
             },
-            // the unified LoRA and ReFL are measured once, on the main recipe's run
-            adversarial with { Name = "toy-tscd-mse", Tscd = t with { Weights = mseOnly }, Merge = null, Refl = null },
+            // the unified LoRA, ReFL and DMD are measured once, on the main recipe's run
+            adversarial with { Name = "toy-tscd-mse", Tscd = t with { Weights = mseOnly }, Merge = null, Refl = null, Dmd = null },
             adversarial with { Name = "toy-tscd-adv" },
         ];
     }
