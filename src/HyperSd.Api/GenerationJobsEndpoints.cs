@@ -23,8 +23,8 @@ public static class GenerationJobsEndpoints
         var jobs = api.MapGroup("/generation-jobs").WithTags("generation jobs");
         jobs.MapPost("/", SubmitAsync).RequireAuthorization(ApiHost.OperatePolicy)
             .Produces<GenerationJobCreated>(StatusCodes.Status201Created)
-            .WithSummary("submit a job (JSON: model, loras, prompts as rows, images per prompt, sampler, size, seeds, chunk size); " +
-                         "it starts at once");
+            .WithSummary("submit a job (JSON: model, loras, prompts as rows, images per prompt, sampler, size, seeds, chunk size; " +
+                         "bestOf, reward, score and rewardFiles for best-of-n by a reward's score); it starts at once");
         jobs.MapGet("/", (GenerationJobs j, CancellationToken ct) => j.ListAsync(ct)).WithSummary("jobs with their progress, newest first");
         jobs.MapGet("/{id}", async (Guid id, GenerationJobs j, CancellationToken ct) =>
                 await j.ShowAsync(id, ct) ?? throw new UnknownIdException("id", id, "generation job"))
@@ -36,9 +36,10 @@ public static class GenerationJobsEndpoints
                 new GenerationJobStateView(id, await j.ResumeAsync(id, ct) ?? throw new UnknownIdException("id", id, "generation job")))
             .RequireAuthorization(ApiHost.OperatePolicy).WithSummary("resume a cancelled or failed job (what is recorded is skipped)");
         jobs.MapGet("/{id}/manifest", (Guid id, GenerationJobs j) => Stream(id, j, "application/x-ndjson", null, j.WriteManifestAsync))
-            .WithSummary("manifest.jsonl: one line per image (prompt, indices, seed, file, sha256), streamed");
+            .WithSummary("manifest.jsonl: one line per kept image (prompt, indices, seed, file, sha256; with a reward its score, " +
+                         "and best-of-n's candidates' scores), streamed");
         jobs.MapGet("/{id}/zip", (Guid id, GenerationJobs j) => Stream(id, j, "application/zip", $"{id}.zip", j.WriteZipAsync))
-            .WithSummary("the job's images and manifest.jsonl as a zip, streamed");
+            .WithSummary("the job's kept images and manifest.jsonl as a zip, streamed");
     }
 
     static async Task<IResult> SubmitAsync(GenerationJobSpec spec, GenerationJobs jobs, ApiOptions options, WorkerOptions workers,

@@ -99,4 +99,26 @@ public sealed class GenerationJobApiTests : IAsyncLifetime
         var malformed = await client.PostAsync("/api/generation-jobs", Body("{\"model\": \"toy\", \"prompts\": [{\"prompt\": 3}]}"));
         Assert.Equal(HttpStatusCode.BadRequest, malformed.StatusCode);
     }
+
+    [Theory]
+    [InlineData("\"bestOf\": 0", "best_of", "must be 1 (off) to 64 (this deployment's limit), got 0")]
+    [InlineData("\"bestOf\": 100, \"reward\": \"toy-structure\"", "best_of", "must be 1 (off) to 64 (this deployment's limit), got 100")]
+    [InlineData("\"bestOf\": 3", "reward", "required with best_of 3: the reward that scores the images (for the toy model: toy-structure, toy-structure-logp)")]
+    [InlineData("\"bestOf\": 3, \"reward\": \"pickscore\"", "reward", "unknown reward 'pickscore' for the toy model (allowed: toy-structure, toy-structure-logp)")]
+    [InlineData("\"score\": true, \"reward\": \"toy-structure\", \"rewardFiles\": {\"clip\": \"/etc\"}", "reward_files",
+        "the toy rewards read no files (the worker's toy recognizer)")]
+    public async Task A_bad_best_of_or_reward_is_a_400_naming_the_field_and_stores_nothing(string fields, string field, string message)
+    {
+        var client = host.Client(ApiTestHost.OperatorKey);
+        var before = host.Counts();
+        var response = await client.PostAsync("/api/generation-jobs", Body($$"""
+            {"model": "toy", "width": 32, "height": 32, "prompts": [{"prompt": "a red circle at the top left"}], {{fields}}}
+            """));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.BadRequest, text);
+        var errors = JsonDocument.Parse(text).RootElement.GetProperty("errors");
+        Assert.True(errors.TryGetProperty(field, out var messages), $"errors do not name '{field}': {text}");
+        Assert.Contains(message, messages.EnumerateArray().Select(m => m.GetString()));
+        Assert.Equal(before, host.Counts());
+    }
 }
