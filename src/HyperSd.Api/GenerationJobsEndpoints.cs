@@ -8,8 +8,9 @@ using Microsoft.AspNetCore.Routing;
 
 namespace HyperSd.Api;
 
-/// <summary>A submitted job: its id, name and run, its size, and the prompts truncated to the text encoder's length.</summary>
-public sealed record GenerationJobCreated(Guid Id, string Name, int Images, int Chunks, IReadOnlyList<string> Warnings);
+/// <summary>A submitted job: its id, name and run, its size (the images requested, and the candidates it makes of them:
+/// as many with best_of 1), and the prompts truncated to the text encoder's length.</summary>
+public sealed record GenerationJobCreated(Guid Id, string Name, int Images, int Chunks, IReadOnlyList<string> Warnings, int Candidates);
 
 /// <summary>A job's state after a cancel or resume.</summary>
 public sealed record GenerationJobStateView(Guid Id, RunState State);
@@ -50,7 +51,7 @@ public static class GenerationJobsEndpoints
             workers.Inputs);
         var id = await jobs.SubmitAsync(plan, ct);
         return Results.Created($"/api/generation-jobs/{id}", new GenerationJobCreated(id, plan.Name, plan.Images.Count, plan.Chunks.Count,
-            plan.Warnings));
+            plan.Warnings, plan.Candidates.Count));
     }
 
     /// <summary>Checks the job exists before the response starts (a 404 cannot follow a started body), then streams.</summary>

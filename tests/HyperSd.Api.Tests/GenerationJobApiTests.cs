@@ -100,6 +100,42 @@ public sealed class GenerationJobApiTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.BadRequest, malformed.StatusCode);
     }
 
+    [Fact]
+    public async Task A_best_of_job_keeps_the_best_scored_candidates_and_its_manifest_gives_their_scores()
+    {
+        var client = host.Client(ApiTestHost.OperatorKey);
+        var response = await client.PostAsync("/api/generation-jobs", Body("""
+            {"name": "api-best-of", "model": "toy", "steps": 2, "width": 32, "height": 32, "imagesPerPrompt": 2, "seed": 5,
+             "bestOf": 2, "reward": "toy-structure-logp",
+             "prompts": [{"prompt": "a red circle at the top left"}, {"prompt": "a blue square in the center"}]}
+            """));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, text);
+        var created = JsonDocument.Parse(text).RootElement;
+        Assert.Equal((4, 8), (created.GetProperty("images").GetInt32(), created.GetProperty("candidates").GetInt32()));
+        var id = created.GetProperty("id").GetGuid();
+        JsonElement status;
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
+        do
+        {
+            await Task.Delay(200);
+            status = JsonDocument.Parse(await client.GetStringAsync($"/api/generation-jobs/{id}")).RootElement;
+        } while (status.GetProperty("state").GetString() is "pending" or "running" && DateTime.UtcNow < deadline);
+        Assert.Equal(("succeeded", 4, 8, 8, 2, "toy-structure-logp"), (status.GetProperty("state").GetString(),
+            status.GetProperty("imagesDone").GetInt32(), status.GetProperty("candidatesDone").GetInt32(),
+            status.GetProperty("imagesScored").GetInt32(), status.GetProperty("bestOf").GetInt32(), status.GetProperty("reward").GetString()));
+        var manifest = (await client.GetStringAsync($"/api/generation-jobs/{id}/manifest")).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(4, manifest.Count);
+        foreach (var line in manifest)
+        {
+            var scores = line.GetProperty("candidates").EnumerateArray().Select(c => c.GetProperty("score").GetDouble()).ToList();
+            Assert.Equal(2, scores.Count);
+            Assert.Equal(scores.Max(), line.GetProperty("score").GetDouble());
+            Assert.Equal("toy-structure-logp", line.GetProperty("reward").GetString());
+        }
+    }
+
     [Theory]
     [InlineData("\"bestOf\": 0", "best_of", "must be 1 (off) to 64 (this deployment's limit), got 0")]
     [InlineData("\"bestOf\": 100, \"reward\": \"toy-structure\"", "best_of", "must be 1 (off) to 64 (this deployment's limit), got 100")]

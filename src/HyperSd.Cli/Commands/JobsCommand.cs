@@ -121,7 +121,9 @@ public static class JobsCommand
             using var host = store.StartHost(allRoles: store.Embedded, parse.GetValue(RunCommand.VerboseOption));
             var jobs = host.Services.GetRequiredService<GenerationJobs>();
             var id = await jobs.SubmitAsync(plan, ct);
-            Console.WriteLine($"job {id} ({plan.Name}): {plan.Images.Count} images in {plan.Chunks.Count} chunks");
+            var candidates = spec.BestOf > 1 ? $" ({plan.Candidates.Count} candidates, the best of {spec.BestOf} by {spec.Reward} kept)"
+                : spec.Score ? $" (scored by {spec.Reward})" : "";
+            Console.WriteLine($"job {id} ({plan.Name}): {plan.Images.Count} images{candidates} in {plan.Chunks.Count} chunks");
             if (!store.Embedded && !parse.GetValue(wait)) return 0;
             return await FollowAsync(host, jobs, id, parse.GetValue(OutOption), ct);
         });
