@@ -147,8 +147,9 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
             if (seconds > 0 && made > 0)
             {
                 rate = made / seconds;
-                // the time left making images; scoring (far cheaper per image) is shown by its count
-                eta = run.State == RunState.Running && made < toMake ? TimeSpan.FromSeconds((toMake - made) / rate.Value) : null;
+                // the time left making images; a scored job's scoring (far cheaper per image) is shown by its count
+                eta = run.State == RunState.Running && (made < toMake || job.Reward is null)
+                    ? TimeSpan.FromSeconds((toMake - made) / rate.Value) : null;
             }
         }
         return new GenerationJobStatus(job.Id, job.Name, run.Id, job.Model, run.State, done, job.ImageCount, chunksDone, job.ChunkCount,
@@ -195,6 +196,8 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
         if (Kept(job, group) is { } last) yield return last;
     }
 
+    /// <summary>The manifest line and file of a requested image's kept candidate (<paramref name="group"/>: its candidates);
+    /// null while none is kept (a scored job's candidates not all scored yet).</summary>
     (ManifestLine, string)? Kept(GenerationJob job, List<GeneratedImage> group)
     {
         var image = group.FirstOrDefault(i => i.Kept);
