@@ -8,8 +8,9 @@ using Microsoft.AspNetCore.Routing;
 
 namespace HyperSd.Api;
 
-/// <summary>A submitted job: its id, name and run, its size, and the prompts truncated to the text encoder's length.</summary>
-public sealed record GenerationJobCreated(Guid Id, string Name, int Images, int Chunks, IReadOnlyList<string> Warnings);
+/// <summary>A submitted job: its id, name and run, its size (the images requested, and the candidates it makes of them:
+/// as many with best_of 1), and the prompts truncated to the text encoder's length.</summary>
+public sealed record GenerationJobCreated(Guid Id, string Name, int Images, int Chunks, IReadOnlyList<string> Warnings, int Candidates);
 
 /// <summary>A job's state after a cancel or resume.</summary>
 public sealed record GenerationJobStateView(Guid Id, RunState State);
@@ -23,8 +24,8 @@ public static class GenerationJobsEndpoints
         var jobs = api.MapGroup("/generation-jobs").WithTags("generation jobs");
         jobs.MapPost("/", SubmitAsync).RequireAuthorization(ApiHost.OperatePolicy)
             .Produces<GenerationJobCreated>(StatusCodes.Status201Created)
-            .WithSummary("submit a job (JSON: model, loras, prompts as rows, images per prompt, sampler, size, seeds, chunk size); " +
-                         "it starts at once");
+            .WithSummary("submit a job (JSON: model, loras, prompts as rows, images per prompt, sampler, size, seeds, chunk size; " +
+                         "bestOf, reward, score and rewardFiles for best-of-n by a reward's score); it starts at once");
         jobs.MapGet("/", (GenerationJobs j, CancellationToken ct) => j.ListAsync(ct)).WithSummary("jobs with their progress, newest first");
         jobs.MapGet("/{id}", async (Guid id, GenerationJobs j, CancellationToken ct) =>
                 await j.ShowAsync(id, ct) ?? throw new UnknownIdException("id", id, "generation job"))
@@ -36,9 +37,10 @@ public static class GenerationJobsEndpoints
                 new GenerationJobStateView(id, await j.ResumeAsync(id, ct) ?? throw new UnknownIdException("id", id, "generation job")))
             .RequireAuthorization(ApiHost.OperatePolicy).WithSummary("resume a cancelled or failed job (what is recorded is skipped)");
         jobs.MapGet("/{id}/manifest", (Guid id, GenerationJobs j) => Stream(id, j, "application/x-ndjson", null, j.WriteManifestAsync))
-            .WithSummary("manifest.jsonl: one line per image (prompt, indices, seed, file, sha256), streamed");
+            .WithSummary("manifest.jsonl: one line per kept image (prompt, indices, seed, file, sha256; with a reward its score, " +
+                         "and best-of-n's candidates' scores), streamed");
         jobs.MapGet("/{id}/zip", (Guid id, GenerationJobs j) => Stream(id, j, "application/zip", $"{id}.zip", j.WriteZipAsync))
-            .WithSummary("the job's images and manifest.jsonl as a zip, streamed");
+            .WithSummary("the job's kept images and manifest.jsonl as a zip, streamed");
     }
 
     static async Task<IResult> SubmitAsync(GenerationJobSpec spec, GenerationJobs jobs, ApiOptions options, WorkerOptions workers,
@@ -49,7 +51,7 @@ public static class GenerationJobsEndpoints
             workers.Inputs);
         var id = await jobs.SubmitAsync(plan, ct);
         return Results.Created($"/api/generation-jobs/{id}", new GenerationJobCreated(id, plan.Name, plan.Images.Count, plan.Chunks.Count,
-            plan.Warnings));
+            plan.Warnings, plan.Candidates.Count));
     }
 
     /// <summary>Checks the job exists before the response starts (a 404 cannot follow a started body), then streams.</summary>

@@ -108,7 +108,7 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
         model.Entity<GeneratedImage>(e =>
         {
             // the exactly-once guarantee: a re-dispatched or redelivered chunk cannot record an image twice
-            e.HasIndex(i => new { i.JobId, i.PromptIndex, i.ImageIndex }).IsUnique();
+            e.HasIndex(i => new { i.JobId, i.PromptIndex, i.ImageIndex, i.Candidate }).IsUnique();
             e.HasOne<GenerationJob>().WithMany().HasForeignKey(i => i.JobId).OnDelete(DeleteBehavior.Cascade);
         });
         model.Entity<Schedule>(e =>

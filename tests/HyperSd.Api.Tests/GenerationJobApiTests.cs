@@ -99,4 +99,62 @@ public sealed class GenerationJobApiTests : IAsyncLifetime
         var malformed = await client.PostAsync("/api/generation-jobs", Body("{\"model\": \"toy\", \"prompts\": [{\"prompt\": 3}]}"));
         Assert.Equal(HttpStatusCode.BadRequest, malformed.StatusCode);
     }
+
+    [Fact]
+    public async Task A_best_of_job_keeps_the_best_scored_candidates_and_its_manifest_gives_their_scores()
+    {
+        var client = host.Client(ApiTestHost.OperatorKey);
+        var response = await client.PostAsync("/api/generation-jobs", Body("""
+            {"name": "api-best-of", "model": "toy", "steps": 2, "width": 32, "height": 32, "imagesPerPrompt": 2, "seed": 5,
+             "bestOf": 2, "reward": "toy-structure-logp",
+             "prompts": [{"prompt": "a red circle at the top left"}, {"prompt": "a blue square in the center"}]}
+            """));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, text);
+        var created = JsonDocument.Parse(text).RootElement;
+        Assert.Equal((4, 8), (created.GetProperty("images").GetInt32(), created.GetProperty("candidates").GetInt32()));
+        var id = created.GetProperty("id").GetGuid();
+        JsonElement status;
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
+        do
+        {
+            await Task.Delay(200);
+            status = JsonDocument.Parse(await client.GetStringAsync($"/api/generation-jobs/{id}")).RootElement;
+        } while (status.GetProperty("state").GetString() is "pending" or "running" && DateTime.UtcNow < deadline);
+        Assert.Equal(("succeeded", 4, 8, 8, 2, "toy-structure-logp"), (status.GetProperty("state").GetString(),
+            status.GetProperty("imagesDone").GetInt32(), status.GetProperty("candidatesDone").GetInt32(),
+            status.GetProperty("imagesScored").GetInt32(), status.GetProperty("bestOf").GetInt32(), status.GetProperty("reward").GetString()));
+        var manifest = (await client.GetStringAsync($"/api/generation-jobs/{id}/manifest")).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(4, manifest.Count);
+        foreach (var line in manifest)
+        {
+            var scores = line.GetProperty("candidates").EnumerateArray().Select(c => c.GetProperty("score").GetDouble()).ToList();
+            Assert.Equal(2, scores.Count);
+            Assert.Equal(scores.Max(), line.GetProperty("score").GetDouble());
+            Assert.Equal("toy-structure-logp", line.GetProperty("reward").GetString());
+        }
+    }
+
+    [Theory]
+    [InlineData("\"bestOf\": 0", "best_of", "must be 1 (off) to 64 (this deployment's limit), got 0")]
+    [InlineData("\"bestOf\": 100, \"reward\": \"toy-structure\"", "best_of", "must be 1 (off) to 64 (this deployment's limit), got 100")]
+    [InlineData("\"bestOf\": 3", "reward", "required with best_of 3: the reward that scores the images (for the toy model: toy-structure, toy-structure-logp)")]
+    [InlineData("\"bestOf\": 3, \"reward\": \"pickscore\"", "reward", "unknown reward 'pickscore' for the toy model (allowed: toy-structure, toy-structure-logp)")]
+    [InlineData("\"score\": true, \"reward\": \"toy-structure\", \"rewardFiles\": {\"clip\": \"/etc\"}", "reward_files",
+        "the toy rewards read no files (the worker's toy recognizer)")]
+    public async Task A_bad_best_of_or_reward_is_a_400_naming_the_field_and_stores_nothing(string fields, string field, string message)
+    {
+        var client = host.Client(ApiTestHost.OperatorKey);
+        var before = host.Counts();
+        var response = await client.PostAsync("/api/generation-jobs", Body($$"""
+            {"model": "toy", "width": 32, "height": 32, "prompts": [{"prompt": "a red circle at the top left"}], {{fields}}}
+            """));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.BadRequest, text);
+        var errors = JsonDocument.Parse(text).RootElement.GetProperty("errors");
+        Assert.True(errors.TryGetProperty(field, out var messages), $"errors do not name '{field}': {text}");
+        Assert.Contains(message, messages.EnumerateArray().Select(m => m.GetString()));
+        Assert.Equal(before, host.Counts());
+    }
 }

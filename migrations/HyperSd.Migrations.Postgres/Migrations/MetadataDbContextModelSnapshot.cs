@@ -281,6 +281,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .HasColumnType("integer")
                         .HasColumnName("attempt");
 
+                    b.Property<int>("Candidate")
+                        .HasColumnType("integer")
+                        .HasColumnName("candidate");
+
                     b.Property<DateTimeOffset>("CreatedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("created_at");
@@ -292,6 +296,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.Property<Guid>("JobId")
                         .HasColumnType("uuid")
                         .HasColumnName("job_id");
+
+                    b.Property<bool>("Kept")
+                        .HasColumnType("boolean")
+                        .HasColumnName("kept");
 
                     b.Property<string>("Path")
                         .IsRequired()
@@ -306,6 +314,14 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.Property<int>("PromptIndex")
                         .HasColumnType("integer")
                         .HasColumnName("prompt_index");
+
+                    b.Property<string>("RewardName")
+                        .HasColumnType("text")
+                        .HasColumnName("reward_name");
+
+                    b.Property<double?>("Score")
+                        .HasColumnType("double precision")
+                        .HasColumnName("score");
 
                     b.Property<long>("Seed")
                         .HasColumnType("bigint")
@@ -323,9 +339,9 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.HasKey("Id")
                         .HasName("pk_generated_images");
 
-                    b.HasIndex("JobId", "PromptIndex", "ImageIndex")
+                    b.HasIndex("JobId", "PromptIndex", "ImageIndex", "Candidate")
                         .IsUnique()
-                        .HasDatabaseName("ix_generated_images_job_id_prompt_index_image_index");
+                        .HasDatabaseName("ix_generated_images_job_id_prompt_index_image_index_candidate");
 
                     b.ToTable("generated_images", (string)null);
                 });
@@ -336,6 +352,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .ValueGeneratedOnAdd()
                         .HasColumnType("uuid")
                         .HasColumnName("id");
+
+                    b.Property<int>("BestOf")
+                        .HasColumnType("integer")
+                        .HasColumnName("best_of");
 
                     b.Property<int>("ChunkCount")
                         .HasColumnType("integer")
@@ -367,6 +387,10 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.Property<int>("PromptCount")
                         .HasColumnType("integer")
                         .HasColumnName("prompt_count");
+
+                    b.Property<string>("Reward")
+                        .HasColumnType("text")
+                        .HasColumnName("reward");
 
                     b.Property<Guid?>("RunId")
                         .HasColumnType("uuid")

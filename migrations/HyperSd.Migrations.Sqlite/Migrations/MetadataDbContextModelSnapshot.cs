@@ -276,6 +276,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .HasColumnType("INTEGER")
                         .HasColumnName("attempt");
 
+                    b.Property<int>("Candidate")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("candidate");
+
                     b.Property<long>("CreatedAt")
                         .HasColumnType("INTEGER")
                         .HasColumnName("created_at");
@@ -287,6 +291,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.Property<Guid>("JobId")
                         .HasColumnType("TEXT")
                         .HasColumnName("job_id");
+
+                    b.Property<bool>("Kept")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("kept");
 
                     b.Property<string>("Path")
                         .IsRequired()
@@ -301,6 +309,14 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.Property<int>("PromptIndex")
                         .HasColumnType("INTEGER")
                         .HasColumnName("prompt_index");
+
+                    b.Property<string>("RewardName")
+                        .HasColumnType("TEXT")
+                        .HasColumnName("reward_name");
+
+                    b.Property<double?>("Score")
+                        .HasColumnType("REAL")
+                        .HasColumnName("score");
 
                     b.Property<long>("Seed")
                         .HasColumnType("INTEGER")
@@ -318,9 +334,9 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.HasKey("Id")
                         .HasName("pk_generated_images");
 
-                    b.HasIndex("JobId", "PromptIndex", "ImageIndex")
+                    b.HasIndex("JobId", "PromptIndex", "ImageIndex", "Candidate")
                         .IsUnique()
-                        .HasDatabaseName("ix_generated_images_job_id_prompt_index_image_index");
+                        .HasDatabaseName("ix_generated_images_job_id_prompt_index_image_index_candidate");
 
                     b.ToTable("generated_images", (string)null);
                 });
@@ -331,6 +347,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .ValueGeneratedOnAdd()
                         .HasColumnType("TEXT")
                         .HasColumnName("id");
+
+                    b.Property<int>("BestOf")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("best_of");
 
                     b.Property<int>("ChunkCount")
                         .HasColumnType("INTEGER")
@@ -362,6 +382,10 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.Property<int>("PromptCount")
                         .HasColumnType("INTEGER")
                         .HasColumnName("prompt_count");
+
+                    b.Property<string>("Reward")
+                        .HasColumnType("TEXT")
+                        .HasColumnName("reward");
 
                     b.Property<Guid?>("RunId")
                         .HasColumnType("TEXT")

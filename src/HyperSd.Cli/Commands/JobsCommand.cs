@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
+using HyperSd.Recipes;
 using HyperSd.Services.Jobs;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -28,7 +29,8 @@ public static class JobsCommand
 
     static readonly Option<DirectoryInfo?> OutOption = new("--out", "-o")
     {
-        Description = "when the job has ended: copy its images here with manifest.jsonl (prompt, indices, seed, file, sha256)"
+        Description = "when the job has ended: copy its images here with manifest.jsonl (prompt, indices, seed, file, sha256; " +
+                      "with a reward, scores)"
     };
 
     static Command Submit()
@@ -65,9 +67,26 @@ public static class JobsCommand
         var maxSide = new Option<int>("--max-image-side") { Description = "the largest height or width accepted",
             DefaultValueFactory = _ => 2048 };
         var wait = new Option<bool>("--wait") { Description = "follow the job to its end (always, on the embedded store)" };
+        var bestOf = new Option<int>("--best-of")
+        {
+            Description = "candidates per image, of which the one --reward scores highest is kept (1: off)", DefaultValueFactory = _ => 1,
+        };
+        var reward = new Option<string?>("--reward")
+        {
+            Description = "the reward that scores the images (reward-scorer role): toy-structure or toy-structure-logp for --model toy; " +
+                          "laion-aesthetic (--reward-clip, --reward-aesthetic-predictor) or pickscore (--reward-pickscore)"
+        };
+        var score = new Option<bool>("--score") { Description = "score every image with --reward without --best-of" };
+        var rewardClip = new Option<string?>("--reward-clip") { Description = "CLIP ViT-L/14 folder the LAION aesthetic predictor reads" };
+        var rewardAesthetic = new Option<string?>("--reward-aesthetic-predictor")
+        {
+            Description = "the LAION aesthetic predictor's .safetensors",
+        };
+        var rewardPickscore = new Option<string?>("--reward-pickscore") { Description = "PickScore CLIPModel folder" };
         var command = RunsCommand.WithStore("submit", "submit a generation job; on the embedded store it runs here to its end",
             model, tokenizer, loras, runLoras, prompts, promptsFile, perPrompt, steps, sampler, eta, guidance, size, batch, seed, perRow,
-            chunk, name, maxSide, wait, OutOption, RunCommand.VerboseOption);
+            chunk, name, maxSide, bestOf, reward, score, rewardClip, rewardAesthetic, rewardPickscore, wait, OutOption,
+            RunCommand.VerboseOption);
         command.SetAction(async (parse, ct) =>
         {
             var store = RunStore.From(parse);
@@ -85,6 +104,14 @@ public static class JobsCommand
                 Guidance = parse.GetValue(guidance), Width = px, Height = px, BatchSize = parse.GetValue(batch),
                 Seed = parse.GetValue(seed),
                 SeedPolicy = parse.GetValue(perRow) ? SeedPolicy.PerRow : SeedPolicy.BasePlusIndex, ChunkSize = parse.GetValue(chunk),
+                BestOf = parse.GetValue(bestOf), Reward = parse.GetValue(reward), Score = parse.GetValue(score),
+                RewardFiles = new[] { rewardClip, rewardAesthetic, rewardPickscore }.Any(o => parse.GetValue(o) is not null)
+                    ? new RewardsRecipe
+                    {
+                        Clip = parse.GetValue(rewardClip), AestheticPredictor = parse.GetValue(rewardAesthetic),
+                        Pickscore = parse.GetValue(rewardPickscore),
+                    }
+                    : null,
             };
             // validated before any host starts: a bad job is reported alone, and nothing is stored
             await using (var db = await store.OpenAsync())
@@ -94,7 +121,9 @@ public static class JobsCommand
             using var host = store.StartHost(allRoles: store.Embedded, parse.GetValue(RunCommand.VerboseOption));
             var jobs = host.Services.GetRequiredService<GenerationJobs>();
             var id = await jobs.SubmitAsync(plan, ct);
-            Console.WriteLine($"job {id} ({plan.Name}): {plan.Images.Count} images in {plan.Chunks.Count} chunks");
+            var candidates = spec.BestOf > 1 ? $" ({plan.Candidates.Count} candidates, the best of {spec.BestOf} by {spec.Reward} kept)"
+                : spec.Score ? $" (scored by {spec.Reward})" : "";
+            Console.WriteLine($"job {id} ({plan.Name}): {plan.Images.Count} images{candidates} in {plan.Chunks.Count} chunks");
             if (!store.Embedded && !parse.GetValue(wait)) return 0;
             return await FollowAsync(host, jobs, id, parse.GetValue(OutOption), ct);
         });
@@ -164,6 +193,8 @@ public static class JobsCommand
 
     static string Progress(GenerationJobStatus s) =>
         $"{s.Name}: {s.State.ToString().ToLowerInvariant()}, {s.ImagesDone}/{s.ImageCount} images, {s.ChunksDone}/{s.ChunkCount} chunks" +
+        (s.BestOf > 1 ? $", {s.CandidatesDone}/{s.CandidateCount} candidates (best of {s.BestOf})" : "") +
+        (s.ImagesScored is { } scored ? $", {scored}/{s.CandidateCount} scored ({s.Reward})" : "") +
         (s.ImagesPerSecond is { } r ? $", {r.ToString("F2", CultureInfo.InvariantCulture)} images/s" : "") +
         (s.Eta is { } eta ? $", ETA {eta:hh\\:mm\\:ss}" : "");
 

@@ -13,7 +13,12 @@ public class GenerationJob
     /// <summary>The model as submitted: "toy", a folder or a file.</summary>
     public required string Model { get; set; }
     public int PromptCount { get; set; }
+    /// <summary>The images requested (what the job delivers); a best-of-n job makes <see cref="BestOf"/> candidates of each.</summary>
     public int ImageCount { get; set; }
+    /// <summary>Candidates per requested image (1: no best-of-n).</summary>
+    public int BestOf { get; set; } = 1;
+    /// <summary>The reward its scoring stage scores every image with; null when the job scores nothing.</summary>
+    public string? Reward { get; set; }
     public int ChunkCount { get; set; }
     public int Steps { get; set; }
     /// <summary>Where its images are, relative to the artifact root.</summary>

@@ -37,4 +37,18 @@ public sealed class WeightedReward
         }
         return (total!.MoveToOuterDisposeScope(), means);
     }
+
+    /// <summary>[N] weighted rewards of images [N, 3, H, W] in [0, 1] without gradients (each term's
+    /// <see cref="Evaluation.IImageScorer.Score"/>): ranking images, not learning from them.</summary>
+    public Tensor Score(IReadOnlyList<string> prompts, Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        Tensor? total = null;
+        foreach (var (reward, weight) in Terms)
+        {
+            var r = reward.Score(prompts, images);
+            total = total is null ? r * weight : total + r * weight;
+        }
+        return total!.MoveToOuterDisposeScope();
+    }
 }

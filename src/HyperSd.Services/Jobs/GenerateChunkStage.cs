@@ -15,14 +15,15 @@ using TorchSharp;
 
 namespace HyperSd.Services.Jobs;
 
-/// <summary>One chunk of a generation job: its images and everything they are made with, resolved at submission.</summary>
+/// <summary>One chunk of a generation job: its images and everything they are made with, resolved at submission.
+/// <see cref="Scored"/>: the job's scoring stage chooses the images it keeps (else every image is kept as it is recorded).</summary>
 public sealed record GenerationChunkSettings(Guid JobId, ModelReference Model, IReadOnlyList<JobLora> Loras, SamplerSpec Sampler,
-    int Steps, int Width, int Height, int BatchSize, string OutputPath, IReadOnlyList<JobImage> Images);
+    int Steps, int Width, int Height, int BatchSize, string OutputPath, IReadOnlyList<JobImage> Images, bool Scored = false);
 
 /// <summary>
 /// A generation job's chunk, leased by a generator worker like any stage (heartbeats, fencing, re-dispatch when its
 /// lease expires). Each image is written to the job's folder whole (a temporary file, then a rename) as a PNG with its
-/// parameters, then recorded (job, prompt index, image index, seed, path, sha256) in a fenced write, a batch at a time.
+/// parameters, then recorded (job, prompt index, image index, candidate, seed, path, sha256) in a fenced write, a batch at a time.
 /// An image already recorded is skipped, and a file already in place (renamed there by an attempt that lost its lease
 /// before recording it) is recorded without being made again, so a redone chunk loses at most the batch in flight.
 /// Partial files of a killed attempt are in the chunk's temporary folder, removed when the chunk is redone.
@@ -43,7 +44,7 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
     protected override async Task ExecuteAsync(StageContext stage, GenerationChunkSettings c)
     {
         var recorded = await RecordedAsync(stage.Db, c, stage.Cancellation);
-        var todo = c.Images.Where(i => !recorded.Contains((i.PromptIndex, i.ImageIndex))).ToList();
+        var todo = c.Images.Where(i => !recorded.Contains(Key(i))).ToList();
         int done = c.Images.Count - todo.Count;
         // where a chunk's time goes (model load, generation with the PNG writes, hashing and recording), for sizing chunks
         var times = new ChunkTimes();
@@ -94,7 +95,7 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
                 rows.Add(new GeneratedImage
                 {
                     Id = Guid.NewGuid(), JobId = c.JobId, PromptIndex = image.PromptIndex, ImageIndex = image.ImageIndex,
-                        Prompt = image.Prompt,
+                    Candidate = image.Candidate ?? 0, Prompt = image.Prompt, Kept = !c.Scored,
                     Seed = image.Seed, Path = $"{c.OutputPath}/{image.File}", StageId = stage.StageId, Attempt = stage.Attempt,
                     Sha256 = await ContentHash.OfFileAsync(Path.Combine(dir, image.File), stage.Cancellation),
                 });
@@ -104,9 +105,9 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
                 var now = await db.NowAsync(stage.Cancellation);
                 var prompts = rows.Select(r => r.PromptIndex).Distinct().ToList();
                 var there = (await db.GeneratedImages.Where(g => g.JobId == c.JobId && prompts.Contains(g.PromptIndex))
-                    .Select(g => new { g.PromptIndex, g.ImageIndex }).ToListAsync(stage.Cancellation))
-                    .Select(g => (g.PromptIndex, g.ImageIndex)).ToHashSet();
-                foreach (var row in rows.Where(r => !there.Contains((r.PromptIndex, r.ImageIndex))))
+                    .Select(g => new { g.PromptIndex, g.ImageIndex, g.Candidate }).ToListAsync(stage.Cancellation))
+                    .Select(g => (g.PromptIndex, g.ImageIndex, g.Candidate)).ToHashSet();
+                foreach (var row in rows.Where(r => !there.Contains((r.PromptIndex, r.ImageIndex, r.Candidate))))
                 {
                     row.CreatedAt = now;
                     db.GeneratedImages.Add(row);
@@ -126,12 +127,16 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
         public double RecordSeconds { get; set; }
     }
 
-    static async Task<HashSet<(int, int)>> RecordedAsync(Microsoft.EntityFrameworkCore.IDbContextFactory<MetadataDbContext> dbs,
-        GenerationChunkSettings c, CancellationToken ct)
+    /// <summary>An image's row key: (prompt index, image index, candidate).</summary>
+    static (int, int, int) Key(JobImage i) => (i.PromptIndex, i.ImageIndex, i.Candidate ?? 0);
+
+    static async Task<HashSet<(int, int, int)>> RecordedAsync(IDbContextFactory<MetadataDbContext> dbs, GenerationChunkSettings c,
+        CancellationToken ct)
     {
         await using var db = await dbs.CreateDbContextAsync(ct);
         var prompts = c.Images.Select(i => i.PromptIndex).Distinct().ToList();
         return (await db.GeneratedImages.AsNoTracking().Where(g => g.JobId == c.JobId && prompts.Contains(g.PromptIndex))
-            .Select(g => new { g.PromptIndex, g.ImageIndex }).ToListAsync(ct)).Select(g => (g.PromptIndex, g.ImageIndex)).ToHashSet();
+            .Select(g => new { g.PromptIndex, g.ImageIndex, g.Candidate }).ToListAsync(ct))
+            .Select(g => (g.PromptIndex, g.ImageIndex, g.Candidate)).ToHashSet();
     }
 }

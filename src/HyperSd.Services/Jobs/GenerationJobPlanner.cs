@@ -2,6 +2,8 @@ using System.Text.RegularExpressions;
 using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Pipelines;
 using HyperSd.Diffusion.TextEncoders;
+using HyperSd.Distillation.Toy;
+using HyperSd.Recipes;
 using HyperSd.Services.Generator;
 using HyperSd.Services.Runs;
 using static TorchSharp.torch;
@@ -21,23 +23,25 @@ public sealed class JobValidationException(IReadOnlyList<JobProblem> problems)
     public IReadOnlyList<JobProblem> Problems { get; } = problems;
 }
 
-/// <summary>One image of a job: which prompt, which of its images, and its seed.</summary>
-public sealed record JobImage(int PromptIndex, int ImageIndex, string Prompt, string NegativePrompt, long Seed)
+/// <summary>One image of a job: which prompt, which of its images, and its seed; in a best-of-n job, which of the image's
+/// candidates (null in a job without best-of-n).</summary>
+public sealed record JobImage(int PromptIndex, int ImageIndex, string Prompt, string NegativePrompt, long Seed, int? Candidate = null)
 {
     /// <summary>Its file name in the job's folder.</summary>
-    public string File => $"{PromptIndex:D5}-{ImageIndex:D4}.png";
+    public string File => Candidate is { } c ? $"{PromptIndex:D5}-{ImageIndex:D4}-c{c:D2}.png" : $"{PromptIndex:D5}-{ImageIndex:D4}.png";
 }
 
-/// <summary>A validated job: its spec, name, the model as images record it, every image, and warnings (truncated prompts).</summary>
+/// <summary>A validated job: its spec, name, the model as images record it, the requested images, every image it makes
+/// (<see cref="Candidates"/>: the requested ones, or best_of candidates of each), and warnings (truncated prompts).</summary>
 public sealed record GenerationJobPlan(GenerationJobSpec Spec, string Name, ModelReference Model, IReadOnlyList<JobImage> Images,
-    IReadOnlyList<string> Warnings)
+    IReadOnlyList<JobImage> Candidates, IReadOnlyList<string> Warnings)
 {
-    /// <summary>The images in chunks of the spec's chunk size, in order.</summary>
-    public IReadOnlyList<JobImage[]> Chunks => Images.Chunk(Spec.ChunkSize).ToList();
+    /// <summary>The images to make in chunks of the spec's chunk size, in order (an image's candidates one after another).</summary>
+    public IReadOnlyList<JobImage[]> Chunks => Candidates.Chunk(Spec.ChunkSize).ToList();
 }
 
-/// <summary>Limits a deployment puts on jobs.</summary>
-public sealed record GenerationLimits(int MaxImageSide = 2048, int MaxImages = 1_000_000, int MaxSteps = 1000);
+/// <summary>Limits a deployment puts on jobs; <see cref="MaxImages"/> counts best-of-n candidates.</summary>
+public sealed record GenerationLimits(int MaxImageSide = 2048, int MaxImages = 1_000_000, int MaxSteps = 1000, int MaxBestOf = 64);
 
 /// <summary>
 /// Validates a job spec and plans its images: every problem is collected and reported together, naming the field or the
@@ -50,7 +54,7 @@ public static partial class GenerationJobPlanner
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
     private static partial Regex NamePattern();
 
-    /// <param name="inputs">The models root that the model, tokenizer and LoRA file paths must resolve under.</param>
+    /// <param name="inputs">The models root that the model, tokenizer, LoRA and reward file paths must resolve under.</param>
     public static GenerationJobPlan Plan(GenerationJobSpec spec, GenerationLimits limits, InputRoots inputs)
     {
         var problems = new List<JobProblem>();
@@ -80,6 +84,12 @@ public static partial class GenerationJobPlanner
             Tokenizer = Confined(spec.Tokenizer, "tokenizer") ?? spec.Tokenizer,
             // a run's LoRA was resolved to its file in the artifact store (RunLoras), not named by the submitter
             Loras = [.. spec.Loras.Select((l, i) => l.Run is null ? l with { Path = Confined(l.Path, $"loras[{i}]") ?? l.Path } : l)],
+            RewardFiles = spec.RewardFiles is { } r ? new RewardsRecipe
+            {
+                Clip = Confined(r.Clip, "reward_files.clip") ?? r.Clip,
+                AestheticPredictor = Confined(r.AestheticPredictor, "reward_files.aesthetic_predictor") ?? r.AestheticPredictor,
+                Pickscore = Confined(r.Pickscore, "reward_files.pickscore") ?? r.Pickscore,
+            } : null,
         };
 
         var name = spec.Name ?? $"job-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
@@ -129,12 +139,98 @@ public static partial class GenerationJobPlanner
 
         var images = Images(spec, problems);
         Check(images.Count <= limits.MaxImages, "prompts", $"{images.Count} images; a job makes at most {limits.MaxImages}");
+        var candidates = BestOf(spec, images, limits, problems);
         if (modelFound && tokenizerDir is not null && Directory.Exists(tokenizerDir)) warnings.AddRange(LongPrompts(spec, tokenizerDir));
         if (problems.Count == 0 && spec.Loras.Count > 0) problems.AddRange(LorasThatDoNotFit(spec, modelPath, tokenizerDir));
         if (problems.Count > 0) throw new JobValidationException(problems);
 
         var model = ImageModels.DescribeAsync(modelId, modelPath, spec.Tokenizer).GetAwaiter().GetResult();
-        return new GenerationJobPlan(spec with { Name = name }, name, model, images, warnings);
+        return new GenerationJobPlan(spec with { Name = name }, name, model, images, candidates, warnings);
+    }
+
+    /// <summary>
+    /// Checks best_of, reward, score and reward_files against the model's world (the toy model's rewards read the toy
+    /// recognizer; the real-scale ones need their files under the models root) and returns the images to make. Candidate j
+    /// of an image with seed s has seed s + j·span, span = the largest image seed − the smallest + 1: candidate 0 is the
+    /// image best_of 1 makes, and the candidates of each j lie in their own seed range, so no candidate repeats another
+    /// image's seed (images given the same seed per row keep equal candidate seeds).
+    /// </summary>
+    static List<JobImage> BestOf(GenerationJobSpec spec, List<JobImage> images, GenerationLimits limits, List<JobProblem> problems)
+    {
+        void Check(bool ok, string where, string message)
+        {
+            if (!ok) problems.Add(new(where, message));
+        }
+        bool toy = spec.Model == ImageModels.ToyId;
+        var world = toy ? "the toy model" : "a real-scale model";
+        var known = toy ? Recipe.ToyRewards : Recipe.RealRewards;
+        Check(spec.BestOf >= 1 && spec.BestOf <= limits.MaxBestOf, "best_of",
+            $"must be 1 (off) to {limits.MaxBestOf} (this deployment's limit), got {spec.BestOf}");
+        if (spec.Scored && spec.Reward is null)
+            problems.Add(new("reward", $"required with best_of {spec.BestOf}{(spec.Score ? " and score" : "")}: the reward that " +
+                                       $"scores the images (for {world}: {string.Join(", ", known)})"));
+        if (spec.BestOf == 1 && !spec.Score && spec.Reward is not null)
+            problems.Add(new("reward", $"'{spec.Reward}' scores nothing: set best_of above 1 or score true"));
+        if (spec.Reward is { } reward && spec.Scored)
+        {
+            if (!known.Contains(reward))
+                problems.Add(new("reward", $"unknown reward '{reward}' for {world} (allowed: {string.Join(", ", known)})"));
+            else if (toy) ToyRewardInputs(spec, reward, problems);
+            else RewardFiles(spec, reward, problems);
+        }
+        Check(spec.RewardFiles is null || (spec.Scored && !toy), "reward_files",
+            toy ? "the toy rewards read no files (the worker's toy recognizer)" : "no reward scores the images");
+        long candidates = (long)images.Count * spec.BestOf;
+        Check(spec.BestOf <= 1 || images.Count > limits.MaxImages || candidates <= limits.MaxImages, "best_of",
+            $"{images.Count} images × best_of {spec.BestOf} = {candidates} candidates; a job makes at most {limits.MaxImages}");
+        if (spec.BestOf <= 1 || images.Count == 0 || problems.Count > 0) return images;
+        long low = images.Min(i => i.Seed), high = images.Max(i => i.Seed);
+        try
+        {
+            long span = checked(high - low + 1);
+            _ = checked(high + (spec.BestOf - 1) * span);
+            return [.. images.SelectMany(i => Enumerable.Range(0, spec.BestOf)
+                .Select(j => i with { Seed = i.Seed + j * span, Candidate = j }))];
+        }
+        catch (OverflowException)
+        {
+            problems.Add(new("best_of",
+                $"the candidates' seeds (image seeds {low} to {high}, best_of {spec.BestOf}) overflow a 64-bit seed"));
+            return images;
+        }
+    }
+
+    /// <summary>The toy rewards read 32 × 32 images and captions of the toy world.</summary>
+    static void ToyRewardInputs(GenerationJobSpec spec, string reward, List<JobProblem> problems)
+    {
+        foreach (var (field, side) in new[] { ("width", spec.Width), ("height", spec.Height) })
+            if (side != ToyShapes.Resolution)
+                problems.Add(new(field, $"the {reward} reward reads {ToyShapes.Resolution} × {ToyShapes.Resolution} images, got {side}"));
+        for (int p = 0; p < spec.Prompts.Count; p++)
+        {
+            try
+            {
+                ToyShapes.ParseCaption(spec.Prompts[p].Prompt);
+            }
+            catch (FormatException e)
+            {
+                problems.Add(new(spec.Prompts[p].Line ?? $"prompts[{p}]", $"prompt: the {reward} reward reads toy captions: {e.Message}"));
+            }
+        }
+    }
+
+    /// <summary>A real-scale reward's files (resolved under the models root with the job's other paths).</summary>
+    static void RewardFiles(GenerationJobSpec spec, string reward, List<JobProblem> problems)
+    {
+        var needed = reward switch
+        {
+            "laion-aesthetic" => new[] { ("reward_files.clip", spec.RewardFiles?.Clip),
+                ("reward_files.aesthetic_predictor", spec.RewardFiles?.AestheticPredictor) },
+            "pickscore" => [("reward_files.pickscore", spec.RewardFiles?.Pickscore)],
+            _ => [],
+        };
+        foreach (var (field, path) in needed.Where(n => n.Item2 is null))
+            problems.Add(new(field, $"required by the {reward} reward"));
     }
 
     static List<JobImage> Images(GenerationJobSpec spec, List<JobProblem> problems)

@@ -1,5 +1,6 @@
 using System.Text.Json.Serialization;
 using HyperSd.Distillation.Evaluation;
+using HyperSd.Recipes;
 
 namespace HyperSd.Services.Jobs;
 
@@ -56,6 +57,20 @@ public sealed record GenerationJobSpec
     public SeedPolicy SeedPolicy { get; init; } = SeedPolicy.BasePlusIndex;
     /// <summary>Images per chunk: the unit a generator worker leases.</summary>
     public int ChunkSize { get; init; } = 16;
+    /// <summary>Best-of-n: candidates made per requested image, of which the one <see cref="Reward"/> scores highest is
+    /// kept (<see cref="GenerationJobPlanner"/> derives their seeds); 1 = off.</summary>
+    public int BestOf { get; init; } = 1;
+    /// <summary>The reward model that scores the images, required with best_of above 1 or score: toy-structure or
+    /// toy-structure-logp for the toy model, laion-aesthetic or pickscore (with <see cref="RewardFiles"/>) at real scale.</summary>
+    public string? Reward { get; init; }
+    /// <summary>Score every image with <see cref="Reward"/> even without best-of-n.</summary>
+    public bool Score { get; init; }
+    /// <summary>The real-scale reward models' files (under the models root), as a recipe's <c>rewards:</c> names them.</summary>
+    public RewardsRecipe? RewardFiles { get; init; }
+
+    /// <summary>Whether the job has a scoring stage.</summary>
+    [JsonIgnore]
+    public bool Scored => BestOf > 1 || Score;
 
     /// <summary>The sampler as the evaluator and the generate stage build it.</summary>
     public SamplerSpec SamplerSpec() => Sampler switch

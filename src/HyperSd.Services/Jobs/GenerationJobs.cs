@@ -3,11 +3,13 @@ using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using HyperSd.Contracts;
 using HyperSd.Data;
 using HyperSd.Data.Artifacts;
 using HyperSd.Data.Entities;
 using HyperSd.Services.Hosting;
+using HyperSd.Services.RewardScorer;
 using HyperSd.Services.Runs;
 using HyperSd.Services.Stages;
 using MassTransit;
@@ -15,19 +17,31 @@ using Microsoft.EntityFrameworkCore;
 
 namespace HyperSd.Services.Jobs;
 
-/// <summary>A job as listed: its run's state is its state; images done of the total, the rate since it started and the
-/// time left at that rate.</summary>
+/// <summary>A job as listed: its run's state is its state; images done (kept: delivered) of the requested; the images made
+/// (best-of-n: every candidate) of those to make, their rate since it started and the time left at that rate while they are
+/// made; with a reward, the images scored (of those made) by its scoring stage.</summary>
 public sealed record GenerationJobStatus(Guid Id, string Name, Guid RunId, string Model, RunState State, int ImagesDone, int ImageCount,
     int ChunksDone, int ChunkCount, double? ImagesPerSecond, TimeSpan? Eta, string OutputPath, string? Error, DateTimeOffset CreatedAt,
-    DateTimeOffset? StartedAt, DateTimeOffset? FinishedAt);
+    DateTimeOffset? StartedAt, DateTimeOffset? FinishedAt, int BestOf = 1, int CandidatesDone = 0, int CandidateCount = 0,
+    string? Reward = null, int? ImagesScored = null);
 
-/// <summary>One line of a job's manifest.jsonl: one image.</summary>
-public sealed record ManifestLine(string Prompt, int PromptIndex, int ImageIndex, long Seed, string File, string Sha256);
+/// <summary>A candidate of a best-of-n image in the manifest: its index, seed and score.</summary>
+public sealed record CandidateScore(int Candidate, long Seed, double? Score);
+
+/// <summary>One line of a job's manifest.jsonl: one image the job delivers. A scored job adds its score and reward; a
+/// best-of-n job which candidate was kept and every candidate's score (the kept one's included). Absent fields are left
+/// out, so a job without a reward writes the lines it always did.</summary>
+public sealed record ManifestLine(string Prompt, int PromptIndex, int ImageIndex, long Seed, string File, string Sha256,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? Score = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Reward = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? Candidate = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<CandidateScore>? Candidates = null);
 
 /// <summary>
 /// Generation jobs in the application layer: submission (a validated plan stored as a job, its run and one generator
-/// stage per chunk, then started), status with progress, cancel and resume (those of its run), and its results as a
-/// manifest and a zip, streamed from the store.
+/// stage per chunk — and, with a reward, a scoring stage after them on the reward-scorer role — then started), status
+/// with progress, cancel and resume (those of its run), and its results (the images it keeps) as a manifest and a zip,
+/// streamed from the store.
 /// </summary>
 public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISendEndpointProvider send, RoleQueues queues,
     RunControl control, IArtifactStore artifacts, WorkerOptions options)
@@ -63,13 +77,19 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
         {
             Id = Guid.NewGuid(), RunId = run.Id, Name = plan.Name, Model = spec.Model, PromptCount = spec.Prompts.Count,
             ImageCount = plan.Images.Count, Steps = spec.Steps, OutputPath = output, SpecJson = specJson, CreatedAt = now,
+            BestOf = spec.BestOf, Reward = spec.Scored ? spec.Reward : null,
         };
         var kind = new GenerateChunkStage();
         var chunks = plan.Chunks;
         job.ChunkCount = chunks.Count;
-        run.Stages = StageCatalogue.Stages(run.Id, options.MaxAttempts, chunks.Select((images, i) => ((IStageKind)kind,
+        var stages = chunks.Select((images, i) => ((IStageKind)kind,
             new PlannedStage(GenerateChunkStage.StageName(i), new GenerationChunkSettings(job.Id, plan.Model, spec.Loras,
-                spec.SamplerSpec(), spec.Steps, spec.Width, spec.Height, spec.BatchSize, output, images)))));
+                spec.SamplerSpec(), spec.Steps, spec.Width, spec.Height, spec.BatchSize, output, images, spec.Scored)))).ToList();
+        // after every chunk (the orchestrator dispatches a non-concurrent stage once the chunks before it have succeeded)
+        if (spec.Scored)
+            stages.Add((new ScoreImagesStage(), new PlannedStage(ScoreImagesStage.StageName, new ScoreImagesSettings(job.Id,
+                spec.Reward!, spec.RewardFiles, spec.BestOf, plan.Images.Count, spec.BatchSize))));
+        run.Stages = StageCatalogue.Stages(run.Id, options.MaxAttempts, stages);
 
         await using (var db = await dbs.CreateDbContextAsync(ct))
         {
@@ -112,21 +132,29 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
     static async Task<GenerationJobStatus> StatusAsync(MetadataDbContext db, GenerationJob job, CancellationToken ct)
     {
         var run = await db.Runs.AsNoTracking().SingleAsync(r => r.Id == job.RunId, ct);
-        int done = await db.GeneratedImages.CountAsync(i => i.JobId == job.Id, ct);
-        int chunksDone = await db.Stages.CountAsync(s => s.RunId == run.Id && s.State == StageState.Succeeded, ct);
+        var images = db.GeneratedImages.Where(i => i.JobId == job.Id);
+        int made = await images.CountAsync(ct), toMake = job.ImageCount * job.BestOf;
+        // a job without a reward keeps each image as it is recorded; a scored one, the best of each image's candidates
+        int done = await images.CountAsync(i => i.Kept, ct);
+        int? scored = job.Reward is null ? null : await images.CountAsync(i => i.Score != null, ct);
+        int chunksDone = await db.Stages.CountAsync(s => s.RunId == run.Id && s.Kind == GenerateChunkStage.KindName
+                                                         && s.State == StageState.Succeeded, ct);
         double? rate = null;
         TimeSpan? eta = null;
         if (run.StartedAt is { } started)
         {
             var seconds = ((run.FinishedAt ?? await db.NowAsync(ct)) - started).TotalSeconds;
-            if (seconds > 0 && done > 0)
+            if (seconds > 0 && made > 0)
             {
-                rate = done / seconds;
-                eta = run.State == RunState.Running ? TimeSpan.FromSeconds((job.ImageCount - done) / rate.Value) : null;
+                rate = made / seconds;
+                // the time left making images; a scored job's scoring (far cheaper per image) is shown by its count
+                eta = run.State == RunState.Running && (made < toMake || job.Reward is null)
+                    ? TimeSpan.FromSeconds((toMake - made) / rate.Value) : null;
             }
         }
         return new GenerationJobStatus(job.Id, job.Name, run.Id, job.Model, run.State, done, job.ImageCount, chunksDone, job.ChunkCount,
-            rate, eta, job.OutputPath, run.Error, job.CreatedAt, run.StartedAt, run.FinishedAt);
+            rate, eta, job.OutputPath, run.Error, job.CreatedAt, run.StartedAt, run.FinishedAt, job.BestOf, made, toMake, job.Reward,
+            scored);
     }
 
     /// <summary>Cancels the job's run: its chunks stop at their next heartbeat; what is recorded stays.</summary>
@@ -143,20 +171,44 @@ public sealed class GenerationJobs(IDbContextFactory<MetadataDbContext> dbs, ISe
         return await db.GenerationJobs.Where(j => j.Id == id).Select(j => j.RunId).SingleOrDefaultAsync(ct);
     }
 
-    /// <summary>The recorded images in (prompt, image) order, read from the store a page at a time.</summary>
+    /// <summary>The images the job keeps, in (prompt, image) order, read from the store a page at a time: every recorded
+    /// image of a job without a reward; of a scored job, each requested image's kept candidate once its candidates are
+    /// scored, with the candidates' scores.</summary>
     public async IAsyncEnumerable<(ManifestLine Line, string FullPath)> ImagesAsync(Guid id,
         [EnumeratorCancellation] CancellationToken ct = default)
     {
         await using var db = await dbs.CreateDbContextAsync(ct);
         var job = await db.GenerationJobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id, ct)
                   ?? throw new UnknownIdException("id", id, "generation job");
+        // a requested image's candidates are adjacent in this order: each group gives its kept one
+        var group = new List<GeneratedImage>();
         await foreach (var image in db.GeneratedImages.AsNoTracking().Where(i => i.JobId == id)
-                           .OrderBy(i => i.PromptIndex).ThenBy(i => i.ImageIndex).AsAsyncEnumerable().WithCancellation(ct))
-            yield return (new ManifestLine(image.Prompt, image.PromptIndex, image.ImageIndex, image.Seed,
-                image.Path[(job.OutputPath.Length + 1)..], image.Sha256), artifacts.GetFullPath(image.Path));
+                           .OrderBy(i => i.PromptIndex).ThenBy(i => i.ImageIndex).ThenBy(i => i.Candidate)
+                           .AsAsyncEnumerable().WithCancellation(ct))
+        {
+            if (group.Count > 0 && (group[0].PromptIndex, group[0].ImageIndex) != (image.PromptIndex, image.ImageIndex))
+            {
+                if (Kept(job, group) is { } line) yield return line;
+                group.Clear();
+            }
+            group.Add(image);
+        }
+        if (Kept(job, group) is { } last) yield return last;
     }
 
-    /// <summary>manifest.jsonl: one line per recorded image.</summary>
+    /// <summary>The manifest line and file of a requested image's kept candidate (<paramref name="group"/>: its candidates);
+    /// null while none is kept (a scored job's candidates not all scored yet).</summary>
+    (ManifestLine, string)? Kept(GenerationJob job, List<GeneratedImage> group)
+    {
+        var image = group.FirstOrDefault(i => i.Kept);
+        if (image is null) return null;
+        var candidates = job.BestOf > 1 ? group.Select(i => new CandidateScore(i.Candidate, i.Seed, i.Score)).ToList() : null;
+        return (new ManifestLine(image.Prompt, image.PromptIndex, image.ImageIndex, image.Seed, image.Path[(job.OutputPath.Length + 1)..],
+            image.Sha256, image.Score, image.RewardName, job.BestOf > 1 ? image.Candidate : null, candidates),
+            artifacts.GetFullPath(image.Path));
+    }
+
+    /// <summary>manifest.jsonl: one line per image the job keeps.</summary>
     public async Task WriteManifestAsync(Guid id, Stream output, CancellationToken ct = default)
     {
         await using var writer = new StreamWriter(output, new UTF8Encoding(false), leaveOpen: true);

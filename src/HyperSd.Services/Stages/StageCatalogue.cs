@@ -22,7 +22,8 @@ public sealed class StageCatalogue
 {
     readonly List<IStageKind> kinds = [];
 
-    /// <summary>The built-in stages: dataset, trajectories, TSCD k = 8 → 1, ReFL, DMD, the unified LoRA, evaluation, generation.</summary>
+    /// <summary>The built-in stages: dataset, trajectories, TSCD k = 8 → 1, ReFL, DMD, the unified LoRA, evaluation, generation;
+    /// then a generation job's chunks and its scoring (best-of-n).</summary>
     public static StageCatalogue Default() => new StageCatalogue()
         .Add(new PrepareDatasetStage())
         .Add(new GenerateTrajectoriesStage())
@@ -32,7 +33,8 @@ public sealed class StageCatalogue
         .Add(new MergeLorasStage())
         .Add(new EvaluateModelStage())
         .Add(new GenerateImagesStage())
-        .Add(new Jobs.GenerateChunkStage());
+        .Add(new Jobs.GenerateChunkStage())
+        .Add(new RewardScorer.ScoreImagesStage());
 
     /// <summary>Appends a kind: its stages run after those of every kind added before it.</summary>
     public StageCatalogue Add(IStageKind kind)

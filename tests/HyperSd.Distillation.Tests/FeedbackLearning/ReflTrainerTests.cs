@@ -138,6 +138,17 @@ public sealed class ReflTrainerTests : IDisposable
     }
 
     [Fact]
+    public void The_weighted_score_is_the_weighted_reward_without_gradients()
+    {
+        var reward = new WeightedReward([(new Redness(), 2.0)]);
+        using var images = rand(3, 3, 4, 4).requires_grad_();
+        using var trained = reward.Compute(["a", "b", "c"], images).Reward;
+        using var scored = reward.Score(["a", "b", "c"], images);
+        Assert.False(scored.requires_grad);
+        Assert.Equal(trained.detach().data<float>().ToArray(), scored.data<float>().ToArray());
+    }
+
+    [Fact]
     public void A_full_copy_student_is_refused()
     {
         using var student = SegmentStudent.FullCopy(tiny.Unet);
