@@ -26,7 +26,8 @@ public sealed record DmdConfig
     /// <summary>Two time scales: the generator steps on every n-th iteration (DMD2: 10 for SD1.5, 5 for SDXL).</summary>
     public int GeneratorUpdateEvery { get; init; } = 10;
 
-    /// <summary>The distribution-matching timestep range as fractions of the training timesteps: t ~ U[⌊min·T⌋, ⌊max·T⌋].</summary>
+    /// <summary>The distribution-matching timestep range as fractions of the training timesteps:
+    /// t ~ U[⌊min·T⌋, ⌊max·T⌋].</summary>
     public double MinTimestepFraction { get; init; } = 0.02;
     public double MaxTimestepFraction { get; init; } = 0.98;
 
