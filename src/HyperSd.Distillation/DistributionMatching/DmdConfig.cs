@@ -26,7 +26,8 @@ public sealed record DmdConfig
     /// <summary>Two time scales: the generator steps on every n-th iteration (DMD2: 10 for SD1.5, 5 for SDXL).</summary>
     public int GeneratorUpdateEvery { get; init; } = 10;
 
-    /// <summary>The distribution-matching timestep range as fractions of the training timesteps: t ~ U[⌊min·T⌋, ⌊max·T⌋].</summary>
+    /// <summary>The distribution-matching timestep range as fractions of the training timesteps:
+    /// t ~ U[⌊min·T⌋, ⌊max·T⌋].</summary>
     public double MinTimestepFraction { get; init; } = 0.02;
     public double MaxTimestepFraction { get; init; } = 0.98;
 
@@ -63,8 +64,8 @@ public sealed record DmdConfig
     public int CheckpointEvery { get; init; } = 500;
     public LoraFileFormat LoraFormat { get; init; } = LoraFileFormat.Kohya;
 
-    /// <summary>The regression pairs' guidance scale.</summary>
-    public double TeacherGuidance => RegressionGuidance ?? RealGuidance;
+    /// <summary>The regression pairs' guidance scale (internal: not a setting of its own).</summary>
+    internal double TeacherGuidance => RegressionGuidance ?? RealGuidance;
 
     public void Validate()
     {
@@ -95,9 +96,9 @@ public sealed record DmdConfig
         Require(RewardWeight >= 0, "reward_weight", RewardWeight, "non-negative");
         Require(double.IsFinite(RewardAlpha), "reward_alpha", RewardAlpha, "finite");
         Require(GanGeneratorWeight >= 0, "gan_generator_weight", GanGeneratorWeight, "non-negative");
+        Require(GanDiscriminatorWeight >= 0, "gan_discriminator_weight", GanDiscriminatorWeight, "non-negative");
         Require(GanDiscriminatorWeight > 0 || GanGeneratorWeight == 0, "gan_discriminator_weight", GanDiscriminatorWeight,
             "positive while gan_generator_weight > 0 (the head must train)");
-        Require(GanDiscriminatorWeight >= 0, "gan_discriminator_weight", GanDiscriminatorWeight, "non-negative");
         Require(DistributionMatchingWeight + RegressionWeight + RewardWeight + GanGeneratorWeight > 0, "distribution_matching_weight",
             DistributionMatchingWeight, "positive, or another generator loss weight must be (nothing would train the generator)");
         Require(FakeScoreRank >= 1, "fake_score_rank", FakeScoreRank, "at least 1");

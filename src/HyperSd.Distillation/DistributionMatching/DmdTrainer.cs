@@ -147,7 +147,7 @@ public static class DmdTrainer
                 Directory.CreateDirectory(dir);
                 pairs = TeacherOdePairs.LoadOrGenerate(Path.Combine(dir, RegressionPairsFile), unet, conditioner, scheduler, prompts,
                     new TeacherOdePairs.Settings(config.RegressionPairs, config.RegressionTeacherSteps, config.TeacherGuidance,
-                        config.Seed + (long)RegressionSeedOffset), config.BatchSize, cancellationToken);
+                        config.Seed + (long)PairsSeedOffset), config.BatchSize, cancellationToken);
                 if (!pairs.Noise.shape[1..].SequenceEqual(latentShape))
                     throw new InvalidDataException($"{Path.Combine(dir, RegressionPairsFile)}: the pairs' latents are " +
                         $"[{string.Join(", ", pairs.Noise.shape[1..])}], the dataset's [{string.Join(", ", latentShape)}]");
@@ -323,7 +323,7 @@ public static class DmdTrainer
         /// <summary>Seed offsets of the other streams (any fixed ones keep them apart): a variant with a term trains on the same
         /// batches as one without.</summary>
         const ulong RegressionSeedOffset = 0x2545F4914F6CDD1D, AdversarialSeedOffset = 0x9E3779B97F4A7C15,
-            FakeScoreSeedOffset = 0x632BE59BD9B4E019;
+            FakeScoreSeedOffset = 0x632BE59BD9B4E019, PairsSeedOffset = 0x5851F42D4C957F2D;
 
         sealed record CheckpointState(int Step, long Seed, List<DmdLosses> History);
 

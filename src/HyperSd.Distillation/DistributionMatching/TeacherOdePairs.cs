@@ -100,9 +100,12 @@ public sealed class TeacherOdePairs : IDisposable
         var expected = settings.ToMetadata();
         var differs = expected.Where(kv => !stored.TryGetValue(kv.Key, out var v) || v != kv.Value).ToList();
         if (differs.Count > 0)
-            throw new InvalidDataException($"{path}: the regression pairs were made with " +
-                string.Join(", ", differs.Select(kv => $"{kv.Key} {stored.GetValueOrDefault(kv.Key, "(none)")}")) + "; this stage asks for " +
-                string.Join(", ", differs.Select(kv => $"{kv.Key} {kv.Value}")) + " (delete the file to remake them)");
+        {
+            var made = string.Join(", ", differs.Select(kv => $"{kv.Key} {stored.GetValueOrDefault(kv.Key, "(none)")}"));
+            var asked = string.Join(", ", differs.Select(kv => $"{kv.Key} {kv.Value}"));
+            throw new InvalidDataException($"{path}: the regression pairs were made with {made}; this stage asks for {asked} " +
+                                           "(delete the file to remake them)");
+        }
         var tensors = SafeTensors.Load(path);
         Tensor Take(string key) => tensors.TryGetValue(key, out var t) ? t
             : throw new InvalidDataException($"{path}: missing tensor '{key}'");

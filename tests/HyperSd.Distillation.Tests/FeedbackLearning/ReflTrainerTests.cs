@@ -27,7 +27,7 @@ public sealed class ReflTrainerTests : IDisposable
     };
 
     /// <summary>The tiny teacher's 4-channel 8×8 latents as images: the first three channels through a sigmoid.</summary>
-    sealed class ChannelDecoder : IAutoencoder
+    internal sealed class ChannelDecoder : IAutoencoder
     {
         public int LatentChannels => 4;
         public int ScaleFactor => 1;
@@ -37,7 +37,7 @@ public sealed class ReflTrainerTests : IDisposable
     }
 
     /// <summary>How red an image is: its first channel's mean (a reward the student can raise).</summary>
-    sealed class Redness : IImageReward
+    internal sealed class Redness : IImageReward
     {
         public string Name => "redness";
         public Tensor Reward(IReadOnlyList<string> prompts, Tensor images) => images[.., 0].mean([1, 2]);
