@@ -153,7 +153,13 @@ public sealed class LoraAdapter : nn.Module
         foreach (var (path, layer) in layers)
         {
             var target = modules[path];
-            var remover = target.register_forward_hook((_, x, y) => y.add(layer.call(x), Weight));
+            var remover = target.register_forward_hook((_, x, y) =>
+            {
+                // an explicit Scalar held to the end of the call: an implicit one from the double can be finalized while
+                // LibTorch still reads it (seen as "Expected false to be true" from Scalar::toFloat mid-evaluation)
+                using var weight = Weight.ToScalar();
+                return y.add(layer.call(x), weight);
+            });
             hooks.Add(new HookHandle(remover.remove));
         }
     }
