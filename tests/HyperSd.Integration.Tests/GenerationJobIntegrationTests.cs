@@ -17,11 +17,12 @@ namespace HyperSd.Integration.Tests;
 [Collection(nameof(Integration))]
 public sealed class GenerationJobIntegrationTests(ITestOutputHelper output)
 {
-    /// <summary>200 tiny toy images (16 px, one step) in chunks of 8.</summary>
+    /// <summary>200 tiny toy images (16 px, four steps: a chunk lasts long enough to be caught mid-way by a kill on a loaded
+    /// machine) in chunks of 8.</summary>
     static GenerationJobPlan Plan(string name) => GenerationJobPlanner.Plan(new GenerationJobSpec
     {
         Name = name, Model = "toy", Prompts = [.. Enumerable.Range(0, 40).Select(i => new PromptRow($"a red circle at position {i}"))],
-        ImagesPerPrompt = 5, Steps = 1, Width = 16, Height = 16, BatchSize = 4, ChunkSize = 8, Seed = 1000,
+        ImagesPerPrompt = 5, Steps = 4, Width = 16, Height = 16, BatchSize = 4, ChunkSize = 8, Seed = 1000,
     }, new GenerationLimits(), HyperSd.Testing.TestInputs.Temp);
 
     static async Task<GenerationJobStatus> WaitForEndAsync(Deployment deployment, Guid id)
@@ -50,7 +51,7 @@ public sealed class GenerationJobIntegrationTests(ITestOutputHelper output)
             var path = deployment.Artifacts.GetFullPath(row.Path);
             Assert.Equal(row.Sha256, await ContentHash.OfFileAsync(path));
             var p = GenerationParameters.FromPngText(ImageFiles.ReadPngText(path));
-            Assert.Equal((row.Prompt, row.Seed, 16, 1), (p.Prompt, p.Seed, p.Width, p.Steps));
+            Assert.Equal((row.Prompt, row.Seed, 16, plan.Spec.Steps), (p.Prompt, p.Seed, p.Width, p.Steps));
             bytes[Path.GetFileName(path)] = await File.ReadAllBytesAsync(path);
         }
         return bytes;
