@@ -137,10 +137,10 @@ public static class DmdTrainer
 
         public DmdResult Execute(Action<DmdProgress>? progress, CancellationToken cancellationToken)
         {
-            if (File.Exists(Path.Combine(layout.Final, MetricsFile)))
+            if (File.Exists(layout.FinalMetrics))
             {
                 CheckpointFiles.LoadInto(student.Trainable, layout.FinalStudent);
-                return new DmdResult(student, CheckpointFiles.ReadJson<DmdMetrics>(Path.Combine(layout.Final, MetricsFile)));
+                return new DmdResult(student, CheckpointFiles.ReadJson<DmdMetrics>(layout.FinalMetrics));
             }
             if (config.RegressionWeight > 0)
             {
@@ -318,7 +318,7 @@ public static class DmdTrainer
 
         const string StudentFile = "student.safetensors", HeadFile = "gan_head.safetensors",
             GeneratorOptimizerFile = "generator_optimizer.bin", FakeScoreOptimizerFile = "fake_score_optimizer.bin",
-            StateFile = "state.json", MetricsFile = "metrics.json";
+            StateFile = "state.json";
         const string RngKey = "state", RegressionRngKey = "regression_state", AdversarialRngKey = "adversarial_state";
         /// <summary>Seed offsets of the other streams (any fixed ones keep them apart): a variant with a term trains on the same
         /// batches as one without.</summary>
@@ -361,19 +361,8 @@ public static class DmdTrainer
             history.AddRange(state.History);
         }
 
-        void SaveFinal(DmdMetrics metrics)
-        {
-            Directory.CreateDirectory(layout.Final);
-            SafeTensors.Save(layout.FinalStudent, StateDict.Of(student.Trainable));
-            LoraFormats.Save(student.Lora!, layout.FinalLora, config.LoraFormat, new Dictionary<string, string>
-            {
-                ["hypersd_method"] = "dmd",
-                ["hypersd_segments"] = "1",
-            });
-            SafeTensors.Save(Path.Combine(layout.Final, FakeScoreFile), StateDict.Of(fakeScore.Trainable));
-            CheckpointFiles.WriteJson(Path.Combine(layout.Final, MetricsFile), metrics); // written last: it marks the stage done
-            if (Directory.Exists(layout.Checkpoint)) Directory.Delete(layout.Checkpoint, true);
-        }
+        void SaveFinal(DmdMetrics metrics) => layout.SaveFinal(student, config.LoraFormat, "dmd", 1, metrics,
+            final => SafeTensors.Save(Path.Combine(final, FakeScoreFile), StateDict.Of(fakeScore.Trainable)));
 
         public void Dispose()
         {

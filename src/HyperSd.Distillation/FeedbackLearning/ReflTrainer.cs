@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using HyperSd.Diffusion.IO;
 using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Models.Autoencoders;
@@ -100,10 +99,10 @@ public static class ReflTrainer
 
         public ReflResult Execute(Action<ReflProgress>? progress, CancellationToken cancellationToken)
         {
-            if (File.Exists(Path.Combine(layout.Final, MetricsFile)))
+            if (File.Exists(layout.FinalMetrics))
             {
                 CheckpointFiles.LoadInto(student.Trainable, layout.FinalStudent);
-                return new ReflResult(student, CheckpointFiles.ReadJson<ReflMetrics>(Path.Combine(layout.Final, MetricsFile)));
+                return new ReflResult(student, CheckpointFiles.ReadJson<ReflMetrics>(layout.FinalMetrics));
             }
             LoadCheckpoint();
             int first = step;
@@ -190,7 +189,7 @@ public static class ReflTrainer
         }
 
         const string StudentFile = "student.safetensors", AnchorFile = "anchor.safetensors", OptimizerFile = "optimizer.bin",
-            StateFile = "state.json", MetricsFile = "metrics.json", RngKey = "state";
+            StateFile = "state.json", RngKey = "state";
 
         sealed record CheckpointState(int StudentSteps, int Step, long Seed, List<ReflLosses> History);
 
@@ -222,18 +221,7 @@ public static class ReflTrainer
             history.AddRange(state.History);
         }
 
-        void SaveFinal(ReflMetrics metrics)
-        {
-            Directory.CreateDirectory(layout.Final);
-            SafeTensors.Save(layout.FinalStudent, StateDict.Of(student.Trainable));
-            LoraFormats.Save(student.Lora!, layout.FinalLora, config.LoraFormat, new Dictionary<string, string>
-            {
-                ["hypersd_method"] = "refl",
-                ["hypersd_segments"] = config.StudentSteps.ToString(CultureInfo.InvariantCulture),
-            });
-            CheckpointFiles.WriteJson(Path.Combine(layout.Final, MetricsFile), metrics); // written last: it marks the stage done
-            if (Directory.Exists(layout.Checkpoint)) Directory.Delete(layout.Checkpoint, true);
-        }
+        void SaveFinal(ReflMetrics metrics) => layout.SaveFinal(student, config.LoraFormat, "refl", config.StudentSteps, metrics);
 
         public void Dispose()
         {

@@ -128,11 +128,10 @@ public static class SegmentConsistencyTrainer
 
         public SegmentStageResult Execute(Action<SegmentProgress>? progress, CancellationToken cancellationToken)
         {
-            var final = layout.Final;
-            if (File.Exists(Path.Combine(final, MetricsFile)))
+            if (File.Exists(layout.FinalMetrics))
             {
                 LoadInto(student.Trainable, layout.FinalStudent);
-                return new SegmentStageResult(student, ReadJson<SegmentStageMetrics>(Path.Combine(final, MetricsFile)));
+                return new SegmentStageResult(student, ReadJson<SegmentStageMetrics>(layout.FinalMetrics));
             }
             LoadCheckpoint();
             int first = step;
@@ -267,7 +266,7 @@ public static class SegmentConsistencyTrainer
 
         const string StudentFile = "student.safetensors", EmaFile = "ema.safetensors", OptimizerFile = "optimizer.bin",
             DiscriminatorFile = "discriminator.safetensors", DiscriminatorOptimizerFile = "discriminator_optimizer.bin",
-            StateFile = "state.json", MetricsFile = "metrics.json";
+            StateFile = "state.json";
         const string RngKey = "state", AdversarialRngKey = "adversarial_state";
         /// <summary>The adversarial generator's seed is the stage seed plus this (any fixed offset keeps the streams apart).</summary>
         const ulong AdversarialSeedOffset = 0x9E3779B97F4A7C15;
@@ -320,23 +319,7 @@ public static class SegmentConsistencyTrainer
             history.AddRange(state.History);
         }
 
-        void SaveFinal(SegmentStageMetrics metrics)
-        {
-            var final = layout.Final;
-            Directory.CreateDirectory(final);
-            SafeTensors.Save(layout.FinalStudent, StateDict.Of(student.Trainable));
-            if (student.Lora is { } lora)
-                LoraFormats.Save(lora, layout.FinalLora, config.LoraFormat, new Dictionary<string, string>
-                {
-                    ["hypersd_method"] = "tscd",
-                    ["hypersd_segments"] = config.Segments.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                });
-            else
-                student.Unet!.SavePretrained(Path.Combine(final, "unet"));
-            WriteJson(Path.Combine(final, MetricsFile), metrics); // written last: its presence marks the stage done
-            var checkpoint = layout.Checkpoint;
-            if (Directory.Exists(checkpoint)) Directory.Delete(checkpoint, true);
-        }
+        void SaveFinal(SegmentStageMetrics metrics) => layout.SaveFinal(student, config.LoraFormat, "tscd", config.Segments, metrics);
 
         static void LoadInto(nn.Module module, string path) => CheckpointFiles.LoadInto(module, path);
         static void WriteJson<T>(string path, T value) => CheckpointFiles.WriteJson(path, value);
