@@ -19,6 +19,7 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
     public DbSet<Artifact> Artifacts => Set<Artifact>();
     public DbSet<ArtifactInput> ArtifactInputs => Set<ArtifactInput>();
     public DbSet<Evaluation> Evaluations => Set<Evaluation>();
+    public DbSet<EvaluationImageScore> EvaluationImageScores => Set<EvaluationImageScore>();
     public DbSet<GenerationJob> GenerationJobs => Set<GenerationJob>();
     public DbSet<GeneratedImage> GeneratedImages => Set<GeneratedImage>();
     public DbSet<Schedule> Schedules => Set<Schedule>();
@@ -96,6 +97,13 @@ public class MetadataDbContext(DbContextOptions<MetadataDbContext> options) : Db
             e.HasIndex(v => new { v.Metric, v.Steps });
             e.HasIndex(v => v.Sampler);
             e.HasIndex(v => v.CreatedAt);
+            e.HasOne<Run>().WithMany().HasForeignKey(v => v.RunId);
+            e.HasOne<Stage>().WithMany().HasForeignKey(v => v.StageId).OnDelete(DeleteBehavior.Restrict);
+        });
+        model.Entity<EvaluationImageScore>(e =>
+        {
+            // a redelivered or resumed scoring cannot score an image twice
+            e.HasIndex(v => new { v.RunId, v.Model, v.Sampler, v.Steps, v.Reward, v.PromptIndex }).IsUnique();
             e.HasOne<Run>().WithMany().HasForeignKey(v => v.RunId);
             e.HasOne<Stage>().WithMany().HasForeignKey(v => v.StageId).OnDelete(DeleteBehavior.Restrict);
         });

@@ -364,6 +364,18 @@ public sealed record RewardsRecipe
 
     /// <summary>A PickScore-style CLIPModel folder (text and image towers, logit_scale).</summary>
     public string? Pickscore { get; init; }
+
+    /// <summary>How the run trains the toy world's learnt rewards (toy-preference, toy-aesthetic) when a section uses them.</summary>
+    public ToyRewardTrainingRecipe ToyTraining { get; init; } = new();
+}
+
+/// <summary>The train-rewards stage's budget: Bradley–Terry steps of each learnt toy reward, pairs per step, and the seed.</summary>
+public sealed record ToyRewardTrainingRecipe
+{
+    public int PreferenceSteps { get; init; } = 600;
+    public int AestheticSteps { get; init; } = 400;
+    public int BatchSize { get; init; } = 32;
+    public int Seed { get; init; }
 }
 
 public enum EvaluationSampler { DdimTrailing, Tcd }
@@ -403,6 +415,10 @@ public sealed record EvaluationRecipe
 
     /// <summary>Prompts shown as rows of each image grid.</summary>
     public int GridPrompts { get; init; } = 8;
+
+    /// <summary>Rewards every evaluated image is scored with by the reward-scorer role (names as in refl.rewards), each a
+    /// metric row with its interval; absent = none.</summary>
+    public IReadOnlyList<string>? Rewards { get; init; }
 }
 
 /// <summary>Bulk prompt-to-image generation with the distilled student: the TSCD stage whose k equals steps (Hyper-SD's

@@ -130,6 +130,19 @@ public sealed partial record Recipe
         Check(e.Seed >= 0, "evaluation.seed", "must be non-negative", e.Seed);
         Check(e.BatchSize >= 1, "evaluation.batch_size", "must be at least 1", e.BatchSize);
         Check(e.GridPrompts >= 0, "evaluation.grid_prompts", "must be non-negative", e.GridPrompts);
+        if (e.Rewards is { } scored)
+        {
+            Check(scored.Distinct().Count() == scored.Count, "evaluation.rewards", "must not repeat a reward", $"[{string.Join(", ", scored)}]");
+            CheckRewards("evaluation.rewards", scored.Distinct().ToDictionary(n => n, _ => 1.0));
+        }
+        if (TrainedRewardsUsed().Count > 0)
+        {
+            var rt = Rewards?.ToyTraining ?? new();
+            Check(rt.PreferenceSteps >= 1, "rewards.toy_training.preference_steps", "must be at least 1", rt.PreferenceSteps);
+            Check(rt.AestheticSteps >= 1, "rewards.toy_training.aesthetic_steps", "must be at least 1", rt.AestheticSteps);
+            Check(rt.BatchSize >= 1, "rewards.toy_training.batch_size", "must be at least 1", rt.BatchSize);
+            Check(rt.Seed >= 0, "rewards.toy_training.seed", "must be non-negative", rt.Seed);
+        }
 
         if (Merge is { Enabled: true } m)
         {
@@ -225,7 +238,7 @@ public sealed partial record Recipe
         // the weights of a reward section: known names for the model's world, non-negative, one positive, the files they need
         void CheckRewards(string field, IReadOnlyDictionary<string, double> rewards)
         {
-            var known = toy ? ToyRewards : RealRewards;
+            var known = toy ? [.. ToyRewards, .. TrainedToyRewards] : RealRewards;
             foreach (var (name, w) in rewards)
             {
                 Check(known.Contains(name), $"{field}.{name}", $"unknown reward for a {(toy ? "toy" : "real-scale")} model " +
@@ -251,6 +264,19 @@ public sealed partial record Recipe
     /// <summary>The rewards feedback learning knows, by the model's world.</summary>
     public static readonly IReadOnlyList<string> ToyRewards = ["toy-structure", "toy-structure-logp"],
         RealRewards = ["laion-aesthetic", "pickscore"];
+
+    /// <summary>The toy rewards a run learns first (its train-rewards stage); a recipe may name these as well.</summary>
+    public static readonly IReadOnlyList<string> TrainedToyRewards = ["toy-preference", "toy-aesthetic"];
+
+    /// <summary>The learnt toy rewards that some section of the recipe uses (with a positive weight): the ones to train.</summary>
+    public IReadOnlyList<string> TrainedRewardsUsed()
+    {
+        bool toy = Model.Source == ModelSource.Toy;
+        var used = new[] { Refl is { Enabled: true } r ? r.RewardWeights(toy) : null, Dmd is { Enabled: true } d ? d.Rewards : null }
+            .SelectMany(w => w?.Where(kv => kv.Value > 0).Select(kv => kv.Key) ?? [])
+            .Concat(Evaluation.Rewards ?? []);
+        return toy ? TrainedToyRewards.Where(used.Contains).ToList() : [];
+    }
 
     /// <summary>SD's training schedule length, which the solver grid divides.</summary>
     const int TrainTimesteps = 1000;

@@ -141,7 +141,7 @@ public sealed class PagesBrowserTests(ToyRunsOnKestrel runs, ITestOutputHelper o
         Assert.Equal(Enumerable.Repeat(true, grids), loaded);
         // the generation's images too (the tiny recipe makes fewer than the page shows)
         var generated = Directory.GetFiles(runs.Host.App.Services.GetRequiredService<IArtifactStore>()
-            .GetFullPath(details.Artifacts.Single(a => a.Kind == ArtifactKind.Images).Path), "*.png").Length;
+            .GetFullPath(details.Artifacts.Single(a => a.StageKind == Services.Generator.GenerateImagesStage.Kind).Path), "*.png").Length;
         Assert.True(generated > 0);
         Assert.Equal(Enumerable.Repeat(true, generated),
             await page.Locator(".gallery img").EvaluateAllAsync<bool[]>(Decoded));

@@ -87,7 +87,7 @@ public sealed class EmbeddedRunTests : IDisposable
             Assert.Equal(artifact.Sha256, (await store.Artifacts.DescribeAsync(artifact.Path)).Sha256);
         TinyToyRunAssertions.AssertOutputs(run, artifacts, await db.Datasets.SingleAsync(d => d.RunId == runId),
             await db.Evaluations.Where(v => v.RunId == runId).ToListAsync(), a => store.Artifacts.GetFullPath(a.Path));
-        await AssertImagesRegenerateFromTheirText(artifacts.Single(a => a.Kind == ArtifactKind.Images));
+        await AssertImagesRegenerateFromTheirText(artifacts.Single(a => a.StageKind == Generator.GenerateImagesStage.Kind));
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
         var report = store.Artifacts.GetFullPath(artifacts.Single(a => a.Kind == ArtifactKind.Report && a.StageKind == "evaluate-model" && a.Path.EndsWith("results.md")).Path);
         Assert.Contains("| tscd-k1 |", await File.ReadAllTextAsync(report));

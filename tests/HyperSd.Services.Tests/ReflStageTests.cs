@@ -58,14 +58,15 @@ public sealed class ReflStageTests : IDisposable
         var refl = LoraOf("refl-k1");
         Assert.Equal((ReflStage.Kind, 1, 1), (refl.StageKind, refl.Segments, refl.Steps));
         var dataset = artifacts.Single(a => a.Kind == ArtifactKind.Dataset);
-        Assert.Equal(new[] { dataset.Id, LoraOf("tscd-k1").Id }.Order(), refl.Inputs.Select(i => i.InputArtifactId).Order());
+        var rewards = artifacts.Single(a => a.Kind == ArtifactKind.RewardModels);
+        Assert.Equal(new[] { dataset.Id, LoraOf("tscd-k1").Id, rewards.Id }.Order(), refl.Inputs.Select(i => i.InputArtifactId).Order());
         Assert.Contains(artifacts, a => a.Kind == ArtifactKind.Checkpoint && a.StageId == stages["refl-k1"].Id);
 
         // the unified LoRA: ReFL's k = 1 LoRA in place of TSCD's, by default
         Assert.Equal(new[] { LoraOf("tscd-k2").Id, refl.Id }.Order(), LoraOf("unified").Inputs.Select(i => i.InputArtifactId).Order());
         // the evaluation: ReFL's LoRA at its one step, by the recognizer and by the independent judge
         var rows = await db.Evaluations.AsNoTracking().Where(v => v.RunId == runId).ToListAsync();
-        Assert.Equal(["adherence", "adherence-judge", "fd", "kid"],
+        Assert.Equal(["adherence", "adherence-judge", "fd", "kid", "toy-aesthetic", "toy-preference"],
             rows.Where(v => v is { Model: "refl-k1", Steps: 1 }).Select(v => v.Metric).Order());
         Assert.Contains(rows, v => v is { Model: "tscd-k1", Steps: 1, Metric: "adherence-judge" });
     }

@@ -58,7 +58,12 @@ public static class TinyToy
 
     /// <summary>ReFL on the k = 1 student: a few steps on the toy structural reward, a checkpoint every step.</summary>
     public const string ReflSection =
-        "refl: {students: [1], steps: 3, batch_size: 2, learning_rate: 1.0e-3, alpha: 1, reward_scale: 1, checkpoint_every: 1}";
+        "refl: {students: [1], steps: 3, batch_size: 2, learning_rate: 1.0e-3, alpha: 1, reward_scale: 1, checkpoint_every: 1, " +
+        "rewards: {toy-structure-logp: 1.0, toy-preference: 0.5}}";
+
+    /// <summary>The learnt toy rewards (ReFL's preference reward, the evaluation's preference and aesthetic scores): a few
+    /// Bradley–Terry steps each.</summary>
+    public const string RewardsSection = "rewards: {toy_training: {preference_steps: 3, aesthetic_steps: 3, batch_size: 4}}";
 
     /// <summary>DMD on ReFL's 1-step student: a few iterations (the generator every second), a small fake score, a few teacher
     /// ODE pairs, a checkpoint every step.</summary>
@@ -70,7 +75,8 @@ public static class TinyToy
     /// <summary>The recipe; <paramref name="tscdSteps"/> lengthens the TSCD stages (a checkpoint every 2 steps).
     /// <paramref name="teacherDir"/> null leaves the teacher to the worker's default (tests that run no model).
     /// <paramref name="imageFolder"/> (with <paramref name="promptsFile"/>) makes it a real-data recipe: the teacher as a
-    /// diffusers folder, the dataset an image folder with sidecar captions, the evaluation prompts from a file. <paramref name="merge"/>
+    /// diffusers folder, the dataset an image folder with sidecar captions, the evaluation prompts from a file, and no learnt
+    /// toy rewards (the toy recipe trains them, ReFL uses the preference one, the evaluation is scored by them). <paramref name="merge"/>
     /// false leaves out the merge section (no unified LoRA), <paramref name="refl"/> false the ReFL stage (a real-data recipe has
     /// none: the toy rewards need the toy world), <paramref name="dmd"/> false the DMD stage.</summary>
     public static string Recipe(string? teacherDir = null, int tscdSteps = 4, string architecture = "sd15", string? imageFolder = null,
@@ -104,6 +110,7 @@ public static class TinyToy
           discriminator_learning_rate: 1.0e-4
           checkpoint_every: 2
         {{(refl && imageFolder is null ? ReflSection : "")}}
+        {{(imageFolder is null ? RewardsSection : "")}}
         {{(dmd ? DmdSection : "")}}
         {{(merge ? MergeSection : "")}}
         evaluation:
@@ -116,6 +123,7 @@ public static class TinyToy
           real_images: 16
           batch_size: 6
           grid_prompts: 2
+        {{(imageFolder is null ? "  rewards: [toy-preference, toy-aesthetic]" : "")}}
         generation:
           prompts: ["a red circle in the center", "a blue square at the top left"]
           images_per_prompt: 2

@@ -6,6 +6,7 @@ namespace HyperSd.Testing;
 /// <summary>What a finished run of <see cref="TinyToy.Recipe"/> must have left in the store, embedded or distributed.</summary>
 public static class TinyToyRunAssertions
 {
+
     /// <summary>One dataset and trajectory shard, a LoRA per TSCD stage (k = 1 made from the trajectories and the
     /// k = 2 LoRA), ReFL's k = 1 LoRA (from TSCD's and the dataset's prompts), DMD's (from ReFL's and the prompts) and the
     /// unified LoRA (made from k = 2 and DMD's, which replaces the one it continued) with its merge report and fused UNet,
@@ -23,9 +24,13 @@ public static class TinyToyRunAssertions
         Assert.Equal(5, Count(ArtifactKind.Lora));
         Assert.True(Count(ArtifactKind.Checkpoint) >= 2, "a checkpoint of each TSCD stage");
         Assert.Equal(11, Count(ArtifactKind.Grid));
-        Assert.Equal(3, Count(ArtifactKind.Report)); // the evaluation's results.md and results.json, and the merge's
+        // the evaluation's results.md and results.json, the merge's, the reward scores' rewards.md
+        Assert.Equal(4, Count(ArtifactKind.Report));
         Assert.Equal(1, Count(ArtifactKind.Unet));
-        Assert.Equal(1, Count(ArtifactKind.Images));
+        Assert.Equal(2, Count(ArtifactKind.Images)); // the generator's, the evaluation's kept images
+        var rewards = artifacts.Single(a => a.Kind == ArtifactKind.RewardModels);
+        foreach (var reward in new[] { "toy-preference", "toy-aesthetic" })
+            Assert.True(File.Exists(Path.Combine(pathOf(rewards), reward, "config.json")), $"{reward} was not trained");
 
         var stageIds = run.Stages.ToDictionary(s => s.Name, s => s.Id);
         var k1 = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == stageIds["tscd-k1"]);
@@ -34,10 +39,10 @@ public static class TinyToyRunAssertions
                 .Select(a => a.Id).Order(),
             k1.Inputs.Select(i => i.InputArtifactId).Order());
 
-        // ReFL: k = 1's LoRA on the dataset's prompts
+        // ReFL: k = 1's LoRA on the dataset's prompts, with the run's learnt preference reward
         var refl = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == stageIds["refl-k1"]);
         Assert.Equal(("refl", 1, 1), (refl.StageKind, refl.Segments, refl.Steps));
-        Assert.Equal(new[] { k1.Id, artifacts.Single(a => a.Kind == ArtifactKind.Dataset).Id }.Order(),
+        Assert.Equal(new[] { k1.Id, artifacts.Single(a => a.Kind == ArtifactKind.Dataset).Id, rewards.Id }.Order(),
             refl.Inputs.Select(i => i.InputArtifactId).Order());
 
         // DMD: ReFL's 1-step LoRA on the dataset's prompts
@@ -57,7 +62,7 @@ public static class TinyToyRunAssertions
 
         // the generator: 2 prompts × 2 images at 2 steps, each a PNG with its parameters, made with the unified LoRA,
         // the one input the stage chose (by the LoRA's typed stage kind)
-        var images = artifacts.Single(a => a.Kind == ArtifactKind.Images);
+        var images = artifacts.Single(a => a.Kind == ArtifactKind.Images && a.StageKind == Services.Generator.GenerateImagesStage.Kind);
         Assert.Equal([unified.Id], images.Inputs.Select(i => i.InputArtifactId));
         var dir = pathOf(images);
         Assert.Equal(["00000.png", "00001.png", "00002.png", "00003.png"], Directory.GetFiles(dir, "*.png").Select(Path.GetFileName).Order());
@@ -77,12 +82,16 @@ public static class TinyToyRunAssertions
             Assert.Equal(2, evaluations.Count(v => v.Model == "unified" && v.Steps == steps && v.Metric == metric));
         }
         // the k = 2 stage's LoRA as Hyper-SD's fixed 2-step LoRA
-        Assert.Equal([(2, "adherence"), (2, "adherence-judge"), (2, "fd"), (2, "kid")],
+        Assert.Equal([(2, "adherence"), (2, "adherence-judge"), (2, "fd"), (2, "kid"), (2, "toy-aesthetic"), (2, "toy-preference")],
             evaluations.Where(v => v.Model == "tscd-k2").Select(v => (v.Steps, v.Metric)).Order());
         // ReFL's and DMD's LoRAs at their one step
         foreach (var model in new[] { "refl-k1", "dmd-k1" })
-            Assert.Equal([(1, "adherence"), (1, "adherence-judge"), (1, "fd"), (1, "kid")],
+            Assert.Equal([(1, "adherence"), (1, "adherence-judge"), (1, "fd"), (1, "kid"), (1, "toy-aesthetic"), (1, "toy-preference")],
                 evaluations.Where(v => v.Model == model).Select(v => (v.Steps, v.Metric)).Order());
+        // every evaluated image set scored by the reward-scorer with both learnt rewards
+        var sets = evaluations.Where(v => v.Metric == "adherence").Select(v => (v.Model, v.Sampler, v.Steps)).ToList();
+        foreach (var reward in new[] { "toy-preference", "toy-aesthetic" })
+            Assert.Equal(sets.Order(), evaluations.Where(v => v.Metric == reward).Select(v => (v.Model, v.Sampler, v.Steps)).Order());
         Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
         // 95 % intervals on adherence and KID, none on one image set's Fréchet distance
         Assert.All(evaluations, v => Assert.True(v.Metric == "fd" ? v.Low is null && v.High is null : v.Low <= v.Value && v.Value <= v.High,

@@ -270,6 +270,65 @@ namespace HyperSd.Migrations.Postgres.Migrations
                     b.ToTable("evaluations", (string)null);
                 });
 
+            modelBuilder.Entity("HyperSd.Data.Entities.EvaluationImageScore", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("uuid")
+                        .HasColumnName("id");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at");
+
+                    b.Property<string>("Model")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("model");
+
+                    b.Property<int>("PromptIndex")
+                        .HasColumnType("integer")
+                        .HasColumnName("prompt_index");
+
+                    b.Property<string>("Reward")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("reward");
+
+                    b.Property<Guid>("RunId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("run_id");
+
+                    b.Property<string>("Sampler")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("sampler");
+
+                    b.Property<double>("Score")
+                        .HasColumnType("double precision")
+                        .HasColumnName("score");
+
+                    b.Property<Guid>("StageId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("stage_id");
+
+                    b.Property<int>("Steps")
+                        .HasColumnType("integer")
+                        .HasColumnName("steps");
+
+                    b.HasKey("Id")
+                        .HasName("pk_evaluation_image_scores");
+
+                    b.HasIndex("StageId")
+                        .HasDatabaseName("ix_evaluation_image_scores_stage_id");
+
+                    b.HasIndex("RunId", "Model", "Sampler", "Steps", "Reward", "PromptIndex")
+                        .IsUnique()
+                        .HasDatabaseName("ix_evaluation_image_scores_run_id_model_sampler_steps_reward_p");
+
+                    b.ToTable("evaluation_image_scores", (string)null);
+                });
+
             modelBuilder.Entity("HyperSd.Data.Entities.GeneratedImage", b =>
                 {
                     b.Property<Guid>("Id")
@@ -827,6 +886,23 @@ namespace HyperSd.Migrations.Postgres.Migrations
                         .OnDelete(DeleteBehavior.Restrict)
                         .IsRequired()
                         .HasConstraintName("fk_evaluations_stages_stage_id");
+                });
+
+            modelBuilder.Entity("HyperSd.Data.Entities.EvaluationImageScore", b =>
+                {
+                    b.HasOne("HyperSd.Data.Entities.Run", null)
+                        .WithMany()
+                        .HasForeignKey("RunId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired()
+                        .HasConstraintName("fk_evaluation_image_scores_runs_run_id");
+
+                    b.HasOne("HyperSd.Data.Entities.Stage", null)
+                        .WithMany()
+                        .HasForeignKey("StageId")
+                        .OnDelete(DeleteBehavior.Restrict)
+                        .IsRequired()
+                        .HasConstraintName("fk_evaluation_image_scores_stages_stage_id");
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.GeneratedImage", b =>

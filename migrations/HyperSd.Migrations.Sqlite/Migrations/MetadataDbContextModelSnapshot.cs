@@ -265,6 +265,65 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                     b.ToTable("evaluations", (string)null);
                 });
 
+            modelBuilder.Entity("HyperSd.Data.Entities.EvaluationImageScore", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("id");
+
+                    b.Property<long>("CreatedAt")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("created_at");
+
+                    b.Property<string>("Model")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("model");
+
+                    b.Property<int>("PromptIndex")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("prompt_index");
+
+                    b.Property<string>("Reward")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("reward");
+
+                    b.Property<Guid>("RunId")
+                        .HasColumnType("TEXT")
+                        .HasColumnName("run_id");
+
+                    b.Property<string>("Sampler")
+                        .IsRequired()
+                        .HasColumnType("TEXT")
+                        .HasColumnName("sampler");
+
+                    b.Property<double>("Score")
+                        .HasColumnType("REAL")
+                        .HasColumnName("score");
+
+                    b.Property<Guid>("StageId")
+                        .HasColumnType("TEXT")
+                        .HasColumnName("stage_id");
+
+                    b.Property<int>("Steps")
+                        .HasColumnType("INTEGER")
+                        .HasColumnName("steps");
+
+                    b.HasKey("Id")
+                        .HasName("pk_evaluation_image_scores");
+
+                    b.HasIndex("StageId")
+                        .HasDatabaseName("ix_evaluation_image_scores_stage_id");
+
+                    b.HasIndex("RunId", "Model", "Sampler", "Steps", "Reward", "PromptIndex")
+                        .IsUnique()
+                        .HasDatabaseName("ix_evaluation_image_scores_run_id_model_sampler_steps_reward_prompt_index");
+
+                    b.ToTable("evaluation_image_scores", (string)null);
+                });
+
             modelBuilder.Entity("HyperSd.Data.Entities.GeneratedImage", b =>
                 {
                     b.Property<Guid>("Id")
@@ -822,6 +881,23 @@ namespace HyperSd.Migrations.Sqlite.Migrations
                         .OnDelete(DeleteBehavior.Restrict)
                         .IsRequired()
                         .HasConstraintName("fk_evaluations_stages_stage_id");
+                });
+
+            modelBuilder.Entity("HyperSd.Data.Entities.EvaluationImageScore", b =>
+                {
+                    b.HasOne("HyperSd.Data.Entities.Run", null)
+                        .WithMany()
+                        .HasForeignKey("RunId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired()
+                        .HasConstraintName("fk_evaluation_image_scores_runs_run_id");
+
+                    b.HasOne("HyperSd.Data.Entities.Stage", null)
+                        .WithMany()
+                        .HasForeignKey("StageId")
+                        .OnDelete(DeleteBehavior.Restrict)
+                        .IsRequired()
+                        .HasConstraintName("fk_evaluation_image_scores_stages_stage_id");
                 });
 
             modelBuilder.Entity("HyperSd.Data.Entities.GeneratedImage", b =>

@@ -126,7 +126,8 @@ public static class ResultsPages
             $"<h2>Metrics against steps</h2><div class=\"plots\">{Plots(comparison)}</div>" +
             $"<h2>Image grids</h2>" +
             $"<div class=\"grids\">{Grids(id, details.Artifacts.Where(a => a.Kind == ArtifactKind.Grid), store)}</div>" +
-            $"{Generated(id, details.Artifacts.Where(a => a.Kind == ArtifactKind.Images), store)}" +
+            $"{Generated(id, details.Artifacts.Where(a => a.Kind == ArtifactKind.Images
+                && a.StageKind == Services.Generator.GenerateImagesStage.Kind), store)}" +
             $"<h2>Artifacts</h2><table id=\"artifacts\"><thead><tr><th>kind</th><th>path</th><th>stage</th><th>bytes</th>" +
             $"<th>created</th></tr></thead>" +
             $"<tbody>{artifacts}</tbody></table>"));

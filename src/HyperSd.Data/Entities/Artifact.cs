@@ -6,6 +6,8 @@ public enum ArtifactKind
     Dataset, Trajectories, Lora, Checkpoint, Grid, Report, Images,
     /// <summary>A standalone UNet in the diffusers layout (config.json, diffusion_pytorch_model.safetensors).</summary>
     Unet,
+    /// <summary>The learnt reward models a run trained, one folder per reward (config.json and its weights).</summary>
+    RewardModels,
 }
 
 /// <summary>A file or folder in the artifact store, with its content hash, the stage attempt that made it and the typed

@@ -90,6 +90,9 @@ public sealed class ModelEvaluator(
     IImageFeatures? features, Tensor? realFeatures, IPromptAdherence? adherence = null, IReadOnlyList<IImageScorer>? scorers = null,
     IPromptAdherence? judge = null)
 {
+    /// <summary>Called with each (model, sampler, steps) image set once it is measured, e.g. to keep the images.</summary>
+    public Action<string, string, int, Tensor>? Generated { get; init; }
+
     public IReadOnlyList<EvaluationRow> Evaluate(string model, IDiffusionPipeline pipeline, IReadOnlyList<string> prompts,
         SamplerSpec sampler, EvaluationOptions options, string? gridPath = null)
     {
@@ -103,6 +106,7 @@ public sealed class ModelEvaluator(
                 pipeline.Scheduler = sampler.Build(baseConfig);
                 using var images = Generate(pipeline, prompts, sampler, steps, options);
                 rows.AddRange(Measure(model, sampler.Name, steps, prompts, images));
+                Generated?.Invoke(model, sampler.Name, steps, images);
                 gridColumns.Add(images[..Math.Min(options.GridPrompts, prompts.Count)].clone());
             }
             if (gridPath is not null)
@@ -177,10 +181,14 @@ public sealed class ModelEvaluator(
         foreach (var scorer in scorers ?? [])
         {
             var scores = scorer.Score(prompts, images).to(float64).cpu().data<double>().ToArray();
-            // the images are independent draws: Student's t on their scores
-            rows.Add(scores.Length >= 2 ? new(model, sampler, steps, scorer.Name, Metrics.RedrawInterval.Of(scores))
-                : new(model, sampler, steps, scorer.Name, scores.Average()));
+            rows.Add(ScoreRow(model, sampler, steps, scorer.Name, scores));
         }
         return rows;
     }
+
+    /// <summary>A per-image score's row: the mean over the images with Student's t interval (the images are independent
+    /// draws).</summary>
+    public static EvaluationRow ScoreRow(string model, string sampler, int steps, string metric, IReadOnlyList<double> scores) =>
+        scores.Count >= 2 ? new(model, sampler, steps, metric, Metrics.RedrawInterval.Of(scores))
+            : new(model, sampler, steps, metric, scores.Average());
 }

@@ -19,4 +19,6 @@ public interface IPairwiseReward : IImageReward
     IEnumerable<Parameter> TrainableParameters();
     Tensor RawReward(IReadOnlyList<string> prompts, Tensor images);
     void SetScoreNormalization(double mean, double std);
+    /// <summary>Writes config.json and the weights (safetensors) to <paramref name="dir"/> (what its FromPretrained reads).</summary>
+    void SavePretrained(string dir);
 }

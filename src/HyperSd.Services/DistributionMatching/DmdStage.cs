@@ -50,7 +50,8 @@ public sealed class DmdStage : StageKind<DmdStageSettings>
         if (lora.Steps != 1)
             throw new InvalidDataException($"a {Kind} stage enhances a 1-step student; the LoRA of stage {settings.Source} " +
                                            $"({lora.Path}) is for {lora.Steps?.ToString() ?? "no recorded number of"} steps");
-        return [Required(earlier, ArtifactKind.Dataset), lora];
+        return [Required(earlier, ArtifactKind.Dataset), lora,
+            .. RewardScorer.TrainRewardsStage.InputFor(settings.Rewards?.Where(r => r.Value > 0).Select(r => r.Key) ?? [], earlier)];
     }
 
     protected override async Task ExecuteAsync(StageContext stage, DmdStageSettings settings)
@@ -59,7 +60,7 @@ public sealed class DmdStage : StageKind<DmdStageSettings>
         using var teacher = StageModels.LoadTeacher(settings.Model, stage.Options, stage.Device);
         using var prompts = StageModels.LoadDataset(stage.PathOf(stage.Input(ArtifactKind.Dataset)));
         using var rewards = settings.Rewards is { } weights
-            ? RewardModels.Load(weights, settings.RewardFiles, stage.Options, stage.Device) : null;
+            ? RewardModels.Load(weights, settings.RewardFiles, stage) : null;
         var layout = new SegmentStageLayout(stage.WorkDir);
         await stage.RestoreAsync(layout.Checkpoint);
         using var student = StageModels.LoadStudent(teacher.Unet, settings.StudentLora, stage.PathOf(stage.Input(ArtifactKind.Lora)));

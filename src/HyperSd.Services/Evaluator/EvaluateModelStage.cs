@@ -19,7 +19,7 @@ namespace HyperSd.Services.Evaluator;
 /// recipe's prompts file.</summary>
 public sealed record EvaluationSettings(ModelRecipe Model, string RecipeName, IReadOnlyList<string>? Prompts, StoredInput? PromptsFile,
     EvaluationOptions Options, IReadOnlyList<SamplerSpec> StudentSamplers, IReadOnlyList<SamplerSpec> TeacherSamplers, int TeacherSteps,
-    int RealImages, LoraConfig? StudentLora) : IModelStageSettings;
+    int RealImages, LoraConfig? StudentLora, IReadOnlyList<string>? Rewards = null) : IModelStageSettings;
 
 /// <summary>
 /// Generates the held-out prompts with the teacher (at the evaluation's steps and at its reference steps), with the
@@ -42,7 +42,7 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         var toyPrompts = file is null ? RecipeMapping.ToyEvaluationPrompts(recipe) : null;
         return [new(StageName, new EvaluationSettings(recipe.Model, recipe.Name, toyPrompts, file, RecipeMapping.Evaluation(recipe),
             RecipeMapping.StudentSamplers(recipe), RecipeMapping.TeacherSamplers(recipe), e.TeacherSteps, e.RealImages,
-            RecipeMapping.StudentLora(recipe)))];
+            RecipeMapping.StudentLora(recipe), e.Rewards))];
     }
 
     /// <summary>Every trained LoRA in run order (TSCD's, then ReFL's and DMD's; the last TSCD one is the distilled student,
@@ -80,7 +80,7 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         int total = settings.TeacherSamplers.Count + (measured ? 1 + settings.StudentSamplers.Count : 0)
                     + settings.StudentSamplers.Count * (1 + unified.Count) + fixedStep.Count, done = 0;
         using var evaluation = new ModelEvaluation(teacher, recognizer, prompts, settings.Options, settings.RealImages, stage.WorkDir,
-            judge: judge)
+            judge: judge, samplesDir: settings.Rewards is { Count: > 0 } ? Path.Combine(stage.WorkDir, "samples") : null)
         {
             Evaluated = (model, sampler) =>
             {
@@ -116,6 +116,8 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
         await StoreRowsAsync(stage, evaluation.Rows);
         foreach (var path in evaluation.Grids)
             await stage.AddOutputAsync(ArtifactKind.Grid, path, Path.GetFileName(path));
+        // the images the reward-scorer's score-evaluation stage scores
+        if (evaluation.Samples is { } samples) await stage.AddOutputAsync(ArtifactKind.Images, samples.Root, "samples");
         var (report, json) = evaluation.WriteReport(settings.RecipeName, notMeasured);
         await stage.AddOutputAsync(ArtifactKind.Report, report, "results.md");
         await stage.AddOutputAsync(ArtifactKind.Report, json, "results.json");
@@ -126,7 +128,7 @@ public sealed class EvaluateModelStage : StageKind<EvaluationSettings>
 
     /// <summary>Adds the rows not yet stored: (run, model, sampler, steps, metric) is unique, so a redelivered evaluation
     /// adds nothing.</summary>
-    static Task StoreRowsAsync(StageContext stage, IReadOnlyList<EvaluationRow> rows) => stage.WriteFencedAsync(async db =>
+    public static Task StoreRowsAsync(StageContext stage, IReadOnlyList<EvaluationRow> rows) => stage.WriteFencedAsync(async db =>
     {
         var existing = (await db.Evaluations.Where(v => v.RunId == stage.RunId)
                 .Select(v => new { v.Model, v.Sampler, v.Steps, v.Metric }).ToListAsync(stage.Cancellation))

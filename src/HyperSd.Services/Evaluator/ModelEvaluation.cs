@@ -55,12 +55,16 @@ public sealed class ModelEvaluation : IDisposable
     /// <summary>Called after each model and sampler with their names.</summary>
     public Action<string, string>? Evaluated { get; init; }
     public bool Measured => metrics is not null;
+    /// <summary>The kept image sets, when the evaluation keeps them.</summary>
+    public EvaluationSamples? Samples { get; }
 
     /// <param name="recognizer">The toy judge, or null at real scale (images and grids only, with the scorers' rows).</param>
     /// <param name="breakdown">Adds per-attribute rows (object found at its position, right shape, colour, size).</param>
     /// <param name="judge">A second recognizer that no reward used (<see cref="ToyJudge"/>): adds its adherence rows.</param>
+    /// <param name="samplesDir">Keeps every image set there (<see cref="EvaluationSamples"/>) for scoring by another role.</param>
     public ModelEvaluation(IDiffusionPipeline pipeline, ToyRecognizer? recognizer, PromptSet prompts, EvaluationOptions options,
-        int realImages, string outDir, bool breakdown = false, IReadOnlyList<IImageScorer>? scorers = null, ToyRecognizer? judge = null)
+        int realImages, string outDir, bool breakdown = false, IReadOnlyList<IImageScorer>? scorers = null, ToyRecognizer? judge = null,
+        string? samplesDir = null)
     {
         if (prompts.Prompts.Count == 0) throw new ArgumentException($"the prompt set ({prompts.Description}) is empty");
         this.pipeline = pipeline;
@@ -72,7 +76,11 @@ public sealed class ModelEvaluation : IDisposable
         metrics = recognizer is null ? null : new ToyRecognizerMetrics(recognizer);
         real = metrics?.RealFeatures(realImages, RealImageSeed, prompts.Split);
         var all = (breakdown && recognizer is not null ? ToyAttributeScorer.All(recognizer) : []).Concat(scorers ?? []).ToList();
-        evaluator = new ModelEvaluator(metrics, real, metrics, all, judge is null ? null : new ToyRecognizerMetrics(judge));
+        Samples = samplesDir is null ? null : new EvaluationSamples(samplesDir, prompts.Prompts);
+        evaluator = new ModelEvaluator(metrics, real, metrics, all, judge is null ? null : new ToyRecognizerMetrics(judge))
+        {
+            Generated = Samples is null ? null : Samples.Add,
+        };
     }
 
     /// <summary>The base pipeline in its current state (LoRAs attached or not) under each sampler, at the evaluation's
@@ -93,7 +101,7 @@ public sealed class ModelEvaluation : IDisposable
         foreach (var sampler in samplers)
         {
             var options = steps is null ? Options : Options with { Steps = steps };
-            var path = grid ? Path.Combine(OutDir, $"grid-{FileName(model)}-{sampler.Name}.png") : null;
+            var path = grid ? Path.Combine(OutDir, $"grid-{EvaluationSamples.FileName(model)}-{sampler.Name}.png") : null;
             Rows.AddRange(evaluator.Evaluate(model, with, Prompts.Prompts, sampler, options, path));
             if (path is not null) Grids.Add(path);
             Evaluated?.Invoke(model, steps is null ? sampler.Name : $"{sampler.Name}@{string.Join(",", steps)}");
@@ -103,8 +111,6 @@ public sealed class ModelEvaluation : IDisposable
     /// <summary>The untrained control: the base without CFG (a LoRA at zero) under the student's samplers.</summary>
     public void EvaluateUntrained(IReadOnlyList<SamplerSpec> studentSamplers) =>
         Evaluate(Untrained, studentSamplers.Select(s => s with { GuidanceScale = 1 }).ToList());
-
-    static string FileName(string model) => string.Concat(model.Select(c => char.IsLetterOrDigit(c) || c is '-' or '.' ? c : '_'));
 
     /// <summary>Writes results.md (the table, the prompt set, the intervals and the Fréchet floor) and results.json; returns
     /// the two paths.</summary>

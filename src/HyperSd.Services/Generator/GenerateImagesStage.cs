@@ -27,8 +27,8 @@ public sealed record GenerationSettings(ModelRecipe Model, string RecipeName, IR
 /// </summary>
 public sealed class GenerateImagesStage : StageKind<GenerationSettings>
 {
-    public const string StageName = "generate";
-    public override string Name => "generate-images";
+    public const string StageName = "generate", Kind = "generate-images";
+    public override string Name => Kind;
     public override string Role => Roles.Generator;
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };

@@ -47,6 +47,7 @@ public sealed class ReflStage : StageKind<ReflStageSettings>
         Required(earlier, ArtifactKind.Dataset),
         earlier.LastOrDefault(o => o.Stage.Name == settings.Source && o.Artifact.Kind == ArtifactKind.Lora)?.Artifact
             ?? throw new InvalidDataException($"a {Kind} stage continues the LoRA of stage {settings.Source}, and the run has none"),
+        .. TrainRewardsStage.InputFor(settings.Rewards.Where(r => r.Value > 0).Select(r => r.Key), earlier),
     ];
 
     protected override async Task ExecuteAsync(StageContext stage, ReflStageSettings settings)
@@ -54,7 +55,7 @@ public sealed class ReflStage : StageKind<ReflStageSettings>
         var config = settings.Config;
         using var teacher = StageModels.LoadTeacher(settings.Model, stage.Options, stage.Device);
         using var prompts = StageModels.LoadDataset(stage.PathOf(stage.Input(ArtifactKind.Dataset)));
-        using var rewards = RewardModels.Load(settings.Rewards, settings.RewardFiles, stage.Options, stage.Device);
+        using var rewards = RewardModels.Load(settings.Rewards, settings.RewardFiles, stage);
         var layout = new SegmentStageLayout(stage.WorkDir);
         await stage.RestoreAsync(layout.Checkpoint);
         using var student = StageModels.LoadStudent(teacher.Unet, settings.StudentLora, stage.PathOf(stage.Input(ArtifactKind.Lora)));

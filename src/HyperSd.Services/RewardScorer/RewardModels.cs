@@ -1,3 +1,4 @@
+using HyperSd.Data.Entities;
 using HyperSd.Distillation.Evaluation;
 using HyperSd.Distillation.Rewards;
 using HyperSd.Recipes;
@@ -27,23 +28,32 @@ public sealed class RewardModels : IDisposable
 
     /// <param name="weights">Weight by reward name; rewards of weight 0 are not loaded.</param>
     /// <param name="paths">The real-scale models' files (recipe <c>rewards:</c>, resolved).</param>
-    public static RewardModels Load(IReadOnlyDictionary<string, double> weights, RewardsRecipe? paths, WorkerOptions options,
-        string device) =>
-        new(models => weights.Where(w => w.Value != 0).Select(w => (models.Create(w.Key, paths, options, device), w.Value)));
+    /// <param name="stage">The stage: its worker's options and device, and the learnt toy rewards among its inputs (the run's
+    /// train-rewards stage's folder).</param>
+    public static RewardModels Load(IReadOnlyDictionary<string, double> weights, RewardsRecipe? paths, StageContext stage)
+    {
+        var trained = stage.OptionalInput(ArtifactKind.RewardModels) is { } a ? stage.PathOf(a) : null;
+        return new(models => weights.Where(w => w.Value != 0)
+            .Select(w => (models.Create(w.Key, paths, trained, stage.Options, stage.Device), w.Value)));
+    }
 
-    IImageReward Create(string name, RewardsRecipe? paths, WorkerOptions options, string device)
+    IImageReward Create(string name, RewardsRecipe? paths, string? trained, WorkerOptions options, string device)
     {
         string Required(string? path, string field) => path ?? throw new ArgumentException($"reward '{name}' needs {field} in the recipe");
+        string Trained() => Path.Combine(trained ?? throw new InvalidDataException(
+            $"reward '{name}' is learnt by the run's {TrainRewardsStage.StageName} stage, and this stage has no such input"), name);
         IImageReward reward = name switch
         {
             "toy-structure" or "toy-structure-logp" => new ToyStructuralReward(Own(StageModels.LoadRecognizer(options, device)),
                 logProbability: name.EndsWith("-logp", StringComparison.Ordinal)),
+            "toy-preference" => Own(ToyPreferenceModel.FromPretrained(Trained(), torch.device(device))),
+            "toy-aesthetic" => Own(ToyAestheticModel.FromPretrained(Trained(), torch.device(device))),
             "laion-aesthetic" => Own(LaionAestheticPredictor.FromPretrained(Required(paths?.Clip, "rewards.clip"),
                 Required(paths?.AestheticPredictor, "rewards.aesthetic_predictor"), torch.device(device))),
             "pickscore" => Own(PreferenceScore.FromPretrained(Required(paths?.Pickscore, "rewards.pickscore"),
                 device: torch.device(device))),
             _ => throw new ArgumentException($"unknown reward '{name}' (known: " +
-                                             $"{string.Join(", ", Recipe.ToyRewards.Concat(Recipe.RealRewards))})"),
+                                             $"{string.Join(", ", Recipe.ToyRewards.Concat(Recipe.TrainedToyRewards).Concat(Recipe.RealRewards))})"),
         };
         return reward;
     }

@@ -52,8 +52,7 @@ public sealed class ScoreImagesStage : StageKind<ScoreImagesSettings>
         Report();
         if (scored < total)
         {
-            using var rewards = RewardModels.Load(new Dictionary<string, double> { [s.Reward] = 1 }, s.RewardFiles, stage.Options,
-                stage.Device);
+            using var rewards = RewardModels.Load(new Dictionary<string, double> { [s.Reward] = 1 }, s.RewardFiles, stage);
             List<GeneratedImage> page;
             while ((page = await UnscoredAsync(stage, s.JobId)).Count > 0)
             {
@@ -96,7 +95,7 @@ public sealed class ScoreImagesStage : StageKind<ScoreImagesSettings>
     }
 
     // synchronous: a dispose scope belongs to its thread
-    static double[] Score(RewardModels rewards, IReadOnlyList<string> prompts, IReadOnlyList<string> paths, string device)
+    internal static double[] Score(RewardModels rewards, IReadOnlyList<string> prompts, IReadOnlyList<string> paths, string device)
     {
         using var scope = torch.NewDisposeScope();
         var images = torch.stack(paths.Select(ImageFiles.LoadRgb).ToArray()).to(torch.device(device));

@@ -22,16 +22,19 @@ public sealed class StageCatalogue
 {
     readonly List<IStageKind> kinds = [];
 
-    /// <summary>The built-in stages: dataset, trajectories, TSCD k = 8 → 1, ReFL, DMD, the unified LoRA, evaluation, generation;
+    /// <summary>The built-in stages: dataset, trajectories, TSCD k = 8 → 1, the learnt rewards, ReFL, DMD, the unified LoRA,
+    /// evaluation and its reward scores, generation;
     /// then a generation job's chunks and its scoring (best-of-n).</summary>
     public static StageCatalogue Default() => new StageCatalogue()
         .Add(new PrepareDatasetStage())
         .Add(new GenerateTrajectoriesStage())
         .Add(new TrainSegmentStage())
+        .Add(new RewardScorer.TrainRewardsStage())
         .Add(new RewardScorer.ReflStage())
         .Add(new DistributionMatching.DmdStage())
         .Add(new MergeLorasStage())
         .Add(new EvaluateModelStage())
+        .Add(new RewardScorer.ScoreEvaluationStage())
         .Add(new GenerateImagesStage())
         .Add(new Jobs.GenerateChunkStage())
         .Add(new RewardScorer.ScoreImagesStage());
