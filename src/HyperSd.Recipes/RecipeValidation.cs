@@ -132,7 +132,8 @@ public sealed partial record Recipe
         Check(e.GridPrompts >= 0, "evaluation.grid_prompts", "must be non-negative", e.GridPrompts);
         if (e.Rewards is { } scored)
         {
-            Check(scored.Distinct().Count() == scored.Count, "evaluation.rewards", "must not repeat a reward", $"[{string.Join(", ", scored)}]");
+            Check(scored.Distinct().Count() == scored.Count, "evaluation.rewards", "must not repeat a reward",
+                $"[{string.Join(", ", scored)}]");
             CheckRewards("evaluation.rewards", scored.Distinct().ToDictionary(n => n, _ => 1.0));
         }
         if (TrainedRewardsUsed().Count > 0)

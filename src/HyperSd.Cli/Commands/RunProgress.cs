@@ -103,7 +103,8 @@ public static class RunProgress
         // the evaluation's report (the merge stage writes one too), the generator's images, the unified LoRA
         foreach (var (kind, label, stageKind) in new[]
                  {
-                     (ArtifactKind.Report, "results", Services.Evaluator.EvaluateModelStage.Kind), (ArtifactKind.Images, "images", Services.Generator.GenerateImagesStage.Kind),
+                     (ArtifactKind.Report, "results", Services.Evaluator.EvaluateModelStage.Kind),
+                     (ArtifactKind.Images, "images", Services.Generator.GenerateImagesStage.Kind),
                      (ArtifactKind.Lora, "unified lora", Services.LoraMerger.MergeLorasStage.Kind),
                  })
             if (details.Artifacts.FirstOrDefault(a => a.Kind == kind && (stageKind is null || a.StageKind == stageKind)) is { } artifact)

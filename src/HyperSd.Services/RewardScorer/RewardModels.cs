@@ -53,7 +53,7 @@ public sealed class RewardModels : IDisposable
             "pickscore" => Own(PreferenceScore.FromPretrained(Required(paths?.Pickscore, "rewards.pickscore"),
                 device: torch.device(device))),
             _ => throw new ArgumentException($"unknown reward '{name}' (known: " +
-                                             $"{string.Join(", ", Recipe.ToyRewards.Concat(Recipe.TrainedToyRewards).Concat(Recipe.RealRewards))})"),
+                $"{string.Join(", ", Recipe.ToyRewards.Concat(Recipe.TrainedToyRewards).Concat(Recipe.RealRewards))})"),
         };
         return reward;
     }

@@ -59,7 +59,8 @@ public sealed class ScoreEvaluationStage : StageKind<ScoreEvaluationSettings>
                 var values = ScoreImagesStage.Score(models, batch.Select(i => samples.Prompts[i]).ToList(), paths, stage.Device);
                 for (int k = 0; k < batch.Length; k++)
                     if (!double.IsFinite(values[k]))
-                        throw new InvalidDataException($"{paths[k]}: the {reward} reward gave {values[k]} for '{samples.Prompts[batch[k]]}'");
+                        throw new InvalidDataException(
+                            $"{paths[k]}: the {reward} reward gave {values[k]} for '{samples.Prompts[batch[k]]}'");
                 await stage.WriteFencedAsync(db =>
                 {
                     var now = stage.Options.Clock.GetUtcNow();

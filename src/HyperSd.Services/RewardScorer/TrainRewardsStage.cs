@@ -54,7 +54,8 @@ public sealed class TrainRewardsStage : StageKind<TrainRewardsSettings>
             int steps = name == "toy-preference" ? s.Training.PreferenceSteps : s.Training.AestheticSteps;
             void Progress(int step, double loss)
             {
-                stage.Report((index + (step + 1) / (double)steps) / s.Rewards.Count, new { Reward = name, Step = step + 1, Steps = steps, Loss = loss });
+                stage.Report((index + (step + 1) / (double)steps) / s.Rewards.Count,
+                    new { Reward = name, Step = step + 1, Steps = steps, Loss = loss });
                 stage.Cancellation.ThrowIfCancellationRequested();
             }
             var trained = Train(name, steps, s.Training, recognizer, device, Progress);
@@ -80,10 +81,11 @@ public sealed class TrainRewardsStage : StageKind<TrainRewardsSettings>
     static IPairwiseReward Train(string name, int steps, ToyRewardTrainingRecipe t, ToyRecognizer recognizer, torch.Device device,
         Action<int, double> onStep) => name switch
     {
-        "toy-preference" => ToyPreferenceTrainer.Train(new ToyPreferenceTrainingOptions { Steps = steps, BatchSize = t.BatchSize, Seed = t.Seed },
-            recognizer, device: device, onStep: onStep),
-        "toy-aesthetic" => ToyAestheticTrainer.Train(new ToyAestheticTrainingOptions { Steps = steps, BatchSize = t.BatchSize, Seed = t.Seed },
-            recognizer, device, onStep),
+        "toy-preference" => ToyPreferenceTrainer.Train(
+            new ToyPreferenceTrainingOptions { Steps = steps, BatchSize = t.BatchSize, Seed = t.Seed }, recognizer, device: device,
+            onStep: onStep),
+        "toy-aesthetic" => ToyAestheticTrainer.Train(
+            new ToyAestheticTrainingOptions { Steps = steps, BatchSize = t.BatchSize, Seed = t.Seed }, recognizer, device, onStep),
         _ => throw new ArgumentException($"'{name}' is not a learnt toy reward (known: {string.Join(", ", Recipe.TrainedToyRewards)})"),
     };
 
