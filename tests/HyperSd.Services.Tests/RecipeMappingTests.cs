@@ -138,8 +138,8 @@ public class RecipeMappingTests
         var recipe = RecipeLoader.Load(RecipePath("toy.yaml"));
         var stages = catalogue.Plan(RecipeInputs.Resolve(recipe, new InputRoots(), "toy.yaml"), Guid.NewGuid(), 3);
 
-        Assert.Equal(["dataset", "trajectories", "tscd-k8", "tscd-k4", "tscd-k2", "tscd-k1", "refl-k1", "refl-k4", "dmd-k1", "unified",
-                "evaluate", "generate"], stages.Select(s => s.Name));
+        Assert.Equal(["dataset", "trajectories", "tscd-k8", "tscd-k4", "tscd-k2", "tscd-k1", "train-rewards", "refl-k1", "refl-k4", "dmd-k1",
+                "unified", "evaluate", "score-evaluation", "generate"], stages.Select(s => s.Name));
         var refl = (ReflStageSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "refl-k4"));
         Assert.Equal((RecipeMapping.Refl(recipe, 4), "tscd-k4"), (refl.Config, refl.Source));
         Assert.Equal(new Dictionary<string, double> { ["toy-structure-logp"] = 1.0 }, refl.Rewards);
