@@ -1,9 +1,14 @@
 using HyperSd.Data.Entities;
+using HyperSd.Diffusion.IO;
+using HyperSd.Diffusion.Models;
 using HyperSd.Recipes;
+using HyperSd.Services.DatasetPrep;
 using HyperSd.Services.Hosting;
 using HyperSd.Services.LoraMerger;
 using HyperSd.Services.RewardScorer;
+using HyperSd.Services.SegmentConsistency;
 using HyperSd.Services.Stages;
+using HyperSd.Services.TeacherTrajectories;
 using HyperSd.Testing;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
@@ -68,6 +73,63 @@ public sealed class ReflStageTests : IDisposable
         Assert.Equal(["adherence", "adherence-judge", "fd", "kid"],
             rows.Where(v => v is { Model: "refl-k1", Steps: 1 }).Select(v => v.Metric).Order());
         Assert.Contains(rows, v => v is { Model: "tscd-k1", Steps: 1, Metric: "adherence-judge" });
+    }
+
+    /// <summary>A reward model whose weights do not fit (the recognizer of the toy reward with a misshapen key) fails the ReFL
+    /// stage at once, naming the reward, the file, the key and both shapes; the TSCD stages' LoRAs stand, and once the file is
+    /// fixed the resumed run retries only ReFL, which continues the same TSCD LoRA.</summary>
+    [Fact]
+    public async Task A_reward_model_that_does_not_fit_fails_refl_naming_it_loses_nothing_and_the_fixed_run_resumes()
+    {
+        var catalogue = new StageCatalogue().Add(new PrepareDatasetStage()).Add(new GenerateTrajectoriesStage())
+            .Add(new TrainSegmentStage()).Add(new ReflStage());
+        var (teacher, recognizer) = TinyToy.WriteModels(Path.Combine(store.Root, "models"));
+        var file = Path.Combine(recognizer, PretrainedModel.WeightsName + ".safetensors");
+        var good = await File.ReadAllBytesAsync(file);
+        var tensors = SafeTensors.Load(file);
+        var shape = $"[{string.Join(", ", tensors["shape_head.weight"].shape)}]";
+        tensors["shape_head.weight"] = TorchSharp.torch.zeros(3, 5);
+        SafeTensors.Save(file, tensors);
+        var options = store.WorkerOptions(o =>
+        {
+            o.Roles = [.. catalogue.Roles];
+            o.ToyRecognizerDir = recognizer;
+            o.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
+            o.ReconcileInterval = TimeSpan.FromSeconds(1);
+        }, catalogue);
+        using var host = TestHosts.Start(options, catalogue);
+        var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(teacher, merge: false, dmd: false), "tiny", options);
+        var runId = await host.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned);
+        static bool Ended(Run r) => r.State is RunState.Succeeded or RunState.Failed or RunState.Cancelled;
+        var run = await store.WaitForAsync(runId, Ended, "the run to fail", TimeSpan.FromMinutes(4));
+
+        Assert.Equal(RunState.Failed, run.State);
+        var refl = run.Stages.Single(s => s.Name == "refl-k1");
+        Assert.Equal((StageState.Failed, 1), (refl.State, refl.Attempt)); // bad data: not retried
+        Assert.Contains("reward 'toy-structure-logp': cannot load ToyRecognizer weights", refl.Error);
+        Assert.Contains($"key 'shape_head.weight' in {file} has shape [3, 5], the model expects {shape}", refl.Error);
+        Assert.All(run.Stages.Where(s => s != refl), s => Assert.Equal(StageState.Succeeded, s.State));
+        List<Artifact> before;
+        await using (var db = store.CreateDbContext())
+            before = await db.Artifacts.AsNoTracking().Where(a => a.RunId == runId).ToListAsync();
+        Assert.DoesNotContain(before, a => a.StageId == refl.Id);
+        Assert.Equal(2, before.Count(a => a.Kind == ArtifactKind.Lora));
+        foreach (var a in before) await store.Artifacts.VerifyAsync(a.Path, a.Sha256);
+
+        await File.WriteAllBytesAsync(file, good);
+        Assert.Equal(RunState.Running, await host.Services.GetRequiredService<Runs.RunControl>().ResumeAsync(runId));
+        run = await store.WaitForAsync(runId, Ended, "the resumed run to end", TimeSpan.FromMinutes(4));
+        await host.StopAsync();
+        Assert.True(run.State == RunState.Succeeded, $"run {run.State}: {run.Error}");
+        var retried = run.Stages.Single(s => s.Name == "refl-k1");
+        Assert.Equal((StageState.Succeeded, 2), (retried.State, retried.Attempt));
+        Assert.All(run.Stages.Where(s => s != retried), s => Assert.Equal(1, s.Attempt)); // not run again
+        await using var after = store.CreateDbContext();
+        var artifacts = await after.Artifacts.AsNoTracking().Include(a => a.Inputs).Where(a => a.RunId == runId).ToListAsync();
+        Assert.All(before, a => Assert.Contains(artifacts, b => (b.Id, b.Sha256) == (a.Id, a.Sha256)));
+        var tscd = before.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == run.Stages.Single(s => s.Name == "tscd-k1").Id);
+        var lora = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == refl.Id);
+        Assert.Contains(tscd.Id, lora.Inputs.Select(i => i.InputArtifactId));
     }
 
     [Theory]

@@ -1,3 +1,4 @@
+using HyperSd.Diffusion.IO;
 using HyperSd.Distillation.Evaluation;
 using HyperSd.Distillation.Rewards;
 using HyperSd.Recipes;
@@ -33,19 +34,25 @@ public sealed class RewardModels : IDisposable
 
     IImageReward Create(string name, RewardsRecipe? paths, WorkerOptions options, string device)
     {
-        string Required(string? path, string field) => path ?? throw new ArgumentException($"reward '{name}' needs {field} in the recipe");
-        IImageReward reward = name switch
+        string Required(string? path, string field) => path ?? throw new ArgumentException($"needs {field} in the recipe");
+        try
         {
-            "toy-structure" or "toy-structure-logp" => new ToyStructuralReward(Own(StageModels.LoadRecognizer(options, device)),
-                logProbability: name.EndsWith("-logp", StringComparison.Ordinal)),
-            "laion-aesthetic" => Own(LaionAestheticPredictor.FromPretrained(Required(paths?.Clip, "rewards.clip"),
-                Required(paths?.AestheticPredictor, "rewards.aesthetic_predictor"), torch.device(device))),
-            "pickscore" => Own(PreferenceScore.FromPretrained(Required(paths?.Pickscore, "rewards.pickscore"),
-                device: torch.device(device))),
-            _ => throw new ArgumentException($"unknown reward '{name}' (known: " +
-                                             $"{string.Join(", ", Recipe.ToyRewards.Concat(Recipe.RealRewards))})"),
-        };
-        return reward;
+            return name switch
+            {
+                "toy-structure" or "toy-structure-logp" => new ToyStructuralReward(Own(StageModels.LoadRecognizer(options, device)),
+                    logProbability: name.EndsWith("-logp", StringComparison.Ordinal)),
+                "laion-aesthetic" => Own(LaionAestheticPredictor.FromPretrained(Required(paths?.Clip, "rewards.clip"),
+                    Required(paths?.AestheticPredictor, "rewards.aesthetic_predictor"), torch.device(device))),
+                "pickscore" => Own(PreferenceScore.FromPretrained(Required(paths?.Pickscore, "rewards.pickscore"),
+                    device: torch.device(device))),
+                _ => throw new ArgumentException($"unknown (known: {string.Join(", ", Recipe.ToyRewards.Concat(Recipe.RealRewards))})"),
+            };
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidDataException or WeightLoadException)
+        {
+            // the loaders name the file, key and shapes; this names the reward the recipe asked for
+            throw new InvalidDataException($"reward '{name}': {e.Message}", e);
+        }
     }
 
     T Own<T>(T model) where T : IDisposable
