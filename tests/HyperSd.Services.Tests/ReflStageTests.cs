@@ -1,8 +1,12 @@
 using HyperSd.Data.Entities;
 using HyperSd.Diffusion.IO;
+using HyperSd.Diffusion.Lora;
 using HyperSd.Diffusion.Models;
+using HyperSd.Diffusion.Models.Unets;
+using HyperSd.Distillation.SegmentConsistency;
 using HyperSd.Recipes;
 using HyperSd.Services.DatasetPrep;
+using HyperSd.Services.Execution;
 using HyperSd.Services.Hosting;
 using HyperSd.Services.LoraMerger;
 using HyperSd.Services.RewardScorer;
@@ -17,7 +21,8 @@ namespace HyperSd.Services.Tests;
 
 /// <summary>The ReFL stage on the embedded default: a tiny run's k = 1 student learns from the toy structural reward on the
 /// reward-scorer role, and its LoRA is what the run's later stages read for one step (the merge, the evaluation with both
-/// judges, the generator); bad settings are refused at submission by field.</summary>
+/// judges, the generator); bad settings are refused at submission by field, a reward model or a LoRA that does not fit when it
+/// runs, losing nothing.</summary>
 [Collection(nameof(TorchGlobalState))]
 public sealed class ReflStageTests : IDisposable
 {
@@ -130,6 +135,27 @@ public sealed class ReflStageTests : IDisposable
         var tscd = before.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == run.Stages.Single(s => s.Name == "tscd-k1").Id);
         var lora = artifacts.Single(a => a.Kind == ArtifactKind.Lora && a.StageId == refl.Id);
         Assert.Contains(tscd.Id, lora.Inputs.Select(i => i.InputArtifactId));
+    }
+
+    /// <summary>Where a stage continues a LoRA (ReFL and DMD on TSCD's, the evaluation), one trained at another rank than the
+    /// recipe's tscd.lora.rank is refused naming the file, a key and both ranks.</summary>
+    [Fact]
+    public void A_lora_of_another_rank_than_the_recipes_is_refused_where_a_stage_continues_it()
+    {
+        var (teacher, _) = TinyToy.WriteModels(Path.Combine(store.Root, "models"));
+        using var unet = UNet2DConditionModel.FromPretrained(Path.Combine(teacher, "unet"));
+        var final = Directory.CreateDirectory(Path.Combine(store.Root, "final")).FullName;
+        var file = Path.Combine(final, SegmentStageLayout.StudentFile);
+        using (var generator = new TorchSharp.torch.Generator(0))
+        using (var rank4 = SegmentStudent.WithLora(unet, new LoraConfig(Rank: 4, Alpha: 4), generator))
+            SafeTensors.Save(file, StateDict.Of(rank4.Trainable));
+
+        var e = Assert.Throws<InvalidDataException>(() => StageModels.LoadStudent(unet, new LoraConfig(Rank: 8, Alpha: 8), final));
+        Assert.StartsWith($"{file}: the LoRA has rank 4 (key '", e.Message);
+        Assert.Matches(@"\.lora_down\.weight' \[4, \d+", e.Message);
+        Assert.Contains("the recipe's tscd.lora.rank is 8", e.Message);
+        using var same = StageModels.LoadStudent(unet, new LoraConfig(Rank: 4, Alpha: 4), final);
+        Assert.All(same.Lora!.Layers.Values, l => Assert.Equal(4, l.Rank));
     }
 
     [Theory]
