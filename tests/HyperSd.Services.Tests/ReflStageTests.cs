@@ -35,13 +35,7 @@ public sealed class ReflStageTests : IDisposable
     {
         var catalogue = StageCatalogue.Default();
         var (teacher, recognizer) = TinyToy.WriteModels(Path.Combine(store.Root, "models"));
-        var options = store.WorkerOptions(o =>
-        {
-            o.Roles = [.. catalogue.Roles];
-            o.ToyRecognizerDir = recognizer;
-            o.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
-            o.ReconcileInterval = TimeSpan.FromSeconds(1);
-        }, catalogue);
+        var options = store.TinyRunOptions(catalogue, recognizer);
         using var host = TestHosts.Start(options, catalogue);
         var yaml = TinyToy.Recipe(teacher, dmd: false);
         var planned = Runs.RunSubmission.Plan(catalogue, yaml, "tiny", options);
@@ -95,13 +89,7 @@ public sealed class ReflStageTests : IDisposable
         var shape = $"[{string.Join(", ", tensors["shape_head.weight"].shape)}]";
         tensors["shape_head.weight"] = TorchSharp.torch.zeros(3, 5);
         SafeTensors.Save(file, tensors);
-        var options = store.WorkerOptions(o =>
-        {
-            o.Roles = [.. catalogue.Roles];
-            o.ToyRecognizerDir = recognizer;
-            o.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
-            o.ReconcileInterval = TimeSpan.FromSeconds(1);
-        }, catalogue);
+        var options = store.TinyRunOptions(catalogue, recognizer);
         using var host = TestHosts.Start(options, catalogue);
         var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(teacher, merge: false, dmd: false), "tiny", options);
         var runId = await host.Services.GetRequiredService<Runs.RunSubmission>().SubmitAsync(planned);
