@@ -364,6 +364,13 @@ public sealed record RewardsRecipe
 
     /// <summary>A PickScore-style CLIPModel folder (text and image towers, logit_scale).</summary>
     public string? Pickscore { get; init; }
+
+    /// <summary>Each path through <paramref name="resolve"/> with its field's name (clip, aesthetic_predictor, pickscore).</summary>
+    public RewardsRecipe Resolve(Func<string?, string, string?> resolve) => new()
+    {
+        Clip = resolve(Clip, "clip"), AestheticPredictor = resolve(AestheticPredictor, "aesthetic_predictor"),
+        Pickscore = resolve(Pickscore, "pickscore"),
+    };
 }
 
 public enum EvaluationSampler { DdimTrailing, Tcd }

@@ -84,12 +84,7 @@ public static partial class GenerationJobPlanner
             Tokenizer = Confined(spec.Tokenizer, "tokenizer") ?? spec.Tokenizer,
             // a run's LoRA was resolved to its file in the artifact store (RunLoras), not named by the submitter
             Loras = [.. spec.Loras.Select((l, i) => l.Run is null ? l with { Path = Confined(l.Path, $"loras[{i}]") ?? l.Path } : l)],
-            RewardFiles = spec.RewardFiles is { } r ? new RewardsRecipe
-            {
-                Clip = Confined(r.Clip, "reward_files.clip") ?? r.Clip,
-                AestheticPredictor = Confined(r.AestheticPredictor, "reward_files.aesthetic_predictor") ?? r.AestheticPredictor,
-                Pickscore = Confined(r.Pickscore, "reward_files.pickscore") ?? r.Pickscore,
-            } : null,
+            RewardFiles = spec.RewardFiles?.Resolve((path, field) => Confined(path, $"reward_files.{field}") ?? path),
         };
 
         var name = spec.Name ?? $"job-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
