@@ -281,8 +281,8 @@ public static partial class GenerationJobPlanner
             }
             catch (Exception e) when (e is InvalidDataException or ArgumentException or NotSupportedException)
             {
-                problems.Add(new($"loras[{i}]",
-                    $"'{spec.Loras[i].Path}' does not fit this model's UNet (a LoRA for another base?): {e.Message}"));
+                // the loader names the key or shapes, and a LoRA for another base model as the likely cause
+                problems.Add(new($"loras[{i}]", $"'{spec.Loras[i].Path}' does not fit this model's UNet: {e.Message}"));
             }
         }
         return problems;
