@@ -36,7 +36,8 @@ public static class Program
             });
         }
         catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or NotSupportedException
-                                       or InvalidOperationException or UnauthorizedAccessException
+                                       or HyperSd.Diffusion.IO.WeightLoadException or InvalidOperationException
+                                       or UnauthorizedAccessException
                                        or System.Net.Http.HttpRequestException
                                        or HyperSd.Recipes.RecipeValidationException)
         {

@@ -367,6 +367,13 @@ public sealed record RewardsRecipe
 
     /// <summary>How the run trains the toy world's learnt rewards (toy-preference, toy-aesthetic) when a section uses them.</summary>
     public ToyRewardTrainingRecipe ToyTraining { get; init; } = new();
+
+    /// <summary>Each path through <paramref name="resolve"/> with its field's name (clip, aesthetic_predictor, pickscore).</summary>
+    public RewardsRecipe Resolve(Func<string?, string, string?> resolve) => this with
+    {
+        Clip = resolve(Clip, "clip"), AestheticPredictor = resolve(AestheticPredictor, "aesthetic_predictor"),
+        Pickscore = resolve(Pickscore, "pickscore"),
+    };
 }
 
 /// <summary>The train-rewards stage's budget: Bradley–Terry steps of each learnt toy reward, pairs per step, and the seed.</summary>

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using HyperSd.Cli;
 using HyperSd.Data;
 using HyperSd.Distillation.Toy;
 using HyperSd.Testing;
@@ -27,7 +26,7 @@ public sealed class EvaluateCommandTests : IDisposable
         var recipe = Path.Combine(dir, "tiny.yaml");
         await File.WriteAllTextAsync(recipe, TinyToy.Recipe(teacher));
         var store = Path.Combine(dir, "store");
-        Succeeds(["run", recipe, "--store-dir", store]);
+        CliRun.Succeeds(["run", recipe, "--store-dir", store]);
 
         var outDir = Path.Combine(dir, "eval");
         string[] args =
@@ -36,7 +35,7 @@ public sealed class EvaluateCommandTests : IDisposable
             "--steps", "2", "--sampler", "ddim-trailing", "--controls", "--teacher-steps", "3", "--images", "6", "--real-images", "16",
             "--batch-size", "6", "--store-dir", store, "--out", outDir, "--run", "tiny",
         ];
-        Succeeds(args);
+        CliRun.Succeeds(args);
         var results = JsonSerializer.Deserialize<Results>(await File.ReadAllTextAsync(Path.Combine(outDir, "results.json")),
             new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })!;
         Assert.Equal("heldout", results.Split);
@@ -60,18 +59,6 @@ public sealed class EvaluateCommandTests : IDisposable
         Assert.Equal(stored.Count, stored.Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).Distinct().Count());
     }
 
-    /// <summary>Runs the CLI; on a non-zero exit the assertion shows what it wrote to stderr.</summary>
-    static void Succeeds(string[] args)
-    {
-        var error = new StringWriter();
-        var was = Console.Error;
-        Console.SetError(error);
-        int code;
-        try { code = Program.Main(args); }
-        finally { Console.SetError(was); }
-        Assert.True(code == 0, $"hypersd {args[0]} exited with {code}: {error}");
-    }
-
     [Theory]
     [InlineData("--steps", "0", "--steps '0': '0' is not a step count")]
     [InlineData("--sampler", "euler", "--sampler 'euler': expected ddim, ddim-trailing or tcd")]
@@ -79,15 +66,9 @@ public sealed class EvaluateCommandTests : IDisposable
     [InlineData("--run-lora", "nope", "no run 'nope' in the store")]
     public void Bad_options_are_refused_with_the_option_named(string option, string value, string message)
     {
-        var error = new StringWriter();
-        var was = Console.Error;
-        Console.SetError(error);
-        try
-        {
-            Assert.Equal(2, Program.Main(["evaluate", option, value, "--store-dir", Path.Combine(dir, "store"), "--out",
-                Path.Combine(dir, "out")]));
-        }
-        finally { Console.SetError(was); }
-        Assert.Contains(message, error.ToString());
+        var (code, error) = CliRun.Run(
+            ["evaluate", option, value, "--store-dir", Path.Combine(dir, "store"), "--out", Path.Combine(dir, "out")]);
+        Assert.Equal(2, code);
+        Assert.Contains(message, error);
     }
 }

@@ -94,6 +94,15 @@ public class RecipeLoaderTests
         Assert.False(RecipeLoader.Parse(Valid + "\nmerge: {enabled: false, rank: 0}\n", Source).Merge!.Enabled);
     }
 
+    [Theory]
+    [InlineData("0")]
+    [InlineData("-4")]
+    public void A_lora_rank_below_1_is_refused_naming_the_field(string rank)
+    {
+        Assert.Equal([$"{Source}: tscd.lora.rank: must be at least 1 (got: {rank})"],
+            Problems(Valid.Replace("  loss: huber", $"  loss: huber\n  lora: {{rank: {rank}, alpha: 8}}")));
+    }
+
     [Fact]
     public void An_unknown_key_names_it_and_the_keys_its_section_allows()
     {

@@ -126,7 +126,8 @@ public sealed class GenerationJobTests : IDisposable
         var problem = Assert.Single(Assert.Throws<JobValidationException>(() => GenerationJobPlanner.Plan(
             Spec([new("a")]) with { Loras = [new(Path.Combine(store.Root, "other.safetensors"))] }, new GenerationLimits(), Roots)).Problems);
         Assert.StartsWith("loras[0]: ", problem.ToString());
-        Assert.Contains("does not fit this model's UNet (a LoRA for another base?)", problem.Message);
+        Assert.Contains("does not fit this model's UNet: ", problem.Message);
+        Assert.EndsWith("(a LoRA for another base model?)", problem.Message);
 
         var plan = GenerationJobPlanner.Plan(Spec([new(string.Join(' ', Enumerable.Repeat("red circle", 50)), Line: "p.txt:1")]),
             new GenerationLimits(), Roots);

@@ -36,12 +36,7 @@ public sealed class MergeLorasStageTests : IDisposable
     {
         var catalogue = UpToTheMerge();
         var (teacher, _) = TinyToy.WriteModels(Path.Combine(store.Root, "models"));
-        var options = store.WorkerOptions(o =>
-        {
-            o.Roles = [.. catalogue.Roles];
-            o.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
-            o.ReconcileInterval = TimeSpan.FromSeconds(1);
-        }, catalogue);
+        var options = store.TinyRunOptions(catalogue);
         using var host = TestHosts.Start(options, catalogue);
         var yaml = TinyToy.Recipe(teacher, merge: false, refl: false, dmd: false).Replace("evaluation:", merge + "\nevaluation:");
         var planned = Runs.RunSubmission.Plan(catalogue, yaml, "tiny", options);

@@ -84,6 +84,21 @@ public sealed class RecipeInputsTests : IDisposable
         Assert.Equal("'blank.txt' has no prompts (only blank lines)", e.Problems[1].Message);
     }
 
+    /// <summary>The reward models' files are read by the stages that train on them, hours into a run: each is checked here.</summary>
+    [Fact]
+    public void A_recipes_reward_model_files_are_checked_at_submission_under_the_models_root()
+    {
+        var clip = Directory.CreateDirectory(Path.Combine(store.Root, "clip")).FullName;
+        string WithRewards(string files) => TinyToy.Recipe().Replace(TinyToy.RewardsSection, $"rewards: {{{files}}}");
+        var e = Refused(WithRewards("clip: clip, aesthetic_predictor: /etc/passwd, pickscore: no-such-pickscore"), Options());
+        Assert.Equal(["rewards.aesthetic_predictor", "rewards.pickscore"], e.Problems.Select(p => p.Field));
+        Assert.StartsWith("'/etc/passwd' is outside the models root", e.Problems[0].Message);
+        Assert.Equal("no such file or folder: 'no-such-pickscore' (under the models root)", e.Problems[1].Message);
+
+        var planned = RunSubmission.Plan(StageCatalogue.Default(), WithRewards("clip: clip"), "r.yaml", Options());
+        Assert.Equal(clip, planned.Inputs.Recipe.Rewards!.Clip);
+    }
+
     [Fact]
     public void A_jobs_prompts_file_and_model_paths_go_through_the_same_roots_and_limits()
     {

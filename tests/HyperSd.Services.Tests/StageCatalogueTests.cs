@@ -84,13 +84,7 @@ public sealed class StageCatalogueTests : IDisposable
     {
         var catalogue = StageCatalogue.Default().Add(new LoraDigestStage());
         var (teacher, recognizer) = TinyToy.WriteModels(Path.Combine(store.Root, "models"));
-        var options = store.WorkerOptions(o =>
-        {
-            o.Roles = [.. catalogue.Roles];
-            o.ToyRecognizerDir = recognizer;
-            o.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
-            o.ReconcileInterval = TimeSpan.FromSeconds(1);
-        }, catalogue);
+        var options = store.TinyRunOptions(catalogue, recognizer);
         Assert.Contains(LoraDigestStage.Role_, options.Roles);
         using var host = StartHost(options, catalogue);
         var planned = Runs.RunSubmission.Plan(catalogue, TinyToy.Recipe(teacher), "tiny", options);

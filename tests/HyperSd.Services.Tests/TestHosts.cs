@@ -19,10 +19,12 @@ public static class TestHosts
         return host;
     }
 
-    /// <summary>The run once <paramref name="condition"/> holds; throws after a minute, naming <paramref name="what"/>.</summary>
-    public static async Task<Run> WaitForAsync(this TestStore store, Guid runId, Func<Run, bool> condition, string what)
+    /// <summary>The run once <paramref name="condition"/> holds; throws after <paramref name="timeout"/> (default a minute), naming
+    /// <paramref name="what"/>.</summary>
+    public static async Task<Run> WaitForAsync(this TestStore store, Guid runId, Func<Run, bool> condition, string what,
+        TimeSpan? timeout = null)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(60));
         while (true)
         {
             var run = await store.RunAsync(runId);

@@ -41,6 +41,16 @@ public sealed class TestStore : IDbContextFactory<MetadataDbContext>, IDisposabl
         return o.Validate(catalogue);
     }
 
+    /// <summary>A tiny run's worker on the embedded host: every role of <paramref name="catalogue"/>, quick heartbeats and
+    /// reconciles, the toy reward's recognizer from <paramref name="recognizer"/> (null: the worker's default).</summary>
+    public WorkerOptions TinyRunOptions(StageCatalogue catalogue, string? recognizer = null) => WorkerOptions(o =>
+    {
+        o.Roles = [.. catalogue.Roles];
+        o.ToyRecognizerDir = recognizer;
+        o.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
+        o.ReconcileInterval = TimeSpan.FromSeconds(1);
+    }, catalogue);
+
     public MetadataDbContext CreateDbContext() => MetadataStore.CreateContext(Options);
 
     /// <summary>Stores a recipe, a pending run and its stages.</summary>

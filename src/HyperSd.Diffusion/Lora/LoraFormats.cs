@@ -21,6 +21,7 @@ public static class LoraFormats
     const string KohyaPrefix = "lora_unet_";
     const string PeftPrefix = "unet.";
     const string PeftMetadataKey = "lora_adapter_metadata";
+    const string AnotherBase = " (a LoRA for another base model?)";
 
     public static void Save(LoraAdapter adapter, string path, LoraFileFormat format, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -67,11 +68,11 @@ public static class LoraFormats
                 throw new InvalidDataException($"{path}: unexpected key '{key}' in a {format} LoRA file");
             var modulePath = format == LoraFileFormat.Kohya
                 ? byKohyaName.GetValueOrDefault(module) ?? throw new InvalidDataException(
-                    $"{path}: key '{key}' names no Linear/Conv2d module of {model.GetType().Name}")
+                    $"{path}: key '{key}' names no Linear/Conv2d module of {model.GetType().Name}{AnotherBase}")
                 : module;
             if (!modules.ContainsKey(modulePath))
                 throw new InvalidDataException(
-                    $"{path}: key '{key}' names no Linear/Conv2d module '{modulePath}' of {model.GetType().Name}");
+                    $"{path}: key '{key}' names no Linear/Conv2d module '{modulePath}' of {model.GetType().Name}{AnotherBase}");
             if (!groups.TryGetValue(modulePath, out var g)) groups[modulePath] = g = new Dictionary<string, Tensor>();
             g[part] = value;
         }
@@ -92,7 +93,7 @@ public static class LoraFormats
             if (!down.shape.SequenceEqual(expectedDown) || !up.shape.SequenceEqual(expectedUp))
                 throw new InvalidDataException(
                     $"{path}: LoRA of '{modulePath}' has down [{string.Join(", ", down.shape)}] and up [{string.Join(", ", up.shape)}]; " +
-                    $"the model needs [{string.Join(", ", expectedDown)}] and [{string.Join(", ", expectedUp)}]");
+                    $"the model needs [{string.Join(", ", expectedDown)}] and [{string.Join(", ", expectedUp)}]{AnotherBase}");
             using (no_grad())
             {
                 layer.DownWeight.copy_(down);

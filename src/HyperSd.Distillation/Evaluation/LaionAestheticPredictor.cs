@@ -1,3 +1,4 @@
+using HyperSd.Diffusion.IO;
 using static TorchSharp.torch;
 
 namespace HyperSd.Distillation.Evaluation;
@@ -15,12 +16,7 @@ public sealed class LaionAestheticPredictor : Rewards.IImageReward, IDisposable
 
     public LaionAestheticPredictor(ClipEmbedder clip, LaionAestheticMLP mlp)
     {
-        var v = clip.ImageEncoder.Config;
-        if (v.ProjectionDim != mlp.InputSize)
-            throw new ArgumentException(
-                $"the aesthetic predictor takes {mlp.InputSize}-wide embeddings (layers.0.weight [1024, {mlp.InputSize}]) but the CLIP " +
-                $"image tower gives {v.ProjectionDim} (visual_projection.weight [{v.ProjectionDim}, {v.HiddenSize}]); " +
-                "the released predictor needs CLIP ViT-L/14");
+        CheckWidth([1024, mlp.InputSize], clip, "the aesthetic predictor", "the CLIP image tower");
         this.clip = clip;
         this.mlp = mlp;
     }
@@ -32,15 +28,28 @@ public sealed class LaionAestheticPredictor : Rewards.IImageReward, IDisposable
         var clip = ClipEmbedder.FromPretrained(clipDir, withText: false, device: device);
         try
         {
+            // the width from the file's header first: a predictor for another CLIP is named as that, not as one misshapen key
+            if (SafeTensors.ReadHeader(predictorPath).TryGetValue("layers.0.weight", out var first) && first.Shape.Length == 2)
+                CheckWidth(first.Shape, clip, $"the aesthetic predictor {predictorPath}", $"the CLIP image tower of {clipDir}");
             var mlp = LaionAestheticMLP.FromPretrained(predictorPath, clip.ImageEncoder.Config.ProjectionDim, device);
             return new LaionAestheticPredictor(clip, mlp);
-
         }
         catch
         {
             clip.Dispose();
             throw;
         }
+    }
+
+    /// <param name="firstLinear">The shape of the predictor's layers.0.weight, [1024, width].</param>
+    static void CheckWidth(long[] firstLinear, ClipEmbedder clip, string predictor, string tower)
+    {
+        var v = clip.ImageEncoder.Config;
+        if (v.ProjectionDim != firstLinear[1])
+            throw new ArgumentException(
+                $"{predictor} takes {firstLinear[1]}-wide embeddings (layers.0.weight [{string.Join(", ", firstLinear)}]) but {tower} " +
+                $"gives {v.ProjectionDim} (visual_projection.weight [{v.ProjectionDim}, {v.HiddenSize}]); the released predictor needs " +
+                "CLIP ViT-L/14");
     }
 
     public string Name => "laion-aesthetic";

@@ -1,3 +1,4 @@
+using HyperSd.Diffusion.IO;
 using HyperSd.Recipes;
 using Microsoft.EntityFrameworkCore;
 
@@ -13,8 +14,9 @@ public static class StageErrors
         // EF wraps a store outage in InvalidOperationException ("likely due to a transient failure")
         _ when StoreRetry.IsTransient(e) => true,
         LeaseLostException => false,
-        RecipeValidationException or ArgumentException or InvalidDataException or NotSupportedException or FormatException
-            or FileNotFoundException or DirectoryNotFoundException or KeyNotFoundException or InvalidOperationException => false,
+        RecipeValidationException or ArgumentException or InvalidDataException or WeightLoadException or NotSupportedException
+            or FormatException or FileNotFoundException or DirectoryNotFoundException or KeyNotFoundException
+            or InvalidOperationException => false,
         DbUpdateException or IOException or TimeoutException or UnauthorizedAccessException => true,
         AggregateException { InnerExceptions.Count: 1 } a => IsTransient(a.InnerExceptions[0]),
         _ => true,

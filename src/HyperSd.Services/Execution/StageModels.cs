@@ -93,6 +93,8 @@ public static class StageModels
     /// <see cref="SegmentStageLayout.Final"/> folder); <paramref name="lora"/> is how it was trained (null: a full UNet).</summary>
     public static SegmentStudent LoadStudent(UNet2DConditionModel teacher, LoraConfig? lora, string finalDir)
     {
+        var path = Path.Combine(finalDir, SegmentStageLayout.StudentFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"the previous stage's student weights are missing: {path}", path);
         SegmentStudent student;
         if (lora is not null)
         {
@@ -100,12 +102,29 @@ public static class StageModels
             student = SegmentStudent.WithLora(teacher, lora, generator);
         }
         else student = SegmentStudent.FullCopy(teacher);
-        var path = Path.Combine(finalDir, SegmentStageLayout.StudentFile);
-        if (!File.Exists(path)) throw new FileNotFoundException($"the previous stage's student weights are missing: {path}", path);
         var tensors = SafeTensors.Load(path);
-        try { StateDict.Load(student.Trainable, tensors, new WeightSource(path)); }
+        try
+        {
+            if (lora is not null) CheckRank(tensors, lora.Rank, path);
+            StateDict.Load(student.Trainable, tensors, new WeightSource(path));
+        }
+        catch
+        {
+            student.Dispose();
+            throw;
+        }
         finally { foreach (var t in tensors.Values) t.Dispose(); }
         return student;
+    }
+
+    /// <summary>A LoRA trained at another rank than the recipe's is named as that, not as every one of its keys' shapes.</summary>
+    static void CheckRank(IReadOnlyDictionary<string, torch.Tensor> tensors, int rank, string path)
+    {
+        foreach (var (key, t) in tensors)
+            if (key.EndsWith(".lora_down.weight", StringComparison.Ordinal) && t.shape[0] != rank)
+                throw new InvalidDataException(
+                    $"{path}: the LoRA has rank {t.shape[0]} (key '{key}' [{string.Join(", ", t.shape)}]) and the recipe's " +
+                    $"tscd.lora.rank is {rank}: a LoRA is continued at the rank it was trained with");
     }
 
     /// <summary>The pipeline that samples with <paramref name="student"/>: the teacher with the student's LoRA attached

@@ -84,12 +84,7 @@ public static partial class GenerationJobPlanner
             Tokenizer = Confined(spec.Tokenizer, "tokenizer") ?? spec.Tokenizer,
             // a run's LoRA was resolved to its file in the artifact store (RunLoras), not named by the submitter
             Loras = [.. spec.Loras.Select((l, i) => l.Run is null ? l with { Path = Confined(l.Path, $"loras[{i}]") ?? l.Path } : l)],
-            RewardFiles = spec.RewardFiles is { } r ? new RewardsRecipe
-            {
-                Clip = Confined(r.Clip, "reward_files.clip") ?? r.Clip,
-                AestheticPredictor = Confined(r.AestheticPredictor, "reward_files.aesthetic_predictor") ?? r.AestheticPredictor,
-                Pickscore = Confined(r.Pickscore, "reward_files.pickscore") ?? r.Pickscore,
-            } : null,
+            RewardFiles = spec.RewardFiles?.Resolve((path, field) => Confined(path, $"reward_files.{field}") ?? path),
         };
 
         var name = spec.Name ?? $"job-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
@@ -286,8 +281,8 @@ public static partial class GenerationJobPlanner
             }
             catch (Exception e) when (e is InvalidDataException or ArgumentException or NotSupportedException)
             {
-                problems.Add(new($"loras[{i}]",
-                    $"'{spec.Loras[i].Path}' does not fit this model's UNet (a LoRA for another base?): {e.Message}"));
+                // the loader names the key or shapes, and a LoRA for another base model as the likely cause
+                problems.Add(new($"loras[{i}]", $"'{spec.Loras[i].Path}' does not fit this model's UNet: {e.Message}"));
             }
         }
         return problems;

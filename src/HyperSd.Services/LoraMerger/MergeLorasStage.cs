@@ -25,7 +25,9 @@ public sealed record MergeSettings(ModelRecipe Model, string RecipeName, IReadOn
 /// re-factorised by truncated SVD (<see cref="LoraMerge"/>), stored as one "lora" artifact (no step count: it samples
 /// any) holding the formats asked for, with a JSON report of the discarded energy per module and overall, and, with
 /// <c>fuse</c>, the base UNet with the LoRA fused in (diffusers layout). Runs after the stages that make LoRAs and
-/// before the evaluation, which measures the unified LoRA beside the fixed-step ones.
+/// before the evaluation, which measures the unified LoRA beside the fixed-step ones. The LoRAs must adapt the same modules (the
+/// run's stages all train tscd.lora's targets): one that differs is a mixed-up input, refused naming the modules, not merged
+/// over the union (which <see cref="LoraMerge.Fuse"/> allows, each absent delta being zero).
 /// </summary>
 public sealed class MergeLorasStage : StageKind<MergeSettings>
 {

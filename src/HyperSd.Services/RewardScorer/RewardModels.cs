@@ -1,4 +1,5 @@
 using HyperSd.Data.Entities;
+using HyperSd.Diffusion.IO;
 using HyperSd.Distillation.Evaluation;
 using HyperSd.Distillation.Rewards;
 using HyperSd.Recipes;
@@ -39,23 +40,30 @@ public sealed class RewardModels : IDisposable
 
     IImageReward Create(string name, RewardsRecipe? paths, string? trained, WorkerOptions options, string device)
     {
-        string Required(string? path, string field) => path ?? throw new ArgumentException($"reward '{name}' needs {field} in the recipe");
+        string Required(string? path, string field) => path ?? throw new ArgumentException($"needs {field} in the recipe");
         string Trained() => Path.Combine(trained ?? throw new InvalidDataException(
-            $"reward '{name}' is learnt by the run's {TrainRewardsStage.StageName} stage, and this stage has no such input"), name);
-        IImageReward reward = name switch
+            $"learnt by the run's {TrainRewardsStage.StageName} stage, and this stage has no such input"), name);
+        try
         {
-            "toy-structure" or "toy-structure-logp" => new ToyStructuralReward(Own(StageModels.LoadRecognizer(options, device)),
-                logProbability: name.EndsWith("-logp", StringComparison.Ordinal)),
-            "toy-preference" => Own(ToyPreferenceModel.FromPretrained(Trained(), torch.device(device))),
-            "toy-aesthetic" => Own(ToyAestheticModel.FromPretrained(Trained(), torch.device(device))),
-            "laion-aesthetic" => Own(LaionAestheticPredictor.FromPretrained(Required(paths?.Clip, "rewards.clip"),
-                Required(paths?.AestheticPredictor, "rewards.aesthetic_predictor"), torch.device(device))),
-            "pickscore" => Own(PreferenceScore.FromPretrained(Required(paths?.Pickscore, "rewards.pickscore"),
-                device: torch.device(device))),
-            _ => throw new ArgumentException($"unknown reward '{name}' (known: " +
-                $"{string.Join(", ", Recipe.ToyRewards.Concat(Recipe.TrainedToyRewards).Concat(Recipe.RealRewards))})"),
-        };
-        return reward;
+            return name switch
+            {
+                "toy-structure" or "toy-structure-logp" => new ToyStructuralReward(Own(StageModels.LoadRecognizer(options, device)),
+                    logProbability: name.EndsWith("-logp", StringComparison.Ordinal)),
+                "toy-preference" => Own(ToyPreferenceModel.FromPretrained(Trained(), torch.device(device))),
+                "toy-aesthetic" => Own(ToyAestheticModel.FromPretrained(Trained(), torch.device(device))),
+                "laion-aesthetic" => Own(LaionAestheticPredictor.FromPretrained(Required(paths?.Clip, "rewards.clip"),
+                    Required(paths?.AestheticPredictor, "rewards.aesthetic_predictor"), torch.device(device))),
+                "pickscore" => Own(PreferenceScore.FromPretrained(Required(paths?.Pickscore, "rewards.pickscore"),
+                    device: torch.device(device))),
+                _ => throw new ArgumentException("unknown (known: " +
+                    $"{string.Join(", ", Recipe.ToyRewards.Concat(Recipe.TrainedToyRewards).Concat(Recipe.RealRewards))})"),
+            };
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidDataException or WeightLoadException)
+        {
+            // the loaders name the file, key and shapes; this names the reward the recipe asked for
+            throw new InvalidDataException($"reward '{name}': {e.Message}", e);
+        }
     }
 
     T Own<T>(T model) where T : IDisposable

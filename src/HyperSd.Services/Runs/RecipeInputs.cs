@@ -21,14 +21,14 @@ public sealed record StoredInput(string Path, string Sha256)
 /// <summary>
 /// The files a recipe names, checked at submission before anything is read whole or stored: every path under its root
 /// (<see cref="InputRoots"/>), no link out of it, files regular and within their size limit, a dataset manifest's
-/// entries inside the manifest's folder. Model and dataset paths become their real paths; prompts files are read once
-/// and stored (<see cref="SaveAsync"/>) with the run, whose stages read the stored copies.
+/// entries inside the manifest's folder. Model, reward-model and dataset paths become their real paths; prompts files are
+/// read once and stored (<see cref="SaveAsync"/>) with the run, whose stages read the stored copies.
 /// </summary>
 public sealed class RecipeInputs
 {
     readonly Dictionary<string, (StoredInput Input, byte[] Bytes)> files = [];
 
-    /// <summary>The recipe with its model and dataset paths resolved (absolute, no links).</summary>
+    /// <summary>The recipe with its model, reward-model and dataset paths resolved (absolute, no links).</summary>
     public Recipe Recipe { get; private set; }
 
     RecipeInputs(Recipe recipe) => Recipe = recipe;
@@ -57,11 +57,13 @@ public sealed class RecipeInputs
             Path = Check(recipe.Model.Path, p => roots.Model(p, "model.path")),
             Tokenizer = Check(recipe.Model.Tokenizer, p => roots.Model(p, "model.tokenizer")),
         };
+        // the reward models' files are read by the stages that train on them, hours in: a missing one is named now
+        var rewards = recipe.Rewards?.Resolve((path, field) => Check(path, p => roots.Model(p, $"rewards.{field}")));
         var dataset = recipe.Dataset with { Path = Check(recipe.Dataset.Path, p => Dataset(recipe.Dataset.Source, p, roots)) };
         Check(recipe.Evaluation.PromptsFile, p => inputs.Pin("evaluation.prompts_file", p, roots));
         Check(recipe.Generation?.PromptsFile, p => inputs.Pin("generation.prompts_file", p, roots));
         if (problems.Count > 0) throw new RecipeValidationException(sourceName, problems);
-        inputs.Recipe = recipe with { Model = model, Dataset = dataset };
+        inputs.Recipe = recipe with { Model = model, Dataset = dataset, Rewards = rewards };
         return inputs;
     }
 

@@ -166,6 +166,7 @@ public class LoraAdapterTests : IDisposable
         var e = Assert.Throws<InvalidDataException>(() => LoraFormats.Load(path, net));
         Assert.Contains("lora_unet_mid_block_conv1", e.Message);
         Assert.Contains(path, e.Message);
+        Assert.EndsWith("(a LoRA for another base model?)", e.Message);
 
         SafeTensors.Save(path, new Dictionary<string, Tensor>
         {
@@ -175,5 +176,6 @@ public class LoraAdapterTests : IDisposable
         e = Assert.Throws<InvalidDataException>(() => LoraFormats.Load(path, net));
         Assert.Contains("[2, 5]", e.Message);
         Assert.Contains("[2, 6]", e.Message);
+        Assert.EndsWith("(a LoRA for another base model?)", e.Message);
     }
 }

@@ -130,6 +130,15 @@ public class ClipMetricsTests : IDisposable
         var width = Assert.Throws<ArgumentException>(() => new LaionAestheticPredictor(clip, released));
         Assert.Contains("layers.0.weight [1024, 768]", width.Message);
         Assert.Contains("visual_projection.weight [12, 16]", width.Message);
+
+        // from files: a predictor for another CLIP (as a 512-wide one beside ViT-L/14's 768) names both files and both widths
+        var model = Path.Combine(dir, "clip");
+        TinyClip.SaveFullModel(clip, model, logitScale: null);
+        var narrow = Path.Combine(dir, "narrow.safetensors");
+        SafeTensors.Save(narrow, AestheticWeights(8));
+        var files = Assert.Throws<ArgumentException>(() => LaionAestheticPredictor.FromPretrained(model, narrow));
+        Assert.Contains($"the aesthetic predictor {narrow} takes 8-wide embeddings (layers.0.weight [1024, 8])", files.Message);
+        Assert.Contains($"the CLIP image tower of {model} gives 12 (visual_projection.weight [12, 16])", files.Message);
     }
 
     [Fact]
