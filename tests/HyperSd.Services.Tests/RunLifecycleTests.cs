@@ -67,12 +67,17 @@ public sealed class RunLifecycleTests : IDisposable
         await db.SaveChangesAsync();
     }
 
-    async Task<IReadOnlyList<StageDispatch>> Complete(Guid runId, string stageName, ArtifactKind kind, DateTimeOffset at)
+    Task<IReadOnlyList<StageDispatch>> Complete(Guid runId, string stageName, ArtifactKind kind, DateTimeOffset at) =>
+        Complete(runId, stageName, [kind], at);
+
+    async Task<IReadOnlyList<StageDispatch>> Complete(Guid runId, string stageName, ArtifactKind[] kinds, DateTimeOffset at)
     {
         await Lease(runId, stageName, at);
         var stage = await store.StageAsync(runId, stageName);
-        var output = await store.AddOutputAsync(stage, kind, kind.ToString().ToLowerInvariant());
-        return await machine.StageCompletedAsync(new StageCompleted(runId, stage.Id, stage.Attempt, [output.Id]), at);
+        var outputs = new Guid[kinds.Length];
+        for (int i = 0; i < kinds.Length; i++)
+            outputs[i] = (await store.AddOutputAsync(stage, kinds[i], kinds[i].ToString().ToLowerInvariant())).Id;
+        return await machine.StageCompletedAsync(new StageCompleted(runId, stage.Id, stage.Attempt, outputs), at);
     }
 
     [Fact]
@@ -81,8 +86,8 @@ public sealed class RunLifecycleTests : IDisposable
         var runId = await StartedRun();
         var run = await store.RunAsync(runId);
         Assert.Equal(RunState.Running, run.State);
-        Assert.Equal(["dataset", "trajectories", "tscd-k2", "tscd-k1", "refl-k1", "dmd-k1", "unified", "evaluate",
-            "generate"],
+        Assert.Equal(["dataset", "trajectories", "tscd-k2", "tscd-k1", "train-rewards", "refl-k1", "dmd-k1", "unified", "evaluate",
+            "score-evaluation", "generate"],
             run.Stages.Select(s => s.Name));
         Assert.Equal(StageState.Dispatched, run.Stages[0].State);
         Assert.All(run.Stages.Skip(1), s => Assert.Equal(StageState.Pending, s.State));
@@ -108,9 +113,14 @@ public sealed class RunLifecycleTests : IDisposable
         var k1 = Command("train-segment-stage", Assert.Single(sent).Command);
         Assert.Equal([await ArtifactOf(runId, "trajectories"), await ArtifactOf(runId, "tscd-k2")], k1.InputArtifactIds);
         sent = await Complete(runId, "tscd-k1", ArtifactKind.Lora, t0);
+        var rewards = Command("train-rewards", Assert.Single(sent).Command);
+        Assert.Equal(Roles.RewardScorer, sent[0].Role);
+        Assert.Empty(rewards.InputArtifactIds);
+        sent = await Complete(runId, "train-rewards", ArtifactKind.RewardModels, t0);
         var refl = Command("refl", Assert.Single(sent).Command);
         Assert.Equal(Roles.RewardScorer, sent[0].Role);
-        Assert.Equal([datasetArtifact, await ArtifactOf(runId, "tscd-k1")], refl.InputArtifactIds);
+        var rewardModels = await ArtifactOf(runId, "train-rewards");
+        Assert.Equal([datasetArtifact, await ArtifactOf(runId, "tscd-k1"), rewardModels], refl.InputArtifactIds);
         sent = await Complete(runId, "refl-k1", ArtifactKind.Lora, t0);
         var dmd = Command("dmd", Assert.Single(sent).Command);
         Assert.Equal(Roles.DmdTrainer, sent[0].Role);
@@ -124,7 +134,16 @@ public sealed class RunLifecycleTests : IDisposable
         var evaluate = Command("evaluate-model", Assert.Single(sent).Command);
         Assert.Equal([await ArtifactOf(runId, "tscd-k2"), await ArtifactOf(runId, "tscd-k1"), await ArtifactOf(runId, "refl-k1"),
             await ArtifactOf(runId, "dmd-k1"), await ArtifactOf(runId, "unified")], evaluate.InputArtifactIds);
-        sent = await Complete(runId, "evaluate", ArtifactKind.Report, t0);
+        sent = await Complete(runId, "evaluate", [ArtifactKind.Report, ArtifactKind.Images], t0);
+        var score = Command("score-evaluation", Assert.Single(sent).Command);
+        Assert.Equal(Roles.RewardScorer, sent[0].Role);
+        await using (var db = store.CreateDbContext())
+        {
+            var evaluateId = (await store.StageAsync(runId, "evaluate")).Id;
+            var samples = await db.Artifacts.Where(a => a.StageId == evaluateId && a.Kind == ArtifactKind.Images).Select(a => a.Id).SingleAsync();
+            Assert.Equal([samples, rewardModels], score.InputArtifactIds);
+        }
+        sent = await Complete(runId, "score-evaluation", ArtifactKind.Report, t0);
         var generate = Command("generate-images", Assert.Single(sent).Command);
         Assert.Equal(Roles.Generator, sent[0].Role);
         // the unified LoRA (by its typed stage kind), for any step count
