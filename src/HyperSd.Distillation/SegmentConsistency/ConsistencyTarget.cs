@@ -48,8 +48,8 @@ public static class ConsistencyTarget
         Tensor Draw() => randn(prediction.shape, prediction.dtype, generator: generator).to(prediction.device);
         var z = Draw();
         var fake = Renoise(scheduler, prediction, endTimesteps, advTimesteps, z).MoveToOuterDisposeScope();
-        var real = target is null ? null
-            : Renoise(scheduler, target, endTimesteps, advTimesteps, noise == AdversarialNoise.Shared ? z : Draw()).MoveToOuterDisposeScope();
+        var real = target is null ? null : Renoise(scheduler, target, endTimesteps, advTimesteps,
+            noise == AdversarialNoise.Shared ? z : Draw()).MoveToOuterDisposeScope();
         return (fake, real);
     }
 

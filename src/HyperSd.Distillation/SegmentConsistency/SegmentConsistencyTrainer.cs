@@ -164,7 +164,8 @@ public static class SegmentConsistencyTrainer
         StepLosses TrainStep()
         {
             using var scope = NewDisposeScope();
-            bool trainStudent = config.IsStudentStep(step), trainDiscriminator = discriminator is not null && config.IsDiscriminatorStep(step);
+            bool trainStudent = config.IsStudentStep(step);
+            bool trainDiscriminator = discriminator is not null && config.IsDiscriminatorStep(step);
             // one fixed draw order per step: rows, perturbation, adversarial timestep and noise
             var rows = randint(0, data.Count, [config.BatchSize], int64, generator: generator);
             var xt = data.NoisyLatents.index_select(0, rows).to(device);
@@ -227,7 +228,8 @@ public static class SegmentConsistencyTrainer
             optimizer.zero_grad();
             loss.backward();
             nn.utils.clip_grad_norm_(trainable.Select(p => p.Param), config.MaxGradNorm);
-            foreach (var group in optimizer.ParamGroups) group.LearningRate = LearningRateSchedules.At(config, config.StudentUpdateAt(step));
+            double rate = LearningRateSchedules.At(config, config.StudentUpdateAt(step));
+            foreach (var group in optimizer.ParamGroups) group.LearningRate = rate;
             optimizer.step();
             UpdateEma();
             return generatorLoss?.item<float>();
@@ -280,7 +282,7 @@ public static class SegmentConsistencyTrainer
         {
             int window = Math.Max(config.Alternates ? 2 : 1, history.Count / 10); // both updates when alternating
             // over the steps that made the update (every other one when alternating)
-            double? Mean(IEnumerable<double?> xs) => xs.Any(x => x is not null) ? xs.Where(x => x is not null).Average(x => x!.Value) : null;
+            double? Mean(IEnumerable<double?> xs) => xs.OfType<double>().ToList() is { Count: > 0 } made ? made.Average() : null;
             var last = history.TakeLast(window).ToList();
             return new SegmentStageMetrics(config.Segments, history.Count, history.Take(window).Average(h => h.Consistency),
                 last.Average(h => h.Consistency), Mean(last.Select(h => h.Generator)), Mean(last.Select(h => h.Discriminator)),

@@ -36,7 +36,8 @@ public class SegmentConsistencyTrainerTests : IDisposable
 
     SegmentStageResult Train(SegmentStageConfig config, string name, Action<SegmentProgress>? progress = null,
         CancellationToken token = default, SegmentStudent? student = null) =>
-        SegmentConsistencyTrainer.Train(config, tiny.Unet, tiny.Conditioner, tiny.Scheduler, [shard], Path.Combine(dir, name), progress, token, student);
+        SegmentConsistencyTrainer.Train(config, tiny.Unet, tiny.Conditioner, tiny.Scheduler, [shard], Path.Combine(dir, name), progress,
+            token, student);
 
     static Dictionary<string, Tensor> Weights(nn.Module m) => StateDict.Of(m);
 
@@ -58,7 +59,8 @@ public class SegmentConsistencyTrainerTests : IDisposable
     {
         var teacherBefore = Weights(tiny.Unet).ToDictionary(kv => kv.Key, kv => kv.Value.clone());
         var reports = new List<SegmentProgress>();
-        var result = Train(Tiny with { Steps = 4, Weights = new LossWeights(1, 0.5), EmaDecay = 0.9, PerturbationScale = 0.01 }, "adv", reports.Add);
+        var config = Tiny with { Steps = 4, Weights = new LossWeights(1, 0.5), EmaDecay = 0.9, PerturbationScale = 0.01 };
+        var result = Train(config, "adv", reports.Add);
         using var _ = result.Student;
         Assert.Equal([1, 2, 3, 4], reports.Select(r => r.Step));
         Assert.All(reports, r => Assert.True(r.ResumedFrom == 0 && r.StepsPerSecond > 0 && r.Losses.Consistency > 0));
@@ -72,7 +74,8 @@ public class SegmentConsistencyTrainerTests : IDisposable
         Assert.Contains(result.Lora!.Layers.Values, l => l.UpWeight.abs().max().item<float>() > 0);
         Assert.NotNull(result.Metrics.FinalGeneratorLoss);
         Assert.NotNull(result.Metrics.FinalDiscriminatorLoss);
-        output.WriteLine(string.Join("\n", reports.Select(r => $"{r.Step}: c {r.Losses.Consistency:F4} g {r.Losses.Generator:F4} d {r.Losses.Discriminator:F4} ({r.StepsPerSecond:F2} steps/s)")));
+        output.WriteLine(string.Join("\n", reports.Select(r => $"{r.Step}: c {r.Losses.Consistency:F4} g {r.Losses.Generator:F4} " +
+                                                              $"d {r.Losses.Discriminator:F4} ({r.StepsPerSecond:F2} steps/s)")));
     }
 
     /// <summary>Alternation by step (PCM): the student's weights change on odd steps only (0-based), the discriminator's on
@@ -93,7 +96,8 @@ public class SegmentConsistencyTrainerTests : IDisposable
         }, student: student).Student;
 
         static Dictionary<string, Tensor> Clone(nn.Module m) => Weights(m).ToDictionary(kv => kv.Key, kv => kv.Value.clone());
-        static bool Same(Dictionary<string, Tensor> a, Dictionary<string, Tensor> b) => a.All(kv => kv.Value.eq(b[kv.Key]).all().item<bool>());
+        static bool Same(Dictionary<string, Tensor> a, Dictionary<string, Tensor> b) =>
+            a.All(kv => kv.Value.eq(b[kv.Key]).all().item<bool>());
         // students[i] is after i steps: step index i (0-based) changed it iff odd
         Assert.Equal([true, false, true, false, true, false],
             Enumerable.Range(0, 6).Select(i => Same(students[i], students[i + 1])));
@@ -173,7 +177,8 @@ public class SegmentConsistencyTrainerTests : IDisposable
     {
         var config = Tiny with { Steps = 4, Weights = new LossWeights(1, 0.5), DiscriminatorHeadsPerFeature = 1 };
         using var cancel = new CancellationTokenSource();
-        Assert.ThrowsAny<OperationCanceledException>(() => Train(config, "heads", p => { if (p.Step == 2) cancel.Cancel(); }, cancel.Token));
+        Assert.ThrowsAny<OperationCanceledException>(() =>
+            Train(config, "heads", p => { if (p.Step == 2) cancel.Cancel(); }, cancel.Token));
         var e = Assert.Throws<InvalidDataException>(() => Train(config with { DiscriminatorHeadsPerFeature = 4 }, "heads"));
         output.WriteLine(e.Message);
         var file = Path.Combine(dir, "heads", "checkpoint", "discriminator.safetensors");
