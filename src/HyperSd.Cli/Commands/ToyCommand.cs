@@ -24,6 +24,7 @@ public static class ToyCommand
         command.Subcommands.Add(Teacher());
         command.Subcommands.Add(Recognizer());
         command.Subcommands.Add(Distill());
+        command.Subcommands.Add(ToyAblateCommand.Create());
         command.Subcommands.Add(Captions());
         command.Subcommands.Add(ToyAdherenceCommand.Create());
         return command;
