@@ -88,14 +88,15 @@ public class RecipeMappingTests
             (mapped.AdversarialSchedule, mapped.AdversarialNoise, mapped.DiscriminatorHeadsPerFeature, mapped.DiscriminatorWeightDecay,
                 mapped.DiscriminatorMaxGradNorm, mapped.WarmupSteps));
         Assert.Equal(0, RecipeMapping.Trajectories(Parse(Valid)).EmptyPromptProbability);
-        var flipped = RecipeMapping.SegmentStage(Parse(Valid.Replace("  loss: huber", """
-              loss: huber
-              adversarial_schedule: joint
-              adversarial_noise: shared
-              discriminator_heads_per_feature: 1
-              discriminator_weight_decay: 0
-              discriminator_max_grad_norm: null
-            """)), 1);
+        var recipe = Parse(Valid);
+        var flipped = RecipeMapping.SegmentStage(recipe with
+        {
+            Tscd = recipe.Tscd with
+            {
+                AdversarialSchedule = AdversarialSteps.Joint, AdversarialNoise = NoiseDraw.Shared, DiscriminatorHeadsPerFeature = 1,
+                DiscriminatorWeightDecay = 0, DiscriminatorMaxGradNorm = null,
+            },
+        }, 1);
         Assert.Equal((AdversarialSchedule.Joint, AdversarialNoise.Shared, 1, 0.0, (double?)null),
             (flipped.AdversarialSchedule, flipped.AdversarialNoise, flipped.DiscriminatorHeadsPerFeature, flipped.DiscriminatorWeightDecay,
                 flipped.DiscriminatorMaxGradNorm));

@@ -11,16 +11,8 @@ public static class ToyAblateCommand
 {
     public static Command Create()
     {
-        var teacher = new Option<DirectoryInfo>("--teacher")
-        {
-            Description = "teacher pipeline folder (default: the committed toy teacher)",
-            DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedTeacherDir),
-        };
-        var recognizer = new Option<DirectoryInfo>("--recognizer")
-        {
-            Description = "recognizer folder, the FD's features (default: the committed one; the judge is always the committed judge)",
-            DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedRecognizerDir),
-        };
+        var teacher = ToyCommand.TeacherOption("teacher pipeline folder (default: the committed toy teacher)");
+        var recognizer = ToyCommand.RecognizerOption("recognizer folder, the FD's features (default: the committed one; the judge is always the committed judge)");
         var output = new Option<DirectoryInfo>("--out")
         {
             Description = "pools, stages (a rerun resumes them), grids and results.md",
