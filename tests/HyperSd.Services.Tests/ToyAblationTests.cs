@@ -28,8 +28,8 @@ public class ToyAblationTests(ITestOutputHelper output) : IDisposable
     public void The_variants_flip_one_setting_each_and_every_one_gets_a_row()
     {
         var all = ToyAblation.Variants(ToyExperiment.Small(ToyExperiment.BaseRecipe()));
-        Assert.Equal(["pcm", "joint", "heads-1", "shared-noise", "d-adam", "warmup-4", "empty-0.1", "pool-512", "pool-5120"],
-            all.Select(v => v.Name));
+        Assert.Equal(["pcm", "joint", "heads-1", "shared-noise", "d-adam", "warmup-4", "empty-0.1", "pool-512", "pool-5120", "seed-1",
+            "seed-2"], all.Select(v => v.Name));
         // the outcome tests' budget draws 4 stages × 40 steps × 32 = 5,120 samples from its 2,048 pairs
         Assert.Equal(0.4, ToyAblation.PairsPerSampleSeen(all[0].Recipe), 12);
         var pcm = all[0].Recipe;

@@ -12,7 +12,8 @@ public static class ToyAblateCommand
     public static Command Create()
     {
         var teacher = ToyCommand.TeacherOption("teacher pipeline folder (default: the committed toy teacher)");
-        var recognizer = ToyCommand.RecognizerOption("recognizer folder, the FD's features (default: the committed one; the judge is always the committed judge)");
+        var recognizer = ToyCommand.RecognizerOption(
+            "recognizer folder, the FD's features (default: the committed one; the judge is always the committed judge)");
         var output = new Option<DirectoryInfo>("--out")
         {
             Description = "pools, stages (a rerun resumes them), grids and results.md",

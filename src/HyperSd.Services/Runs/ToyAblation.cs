@@ -36,8 +36,10 @@ public static class ToyAblation
 
     /// <summary>PCM's settings (recipes/toy.yaml), then each of its differences from the earlier behaviour flipped back: joint
     /// updates, one head per feature map, shared re-noising, D without weight decay or clipping; a warm-up of a tenth of a
-    /// stage's steps (PCM's argparse 500 of 5,000, which its constant scheduler ignores); 10 % empty prompts; and the
-    /// trajectory pool at a tenth of and at as many pairs as the stages draw.</summary>
+    /// stage's steps (PCM's argparse 500 of 5,000, which its constant scheduler ignores); 10 % empty prompts; the trajectory
+    /// pool at a tenth of and at as many pairs as the stages draw. Last, PCM's settings with two other seeds (trajectories,
+    /// batches, initialisation): one training run per variant, so a difference counts where it exceeds the seeds' own.
+    /// </summary>
     public static IReadOnlyList<Variant> Variants(Recipe pcm)
     {
         var t = pcm.Tscd;
@@ -58,6 +60,8 @@ public static class ToyAblation
             Pool("empty-0.1", "trajectories.empty_prompt_probability: 0.1", pcm.Trajectories with { EmptyPromptProbability = 0.1 }),
             Pool($"pool-{draws / 10}", $"trajectories.count: {draws / 10}", pcm.Trajectories with { Count = draws / 10 }),
             Pool($"pool-{draws}", $"trajectories.count: {draws}", pcm.Trajectories with { Count = draws }),
+            V("seed-1", $"seed: {pcm.Seed + 1} (none: the seed's own spread)", pcm with { Seed = pcm.Seed + 1 }),
+            V("seed-2", $"seed: {pcm.Seed + 2} (none: the seed's own spread)", pcm with { Seed = pcm.Seed + 2 }),
         ];
     }
 
@@ -78,7 +82,7 @@ public static class ToyAblation
         var benches = new List<Bench>();
         try
         {
-            var pools = Pools(variants, options, log, ct);
+            var pools = Pools(variants, options, log, ct); // made on the same thread count as the training, so a rerun matches
             benches.AddRange(Enumerable.Range(0, options.Parallel).Select(i => new Bench(first, options, i)));
             var controls = Stopwatch.StartNew();
             benches[0].EvaluateControls(first.Evaluation.TeacherGuidance);
@@ -130,7 +134,8 @@ public static class ToyAblation
     }
 
     /// <summary>Trains the variant's stages in order, each from the last one's student, measuring the stages of
-    /// <see cref="MeasuredStages"/> as they finish; returns the training's wall time.</summary>
+    /// <see cref="MeasuredStages"/> as they finish; returns the training's wall time (from each stage's metrics, so a stage
+    /// loaded finished counts the time its run took).</summary>
     static double TrainAndMeasure(Variant variant, string pool, Bench bench, string outDir, Action<string> log, CancellationToken ct)
     {
         using var shard = TrajectoryShard.Load(pool);
@@ -141,15 +146,14 @@ public static class ToyAblation
         {
             foreach (int k in variant.Recipe.Tscd.Segments)
             {
-                var watch = Stopwatch.StartNew();
                 var result = SegmentConsistencyTrainer.Train(RecipeMapping.SegmentStage(variant.Recipe, k), bench.Teacher.Unet,
                     bench.Teacher.Conditioner, scheduler, [shard], SegmentStageLayout.ForStage(Path.Combine(outDir, variant.Name), k).Dir,
                     cancellationToken: ct, student: student);
                 student = result.Student;
-                seconds += watch.Elapsed.TotalSeconds;
                 var m = result.Metrics;
+                seconds += m.Steps / m.StepsPerSecond;
                 log(string.Create(CultureInfo.InvariantCulture, $"{variant.Name}: k = {k}, {m.Steps} steps in " +
-                    $"{watch.Elapsed.TotalSeconds:F0} s, consistency {m.InitialLoss:G4} -> {m.FinalLoss:G4}, " +
+                    $"{m.Steps / m.StepsPerSecond:F0} s, consistency {m.InitialLoss:G4} -> {m.FinalLoss:G4}, " +
                     $"G {m.FinalGeneratorLoss:G4}, D {m.FinalDiscriminatorLoss:G4}"));
                 if (MeasuredStages.Contains(k)) bench.Evaluate(Model(variant.Name, k), student, k);
             }
@@ -234,8 +238,8 @@ public static class ToyAblation
             $"against {first.Recipe.Evaluation.RealImages} real renders, Student-t 95 % interval; Δ: paired difference to " +
             $"{first.Name} per re-draw (bold: the interval excludes 0). Judge adherence: Wilson 95 % over all re-draws. " +
             $"FD floor (two real sets of these sizes): {floor}.\n\n"));
-        text.AppendLine("| variant | flipped | pairs per sample seen | fd@1 (k = 1) | Δ fd@1 | judge@1 | fd@4 (k = 4) | Δ fd@4 | judge@4 | " +
-                        "training (s) |");
+        text.AppendLine("| variant | flipped | pairs per sample seen | fd@1 (k = 1) | Δ fd@1 | judge@1 | fd@4 (k = 4) | Δ fd@4 | " +
+                        "judge@4 | training (s) |");
         text.AppendLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var (model, label) in new[] { ("teacher", "teacher, DDIM trailing, CFG 3"), (ModelEvaluation.Untrained, "untrained") })
         {
