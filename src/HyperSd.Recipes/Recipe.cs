@@ -122,11 +122,19 @@ public sealed record TrajectoriesRecipe
     /// <summary>Samples per teacher forward pass.</summary>
     public int BatchSize { get; init; } = 16;
 
-    /// <summary>Share of captions replaced by the empty prompt (PCM: 0.1).</summary>
-    public double EmptyPromptProbability { get; init; } = 0.1;
+    /// <summary>Share of captions replaced by the empty prompt (PCM: 0 by default; 0.1 only in its run without the CFG
+    /// solver).</summary>
+    public double EmptyPromptProbability { get; init; }
 }
 
 public enum ConsistencyLoss { Huber, Mse }
+
+/// <summary>alternate (PCM): even steps update only the discriminator, odd steps only the student, each on its own batch;
+/// joint: every step updates both on one batch.</summary>
+public enum AdversarialSteps { Alternate, Joint }
+
+/// <summary>The noise that re-noises student output and target to t_adv: independent draws (PCM) or one shared draw.</summary>
+public enum NoiseDraw { Independent, Shared }
 
 /// <summary>The learning rate after warm-up.</summary>
 public enum LrScheduler { Constant, Cosine }
@@ -154,7 +162,9 @@ public sealed record TscdRecipe
     /// stage's last step).</summary>
     public LrScheduler LrScheduler { get; init; } = LrScheduler.Constant;
 
-    /// <summary>Linear warm-up steps at the start of every stage (each stage starts a fresh AdamW).</summary>
+    /// <summary>Linear warm-up at the start of every stage (each stage starts a fresh AdamW), in student updates (every step,
+    /// or every other one when alternating). PCM: 0 in effect (its argparse's 500 is ignored by its constant scheduler).
+    /// </summary>
     public int LrWarmupSteps { get; init; }
 
     /// <summary>AdamW weight decay (PCM: 1e-3).</summary>
@@ -190,6 +200,26 @@ public sealed record TscdRecipe
 
     /// <summary>Inner width of the discriminator heads; null = the width of the feature each reads.</summary>
     public int? DiscriminatorChannels { get; init; }
+
+    /// <summary>Independent discriminator heads on each UNet feature map (PCM: 4, 36 for SD1.5).</summary>
+    public int DiscriminatorHeadsPerFeature { get; init; } = 4;
+
+    /// <summary>AdamW weight decay of the discriminator heads (PCM: 1e-3).</summary>
+    public double DiscriminatorWeightDecay { get; init; } = 1e-3;
+
+    /// <summary>Gradient clipping norm of the discriminator heads (PCM: 1.0); null = no clipping.</summary>
+    public double? DiscriminatorMaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>alternate (PCM) or joint student and discriminator updates, in stages with an adversarial weight.</summary>
+    public AdversarialSteps AdversarialSchedule { get; init; } = AdversarialSteps.Alternate;
+
+    /// <summary>independent (PCM) or shared noise re-noising fake and real to t_adv.</summary>
+    public NoiseDraw AdversarialNoise { get; init; } = NoiseDraw.Independent;
+
+    /// <summary>Student updates of a stage with k segments: every step, or the odd ones when alternating.</summary>
+    public int StudentUpdates(int k) =>
+        AdversarialSchedule == AdversarialSteps.Alternate && Weights.TryGetValue(k, out var w) && w.Adversarial > 0
+            ? StepsPerStage / 2 : StepsPerStage;
 
     /// <summary>Steps between checkpoints (a stage resumes from its last one).</summary>
     public int CheckpointEvery { get; init; } = 500;

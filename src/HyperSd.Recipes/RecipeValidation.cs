@@ -80,8 +80,14 @@ public sealed partial record Recipe
         Check(s.StepsPerStage >= 1, "tscd.steps_per_stage", "must be at least 1", s.StepsPerStage);
         Check(s.BatchSize >= 1, "tscd.batch_size", "must be at least 1", s.BatchSize);
         Check(s.LearningRate > 0, "tscd.learning_rate", "must be positive", s.LearningRate);
-        Check(s.LrWarmupSteps >= 0 && s.LrWarmupSteps < s.StepsPerStage, "tscd.lr_warmup_steps",
-            $"must be in [0, steps_per_stage = {s.StepsPerStage})", s.LrWarmupSteps);
+        // the fewest student updates of any stage: half the steps where steps alternate
+        int updates = s.Segments.Select(s.StudentUpdates).DefaultIfEmpty(s.StepsPerStage).Min();
+        Check(updates >= 1 || s.StepsPerStage < 1, "tscd.steps_per_stage",
+            "must be at least 2 with adversarial_schedule alternate (odd steps update the student)", s.StepsPerStage);
+        Check(s.LrWarmupSteps >= 0 && s.LrWarmupSteps < Math.Max(1, updates), "tscd.lr_warmup_steps", updates == s.StepsPerStage
+            ? $"must be in [0, steps_per_stage = {s.StepsPerStage})"
+            : $"must be in [0, student updates per stage = {updates}) (steps_per_stage / 2 with adversarial_schedule alternate)",
+            s.LrWarmupSteps);
         Check(s.WeightDecay >= 0, "tscd.weight_decay", "must be non-negative", s.WeightDecay);
         Check(s.MaxGradNorm > 0, "tscd.max_grad_norm", "must be positive", s.MaxGradNorm);
         Check(s.EmaDecay is >= 0 and < 1, "tscd.ema_decay", "must be in [0, 1)", s.EmaDecay);
@@ -106,6 +112,11 @@ public sealed partial record Recipe
         Check(s.DiscriminatorLearningRate > 0, "tscd.discriminator_learning_rate", "must be positive", s.DiscriminatorLearningRate);
         Check(s.DiscriminatorChannels is null or >= 1, "tscd.discriminator_channels",
             "must be at least 1 (or absent)", s.DiscriminatorChannels);
+        Check(s.DiscriminatorHeadsPerFeature >= 1, "tscd.discriminator_heads_per_feature", "must be at least 1",
+            s.DiscriminatorHeadsPerFeature);
+        Check(s.DiscriminatorWeightDecay >= 0, "tscd.discriminator_weight_decay", "must be non-negative", s.DiscriminatorWeightDecay);
+        Check(s.DiscriminatorMaxGradNorm is null or > 0, "tscd.discriminator_max_grad_norm", "must be positive (or null: no clipping)",
+            s.DiscriminatorMaxGradNorm);
         Check(s.CheckpointEvery >= 1, "tscd.checkpoint_every", "must be at least 1", s.CheckpointEvery);
 
         var e = Evaluation;

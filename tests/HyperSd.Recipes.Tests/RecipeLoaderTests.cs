@@ -50,8 +50,50 @@ public class RecipeLoaderTests
         Assert.Equal(LrScheduler.Constant, RecipeLoader.Parse(Valid, Source).Tscd.LrScheduler);
         Assert.Equal([$"{Source}: tscd.lr_scheduler: unknown value 'linear' (allowed: constant, cosine)"],
             Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr_scheduler: linear")));
+        // the default weights give k = 4, 2, 1 an adversarial term: alternating, their stages update the student 500 times
+        Assert.Equal([$"{Source}: tscd.lr_warmup_steps: must be in [0, student updates per stage = 500) " +
+                      "(steps_per_stage / 2 with adversarial_schedule alternate) (got: 500)"],
+            Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr_warmup_steps: 500")));
         Assert.Equal([$"{Source}: tscd.lr_warmup_steps: must be in [0, steps_per_stage = 1000) (got: 1000)"],
-            Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr_warmup_steps: 1000")));
+            Problems(Valid.Replace("  loss: huber", "  loss: huber\n  lr_warmup_steps: 1000\n  adversarial_schedule: joint")));
+    }
+
+    [Fact]
+    public void The_adversarial_step_defaults_to_pcms_and_each_setting_is_read_and_checked()
+    {
+        var tscd = RecipeLoader.Parse(Valid, Source).Tscd;
+        Assert.Equal((AdversarialSteps.Alternate, NoiseDraw.Independent, 4, 1e-3, (double?)1.0),
+            (tscd.AdversarialSchedule, tscd.AdversarialNoise, tscd.DiscriminatorHeadsPerFeature, tscd.DiscriminatorWeightDecay,
+                tscd.DiscriminatorMaxGradNorm));
+        Assert.Equal(0, RecipeLoader.Parse(Valid, Source).Trajectories.EmptyPromptProbability);
+        tscd = RecipeLoader.Parse(Valid.Replace("  loss: huber", """
+              loss: huber
+              adversarial_schedule: joint
+              adversarial_noise: shared
+              discriminator_heads_per_feature: 1
+              discriminator_weight_decay: 0
+              discriminator_max_grad_norm: null
+            """), Source).Tscd;
+        Assert.Equal((AdversarialSteps.Joint, NoiseDraw.Shared, 1, 0.0, (double?)null),
+            (tscd.AdversarialSchedule, tscd.AdversarialNoise, tscd.DiscriminatorHeadsPerFeature, tscd.DiscriminatorWeightDecay,
+                tscd.DiscriminatorMaxGradNorm));
+        Assert.Equal([
+            $"{Source}: tscd.adversarial_schedule: unknown value 'both' (allowed: alternate, joint)",
+            $"{Source}: tscd.adversarial_noise: unknown value 'same' (allowed: independent, shared)",
+            $"{Source}: tscd.discriminator_heads_per_feature: must be at least 1 (got: 0)",
+            $"{Source}: tscd.discriminator_weight_decay: must be non-negative (got: -0.1)",
+            $"{Source}: tscd.discriminator_max_grad_norm: must be positive (or null: no clipping) (got: 0)",
+        ], Problems(Valid.Replace("  loss: huber", """
+              loss: huber
+              adversarial_schedule: both
+              adversarial_noise: same
+              discriminator_heads_per_feature: 0
+              discriminator_weight_decay: -0.1
+              discriminator_max_grad_norm: 0
+            """)));
+        Assert.Equal([$"{Source}: tscd.steps_per_stage: must be at least 2 with adversarial_schedule alternate (odd steps update " +
+                      "the student) (got: 1)"],
+            Problems(Valid.Replace("  loss: huber", "  loss: huber\n  steps_per_stage: 1")));
     }
 
     [Fact]

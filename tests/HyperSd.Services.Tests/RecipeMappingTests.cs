@@ -76,6 +76,32 @@ public class RecipeMappingTests
         Assert.Equal(LearningRateSchedule.Constant, RecipeMapping.SegmentStage(Parse(Valid), 4).LearningRateSchedule);
     }
 
+    /// <summary>The adversarial step's settings reach the stage config; omitted, they are the config's own defaults (PCM's).
+    /// </summary>
+    [Fact]
+    public void The_adversarial_settings_map_and_default_to_the_stage_configs()
+    {
+        var defaults = new SegmentStageConfig();
+        var mapped = RecipeMapping.SegmentStage(Parse(Valid), 1);
+        Assert.Equal((defaults.AdversarialSchedule, defaults.AdversarialNoise, defaults.DiscriminatorHeadsPerFeature,
+                defaults.DiscriminatorWeightDecay, defaults.DiscriminatorMaxGradNorm, defaults.WarmupSteps),
+            (mapped.AdversarialSchedule, mapped.AdversarialNoise, mapped.DiscriminatorHeadsPerFeature, mapped.DiscriminatorWeightDecay,
+                mapped.DiscriminatorMaxGradNorm, mapped.WarmupSteps));
+        Assert.Equal(0, RecipeMapping.Trajectories(Parse(Valid)).EmptyPromptProbability);
+        var recipe = Parse(Valid);
+        var flipped = RecipeMapping.SegmentStage(recipe with
+        {
+            Tscd = recipe.Tscd with
+            {
+                AdversarialSchedule = AdversarialSteps.Joint, AdversarialNoise = NoiseDraw.Shared, DiscriminatorHeadsPerFeature = 1,
+                DiscriminatorWeightDecay = 0, DiscriminatorMaxGradNorm = null,
+            },
+        }, 1);
+        Assert.Equal((AdversarialSchedule.Joint, AdversarialNoise.Shared, 1, 0.0, (double?)null),
+            (flipped.AdversarialSchedule, flipped.AdversarialNoise, flipped.DiscriminatorHeadsPerFeature, flipped.DiscriminatorWeightDecay,
+                flipped.DiscriminatorMaxGradNorm));
+    }
+
     [Fact]
     public void The_generation_sampler_maps_with_its_eta()
     {
@@ -127,6 +153,13 @@ public class RecipeMappingTests
             sdxl.Tscd.LearningRate, RecipeMapping.ImageResolution(sdxl)));
         Assert.Equal(new[] { 8, 4, 2, 1 }, sd15.Tscd.Segments);
         Assert.Equal(new LoraConfig(64, 8), RecipeMapping.SegmentStage(sd15, 8).Lora);
+        // PCM's adversarial step: SD1.5's discriminator has 4 heads per map and decays its weights, SDXL's 1 head and no decay
+        var (k1, xl1) = (RecipeMapping.SegmentStage(sd15, 1), RecipeMapping.SegmentStage(sdxl, 1));
+        Assert.Equal((AdversarialSchedule.Alternate, AdversarialNoise.Independent, 4, 1e-3, (double?)1.0, 0),
+            (k1.AdversarialSchedule, k1.AdversarialNoise, k1.DiscriminatorHeadsPerFeature, k1.DiscriminatorWeightDecay,
+                k1.DiscriminatorMaxGradNorm, k1.WarmupSteps));
+        Assert.Equal((1, 0.0), (xl1.DiscriminatorHeadsPerFeature, xl1.DiscriminatorWeightDecay));
+        Assert.Equal((0.0, 0.0), (sd15.Trajectories.EmptyPromptProbability, sdxl.Trajectories.EmptyPromptProbability));
     }
 
     /// <summary>The planned stages carry the settings the recipe resolves to: one TSCD stage per k, and the evaluation's

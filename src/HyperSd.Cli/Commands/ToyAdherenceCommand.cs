@@ -12,16 +12,8 @@ public static class ToyAdherenceCommand
     public static Command Create()
     {
         var defaults = new ToyAdherenceOptions();
-        var teacher = new Option<DirectoryInfo>("--teacher")
-        {
-            Description = "teacher pipeline folder (default: the committed toy teacher)",
-            DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedTeacherDir),
-        };
-        var recognizer = new Option<DirectoryInfo>("--recognizer")
-        {
-            Description = "recognizer folder, the judge (default: the committed one)",
-            DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedRecognizerDir),
-        };
+        var teacher = ToyCommand.TeacherOption("teacher pipeline folder (default: the committed toy teacher)");
+        var recognizer = ToyCommand.RecognizerOption("recognizer folder, the judge (default: the committed one)");
         var prompts = new Option<int>("--prompts")
         {
             Description = "prompts per set (4 sets)", DefaultValueFactory = _ => defaults.Prompts,

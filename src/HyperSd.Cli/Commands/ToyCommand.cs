@@ -24,6 +24,7 @@ public static class ToyCommand
         command.Subcommands.Add(Teacher());
         command.Subcommands.Add(Recognizer());
         command.Subcommands.Add(Distill());
+        command.Subcommands.Add(ToyAblateCommand.Create());
         command.Subcommands.Add(Captions());
         command.Subcommands.Add(ToyAdherenceCommand.Create());
         return command;
@@ -133,18 +134,22 @@ public static class ToyCommand
         return model;
     }
 
+    /// <summary>--teacher: a toy teacher's pipeline folder, the committed one by default.</summary>
+    internal static Option<DirectoryInfo> TeacherOption(string description) => new("--teacher")
+    {
+        Description = description, DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedTeacherDir),
+    };
+
+    /// <summary>--recognizer: a toy recognizer's folder, the committed one by default.</summary>
+    internal static Option<DirectoryInfo> RecognizerOption(string description) => new("--recognizer")
+    {
+        Description = description, DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedRecognizerDir),
+    };
+
     static Command Distill()
     {
-        var teacher = new Option<DirectoryInfo>("--teacher")
-        {
-            Description = "teacher pipeline folder (default: the committed toy teacher; a missing folder is trained first)",
-            DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedTeacherDir),
-        };
-        var recognizer = new Option<DirectoryInfo>("--recognizer")
-        {
-            Description = "recognizer folder (default: the committed one; a missing folder is trained first)",
-            DefaultValueFactory = _ => new DirectoryInfo(ToyWorld.PretrainedRecognizerDir),
-        };
+        var teacher = TeacherOption("teacher pipeline folder (default: the committed toy teacher; a missing folder is trained first)");
+        var recognizer = RecognizerOption("recognizer folder (default: the committed one; a missing folder is trained first)");
         var work = new Option<DirectoryInfo>("--out")
         {
             Description = "the experiment's store (store/) and its results.md",

@@ -1,4 +1,5 @@
 using HyperSd.Diffusion.Schedulers;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace HyperSd.Distillation.SegmentConsistency;
@@ -35,6 +36,21 @@ public static class ConsistencyTarget
         var ratio = (scheduler.AlphaProd(advTimesteps, x.device) / scheduler.AlphaProd(endTimesteps, x.device))
             .to(x.dtype).reshape(-1, 1, 1, 1);
         return (ratio.sqrt() * x + (1 - ratio).sqrt() * noise).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The adversarial pair at t_adv: the student's output (fake) and, when given, the target (real) re-noised from
+    /// the segment end, with independent noise (PCM) or one draw for both. Draws from <paramref name="generator"/> in a
+    /// fixed order (the fake's noise, then the real's), so the fake is the same under both.</summary>
+    public static (Tensor Fake, Tensor? Real) RenoisePair(DDPMScheduler scheduler, Tensor prediction, Tensor? target,
+        Tensor endTimesteps, Tensor advTimesteps, AdversarialNoise noise, Generator generator)
+    {
+        using var scope = NewDisposeScope();
+        Tensor Draw() => randn(prediction.shape, prediction.dtype, generator: generator).to(prediction.device);
+        var z = Draw();
+        var fake = Renoise(scheduler, prediction, endTimesteps, advTimesteps, z).MoveToOuterDisposeScope();
+        var real = target is null ? null : Renoise(scheduler, target, endTimesteps, advTimesteps,
+            noise == AdversarialNoise.Shared ? z : Draw()).MoveToOuterDisposeScope();
+        return (fake, real);
     }
 
     /// <summary>The consistency distance: pseudo-Huber mean(√(d² + c²) − c) (LCM/PCM, c = 0.001), or mean squared

@@ -12,7 +12,9 @@ using static TorchSharp.torch;
 
 namespace HyperSd.Distillation.SegmentConsistency;
 
-/// <summary>The losses of one training step (the adversarial ones are null while its weight is 0).</summary>
+/// <summary>The losses of one training step: the generator's is null on steps that do not update the student, the
+/// discriminator's on steps that do not update it (both while the adversarial weight is 0). When steps alternate, the
+/// consistency loss of a discriminator step is measured but not trained on.</summary>
 public sealed record StepLosses(double Consistency, double? Generator, double? Discriminator);
 
 /// <summary>Reported after every step. <paramref name="ResumedFrom"/>: the step this run of the stage started at (0 when
@@ -34,10 +36,12 @@ public sealed record SegmentStageResult(SegmentStudent Student, SegmentStageMetr
 /// the student's prediction at x_t, jumped by DDIM to its segment's end, is pulled towards the target model's jump
 /// from the teacher's x_{t−s} to the same end (x_{t−s} itself when it already is the end), by a Huber/MSE term and an
 /// adversarial term whose discriminator heads read the frozen teacher's features of both, re-noised to t_adv in the
-/// segment. Generator and discriminator steps alternate within each step. All randomness comes from two seeded
+/// segment. Discriminator and student updates alternate by step (PCM) or share each step (<see cref="AdversarialSchedule"/>).
+/// All randomness comes from two seeded
 /// generators that checkpoints save, so a resumed stage ends bit-identical to an uninterrupted one: one for the LoRA's
 /// initialisation, the batches and the perturbation, one for the adversarial term (discriminator initialisation, t_adv,
-/// re-noising), so a variant with the term trains on the same batches as one without and differs by the term alone.
+/// re-noising), so a joint variant with the term trains on the same batches as one without and differs by the term alone.
+/// Which update a step makes follows from its index, so a resumed stage keeps the parity.
 /// </summary>
 public static class SegmentConsistencyTrainer
 {
@@ -120,8 +124,10 @@ public static class SegmentConsistencyTrainer
             optimizer = optim.AdamW(trainable.Select(p => p.Param), config.LearningRate, weight_decay: config.WeightDecay);
             if (config.Weights.Adversarial > 0)
             {
-                discriminator = new SegmentDiscriminator(teacher.Config, config.DiscriminatorChannels, adversarialGenerator, device);
-                discriminatorOptimizer = optim.Adam(discriminator.parameters(), config.DiscriminatorLearningRate, beta1: 0, beta2: 0.999);
+                discriminator = new SegmentDiscriminator(teacher.Config, config.DiscriminatorChannels, adversarialGenerator, device,
+                    config.DiscriminatorHeadsPerFeature);
+                discriminatorOptimizer = optim.AdamW(discriminator.parameters(), config.DiscriminatorLearningRate, beta1: 0, beta2: 0.999,
+                    weight_decay: config.DiscriminatorWeightDecay);
             }
             gridTimesteps = tensor(schedule.Timesteps.Select(t => (long)t).ToArray());
         }
@@ -158,6 +164,8 @@ public static class SegmentConsistencyTrainer
         StepLosses TrainStep()
         {
             using var scope = NewDisposeScope();
+            bool trainStudent = config.IsStudentStep(step);
+            bool trainDiscriminator = discriminator is not null && config.IsDiscriminatorStep(step);
             // one fixed draw order per step: rows, perturbation, adversarial timestep and noise
             var rows = randint(0, data.Count, [config.BatchSize], int64, generator: generator);
             var xt = data.NoisyLatents.index_select(0, rows).to(device);
@@ -181,54 +189,70 @@ public static class SegmentConsistencyTrainer
                     () => ConsistencyTarget.JumpToEnd(scheduler, student.Predict(xPrev, tPrev, cond), tPrev, xPrev, end));
                 target = ConsistencyTarget.Select(onBoundary, xPrev, jumped);
             }
-            var prediction = ConsistencyTarget.JumpToEnd(scheduler, student.Predict(input, t, cond), t, input, end);
+            // a discriminator-only step needs the student's output, not its graph
+            Tensor prediction;
+            using (trainStudent ? null : no_grad())
+                prediction = ConsistencyTarget.JumpToEnd(scheduler, student.Predict(input, t, cond), t, input, end);
             var consistency = ConsistencyTarget.Loss(prediction, target, config.HuberC);
             // NotFiniteNumberException: worth a retry from the last checkpoint (the services treat it as transient)
             if (!double.IsFinite(consistency.item<float>()))
                 throw new NotFiniteNumberException($"TSCD k = {config.Segments}, step {step + 1}: the consistency loss is not finite " +
                     $"(finite: x_t {Finite(xt)}, x_(t-s) {Finite(xPrev)}, condition {Finite(cond.Context)}, target {Finite(target)}, " +
                     $"prediction {Finite(prediction)}, student weights {trainable.All(p => Finite(p.Param))})");
-            var loss = consistency * config.Weights.Mse;
 
-            Tensor? generatorLoss = null, fake = null, real = null, tAdv = null;
+            Tensor? fake = null, real = null, tAdv = null;
             if (discriminator is not null)
             {
                 tAdv = (end + randint(0, schedule.SegmentLength, [config.BatchSize], int64, generator: adversarialGenerator).to(device))
                     .clamp_max(scheduler.NumTrainTimesteps - 1);
-                var z = randn(prediction.shape, prediction.dtype, generator: adversarialGenerator).to(device);
-                fake = ConsistencyTarget.Renoise(scheduler, prediction, end, tAdv, z);
-                real = ConsistencyTarget.Renoise(scheduler, target, end, tAdv, z);
+                (fake, real) = ConsistencyTarget.RenoisePair(scheduler, prediction, trainDiscriminator ? target : null, end, tAdv,
+                    config.AdversarialNoise, adversarialGenerator);
+            }
+            var generatorLoss = trainStudent ? UpdateStudent(consistency, fake, tAdv, cond) : null;
+            double? discriminatorLoss = trainDiscriminator ? UpdateDiscriminator(fake!, real!, tAdv!, cond) : null;
+            return new StepLosses(consistency.item<float>(), generatorLoss, discriminatorLoss);
+        }
+
+        /// <summary>The student's update: consistency loss plus, with the term, the generator's hinge loss on the re-noised
+        /// fake; returns the generator loss.</summary>
+        double? UpdateStudent(Tensor consistency, Tensor? fake, Tensor? tAdv, PromptCondition cond)
+        {
+            var loss = consistency * config.Weights.Mse;
+            Tensor? generatorLoss = null;
+            if (discriminator is not null)
+            {
                 // the features stay in the step's scope: backward still needs them
-                generatorLoss = discriminator.GeneratorLoss(SegmentDiscriminator.Features(teacher, fake, tAdv, cond));
+                generatorLoss = discriminator.GeneratorLoss(SegmentDiscriminator.Features(teacher, fake!, tAdv!, cond));
                 loss = loss + generatorLoss * config.Weights.Adversarial;
             }
             optimizer.zero_grad();
             loss.backward();
             nn.utils.clip_grad_norm_(trainable.Select(p => p.Param), config.MaxGradNorm);
-            foreach (var group in optimizer.ParamGroups) group.LearningRate = LearningRateSchedules.At(config, step);
+            double rate = LearningRateSchedules.At(config, config.StudentUpdateAt(step));
+            foreach (var group in optimizer.ParamGroups) group.LearningRate = rate;
             optimizer.step();
             UpdateEma();
+            return generatorLoss?.item<float>();
+        }
 
-            double? discriminatorLoss = null;
-            if (discriminator is not null)
+        double UpdateDiscriminator(Tensor fake, Tensor real, Tensor tAdv, PromptCondition cond)
+        {
+            UNetFeatures fakeFeatures, realFeatures;
+            using (no_grad())
             {
-                UNetFeatures fakeFeatures, realFeatures;
-                using (no_grad())
-                {
-                    fakeFeatures = SegmentDiscriminator.Features(teacher, fake!.detach(), tAdv!, cond);
-                    realFeatures = SegmentDiscriminator.Features(teacher, real!, tAdv!, cond);
-                }
-                using (fakeFeatures)
-                using (realFeatures)
-                {
-                    var d = discriminator.DiscriminatorLoss(fakeFeatures, realFeatures);
-                    discriminatorOptimizer!.zero_grad();
-                    d.backward();
-                    discriminatorOptimizer.step();
-                    discriminatorLoss = d.item<float>();
-                }
+                fakeFeatures = SegmentDiscriminator.Features(teacher, fake.detach(), tAdv, cond);
+                realFeatures = SegmentDiscriminator.Features(teacher, real, tAdv, cond);
             }
-            return new StepLosses(consistency.item<float>(), generatorLoss?.item<float>(), discriminatorLoss);
+            using (fakeFeatures)
+            using (realFeatures)
+            {
+                var d = discriminator!.DiscriminatorLoss(fakeFeatures, realFeatures);
+                discriminatorOptimizer!.zero_grad();
+                d.backward();
+                if (config.DiscriminatorMaxGradNorm is { } norm) nn.utils.clip_grad_norm_(discriminator.parameters(), norm);
+                discriminatorOptimizer.step();
+                return d.item<float>();
+            }
         }
 
         static bool Finite(Tensor x) => isfinite(x).all().item<bool>();
@@ -256,8 +280,9 @@ public static class SegmentConsistencyTrainer
 
         SegmentStageMetrics Metrics(double stepsPerSecond)
         {
-            int window = Math.Max(1, history.Count / 10);
-            double? Mean(IEnumerable<double?> xs) => xs.All(x => x is not null) ? xs.Average(x => x!.Value) : null;
+            int window = Math.Max(config.Alternates ? 2 : 1, history.Count / 10); // both updates when alternating
+            // over the steps that made the update (every other one when alternating)
+            double? Mean(IEnumerable<double?> xs) => xs.OfType<double>().ToList() is { Count: > 0 } made ? made.Average() : null;
             var last = history.TakeLast(window).ToList();
             return new SegmentStageMetrics(config.Segments, history.Count, history.Take(window).Average(h => h.Consistency),
                 last.Average(h => h.Consistency), Mean(last.Select(h => h.Generator)), Mean(last.Select(h => h.Discriminator)),
@@ -310,6 +335,7 @@ public static class SegmentConsistencyTrainer
             optimizer.load_state_dict(Path.Combine(path, OptimizerFile));
             if (discriminator is not null)
             {
+                discriminator.CheckHeads(Path.Combine(path, DiscriminatorFile));
                 LoadInto(discriminator, Path.Combine(path, DiscriminatorFile));
                 discriminatorOptimizer!.load_state_dict(Path.Combine(path, DiscriminatorOptimizerFile));
             }

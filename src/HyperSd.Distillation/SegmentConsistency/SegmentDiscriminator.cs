@@ -1,3 +1,4 @@
+using HyperSd.Diffusion.IO;
 using HyperSd.Diffusion.Models.Unets;
 using HyperSd.Diffusion.Pipelines;
 using TorchSharp;
@@ -57,23 +58,28 @@ public sealed class DiscriminatorHead : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>
-/// PCM's adversarial discriminator: the frozen teacher UNet is the backbone, and one trainable
-/// <see cref="DiscriminatorHead"/> reads each down-block, mid-block and up-block output. Hinge losses:
-/// D = mean(relu(1 + D(fake))) + mean(relu(1 − D(real))), G = mean(relu(1 − D(fake))), averaged over heads.
+/// PCM's adversarial discriminator: the frozen teacher UNet is the backbone, and <c>headsPerFeature</c> independent trainable
+/// <see cref="DiscriminatorHead"/>s read each down-block, mid-block and up-block output (PCM: 4 each, 36 for SD1.5; state-dict
+/// names heads.{feature}.{head}, as PCM's). Hinge losses: D = mean(relu(1 + D(fake))) + mean(relu(1 − D(real))),
+/// G = mean(relu(1 − D(fake))), averaged over all heads.
 /// </summary>
 public sealed class SegmentDiscriminator : nn.Module
 {
-    readonly ModuleList<DiscriminatorHead> heads;
+    readonly ModuleList<ModuleList<DiscriminatorHead>> heads;
+
+    public int HeadsPerFeature { get; }
 
     /// <param name="headChannels">Inner width of every head; null = the width of the feature it reads.</param>
-    public SegmentDiscriminator(UNet2DConditionConfig unet, int? headChannels, Generator generator, Device? device = null)
-        : base(nameof(SegmentDiscriminator))
+    public SegmentDiscriminator(UNet2DConditionConfig unet, int? headChannels, Generator generator, Device? device = null,
+        int headsPerFeature = 4) : base(nameof(SegmentDiscriminator))
     {
-        heads = new ModuleList<DiscriminatorHead>();
+        HeadsPerFeature = headsPerFeature;
+        heads = new ModuleList<ModuleList<DiscriminatorHead>>();
         foreach (var c in FeatureChannels(unet))
-            heads.Add(new DiscriminatorHead(c, headChannels ?? c, device));
+            heads.Add(new ModuleList<DiscriminatorHead>(
+                Enumerable.Range(0, headsPerFeature).Select(_ => new DiscriminatorHead(c, headChannels ?? c, device)).ToArray()));
         RegisterComponents();
-        foreach (var h in heads) h.Reset(generator);
+        foreach (var h in heads.SelectMany(f => f)) h.Reset(generator);
     }
 
     /// <summary>Channels of <see cref="UNetFeatures.All"/>: each down block's output, the mid block's, each up block's.</summary>
@@ -97,8 +103,23 @@ public sealed class SegmentDiscriminator : nn.Module
     {
         var all = features.All.ToList();
         if (all.Count != heads.Count)
-            throw new ArgumentException($"the discriminator has {heads.Count} heads but the UNet gave {all.Count} feature maps");
-        return all.Select((f, i) => heads[i].call(f));
+            throw new ArgumentException($"the discriminator reads {heads.Count} feature maps but the UNet gave {all.Count}");
+        return all.SelectMany((f, i) => heads[i].Select(h => h.call(f)));
+    }
+
+    /// <summary>Refuses a checkpoint of another head count, naming the file and both sets of heads (the caller then loads it).
+    /// </summary>
+    public void CheckHeads(string path)
+    {
+        // one conv_out per head: their names and shapes tell the head count
+        static List<string> Outs(IEnumerable<(string Key, long[] Shape)> all) => all.Where(x => x.Key.EndsWith(".conv_out.weight"))
+            .Select(x => $"{x.Key} [{string.Join(", ", x.Shape)}]").Order().ToList();
+        var saved = Outs(SafeTensors.ReadHeader(path).Select(kv => (kv.Key, kv.Value.Shape)));
+        var expected = Outs(state_dict().Select(kv => (kv.Key, kv.Value.shape)));
+        static string Describe(List<string> outs) => $"{outs.Count} heads ({string.Join(", ", outs.Take(2))}, …)";
+        if (!saved.SequenceEqual(expected))
+            throw new InvalidDataException($"{path}: the checkpoint's discriminator has {Describe(saved)}; this stage's has " +
+                $"{HeadsPerFeature} per feature map, {Describe(expected)}: resume with the head count it was written with");
     }
 
     public Tensor GeneratorLoss(UNetFeatures fake)

@@ -5,14 +5,15 @@ namespace HyperSd.Distillation.SegmentConsistency;
 /// <summary>The weights of TSCD's two loss terms in one stage.</summary>
 public enum LearningRateSchedule { Constant, Cosine }
 
-/// <summary>The learning rate at a step of a stage (0-based): linear warm-up, then constant or cosine to 0.</summary>
+/// <summary>The learning rate at a student update of a stage (0-based): linear warm-up, then constant or cosine to 0. It counts
+/// the student's updates, not the steps: PCM's scheduler steps on student steps only.</summary>
 public static class LearningRateSchedules
 {
-    public static double At(SegmentStageConfig config, int step)
+    public static double At(SegmentStageConfig config, int update)
     {
-        if (step < config.WarmupSteps) return Warmup(config.LearningRate, config.WarmupSteps, step);
+        if (update < config.WarmupSteps) return Warmup(config.LearningRate, config.WarmupSteps, update);
         if (config.LearningRateSchedule == LearningRateSchedule.Constant) return config.LearningRate;
-        double progress = (double)(step - config.WarmupSteps) / Math.Max(1, config.Steps - config.WarmupSteps);
+        double progress = (double)(update - config.WarmupSteps) / Math.Max(1, config.StudentUpdates - config.WarmupSteps);
         return config.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * progress));
     }
 
@@ -24,9 +25,19 @@ public static class LearningRateSchedules
 
 public sealed record LossWeights(double Mse, double Adversarial);
 
+/// <summary>How student and discriminator updates share the steps of a stage with the adversarial term. Alternate (PCM):
+/// even steps update only the discriminator, odd steps only the student (consistency + adversarial loss), each step on
+/// its own batch. Joint: every step updates the student, then the discriminator, on one batch.</summary>
+public enum AdversarialSchedule { Alternate, Joint }
+
+/// <summary>The noise that re-noises student output (fake) and target (real) to t_adv: independent draws (PCM) or one
+/// draw shared by both.</summary>
+public enum AdversarialNoise { Independent, Shared }
+
 /// <summary>One TSCD stage: k segments on a solver grid, trained for <see cref="Steps"/> steps from trajectory shards.
-/// Defaults follow PCM's SD1.5 script where it has one (Huber c = 0.001, AdamW weight decay 1e-3, D Adam lr 1e-5,
-/// EMA decay 0 = the online student as target, LoRA rank 64 / alpha 8).</summary>
+/// Defaults follow PCM's SD1.5 script where it has one (Huber c = 0.001, AdamW weight decay 1e-3, EMA decay 0 = the online
+/// student as target, LoRA rank 64 / alpha 8; its adversarial step: alternating updates, 4 heads per feature map,
+/// independent re-noising, D AdamW (0, 0.999) with lr 1e-5, weight decay 1e-3 and clipping 1.0).</summary>
 public sealed record SegmentStageConfig
 {
     public int Segments { get; init; } = 8;
@@ -38,7 +49,8 @@ public sealed record SegmentStageConfig
     public double WeightDecay { get; init; } = 1e-3;
     public double MaxGradNorm { get; init; } = 1.0;
 
-    /// <summary>Linear warm-up from 0 over this many steps; every stage warms up again, as its AdamW starts afresh.</summary>
+    /// <summary>Linear warm-up from 0 over this many student updates; every stage warms up again, as its AdamW starts afresh.
+    /// 0 is PCM's effective setting: its argparse says 500, but its default "constant" scheduler ignores warm-up.</summary>
     public int WarmupSteps { get; init; }
 
     /// <summary>After warm-up: constant (diffusers' default) or cosine decay to 0 at the stage's last step.</summary>
@@ -59,6 +71,33 @@ public sealed record SegmentStageConfig
     /// <summary>Inner width of the discriminator heads; null = the width of the feature each reads.</summary>
     public int? DiscriminatorChannels { get; init; }
 
+    /// <summary>Independent heads on each feature map (PCM: 4, 36 in all for SD1.5), averaged in the hinge losses.</summary>
+    public int DiscriminatorHeadsPerFeature { get; init; } = 4;
+
+    /// <summary>Decoupled (AdamW) weight decay of the discriminator heads (PCM: 1e-3).</summary>
+    public double DiscriminatorWeightDecay { get; init; } = 1e-3;
+
+    /// <summary>Gradient clipping norm of the discriminator heads (PCM: 1.0); null = no clipping.</summary>
+    public double? DiscriminatorMaxGradNorm { get; init; } = 1.0;
+
+    public AdversarialSchedule AdversarialSchedule { get; init; } = AdversarialSchedule.Alternate;
+    public AdversarialNoise AdversarialNoise { get; init; } = AdversarialNoise.Independent;
+
+    /// <summary>Whether steps alternate between discriminator and student (only with the adversarial term).</summary>
+    public bool Alternates => AdversarialSchedule == AdversarialSchedule.Alternate && Weights.Adversarial > 0;
+
+    /// <summary>Student updates in the stage: every step, or the odd ones when alternating.</summary>
+    public int StudentUpdates => Alternates ? Steps / 2 : Steps;
+
+    /// <summary>Whether step (0-based) updates the student; when alternating, its update index is step / 2.</summary>
+    public bool IsStudentStep(int step) => !Alternates || step % 2 == 1;
+
+    /// <summary>Whether step (0-based) updates the discriminator (PCM: global_step % 2 == 0).</summary>
+    public bool IsDiscriminatorStep(int step) => Weights.Adversarial > 0 && (!Alternates || step % 2 == 0);
+
+    /// <summary>The index of the student's update at <paramref name="step"/> (the learning-rate schedule's position).</summary>
+    public int StudentUpdateAt(int step) => Alternates ? step / 2 : step;
+
     /// <summary>The LoRA to train; null = full fine-tuning of a teacher copy.</summary>
     public LoraConfig? Lora { get; init; } = new(64, 8);
 
@@ -74,14 +113,20 @@ public sealed record SegmentStageConfig
         Require(Segments >= 1, "segments", Segments, "at least 1");
         Require(Segments <= SolverSteps, "segments", Segments, $"at most solver_steps ({SolverSteps})");
         Require(Steps >= 1, "steps", Steps, "at least 1");
+        Require(StudentUpdates >= 1, "steps", Steps, "at least 2 when alternating (odd steps update the student)");
         Require(BatchSize >= 1, "batch_size", BatchSize, "at least 1");
         Require(LearningRate > 0, "learning_rate", LearningRate, "positive");
-        Require(WarmupSteps >= 0 && WarmupSteps < Steps, "warmup_steps", WarmupSteps, $"in [0, steps) ([0, {Steps}))");
+        Require(WarmupSteps >= 0 && WarmupSteps < StudentUpdates, "warmup_steps", WarmupSteps,
+            $"in [0, student updates) ([0, {StudentUpdates}))");
         Require(MaxGradNorm > 0, "max_grad_norm", MaxGradNorm, "positive");
         Require(EmaDecay is >= 0 and < 1, "ema_decay", EmaDecay, "in [0, 1)");
         Require(PerturbationScale >= 0, "perturbation_scale", PerturbationScale, "non-negative");
         Require(HuberC is null or > 0, "huber_c", HuberC!, "positive or null (MSE)");
         Require(Weights.Mse >= 0 && Weights.Adversarial >= 0, "weights", Weights, "non-negative");
+        Require(DiscriminatorHeadsPerFeature >= 1, "discriminator_heads_per_feature", DiscriminatorHeadsPerFeature, "at least 1");
+        Require(DiscriminatorWeightDecay >= 0, "discriminator_weight_decay", DiscriminatorWeightDecay, "non-negative");
+        Require(DiscriminatorMaxGradNorm is null or > 0, "discriminator_max_grad_norm", DiscriminatorMaxGradNorm!,
+            "positive or null (no clipping)");
         Require(CheckpointEvery >= 1, "checkpoint_every", CheckpointEvery, "at least 1");
     }
 }

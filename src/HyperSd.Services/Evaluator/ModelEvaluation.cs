@@ -19,8 +19,8 @@ public sealed record PromptSet(string Description, IReadOnlyList<string> Prompts
     /// <summary>Seed of the toy evaluation prompts (the recipe's and <c>hypersd evaluate</c>'s).</summary>
     public const int ToySeed = 7_000_001;
 
-    public static PromptSet Toy(int count, ToyCaptionSplit split = ToyCaptionSplit.HeldOut) =>
-        new($"{count} toy {ToyAdherence.Name(split)} captions (seed {ToySeed})", ToyWorld.EvaluationPrompts(count, ToySeed, split), split);
+    public static PromptSet Toy(int count, ToyCaptionSplit split = ToyCaptionSplit.HeldOut, int seed = ToySeed) =>
+        new($"{count} toy {ToyAdherence.Name(split)} captions (seed {seed})", ToyWorld.EvaluationPrompts(count, seed, split), split);
 
     public static PromptSet File(string name, IReadOnlyList<string> prompts) => new($"{prompts.Count} prompts of {name}", prompts);
 }
@@ -46,6 +46,7 @@ public sealed class ModelEvaluation : IDisposable
     readonly Tensor? real;
     readonly ModelEvaluator evaluator;
     readonly int realImages;
+    readonly int realSeed;
 
     public PromptSet Prompts { get; }
     public EvaluationOptions Options { get; }
@@ -62,19 +63,22 @@ public sealed class ModelEvaluation : IDisposable
     /// <param name="breakdown">Adds per-attribute rows (object found at its position, right shape, colour, size).</param>
     /// <param name="judge">A second recognizer that no reward used (<see cref="ToyJudge"/>): adds its adherence rows.</param>
     /// <param name="samplesDir">Keeps every image set there (<see cref="EvaluationSamples"/>) for scoring by another role.</param>
+    /// <param name="realSeed">Seed of the real reference images (a re-draw takes another; the floor's set draws from seed + 1).
+    /// </param>
     public ModelEvaluation(IDiffusionPipeline pipeline, ToyRecognizer? recognizer, PromptSet prompts, EvaluationOptions options,
         int realImages, string outDir, bool breakdown = false, IReadOnlyList<IImageScorer>? scorers = null, ToyRecognizer? judge = null,
-        string? samplesDir = null)
+        string? samplesDir = null, int realSeed = RealImageSeed)
     {
         if (prompts.Prompts.Count == 0) throw new ArgumentException($"the prompt set ({prompts.Description}) is empty");
         this.pipeline = pipeline;
         this.realImages = realImages;
+        this.realSeed = realSeed;
         Prompts = prompts;
         Options = options;
         OutDir = outDir;
         Directory.CreateDirectory(outDir);
         metrics = recognizer is null ? null : new ToyRecognizerMetrics(recognizer);
-        real = metrics?.RealFeatures(realImages, RealImageSeed, prompts.Split);
+        real = metrics?.RealFeatures(realImages, realSeed, prompts.Split);
         var all = (breakdown && recognizer is not null ? ToyAttributeScorer.All(recognizer) : []).Concat(scorers ?? []).ToList();
         Samples = samplesDir is null ? null : new EvaluationSamples(samplesDir, prompts.Prompts);
         evaluator = new ModelEvaluator(metrics, real, metrics, all, judge is null ? null : new ToyRecognizerMetrics(judge))
@@ -144,9 +148,9 @@ public sealed class ModelEvaluation : IDisposable
         IReadOnlyList<EvaluationRow> Rows, IReadOnlyList<string> Grids);
 
     /// <summary>The Fréchet distance between two real image sets of the evaluation's sizes (apart from the reference set).</summary>
-    double Floor()
+    public double Floor()
     {
-        using var others = metrics!.RealFeatures(Prompts.Prompts.Count + realImages, RealImageSeed + 1, Prompts.Split);
+        using var others = metrics!.RealFeatures(Prompts.Prompts.Count + realImages, realSeed + 1, Prompts.Split);
         return FrechetDistance.RealVersusReal(others, Prompts.Prompts.Count, realImages);
     }
 

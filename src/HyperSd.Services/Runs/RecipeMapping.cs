@@ -47,6 +47,11 @@ public static class RecipeMapping
             HuberC = t.Loss == ConsistencyLoss.Huber ? t.HuberC : null,
             Weights = new LossWeights(weights.Mse, weights.Adversarial),
             DiscriminatorLearningRate = t.DiscriminatorLearningRate, DiscriminatorChannels = t.DiscriminatorChannels,
+            DiscriminatorHeadsPerFeature = t.DiscriminatorHeadsPerFeature, DiscriminatorWeightDecay = t.DiscriminatorWeightDecay,
+            DiscriminatorMaxGradNorm = t.DiscriminatorMaxGradNorm,
+            AdversarialSchedule = t.AdversarialSchedule == AdversarialSteps.Joint
+                ? AdversarialSchedule.Joint : AdversarialSchedule.Alternate,
+            AdversarialNoise = t.AdversarialNoise == NoiseDraw.Shared ? AdversarialNoise.Shared : AdversarialNoise.Independent,
             Lora = StudentLora(recipe), CheckpointEvery = t.CheckpointEvery,
             LoraFormat = LoraFormatOf(recipe),
         };

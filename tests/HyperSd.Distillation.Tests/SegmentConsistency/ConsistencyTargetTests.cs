@@ -55,6 +55,31 @@ public class ConsistencyTargetTests : IDisposable
         Assert.True(noised[1].allclose(Math.Sqrt(r) * x[1] + Math.Sqrt(1 - r) * z[1], atol: 1e-5));
     }
 
+    /// <summary>PCM re-noises fake and real with independent noise; shared noise gives equal pairs for equal inputs. The
+    /// fake draws first, so it is the same either way.</summary>
+    [Fact]
+    public void The_adversarial_pair_is_renoised_with_independent_or_shared_noise()
+    {
+        using var g = new Generator(2, CPU);
+        using var x = randn([2, 4, 8, 8], generator: g);
+        using var end = tensor(new long[] { 0, 499 });
+        using var adv = tensor(new long[] { 100, 600 });
+        (Tensor Fake, Tensor Real) Pair(AdversarialNoise noise)
+        {
+            using var generator = new Generator(5, CPU);
+            var (fake, real) = ConsistencyTarget.RenoisePair(tiny.Scheduler, x, x, end, adv, noise, generator);
+            return (fake, real!);
+        }
+        var (fi, ri) = Pair(AdversarialNoise.Independent);
+        var (fs, rs) = Pair(AdversarialNoise.Shared);
+        Assert.True(fs.eq(rs).all().item<bool>());
+        Assert.False(fi.allclose(ri, atol: 1e-3));
+        Assert.True(fi.eq(fs).all().item<bool>());
+        using var generator = new Generator(5, CPU);
+        Assert.Null(ConsistencyTarget.RenoisePair(tiny.Scheduler, x, null, end, adv, AdversarialNoise.Independent, generator).Real);
+        foreach (var t in new[] { fi, ri, fs, rs }) t.Dispose();
+    }
+
     [Fact]
     public void Huber_is_about_the_absolute_error_and_null_gives_MSE()
     {

@@ -32,6 +32,25 @@ public class LearningRateScheduleTests
         Assert.Contains("warmup_steps", e.Message);
     }
 
+    /// <summary>PCM's scheduler steps on student steps only: when steps alternate, the warm-up counts student updates
+    /// (step / 2 at the odd steps) and must end within them.</summary>
+    [Fact]
+    public void When_steps_alternate_the_schedule_counts_student_updates()
+    {
+        var alternating = Config with { Weights = new LossWeights(1, 0.1), WarmupSteps = 3 };
+        Assert.Equal((6, true), (alternating.StudentUpdates, alternating.Alternates));
+        Assert.Equal([0, 0, 1, 1, 2, 2], Enumerable.Range(0, 6).Select(alternating.StudentUpdateAt));
+        Assert.Equal([false, true, false, true], Enumerable.Range(0, 4).Select(alternating.IsStudentStep));
+        Assert.Equal([true, false, true, false], Enumerable.Range(0, 4).Select(alternating.IsDiscriminatorStep));
+        var joint = alternating with { AdversarialSchedule = AdversarialSchedule.Joint };
+        Assert.Equal((12, false), (joint.StudentUpdates, joint.Alternates));
+        Assert.True(joint.IsStudentStep(0) && joint.IsDiscriminatorStep(1));
+        Assert.Contains("[0, student updates) ([0, 6))", Assert.Throws<ArgumentException>(() =>
+            (alternating with { WarmupSteps = 6 }).Validate()).Message);
+        Assert.Contains("at least 2 when alternating", Assert.Throws<ArgumentException>(() =>
+            (alternating with { Steps = 1, WarmupSteps = 0 }).Validate()).Message);
+    }
+
     sealed class Close : IEqualityComparer<double>
     {
         public bool Equals(double a, double b) => Math.Abs(a - b) < 1e-12;

@@ -36,7 +36,8 @@ public class SegmentConsistencyTrainerTests : IDisposable
 
     SegmentStageResult Train(SegmentStageConfig config, string name, Action<SegmentProgress>? progress = null,
         CancellationToken token = default, SegmentStudent? student = null) =>
-        SegmentConsistencyTrainer.Train(config, tiny.Unet, tiny.Conditioner, tiny.Scheduler, [shard], Path.Combine(dir, name), progress, token, student);
+        SegmentConsistencyTrainer.Train(config, tiny.Unet, tiny.Conditioner, tiny.Scheduler, [shard], Path.Combine(dir, name), progress,
+            token, student);
 
     static Dictionary<string, Tensor> Weights(nn.Module m) => StateDict.Of(m);
 
@@ -58,23 +59,59 @@ public class SegmentConsistencyTrainerTests : IDisposable
     {
         var teacherBefore = Weights(tiny.Unet).ToDictionary(kv => kv.Key, kv => kv.Value.clone());
         var reports = new List<SegmentProgress>();
-        var result = Train(Tiny with { Steps = 4, Weights = new LossWeights(1, 0.5), EmaDecay = 0.9, PerturbationScale = 0.01 }, "adv", reports.Add);
+        var config = Tiny with { Steps = 4, Weights = new LossWeights(1, 0.5), EmaDecay = 0.9, PerturbationScale = 0.01 };
+        var result = Train(config, "adv", reports.Add);
         using var _ = result.Student;
         Assert.Equal([1, 2, 3, 4], reports.Select(r => r.Step));
-        Assert.All(reports, r => Assert.Equal(0, r.ResumedFrom));
-        Assert.All(reports, r => Assert.True(r.Losses.Generator is > 0 && r.Losses.Discriminator is > 0 && r.StepsPerSecond > 0));
-        // the discriminator learns: its hinge loss moves between steps
-        Assert.NotEqual(reports[0].Losses.Discriminator, reports[^1].Losses.Discriminator);
+        Assert.All(reports, r => Assert.True(r.ResumedFrom == 0 && r.StepsPerSecond > 0 && r.Losses.Consistency > 0));
+        // PCM's alternation: steps 1 and 3 update the discriminator, 2 and 4 the student
+        Assert.Equal([false, true, false, true], reports.Select(r => r.Losses.Generator is > 0));
+        Assert.Equal([true, false, true, false], reports.Select(r => r.Losses.Discriminator is > 0));
+        Assert.Equal([true, true, true, true], reports.Select(r => r.Losses.Generator is null != r.Losses.Discriminator is null));
+        // the discriminator learns: its hinge loss moves between its steps
+        Assert.NotEqual(reports[0].Losses.Discriminator, reports[2].Losses.Discriminator);
         foreach (var (key, value) in Weights(tiny.Unet)) Assert.True(value.eq(teacherBefore[key]).all().item<bool>(), key);
         Assert.Contains(result.Lora!.Layers.Values, l => l.UpWeight.abs().max().item<float>() > 0);
-        output.WriteLine(string.Join("\n", reports.Select(r => $"{r.Step}: c {r.Losses.Consistency:F4} g {r.Losses.Generator:F4} d {r.Losses.Discriminator:F4} ({r.StepsPerSecond:F2} steps/s)")));
+        Assert.NotNull(result.Metrics.FinalGeneratorLoss);
+        Assert.NotNull(result.Metrics.FinalDiscriminatorLoss);
+        output.WriteLine(string.Join("\n", reports.Select(r => $"{r.Step}: c {r.Losses.Consistency:F4} g {r.Losses.Generator:F4} " +
+                                                              $"d {r.Losses.Discriminator:F4} ({r.StepsPerSecond:F2} steps/s)")));
+    }
+
+    /// <summary>Alternation by step (PCM): the student's weights change on odd steps only (0-based), the discriminator's on
+    /// even ones only; read after every step, the discriminator's from the checkpoint the next step's report finds.</summary>
+    [Fact]
+    public void Alternating_steps_update_only_the_student_or_only_the_discriminator()
+    {
+        using var g = new Generator(3, CPU);
+        using var student = SegmentStudent.WithLora(tiny.Unet, new LoraConfig(4, 4), g);
+        var config = Tiny with { Steps = 6, Weights = new LossWeights(1, 0.5), CheckpointEvery = 1 };
+        var checkpoint = Path.Combine(dir, "alternate", "checkpoint", "discriminator.safetensors");
+        var students = new List<Dictionary<string, Tensor>> { Clone(student.Trainable) };
+        var discriminators = new List<Dictionary<string, Tensor>>();
+        using var result = Train(config, "alternate", p =>
+        {
+            students.Add(Clone(student.Trainable));
+            if (p.Step >= 2) discriminators.Add(HyperSd.Diffusion.IO.SafeTensors.Load(checkpoint)); // the state after step p.Step − 1
+        }, student: student).Student;
+
+        static Dictionary<string, Tensor> Clone(nn.Module m) => Weights(m).ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        static bool Same(Dictionary<string, Tensor> a, Dictionary<string, Tensor> b) =>
+            a.All(kv => kv.Value.eq(b[kv.Key]).all().item<bool>());
+        // students[i] is after i steps: step index i (0-based) changed it iff odd
+        Assert.Equal([true, false, true, false, true, false],
+            Enumerable.Range(0, 6).Select(i => Same(students[i], students[i + 1])));
+        // discriminators[j] is after j + 1 steps: step index j + 1 changed it iff even
+        Assert.Equal([true, false, true, false], Enumerable.Range(0, 4).Select(j => Same(discriminators[j], discriminators[j + 1])));
     }
 
     [Fact]
     public void The_adversarial_term_draws_from_its_own_generator_so_the_batches_stay_those_of_the_run_without_it()
     {
-        var without = Train(Tiny with { Steps = 5, PerturbationScale = 0.01 }, "mse-only");
-        var with = Train(Tiny with { Steps = 5, PerturbationScale = 0.01, Weights = new LossWeights(1, 1e-9) }, "negligible-adv");
+        // joint steps: with alternation the run without the term would update the student on every step
+        var joint = Tiny with { Steps = 5, PerturbationScale = 0.01, AdversarialSchedule = AdversarialSchedule.Joint };
+        var without = Train(joint, "mse-only");
+        var with = Train(joint with { Weights = new LossWeights(1, 1e-9) }, "negligible-adv");
         using var _ = without.Student;
         using var __ = with.Student;
         // a negligible term on the same batches and perturbations: the same consistency losses, step for step
@@ -82,17 +119,85 @@ public class SegmentConsistencyTrainerTests : IDisposable
         var b = with.Metrics.History.Select(h => h.Consistency).ToList();
         Assert.Equal(a[0], b[0]);
         for (int i = 0; i < a.Count; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-6 * Math.Abs(a[i]), $"step {i + 1}: {a[i]} vs {b[i]}");
-        Assert.All(with.Metrics.History, h => Assert.NotNull(h.Generator));
+        Assert.All(with.Metrics.History, h => Assert.True(h.Generator is not null && h.Discriminator is not null));
     }
 
+    /// <summary>PCM's discriminator has 4 independent heads per feature map, named heads.{feature}.{head}.</summary>
     [Fact]
-    public void A_resumed_stage_ends_with_exactly_the_weights_of_an_uninterrupted_one()
+    public void Heads_per_feature_map_multiply_the_discriminators_parameters()
+    {
+        long Count(int heads, out List<string> names)
+        {
+            using var g = new Generator(1, CPU);
+            using var d = new SegmentDiscriminator(tiny.Unet.Config, null, g, headsPerFeature: heads);
+            names = d.state_dict().Keys.Where(k => k.EndsWith("conv_out.weight")).ToList();
+            return d.parameters().Sum(p => p.numel());
+        }
+        long one = Count(1, out var oneNames), four = Count(4, out var fourNames);
+        int features = SegmentDiscriminator.FeatureChannels(tiny.Unet.Config).Count();
+        Assert.Equal(4 * one, four);
+        Assert.Equal((features, 4 * features), (oneNames.Count, fourNames.Count));
+        Assert.Contains("heads.0.3.conv_out.weight", fourNames);
+    }
+
+    /// <summary>D's optimiser is PCM's AdamW (0, 0.999) with weight decay and gradient clipping. Clipped to 1e-12, Adam's
+    /// first step is ~0 (the clipped gradient is far below its ε), so what moves D is the decay alone: p·(1 − lr·wd);
+    /// unclipped, the first step moves the convolutions' weights by about lr.</summary>
+    [Fact]
+    public void The_discriminators_weight_decay_and_clipping_apply()
+    {
+        var clipped = Tiny with
+        {
+            Steps = 2, CheckpointEvery = 1, Weights = new LossWeights(1, 0.5), DiscriminatorLearningRate = 0.1,
+            DiscriminatorWeightDecay = 0, DiscriminatorMaxGradNorm = 1e-12,
+        };
+        Dictionary<string, Tensor> AfterFirstStep(SegmentStageConfig config, string name)
+        {
+            Dictionary<string, Tensor>? d = null;
+            var file = Path.Combine(dir, name, "checkpoint", "discriminator.safetensors");
+            using var _ = Train(config, name, p => { if (p.Step == 2) d = HyperSd.Diffusion.IO.SafeTensors.Load(file); }).Student;
+            return d!;
+        }
+        var still = AfterFirstStep(clipped, "clipped");
+        var decayed = AfterFirstStep(clipped with { DiscriminatorWeightDecay = 2 }, "decayed");
+        var free = AfterFirstStep(clipped with { DiscriminatorMaxGradNorm = null }, "free");
+        foreach (var (key, value) in still)
+        {
+            Assert.True(decayed[key].allclose(0.8 * value, atol: 1e-4), $"{key}: not decayed by 1 − 0.1·2");
+            // a conv bias before GroupNorm gets no gradient
+            if (key.EndsWith(".weight") && key.Contains("conv"))
+                Assert.True((free[key] - value).abs().max().item<float>() > 0.05, $"{key}: the unclipped step did not move it");
+        }
+    }
+
+    /// <summary>D's shape follows the heads per feature map: a checkpoint of another head count is refused, naming the
+    /// file and both sets of heads.</summary>
+    [Fact]
+    public void A_checkpoint_of_another_head_count_is_refused()
+    {
+        var config = Tiny with { Steps = 4, Weights = new LossWeights(1, 0.5), DiscriminatorHeadsPerFeature = 1 };
+        using var cancel = new CancellationTokenSource();
+        Assert.ThrowsAny<OperationCanceledException>(() =>
+            Train(config, "heads", p => { if (p.Step == 2) cancel.Cancel(); }, cancel.Token));
+        var e = Assert.Throws<InvalidDataException>(() => Train(config with { DiscriminatorHeadsPerFeature = 4 }, "heads"));
+        output.WriteLine(e.Message);
+        var file = Path.Combine(dir, "heads", "checkpoint", "discriminator.safetensors");
+        Assert.StartsWith($"{file}: the checkpoint's discriminator has 5 heads (heads.0.0.conv_out.weight [1, 8, 1, 1]", e.Message);
+        Assert.Contains("this stage's has 4 per feature map, 20 heads", e.Message);
+        using var resumed = Train(config, "heads").Student; // the head count it was written with resumes
+    }
+
+    /// <summary>Cancelled after 3 steps and resumed there: mid-way through the alternation (step index 3 updates the student).</summary>
+    [Theory]
+    [InlineData(AdversarialSchedule.Alternate, AdversarialNoise.Independent)]
+    [InlineData(AdversarialSchedule.Joint, AdversarialNoise.Shared)]
+    public void A_resumed_stage_ends_with_exactly_the_weights_of_an_uninterrupted_one(AdversarialSchedule schedule, AdversarialNoise noise)
     {
         // the learning rate follows the step too: a resume must pick the schedule up where it stopped
         var config = Tiny with
         {
             Steps = 7, Weights = new LossWeights(1, 0.2), EmaDecay = 0.5, PerturbationScale = 0.01, CheckpointEvery = 2,
-            WarmupSteps = 2, LearningRateSchedule = LearningRateSchedule.Cosine,
+            WarmupSteps = 2, LearningRateSchedule = LearningRateSchedule.Cosine, AdversarialSchedule = schedule, AdversarialNoise = noise,
         };
         using var whole = Train(config, "whole").Student;
 
@@ -157,7 +262,8 @@ public class SegmentConsistencyTrainerTests : IDisposable
 
         var whole = Run("xl-whole");
         using var _ = whole.Student;
-        Assert.All(whole.Metrics.History, h => Assert.True(double.IsFinite(h.Consistency) && h.Generator is { } g && double.IsFinite(g)));
+        Assert.All(whole.Metrics.History, h => Assert.True(double.IsFinite(h.Consistency)));
+        Assert.All(whole.Metrics.History.Where((_, i) => i % 2 == 1), h => Assert.True(h.Generator is { } g && double.IsFinite(g)));
         using var cancel = new CancellationTokenSource();
         int seen = 0;
         Assert.ThrowsAny<OperationCanceledException>(() => SegmentConsistencyTrainer.Train(config, xl.Unet, xl.Conditioner, xl.Scheduler,
