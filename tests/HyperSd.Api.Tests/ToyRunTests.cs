@@ -134,7 +134,10 @@ public abstract class ToyRunTests
         Assert.Equal(stored.Count, page.Total);
         Assert.All(page.Items, r => Assert.Equal(
             stored.Single(v => (v.Model, v.Sampler, v.Steps, v.Metric) == (r.Model, r.Sampler, r.Steps, r.Metric)).Value, r.Value));
-        Assert.All(page.Items, r => Assert.Equal(("tiny", "tiny", teacher, "evaluate"), (r.Run, r.Recipe, r.BaseModel, r.Stage)));
+        // the evaluation.rewards' scores are the reward-scorer's rows, by stage
+        static string StageOf(string metric) => metric is "toy-preference" or "toy-aesthetic" ? "score-evaluation" : "evaluate";
+        Assert.All(page.Items, r => Assert.Equal(("tiny", "tiny", teacher, StageOf(r.Metric)), (r.Run, r.Recipe, r.BaseModel, r.Stage)));
+        Assert.Contains(page.Items, r => r.Stage == "score-evaluation");
 
         // the CSV reads back to the same rows and values, by ?format=csv and by the Accept header alike
         var csvText = await client.GetStringAsync($"/api/evaluations?runs={runId}&limit=1000&format=csv");
