@@ -299,6 +299,10 @@ public sealed record ReflRecipe
     /// must be in tscd.segments.</summary>
     public IReadOnlyList<int> Students { get; init; } = [1];
 
+    /// <summary>The graded step is one of the student's steps from this fraction of its schedule on, the last always
+    /// included; 0 = any step (ImageReward's stop index in [30, 39] of 40 is 0.75).</summary>
+    public double StopFrom { get; init; }
+
     public int Steps { get; init; } = 1000;
     public int BatchSize { get; init; } = 8;
     public double LearningRate { get; init; } = 1e-5;

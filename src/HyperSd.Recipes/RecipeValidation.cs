@@ -179,6 +179,7 @@ public sealed partial record Recipe
             Check(r.Students.Distinct().Count() == r.Students.Count, "refl.students", "must not repeat a k", Format(r.Students));
             foreach (int k in r.Students.Where(k => !s.Segments.Contains(k)))
                 problems.Add(new("refl.students", $"k = {k} is not a TSCD stage (tscd.segments: {Format(s.Segments)})"));
+            Check(r.StopFrom is >= 0 and < 1, "refl.stop_from", "must be in [0, 1)", r.StopFrom);
             Check(r.Steps >= 1, "refl.steps", "must be at least 1", r.Steps);
             Check(r.BatchSize >= 1, "refl.batch_size", "must be at least 1", r.BatchSize);
             Check(r.LearningRate > 0, "refl.learning_rate", "must be positive", r.LearningRate);

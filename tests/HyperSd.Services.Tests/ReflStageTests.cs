@@ -153,6 +153,7 @@ public sealed class ReflStageTests : IDisposable
     [InlineData("refl: {rewards: {toy-structure: 0}}", "refl.rewards", "all zero")]
     [InlineData("refl: {rewards: {pickscore: 1}}", "refl.rewards.pickscore", "unknown reward for a toy model")]
     [InlineData("refl: {reward_scale: 0}", "refl.reward_scale", "must be positive")]
+    [InlineData("refl: {stop_from: 1}", "refl.stop_from", "must be in [0, 1)")]
     public void Bad_refl_settings_are_refused_at_submission_by_field(string section, string field, string why)
     {
         var yaml = TinyToy.Recipe(refl: false).Replace("evaluation:", section + "\nevaluation:");

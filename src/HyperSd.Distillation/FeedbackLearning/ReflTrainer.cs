@@ -31,9 +31,10 @@ public sealed record ReflResult(SegmentStudent Student, ReflMetrics Metrics);
 
 /// <summary>
 /// Reward feedback learning on a k-step student (Hyper-SD §3.2; ImageReward's ReFL): from noise, the student samples its
-/// trailing k-step schedule without gradients up to a random stop step, takes that step with gradients, and its x̂0 is decoded
-/// and scored; loss = scale · mean(relu(α − r)) with r the weighted rewards, plus the anchor: the MSE between the student's
-/// x̂0 and the stage's starting student's from the same input, which keeps the model from drifting off what it distilled.
+/// trailing k-step schedule without gradients up to a random late stop step (<see cref="ReflConfig.StopFrom"/>), takes that
+/// step with gradients, and its x̂0 is decoded and scored; loss = scale · mean(relu(α − r)) with r the weighted rewards, plus
+/// the anchor: the MSE between the student's x̂0 and the stage's starting student's from the same input, which keeps the model
+/// from drifting off what it distilled.
 /// Prompts are rows of the prepared dataset (its captions and token ids). Guidance is off, as the students sample. One seeded
 /// generator (rows, noise, stop step), saved with the checkpoint: a resumed stage ends bit-identical to an uninterrupted one.
 /// It writes what a TSCD stage writes (<see cref="SegmentStageLayout"/>), so the LoRA loads and merges the same way.
@@ -136,7 +137,7 @@ public static class ReflTrainer
             // one fixed draw order per step: rows, noise, stop step
             var rows = randint(0, prompts.Count, [config.BatchSize], int64, generator: generator);
             var x = randn([config.BatchSize, .. latentShape], float32, generator: generator).to(device);
-            int stop = (int)randint(0, config.StudentSteps, [1], int64, generator: generator).item<long>();
+            int stop = (int)randint(config.FirstStop, config.StudentSteps, [1], int64, generator: generator).item<long>();
             var captions = rows.data<long>().Select(i => prompts.Captions[(int)i]).ToList();
             var cond = conditioner.Condition(prompts.TokenIds(rows), x);
 

@@ -22,9 +22,11 @@ public sealed record StepLosses(double Consistency, double? Generator, double? D
 public sealed record SegmentProgress(int Segments, int Step, int TotalSteps, StepLosses Losses, double StepsPerSecond, int ResumedFrom);
 
 /// <summary>A finished stage: the consistency loss averaged over the first and last tenth of the steps, the last tenth's
-/// adversarial losses, the speed of the last (possibly resumed) run, and every step's losses.</summary>
+/// adversarial losses, the speed of the last (possibly resumed) run and where its steps' time went (mean seconds per step
+/// by phase, <see cref="StepProfile"/>), and every step's losses.</summary>
 public sealed record SegmentStageMetrics(int Segments, int Steps, double InitialLoss, double FinalLoss, double? FinalGeneratorLoss,
-    double? FinalDiscriminatorLoss, double StepsPerSecond, IReadOnlyList<StepLosses> History);
+    double? FinalDiscriminatorLoss, double StepsPerSecond, IReadOnlyList<StepLosses> History,
+    IReadOnlyDictionary<string, double>? SecondsPerStep = null);
 
 public sealed record SegmentStageResult(SegmentStudent Student, SegmentStageMetrics Metrics)
 {
@@ -99,6 +101,7 @@ public static class SegmentConsistencyTrainer
         readonly OptimizerHelper? discriminatorOptimizer;
         readonly List<StepLosses> history = [];
         readonly Tensor gridTimesteps;
+        readonly StepProfile profile;
         int step;
 
         public StageRun(SegmentStageConfig config, UNet2DConditionModel teacher, PromptConditioner conditioner, DDPMScheduler scheduler,
@@ -130,6 +133,7 @@ public static class SegmentConsistencyTrainer
                     weight_decay: config.DiscriminatorWeightDecay);
             }
             gridTimesteps = tensor(schedule.Timesteps.Select(t => (long)t).ToArray());
+            profile = new StepProfile(device);
         }
 
         public SegmentStageResult Execute(Action<SegmentProgress>? progress, CancellationToken cancellationToken)
@@ -142,6 +146,7 @@ public static class SegmentConsistencyTrainer
             LoadCheckpoint();
             int first = step;
             var clock = Stopwatch.StartNew();
+            profile.Start();
             while (step < config.Steps)
             {
                 if (cancellationToken.IsCancellationRequested)
@@ -150,13 +155,15 @@ public static class SegmentConsistencyTrainer
                     cancellationToken.ThrowIfCancellationRequested();
                 }
                 var losses = TrainStep();
+                profile.Mark("free"); // the step's dispose scope: LibTorch's allocator
                 history.Add(losses);
                 step++;
                 progress?.Invoke(new SegmentProgress(
                     config.Segments, step, config.Steps, losses, (step - first) / clock.Elapsed.TotalSeconds, first));
                 if (step % config.CheckpointEvery == 0 && step < config.Steps) SaveCheckpoint();
+                profile.Mark("progress and checkpoints");
             }
-            var metrics = Metrics((step - first) / Math.Max(clock.Elapsed.TotalSeconds, 1e-9));
+            var metrics = Metrics((step - first) / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), step - first);
             SaveFinal(metrics);
             return new SegmentStageResult(student, metrics);
         }
@@ -175,7 +182,9 @@ public static class SegmentConsistencyTrainer
             var tPrev = data.PrevTimesteps.index_select(0, rows).to(device);
             var end = schedule.EndFor(grid).to(device);
             var onBoundary = schedule.PrevIsOnBoundary(grid).to(device);
+            profile.Mark("data");
             var cond = conditioner.Condition(data.InputIds.index_select(0, rows), xt);
+            profile.Mark("text encoder");
 
             var input = config.PerturbationScale > 0
                 ? xt + config.PerturbationScale * randn(xt.shape, xt.dtype, generator: generator).to(device)
@@ -189,11 +198,13 @@ public static class SegmentConsistencyTrainer
                     () => ConsistencyTarget.JumpToEnd(scheduler, student.Predict(xPrev, tPrev, cond), tPrev, xPrev, end));
                 target = ConsistencyTarget.Select(onBoundary, xPrev, jumped);
             }
+            profile.Mark("target (student at x_(t-s), no grad)");
             // a discriminator-only step needs the student's output, not its graph
             Tensor prediction;
             using (trainStudent ? null : no_grad())
                 prediction = ConsistencyTarget.JumpToEnd(scheduler, student.Predict(input, t, cond), t, input, end);
             var consistency = ConsistencyTarget.Loss(prediction, target, config.HuberC);
+            profile.Mark("student forward");
             // NotFiniteNumberException: worth a retry from the last checkpoint (the services treat it as transient)
             if (!double.IsFinite(consistency.item<float>()))
                 throw new NotFiniteNumberException($"TSCD k = {config.Segments}, step {step + 1}: the consistency loss is not finite " +
@@ -208,6 +219,7 @@ public static class SegmentConsistencyTrainer
                 (fake, real) = ConsistencyTarget.RenoisePair(scheduler, prediction, trainDiscriminator ? target : null, end, tAdv,
                     config.AdversarialNoise, adversarialGenerator);
             }
+            profile.Mark("data");
             var generatorLoss = trainStudent ? UpdateStudent(consistency, fake, tAdv, cond) : null;
             double? discriminatorLoss = trainDiscriminator ? UpdateDiscriminator(fake!, real!, tAdv!, cond) : null;
             return new StepLosses(consistency.item<float>(), generatorLoss, discriminatorLoss);
@@ -224,14 +236,17 @@ public static class SegmentConsistencyTrainer
                 // the features stay in the step's scope: backward still needs them
                 generatorLoss = discriminator.GeneratorLoss(SegmentDiscriminator.Features(teacher, fake!, tAdv!, cond));
                 loss = loss + generatorLoss * config.Weights.Adversarial;
+                profile.Mark("generator: teacher features of the fake");
             }
             optimizer.zero_grad();
             loss.backward();
+            profile.Mark("student backward");
             nn.utils.clip_grad_norm_(trainable.Select(p => p.Param), config.MaxGradNorm);
             double rate = LearningRateSchedules.At(config, config.StudentUpdateAt(step));
             foreach (var group in optimizer.ParamGroups) group.LearningRate = rate;
             optimizer.step();
             UpdateEma();
+            profile.Mark("student optimizer");
             return generatorLoss?.item<float>();
         }
 
@@ -243,6 +258,7 @@ public static class SegmentConsistencyTrainer
                 fakeFeatures = SegmentDiscriminator.Features(teacher, fake.detach(), tAdv, cond);
                 realFeatures = SegmentDiscriminator.Features(teacher, real, tAdv, cond);
             }
+            profile.Mark("discriminator: teacher features, no grad");
             using (fakeFeatures)
             using (realFeatures)
             {
@@ -251,6 +267,7 @@ public static class SegmentConsistencyTrainer
                 d.backward();
                 if (config.DiscriminatorMaxGradNorm is { } norm) nn.utils.clip_grad_norm_(discriminator.parameters(), norm);
                 discriminatorOptimizer.step();
+                profile.Mark("discriminator heads and update");
                 return d.item<float>();
             }
         }
@@ -278,7 +295,7 @@ public static class SegmentConsistencyTrainer
             foreach (var (name, p) in trainable) ema[name].mul_(config.EmaDecay).add_(p, alpha: 1 - config.EmaDecay);
         }
 
-        SegmentStageMetrics Metrics(double stepsPerSecond)
+        SegmentStageMetrics Metrics(double stepsPerSecond, int stepsRun)
         {
             int window = Math.Max(config.Alternates ? 2 : 1, history.Count / 10); // both updates when alternating
             // over the steps that made the update (every other one when alternating)
@@ -286,7 +303,7 @@ public static class SegmentConsistencyTrainer
             var last = history.TakeLast(window).ToList();
             return new SegmentStageMetrics(config.Segments, history.Count, history.Take(window).Average(h => h.Consistency),
                 last.Average(h => h.Consistency), Mean(last.Select(h => h.Generator)), Mean(last.Select(h => h.Discriminator)),
-                stepsPerSecond, history.ToList());
+                stepsPerSecond, history.ToList(), profile.PerStep(stepsRun));
         }
 
         const string StudentFile = "student.safetensors", EmaFile = "ema.safetensors", OptimizerFile = "optimizer.bin",

@@ -63,9 +63,9 @@ public static class RecipeMapping
         var r = recipe.Refl ?? throw new ArgumentException("the recipe has no refl section");
         return new()
         {
-            StudentSteps = students, Steps = r.Steps, BatchSize = r.BatchSize, Seed = recipe.Seed, LearningRate = r.LearningRate,
-            WeightDecay = r.WeightDecay, MaxGradNorm = r.MaxGradNorm, Alpha = r.Alpha, RewardScale = r.RewardScale,
-            AnchorWeight = r.AnchorWeight, CheckpointEvery = r.CheckpointEvery,
+            StudentSteps = students, StopFrom = r.StopFrom, Steps = r.Steps, BatchSize = r.BatchSize, Seed = recipe.Seed,
+            LearningRate = r.LearningRate, WeightDecay = r.WeightDecay, MaxGradNorm = r.MaxGradNorm, Alpha = r.Alpha,
+            RewardScale = r.RewardScale, AnchorWeight = r.AnchorWeight, CheckpointEvery = r.CheckpointEvery,
             LoraFormat = LoraFormatOf(recipe),
         };
     }

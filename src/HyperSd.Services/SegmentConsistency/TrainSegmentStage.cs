@@ -68,7 +68,7 @@ public sealed class TrainSegmentStage : StageKind<SegmentStageSettings>
             stage.Report(1, new
             {
                 m.Steps, TotalSteps = config.Steps, m.Segments, m.StepsPerSecond, ResumedFrom = resumedFrom, m.InitialLoss,
-                m.FinalLoss, m.FinalGeneratorLoss, m.FinalDiscriminatorLoss
+                m.FinalLoss, m.FinalGeneratorLoss, m.FinalDiscriminatorLoss, m.SecondsPerStep,
             });
             await stage.AddOutputAsync(ArtifactKind.Lora, layout.Final, "lora", segments: config.Segments, steps: config.Segments);
         }

@@ -22,8 +22,8 @@ public sealed class ReflTrainerTests : IDisposable
 
     static readonly ReflConfig Tiny = new()
     {
-        StudentSteps = 2, Steps = 6, BatchSize = 4, Seed = 5, LearningRate = 1e-2, RewardScale = 1, Alpha = 1, AnchorWeight = 0.5,
-        CheckpointEvery = 2,
+        StudentSteps = 2, StopFrom = 0, Steps = 6, BatchSize = 4, Seed = 5, LearningRate = 1e-2, RewardScale = 1, Alpha = 1,
+        AnchorWeight = 0.5, CheckpointEvery = 2,
     };
 
     /// <summary>The tiny teacher's 4-channel 8×8 latents as images: the first three channels through a sigmoid.</summary>
@@ -60,6 +60,22 @@ public sealed class ReflTrainerTests : IDisposable
     {
         Assert.Equal([999L], ReflTrainer.TrailingTimesteps(1000, 1));
         Assert.Equal([999L, 749, 499, 249], ReflTrainer.TrailingTimesteps(1000, 4));
+    }
+
+    [Theory]
+    [InlineData(1, 0.75, 0)]
+    [InlineData(4, 0.75, 3)] // ImageReward's last quarter: the 4-step student's last step only
+    [InlineData(8, 0.75, 6)]
+    [InlineData(4, 0.0, 0)]
+    [InlineData(4, 0.5, 2)]
+    public void The_graded_step_is_drawn_from_the_late_steps(int k, double stopFrom, int first)
+    {
+        Assert.Equal(first, (Tiny with { StudentSteps = k, StopFrom = stopFrom }).FirstStop);
+        using var student = NewStudent();
+        var history = Train(Tiny with { StudentSteps = k, StopFrom = stopFrom, Steps = 12 }, student, $"late-{k}-{stopFrom}")
+            .Metrics.History;
+        Assert.All(history, h => Assert.InRange(h.StopIndex, first, k - 1));
+        if (k - first > 1) Assert.True(history.Select(h => h.StopIndex).Distinct().Count() > 1, "one stop step only");
     }
 
     [Fact]
@@ -113,6 +129,7 @@ public sealed class ReflTrainerTests : IDisposable
     [InlineData("learning_rate")]
     [InlineData("reward_scale")]
     [InlineData("anchor_weight")]
+    [InlineData("stop_from")]
     public void Bad_settings_are_named(string field)
     {
         var config = field switch
@@ -122,6 +139,7 @@ public sealed class ReflTrainerTests : IDisposable
             "batch_size" => Tiny with { BatchSize = 0 },
             "learning_rate" => Tiny with { LearningRate = 0 },
             "reward_scale" => Tiny with { RewardScale = -1 },
+            "stop_from" => Tiny with { StopFrom = 1 },
             _ => Tiny with { AnchorWeight = -1 },
         };
         using var student = NewStudent();

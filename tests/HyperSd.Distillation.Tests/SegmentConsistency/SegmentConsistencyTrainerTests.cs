@@ -76,6 +76,14 @@ public class SegmentConsistencyTrainerTests : IDisposable
         Assert.NotNull(result.Metrics.FinalDiscriminatorLoss);
         output.WriteLine(string.Join("\n", reports.Select(r => $"{r.Step}: c {r.Losses.Consistency:F4} g {r.Losses.Generator:F4} " +
                                                               $"d {r.Losses.Discriminator:F4} ({r.StepsPerSecond:F2} steps/s)")));
+        // where a step's time went: every phase of both kinds of step, adding up to the step's wall time
+        var profile = result.Metrics.SecondsPerStep!;
+        output.WriteLine(string.Join("\n", profile.Select(p => $"{p.Key}: {p.Value * 1000:F1} ms/step")));
+        Assert.Equal(["data", "text encoder", "target (student at x_(t-s), no grad)", "student forward",
+            "discriminator: teacher features, no grad", "discriminator heads and update", "free", "progress and checkpoints",
+            "generator: teacher features of the fake", "student backward", "student optimizer"], profile.Keys);
+        Assert.All(profile.Values, v => Assert.True(v > 0));
+        Assert.InRange(profile.Values.Sum() * result.Metrics.StepsPerSecond, 0.9, 1.01);
     }
 
     /// <summary>Alternation by step (PCM): the student's weights change on odd steps only (0-based), the discriminator's on
