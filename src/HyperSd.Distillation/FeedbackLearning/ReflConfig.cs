@@ -19,6 +19,7 @@ public sealed record ReflConfig
 
     /// <summary>The first step index the graded step is drawn from.</summary>
     public int FirstStop => Math.Min(StudentSteps - 1, (int)Math.Floor(StopFrom * StudentSteps));
+
     public int Steps { get; init; } = 1000;
     public int BatchSize { get; init; } = 8;
     public long Seed { get; init; }

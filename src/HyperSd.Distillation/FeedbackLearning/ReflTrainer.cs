@@ -31,10 +31,10 @@ public sealed record ReflResult(SegmentStudent Student, ReflMetrics Metrics);
 
 /// <summary>
 /// Reward feedback learning on a k-step student (Hyper-SD §3.2; ImageReward's ReFL): from noise, the student samples its
-/// trailing k-step schedule without gradients up to a random late stop step (<see cref="ReflConfig.StopFrom"/>), takes that
-/// step with gradients, and its x̂0 is decoded and scored; loss = scale · mean(relu(α − r)) with r the weighted rewards, plus
-/// the anchor: the MSE between the student's x̂0 and the stage's starting student's from the same input, which keeps the model
-/// from drifting off what it distilled.
+/// trailing k-step schedule without gradients up to a random stop step (any, or the late ones: <see cref="ReflConfig.StopFrom"/>),
+/// takes that step with gradients, and its x̂0 is decoded and scored; loss = scale · mean(relu(α − r)) with r the weighted
+/// rewards, plus the anchor: the MSE between the student's x̂0 and the stage's starting student's from the same input, which
+/// keeps the model from drifting off what it distilled.
 /// Prompts are rows of the prepared dataset (its captions and token ids). Guidance is off, as the students sample. One seeded
 /// generator (rows, noise, stop step), saved with the checkpoint: a resumed stage ends bit-identical to an uninterrupted one.
 /// It writes what a TSCD stage writes (<see cref="SegmentStageLayout"/>), so the LoRA loads and merges the same way.
