@@ -47,7 +47,17 @@ public sealed class GenerationJobStoreBlipTests(PostgresDatabase database) : ICl
         deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
         while ((status = (await jobs.ShowAsync(id))!).State is RunState.Pending or RunState.Running && DateTime.UtcNow < deadline)
             await Task.Delay(200);
-        Assert.True(status.State == RunState.Succeeded, $"{status.State}: {status.Error} ({status.ImagesDone}/{status.ImageCount})");
+        if (status.State != RunState.Succeeded)
+        {
+            var stages = await direct.Stages.AsNoTracking().Where(s => s.RunId == status.RunId && s.State != StageState.Succeeded)
+                .Select(s => $"{s.Name} {s.State}#{s.Attempt} lease {s.LeaseOwner} until {s.LeaseExpiresAt:O} progress {s.ProgressAt:O}")
+                .ToListAsync();
+            var ids = await direct.Stages.Where(s => s.RunId == status.RunId).Select(s => s.Id).ToListAsync();
+            var attempts = await direct.StageAttempts.AsNoTracking().Where(a => ids.Contains(a.StageId))
+                .Select(a => $"{a.StageId}#{a.Attempt} {a.Outcome} {a.Error}").ToListAsync();
+            Assert.Fail($"{status.State}: {status.Error} ({status.ImagesDone}/{status.ImageCount}); now {DateTime.UtcNow:O}; stages not " +
+                        $"done: {string.Join("; ", stages)}; attempts: {string.Join("; ", attempts)}");
+        }
         var rows = await direct.GeneratedImages.AsNoTracking().Where(i => i.JobId == id).ToListAsync();
         Assert.Equal(plan.Images.Select(i => (i.PromptIndex, i.ImageIndex, i.Seed)).Order(),
             rows.Select(r => (r.PromptIndex, r.ImageIndex, r.Seed)).Order());

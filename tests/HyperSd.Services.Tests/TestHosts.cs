@@ -13,6 +13,9 @@ public static class TestHosts
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
+        // HYPERSD_TEST_LOG=1: the hosts' logs on the console (a flaky fault test's story)
+        if (Environment.GetEnvironmentVariable("HYPERSD_TEST_LOG") is not null)
+            builder.Logging.AddSimpleConsole(o => o.TimestampFormat = "HH:mm:ss.fff ");
         builder.Services.AddHyperSdWorkers(options, catalogue);
         var host = builder.Build();
         host.Start();
