@@ -79,7 +79,15 @@ public sealed class LoraLayer : nn.Module<Tensor, Tensor>
     public Parameter DownWeight => Weight(lora_down);
     public Parameter UpWeight => Weight(lora_up);
 
-    public override Tensor forward(Tensor x) => lora_up.call(lora_down.call(x)).mul(Scale);
+    /// <summary>Δ(x) in the base's dtype; LoRA weights of another dtype (fp32 master weights on a bf16 base) compute in
+    /// theirs.</summary>
+    public override Tensor forward(Tensor x)
+    {
+        var dtype = DownWeight.dtype;
+        if (x.dtype == dtype) return lora_up.call(lora_down.call(x)).mul(Scale);
+        using var scope = NewDisposeScope();
+        return lora_up.call(lora_down.call(x.to(dtype))).mul(Scale).to(x.dtype).MoveToOuterDisposeScope();
+    }
 
     /// <summary>The dense update to the base weight, (alpha / rank) · up @ down, in the base weight's shape.</summary>
     public Tensor Delta()

@@ -91,6 +91,25 @@ public class LoraAdapterTests : IDisposable
         Assert.True(both.allclose(net.call(x), rtol: 1e-5, atol: 1e-5));
     }
 
+    /// <summary>fp32 LoRA weights (master weights) on a bf16 base: the output stays bf16, the LoRA's gradients are fp32,
+    /// and the result is the fp32 model's within bf16's precision.</summary>
+    [Fact]
+    public void Fp32_lora_on_a_bf16_base_trains_in_fp32()
+    {
+        manual_seed(5);
+        var net = new Net();
+        var adapter = Randomised(net);
+        var x = randn(2, 3, 4, 4);
+        adapter.Attach(net);
+        var reference = net.call(x);
+        net.to(bfloat16);
+        var y = net.call(x.to(bfloat16));
+        Assert.Equal(bfloat16, y.dtype);
+        Assert.True(y.to(float32).allclose(reference, rtol: 0.05, atol: 0.05), "bf16 base with fp32 LoRA strays from fp32");
+        y.to(float32).sum().backward();
+        Assert.All(adapter.parameters(), p => Assert.Equal(float32, p.grad!.dtype));
+    }
+
     [Fact]
     public void Only_lora_parameters_train_after_freezing_the_base()
     {

@@ -130,6 +130,33 @@ public class SegmentConsistencyTrainerTests : IDisposable
         Assert.All(with.Metrics.History, h => Assert.True(h.Generator is not null && h.Discriminator is not null));
     }
 
+    /// <summary>Heads fused into one call per layer give each head's own logits and parameter gradients.</summary>
+    [Fact]
+    public void Fused_heads_are_each_heads_arithmetic()
+    {
+        using var g = new Generator(3, CPU);
+        var heads = Enumerable.Range(0, 4).Select(_ => new DiscriminatorHead(16, 16)).ToList();
+        foreach (var h in heads) h.Reset(g);
+        using (no_grad()) // GroupNorm's affine parameters away from ones/zeros, so a mix-up of heads shows
+            foreach (var p in heads.SelectMany(h => h.parameters())) p.add_(randn(p.shape, generator: g) * 0.1);
+        using var scope = NewDisposeScope();
+        var x = randn([3, 16, 8, 8], generator: g);
+        var fused = DiscriminatorHead.Fused(heads, x);
+        var one = heads.Select(h => h.call(x)).ToArray();
+        Assert.Equal(4, fused.Length);
+        for (int i = 0; i < 4; i++) Assert.True(fused[i].allclose(one[i], rtol: 1e-4, atol: 1e-5), $"head {i}'s logits differ");
+        List<Tensor> Grads(Tensor[] logits)
+        {
+            foreach (var p in heads.SelectMany(h => h.parameters())) p.grad = null;
+            stack(logits.Select((l, i) => l.mean() * (i + 1)).ToArray()).sum().backward();
+            return heads.SelectMany(h => h.parameters()).Select(p => p.grad!.clone()).ToList();
+        }
+        var fusedGrads = Grads(fused);
+        var oneGrads = Grads(one);
+        Assert.All(fusedGrads.Zip(oneGrads), p => Assert.True(p.First.allclose(p.Second, rtol: 1e-4, atol: 1e-5), "a gradient differs"));
+        foreach (var h in heads) h.Dispose();
+    }
+
     /// <summary>PCM's discriminator has 4 independent heads per feature map, named heads.{feature}.{head}.</summary>
     [Fact]
     public void Heads_per_feature_map_multiply_the_discriminators_parameters()
