@@ -213,10 +213,13 @@ public abstract class ToyRunTests
         Assert.Equal(rows.Count, comparison.Rows.Count);
         Assert.All(comparison.Rows, c =>
         {
-            Assert.Equal(rows.Single(r => (r.Model, r.Sampler, r.Metric, r.Steps) == (c.Model, c.Sampler, c.Metric, c.Steps)).Value,
-                c.Values[0]);
+            var stored = rows.Single(r => (r.Model, r.Sampler, r.Metric, r.Steps) == (c.Model, c.Sampler, c.Metric, c.Steps));
+            Assert.Equal(stored.Value, c.Values[0]);
+            Assert.Equal(stored is { Low: { } low, High: { } high } ? new MetricInterval(low, high) : null, c.Intervals[0]);
             Assert.Null(c.Values[1]);
+            Assert.Null(c.Intervals[1]);
         });
+        Assert.Contains(comparison.Rows, c => c.Intervals[0] is not null); // adherence and kid rows have one
         var compareCsv = (await client.GetStringAsync($"/api/evaluations/compare?runs={runId}&runs={otherId}&format=csv"))
             .Split("\n", StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd('\r')).ToList();
         Assert.Equal($"model,sampler,metric,steps,tiny ({runId}),tiny ({otherId})", compareCsv[0]);

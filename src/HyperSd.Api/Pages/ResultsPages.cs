@@ -144,7 +144,8 @@ public static class ResultsPages
         var steps = comparison.Rows.Select(r => r.Steps).Distinct().Order().ToList();
         var rows = Html.Join(comparison.Rows.GroupBy(r => (r.Metric, r.Model, r.Sampler)), g => Html.Of(
             $"<tr><td>{g.Key.Metric}</td><td>{g.Key.Model}</td><td>{g.Key.Sampler}</td>" +
-            $"{Html.Join(steps, s => Value(g.Key.Metric, g.FirstOrDefault(r => r.Steps == s)?.Values[0], false))}</tr>"));
+            $"{Html.Join(steps, s => g.FirstOrDefault(r => r.Steps == s) is { } r
+                ? Value(r.Metric, r.Values[0], r.Intervals[0], false) : Html.Of($"<td></td>"))}</tr>"));
         return Html.Of(
             $"<table id=\"evaluation\"><thead><tr><th>metric</th><th>model</th><th>sampler</th>" +
             $"{Html.Join(steps, s => Html.Of($"<th>{s} steps</th>"))}</tr></thead><tbody>{rows}</tbody></table>");
@@ -240,21 +241,28 @@ public static class ResultsPages
             return new PageResult("Compare runs", Html.Of($"<h1>Compare runs</h1><p class=\"error\">{e.Message}</p>"),
                 StatusCodes.Status404NotFound);
         }
-        var header = Html.Join(comparison.Runs, r => Html.Of($"<th><a href=\"/runs/{r.Id}\">{RunLabel(r)}</a></th>"));
-        var rows = Html.Join(comparison.Rows, r =>
-        {
-            // the best value of the row stands out (fd: lowest), when the runs differ at all
-            var present = r.Values.Where(v => v is not null).Select(v => v!.Value).Distinct().ToList();
-            double? best = present.Count < 2 ? null : EvaluationQueries.LowerIsBetter(r.Metric) ? present.Min() : present.Max();
-            return Html.Of($"<tr><td>{r.Metric}</td><td>{r.Model}</td><td>{r.Sampler}</td><td class=\"num\">{r.Steps}</td>" +
-                           $"{Html.Join(r.Values, v => Value(r.Metric, v, v is not null && v == best))}</tr>");
-        });
         return new PageResult("Compare runs", Html.Of(
             $"<h1>Compare runs</h1>{(comparison.Rows.Count == 0
                 ? Html.Of($"<p class=\"muted\">None of these runs has evaluation rows.</p>")
-                : Html.Of(
-                $"<table id=\"comparison\"><thead><tr><th>metric</th><th>model</th><th>sampler</th><th>steps</th>{header}</tr></thead>" +
-                $"<tbody>{rows}</tbody></table><h2>Metrics against steps</h2><div class=\"plots\">{Plots(comparison)}</div>"))}"));
+                : Html.Of($"{ComparisonTable(comparison)}<h2>Metrics against steps</h2><div class=\"plots\">{Plots(comparison)}</div>"))}"));
+    }
+
+    /// <summary>The runs' values side by side, each with its 95 % interval where it has one; the best of a row in bold
+    /// where it stands apart (<see cref="ComparisonRow.Best"/>).</summary>
+    public static Markup ComparisonTable(RunComparison comparison)
+    {
+        var header = Html.Join(comparison.Runs, r => Html.Of($"<th><a href=\"/runs/{r.Id}\">{RunLabel(r)}</a></th>"));
+        var rows = Html.Join(comparison.Rows, r =>
+        {
+            var best = r.Best();
+            return Html.Of($"<tr><td>{r.Metric}</td><td>{r.Model}</td><td>{r.Sampler}</td><td class=\"num\">{r.Steps}</td>" +
+                           $"{Html.Join(r.Values.Select((v, i) => Value(r.Metric, v, r.Intervals[i], i == best)))}</tr>");
+        });
+        return Html.Of(
+            $"<table id=\"comparison\"><thead><tr><th>metric</th><th>model</th><th>sampler</th><th>steps</th>{header}</tr></thead>" +
+            $"<tbody>{rows}</tbody></table><p class=\"muted\" id=\"ranking\">In bold: the best value of its row where it stands " +
+            $"apart, its 95 % interval overlapping no other run's. fd has no interval on one image set: it is ranked by value, " +
+            $"against its real-versus-real floor in each run's results.md.</p>");
     }
 
     const int LastRuns = 5;
@@ -282,8 +290,9 @@ public static class ResultsPages
             $"<p>Firings and their jobs: the <a href=\"/hangfire/recurring\">dashboard</a>.</p>"));
     }
 
-    static Markup Value(string metric, double? value, bool best) => value is { } v
-        ? Html.Of($"<td class=\"num{(best ? " best" : "")}\">{HyperSd.Services.Runs.EvaluationTable.Format(metric, v)}</td>")
+    static Markup Value(string metric, double? value, MetricInterval? interval, bool best) => value is { } v
+        ? Html.Of($"<td class=\"num{(best ? " best" : "")}\">" +
+                  $"{HyperSd.Services.Runs.EvaluationTable.Format(metric, v, interval?.Low, interval?.High)}</td>")
         : Html.Of($"<td></td>");
 
     static Markup State<T>(T state) where T : struct, Enum

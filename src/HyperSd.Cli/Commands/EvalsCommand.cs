@@ -153,7 +153,8 @@ public static class EvalsCommand
                 WriteTable(output,
                     ["model", "sampler", "metric", "steps", .. comparison.Runs.Select(r => $"{r.Name} ({r.Id.ToString()[..8]})")],
                     comparison.Rows.Select(r => (string[])[r.Model, r.Sampler, r.Metric, Number(r.Steps),
-                        .. r.Values.Select(v => v is { } x ? EvaluationTable.Format(r.Metric, x) : "")]));
+                        .. r.Values.Select((v, i) => v is { } x
+                            ? EvaluationTable.Format(r.Metric, x, r.Intervals[i]?.Low, r.Intervals[i]?.High) : "")]));
                 break;
         }
     }

@@ -21,8 +21,31 @@ public sealed record EvaluationRecord(Guid RunId, string Run, string Recipe, str
 
 public sealed record ComparedRun(Guid Id, string Name);
 
-/// <summary>One (model, sampler, metric, steps) cell of each compared run, in the runs' order (null: that run lacks it).</summary>
-public sealed record ComparisonRow(string Model, string Sampler, string Metric, int Steps, IReadOnlyList<double?> Values);
+/// <summary>A value's 95 % interval.</summary>
+public sealed record MetricInterval(double Low, double High);
+
+/// <summary>One (model, sampler, metric, steps) cell of each compared run, in the runs' order (null: that run lacks it), with
+/// each value's 95 % interval where the metric has one.</summary>
+public sealed record ComparisonRow(string Model, string Sampler, string Metric, int Steps, IReadOnlyList<double?> Values,
+    IReadOnlyList<MetricInterval?> Intervals)
+{
+    /// <summary>The run whose value is best and stands apart, if one does: none when fewer than two runs have a value, when
+    /// two share the best, or when the best value's interval overlaps another run's value or interval. A value without an
+    /// interval (the Fréchet distance on one image set) is ranked by the value alone.</summary>
+    public int? Best()
+    {
+        var present = Values.Select((v, i) => (Value: v, Index: i)).Where(x => x.Value is not null).ToList();
+        if (present.Select(x => x.Value).Distinct().Count() < 2) return null;
+        bool lower = EvaluationQueries.LowerIsBetter(Metric);
+        var best = lower ? present.MinBy(x => x.Value)! : present.MaxBy(x => x.Value)!;
+        if (present.Count(x => x.Value == best.Value) > 1) return null;
+        MetricInterval Range(int i) => Intervals[i] ?? new MetricInterval(Values[i]!.Value, Values[i]!.Value);
+        if (Intervals[best.Index] is { } b
+            && present.Any(x => x.Index != best.Index && Range(x.Index).Low <= b.High && b.Low <= Range(x.Index).High))
+            return null;
+        return best.Index;
+    }
+}
 
 public sealed record RunComparison(IReadOnlyList<ComparedRun> Runs, IReadOnlyList<ComparisonRow> Rows);
 
@@ -143,7 +166,9 @@ public static class EvaluationQueries
             .OrderBy(g => metricOrder.IndexOf(g.Key.Metric)).ThenBy(g => g.Key.Model, StringComparer.Ordinal)
             .ThenBy(g => g.Key.Sampler, StringComparer.Ordinal).ThenBy(g => g.Key.Steps)
             .Select(g => new ComparisonRow(g.Key.Model, g.Key.Sampler, g.Key.Metric, g.Key.Steps,
-                [.. runIds.Select(id => g.FirstOrDefault(r => r.RunId == id)?.Value)]))
+                [.. runIds.Select(id => g.FirstOrDefault(r => r.RunId == id)?.Value)],
+                [.. runIds.Select(id => g.FirstOrDefault(r => r.RunId == id) is { Low: { } low, High: { } high }
+                    ? new MetricInterval(low, high) : null)]))
             .ToList();
         return new RunComparison([.. runIds.Distinct().Select(id => new ComparedRun(id, names[id]))], compared);
     }
