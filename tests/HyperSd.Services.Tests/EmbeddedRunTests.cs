@@ -116,8 +116,12 @@ public sealed class EmbeddedRunTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task An_sdxl_diffusers_model_on_an_image_folder_runs_end_to_end_with_image_grids_as_its_evaluation()
+    /// <summary>Without rewards.clip the evaluation is the grids only; with a (tiny random) CLIP folder it measures
+    /// clip-score and fd-clip for every row against the dataset's decoded latents.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_sdxl_diffusers_model_on_an_image_folder_runs_end_to_end_with_image_grids_as_its_evaluation(bool clip)
     {
         var (teacher, _) = TinyToy.WriteModels(Path.Combine(store.Root, "models"), sdxl: true);
         var images = Path.Combine(store.Root, "images");
@@ -134,7 +138,12 @@ public sealed class EmbeddedRunTests : IDisposable
         var prompts = Path.Combine(store.Root, "prompts.txt");
         await File.WriteAllLinesAsync(prompts, ["a red circle in the center", "a green triangle at the bottom right", "a blue square"]);
         var recipePath = Path.Combine(store.Root, "real.yaml");
-        await File.WriteAllTextAsync(recipePath, TinyToy.Recipe(teacher, architecture: "sdxl", imageFolder: images, promptsFile: prompts));
+        var clipDir = Path.Combine(store.Root, "models", "clip");
+        if (clip)
+            using (var embedder = HyperSd.Distillation.Tests.Evaluation.TinyClip.Embedder())
+                HyperSd.Distillation.Tests.Evaluation.TinyClip.SaveFullModel(embedder, clipDir, logitScale: null);
+        await File.WriteAllTextAsync(recipePath, TinyToy.Recipe(teacher, architecture: "sdxl", imageFolder: images, promptsFile: prompts)
+            + (clip ? $"\nrewards:\n  clip: {clipDir}\n" : ""));
         using var host = StartHost(store.WorkerOptions(o => o.HeartbeatInterval = TimeSpan.FromMilliseconds(500)));
         var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(recipePath);
         // the evaluation reads the prompts file's copy stored at submission, not the file
@@ -147,11 +156,27 @@ public sealed class EmbeddedRunTests : IDisposable
         await using var db = store.CreateDbContext();
         var dataset = await db.Datasets.SingleAsync(d => d.RunId == runId);
         Assert.Equal((10, 1), (dataset.Count, dataset.BadCount));
-        Assert.Empty(await db.Evaluations.Where(v => v.RunId == runId).ToListAsync());
+        var rows = await db.Evaluations.Where(v => v.RunId == runId).ToListAsync();
         var artifacts = await db.Artifacts.Where(a => a.RunId == runId).ToListAsync();
         Assert.Equal(8, artifacts.Count(a => a.Kind == ArtifactKind.Grid)); // DMD's 1-step LoRA (from TSCD's) among them
         var report = await File.ReadAllTextAsync(store.Artifacts.GetFullPath(
             artifacts.Single(a => a.Kind == ArtifactKind.Report && a.StageKind == "evaluate-model" && a.Path.EndsWith("results.md")).Path));
+        if (clip)
+        {
+            // every (model, sampler, steps) row set has both metrics, finite, clip-score with its interval
+            var sets = rows.GroupBy(v => (v.Model, v.Sampler, v.Steps)).ToList();
+            Assert.NotEmpty(sets);
+            Assert.All(sets, set =>
+                Assert.Superset(new HashSet<string> { "clip-score", "fd-clip" }, set.Select(v => v.Metric).ToHashSet()));
+            Assert.All(rows.Where(v => v.Metric is "clip-score" or "fd-clip"),
+                v => Assert.True(double.IsFinite(v.Value), $"{v.Metric} {v.Value}"));
+            Assert.All(rows.Where(v => v.Metric == "clip-score"), v => Assert.True(v.Low is not null && v.High is not null));
+            Assert.Contains($"CLIP from {clipDir}", report);
+            Assert.Contains("against 10 real images", report);
+            Assert.Contains("clip-score", report);
+            return;
+        }
+        Assert.Empty(rows);
         Assert.Contains("Not measured", report);
         Assert.Contains("grid-tscd-k2-ddim-trailing.png", report);
         Assert.Contains("grid-dmd-k1-ddim-trailing.png", report);

@@ -65,9 +65,11 @@ public sealed class ModelEvaluation : IDisposable
     /// <param name="samplesDir">Keeps every image set there (<see cref="EvaluationSamples"/>) for scoring by another role.</param>
     /// <param name="realSeed">Seed of the real reference images (a re-draw takes another; the floor's set draws from seed + 1).
     /// </param>
+    /// <param name="features">At real scale (no recognizer): the Fréchet distance's features (e.g. CLIP's), with
+    /// <paramref name="realFeatures"/> (owned from here on) as its reference.</param>
     public ModelEvaluation(IDiffusionPipeline pipeline, ToyRecognizer? recognizer, PromptSet prompts, EvaluationOptions options,
         int realImages, string outDir, bool breakdown = false, IReadOnlyList<IImageScorer>? scorers = null, ToyRecognizer? judge = null,
-        string? samplesDir = null, int realSeed = RealImageSeed)
+        string? samplesDir = null, int realSeed = RealImageSeed, IImageFeatures? features = null, Tensor? realFeatures = null)
     {
         if (prompts.Prompts.Count == 0) throw new ArgumentException($"the prompt set ({prompts.Description}) is empty");
         this.pipeline = pipeline;
@@ -78,10 +80,11 @@ public sealed class ModelEvaluation : IDisposable
         OutDir = outDir;
         Directory.CreateDirectory(outDir);
         metrics = recognizer is null ? null : new ToyRecognizerMetrics(recognizer);
-        real = metrics?.RealFeatures(realImages, realSeed, prompts.Split);
+        real = metrics?.RealFeatures(realImages, realSeed, prompts.Split) ?? realFeatures;
         var all = (breakdown && recognizer is not null ? ToyAttributeScorer.All(recognizer) : []).Concat(scorers ?? []).ToList();
         Samples = samplesDir is null ? null : new EvaluationSamples(samplesDir, prompts.Prompts);
-        evaluator = new ModelEvaluator(metrics, real, metrics, all, judge is null ? null : new ToyRecognizerMetrics(judge))
+        evaluator = new ModelEvaluator((IImageFeatures?)metrics ?? features, real, metrics, all,
+            judge is null ? null : new ToyRecognizerMetrics(judge))
         {
             Generated = Samples is null ? null : Samples.Add,
         };
@@ -117,8 +120,9 @@ public sealed class ModelEvaluation : IDisposable
         Evaluate(Untrained, studentSamplers.Select(s => s with { GuidanceScale = 1 }).ToList());
 
     /// <summary>Writes results.md (the table, the prompt set, the intervals and the Fréchet floor) and results.json; returns
-    /// the two paths.</summary>
-    public (string Markdown, string Json) WriteReport(string title, string? notMeasured = null)
+    /// the two paths. At real scale, <paramref name="notMeasured"/> says why there are no rows, or <paramref name="measuredWith"/>
+    /// names the weights and the reference set of the rows there are.</summary>
+    public (string Markdown, string Json) WriteReport(string title, string? notMeasured = null, string? measuredWith = null)
     {
         double? floor = Measured ? Floor() : null;
         var md = Path.Combine(OutDir, "results.md");
@@ -128,6 +132,10 @@ public sealed class ModelEvaluation : IDisposable
               EvaluationTable.Markdown(Rows) + "\nIntervals are 95 %: adherence and attribute rates Wilson's or Student's t, kid " +
               "±1.96 standard errors. fd has none on one image set; its floor, the distance between real image sets of these " +
               $"sizes ({Prompts.Prompts.Count} against {realImages}), is {EvaluationTable.Format("fd", floor!.Value)}.\n"
+            : measuredWith is not null
+            ? $"# {title}\n\nPrompts: {Prompts.Description}; noise seed {Options.Seed} + prompt index. {measuredWith}\n\n" +
+              EvaluationTable.Markdown(Rows) + "\nIntervals are 95 %: Student's t for per-image scores, kid ±1.96 standard errors; " +
+              "fd has none on one image set.\n"
             : $"# {title}\n\n{notMeasured ?? "Not measured: no image feature model."} The image grids are:\n\n" +
               string.Join("\n", Grids.Select(g => $"- {Path.GetFileName(g)}")) + "\n";
         File.WriteAllText(md, text);
