@@ -18,6 +18,9 @@ public sealed class ComparisonTableTests
         // a neighbour without an interval is a point: it overlaps when it lies inside the best's interval
         Assert.Null(Row("adherence", (0.40, null, null), (0.45, 0.36, 0.53)).Best());
         Assert.Equal(1, Row("adherence", (0.30, null, null), (0.45, 0.36, 0.53)).Best());
+        // and a best without an interval (a row stored before intervals were) is a point too: inside another's interval, not bold
+        Assert.Null(Row("kid", (0.0100, null, null), (0.0150, 0.0080, 0.0220)).Best());
+        Assert.Equal(0, Row("kid", (0.0050, null, null), (0.0150, 0.0080, 0.0220)).Best());
         // fd (lower is better) has no interval: ranked by value; a tie or a single value ranks nothing
         Assert.Equal(0, Row("fd", (401.1, null, null), (587.3, null, null), (null, null, null)).Best());
         Assert.Null(Row("fd", (401.1, null, null), (401.1, null, null), (587.3, null, null)).Best());

@@ -34,6 +34,33 @@ public sealed class SvgPlotTests
         Assert.Equal("6 3", svg.Elements(Svg + "g").Last().Element(Svg + "polyline")!.Attribute("stroke-dasharray")!.Value);
     }
 
+    [Fact]
+    public void A_point_with_an_interval_gets_an_error_bar_through_it_and_the_axis_holds_the_bar()
+    {
+        var svg = XElement.Parse(SvgPlot.Render("adherence", lowerIsBetter: false,
+        [
+            new PlotSeries("k4 · tcd", [new(1, 0.45, 0.36, 0.53), (2, 0.50), new(4, 0.60, 0.10, 0.95)]),
+        ]).Value);
+        var series = svg.Element(Svg + "g")!;
+        var bars = series.Elements(Svg + "path").Where(p => p.Attribute("class")?.Value == "error-bar").ToList();
+        Assert.Equal(2, bars.Count); // the point without an interval has none
+        var dots = series.Elements(Svg + "circle").ToList();
+        foreach (var (bar, dot) in new[] { (bars[0], dots[0]), (bars[1], dots[2]) })
+        {
+            // M x-3,yLow H x+3 M x,yLow V yHigh M x-3,yHigh H x+3: the bar's x is the dot's, the dot between its ends
+            var n = System.Text.RegularExpressions.Regex.Matches(bar.Attribute("d")!.Value, @"-?\d+(\.\d+)?")
+                .Select(m => double.Parse(m.Value, CultureInfo.InvariantCulture)).ToList();
+            double Attr(string name) => double.Parse(dot.Attribute(name)!.Value, CultureInfo.InvariantCulture);
+            Assert.Equal(Attr("cx"), n[3], 1);
+            Assert.InRange(Attr("cy"), n[5], n[4]); // y grows downwards: the high end is above
+        }
+        // 0.10 to 0.95 lies on the axis (0 to 1), not beyond the plot
+        var axis = svg.Elements(Svg + "text").Where(t => t.Attribute("class")?.Value == "tick").Select(t => t.Value).ToList();
+        Assert.Contains("0", axis);
+        Assert.Contains("1", axis);
+        Assert.Contains("0.45 [0.36, 0.53] at 1 steps", dots[0].Element(Svg + "title")!.Value);
+    }
+
     [Theory]
     [InlineData(0.12, 0.87, 0, 1)]
     [InlineData(330.2, 480.5, 300, 500)]

@@ -152,7 +152,7 @@ public static class ResultsPages
     }
 
     /// <summary>A plot per metric; a line per model and sampler (and run, when several are compared: coloured by run,
-    /// dashed by model and sampler).</summary>
+    /// dashed by model and sampler); error bars where values have intervals.</summary>
     static Markup Plots(RunComparison comparison)
     {
         var several = comparison.Runs.Count > 1;
@@ -161,7 +161,7 @@ public static class ResultsPages
         {
             var series = comparison.Runs.SelectMany((run, i) => metric.GroupBy(r => (r.Model, r.Sampler))
                     .Select(g => (g.Key, Points: g.Where(r => r.Values[i] is not null)
-                        .Select(r => (r.Steps, r.Values[i]!.Value)).ToList()))
+                        .Select(r => new PlotPoint(r.Steps, r.Values[i]!.Value, r.Intervals[i]?.Low, r.Intervals[i]?.High)).ToList()))
                     .Where(s => s.Points.Count > 0)
                     .Select(s => new PlotSeries(
                         several ? $"{RunLabel(run)} · {s.Key.Model} · {s.Key.Sampler}" : $"{s.Key.Model} · {s.Key.Sampler}",
@@ -244,7 +244,8 @@ public static class ResultsPages
         return new PageResult("Compare runs", Html.Of(
             $"<h1>Compare runs</h1>{(comparison.Rows.Count == 0
                 ? Html.Of($"<p class=\"muted\">None of these runs has evaluation rows.</p>")
-                : Html.Of($"{ComparisonTable(comparison)}<h2>Metrics against steps</h2><div class=\"plots\">{Plots(comparison)}</div>"))}"));
+                : Html.Of($"{ComparisonTable(comparison)}<h2>Metrics against steps</h2>" +
+                          $"<div class=\"plots\">{Plots(comparison)}</div>"))}"));
     }
 
     /// <summary>The runs' values side by side, each with its 95 % interval where it has one; the best of a row in bold

@@ -2,11 +2,21 @@ namespace HyperSd.Api.Pages;
 
 /// <summary>One line of a plot: a metric's value at each step count. <see cref="Color"/> and <see cref="Dash"/> index the
 /// plot's palettes (the comparison page colours by run and dashes by model and sampler).</summary>
-public sealed record PlotSeries(string Label, IReadOnlyList<(int Steps, double Value)> Points, int Color = 0, int Dash = 0);
+public sealed record PlotSeries(string Label, IReadOnlyList<PlotPoint> Points, int Color = 0, int Dash = 0);
+
+/// <summary>A value at a step count, with its 95 % interval where the metric has one (drawn as an error bar).</summary>
+public readonly record struct PlotPoint(int Steps, double Value, double? Low = null, double? High = null)
+{
+    public static implicit operator PlotPoint((int Steps, double Value) p) => new(p.Steps, p.Value);
+
+    /// <summary>The interval, when both ends are finite numbers.</summary>
+    public (double Low, double High)? Interval =>
+        Low is { } l && High is { } h && double.IsFinite(l) && double.IsFinite(h) ? (l, h) : null;
+}
 
 /// <summary>A metric against step count as an inline SVG, drawn on the server (no script, nothing fetched): step counts on
 /// a log2 axis (1, 2, 4, 8 evenly spaced), values on a linear axis with rounded ticks, a legend on the right as wide and
-/// as tall as its labels need.</summary>
+/// as tall as its labels need; a point with an interval gets a vertical error bar.</summary>
 public static class SvgPlot
 {
     const int Left = 64, Top = 16, Bottom = 44, LegendRow = 18;
@@ -30,7 +40,8 @@ public static class SvgPlot
         double logMin = Math.Log2(steps[0]), logMax = Math.Log2(steps[^1]);
         // one step count alone sits in the middle
         double X(int s) => Left + (logMax > logMin ? (Math.Log2(s) - logMin) / (logMax - logMin) * PlotWidth : PlotWidth / 2);
-        var (yMin, yMax, ticks) = Axis(points.Min(p => p.Value), points.Max(p => p.Value));
+        // the axis holds the error bars too, not only the values
+        var (yMin, yMax, ticks) = Axis(points.Min(p => p.Interval?.Low ?? p.Value), points.Max(p => p.Interval?.High ?? p.Value));
         double Y(double v) => Top + (yMax - v) / (yMax - yMin) * PlotHeight;
 
         var grid = Html.Join(ticks, t => Html.Of(
@@ -45,13 +56,18 @@ public static class SvgPlot
             var dash = Dashes[s.Dash % Dashes.Length];
             var valid = s.Points.Where(p => double.IsFinite(p.Value) && p.Steps >= 1).OrderBy(p => p.Steps).ToList();
             var path = string.Join(" ", valid.Select(p => FormattableString.Invariant($"{X(p.Steps):F1},{Y(p.Value):F1}")));
-            var dots = Html.Join(valid, p => Html.Of(
-                $"<circle cx=\"{X(p.Steps):F1}\" cy=\"{Y(p.Value):F1}\" r=\"3.5\" fill=\"{color}\">" +
-                $"<title>{s.Label}: {p.Value:G6} at {p.Steps} steps</title></circle>"));
+            var bars = Html.Join(valid, p => p.Interval is { } e ? ErrorBar(X(p.Steps), Y(e.Low), Y(e.High), color) : Markup.Empty);
+            var dots = Html.Join(valid, p =>
+            {
+                var interval = p.Interval is { } e ? FormattableString.Invariant($" [{e.Low:G6}, {e.High:G6}]") : "";
+                return Html.Of($"<circle cx=\"{X(p.Steps):F1}\" cy=\"{Y(p.Value):F1}\" r=\"3.5\" fill=\"{color}\">" +
+                               $"<title>{s.Label}: {p.Value:G6}{interval} at {p.Steps} steps</title></circle>");
+            });
             double legendY = Top + 8 + i * LegendRow, legendX = Left + PlotWidth + 12;
             return Html.Of(
                 $"<g class=\"series\" data-label=\"{s.Label}\">" +
-                $"<polyline points=\"{path}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>{dots}" +
+                $"<polyline points=\"{path}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>" +
+                $"{bars}{dots}" +
                 $"<line x1=\"{legendX}\" x2=\"{legendX + 28}\" y1=\"{legendY:F1}\" y2=\"{legendY:F1}\" stroke=\"{color}\" " +
                 $"stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>" +
                 $"<text class=\"legend\" x=\"{legendX + 34}\" y=\"{legendY + 4:F1}\">{s.Label}</text></g>");
@@ -68,6 +84,12 @@ public static class SvgPlot
             $"text-anchor=\"middle\">{metric}</text>" +
             $"{lines}</svg>");
     }
+
+    /// <summary>A vertical line from <paramref name="yLow"/> to <paramref name="yHigh"/> with short caps, solid whatever the
+    /// series' dash.</summary>
+    static Markup ErrorBar(double x, double yLow, double yHigh, string color) => Html.Of(
+        $"<path class=\"error-bar\" d=\"M{x - 3:F1},{yLow:F1}H{x + 3:F1}M{x:F1},{yLow:F1}V{yHigh:F1}" +
+        $"M{x - 3:F1},{yHigh:F1}H{x + 3:F1}\" stroke=\"{color}\" stroke-width=\"1.5\" fill=\"none\"/>");
 
     /// <summary>The value axis: bounds widened to whole multiples of a 1-2-5 tick step (about five ticks); a flat series
     /// gets a band around its value.</summary>

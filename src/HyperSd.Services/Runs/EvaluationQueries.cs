@@ -29,21 +29,18 @@ public sealed record MetricInterval(double Low, double High);
 public sealed record ComparisonRow(string Model, string Sampler, string Metric, int Steps, IReadOnlyList<double?> Values,
     IReadOnlyList<MetricInterval?> Intervals)
 {
-    /// <summary>The run whose value is best and stands apart, if one does: none when fewer than two runs have a value, when
-    /// two share the best, or when the best value's interval overlaps another run's value or interval. A value without an
-    /// interval (the Fréchet distance on one image set) is ranked by the value alone.</summary>
+    /// <summary>The run whose value is best and stands apart, if one does: none when fewer than two runs have a value, or
+    /// when the best value (its interval, or the value alone where it has none) overlaps another run's. Two values without
+    /// intervals overlap only when equal, so the Fréchet distance on one image set is ranked by value, a tie ranking none.</summary>
     public int? Best()
     {
         var present = Values.Select((v, i) => (Value: v, Index: i)).Where(x => x.Value is not null).ToList();
-        if (present.Select(x => x.Value).Distinct().Count() < 2) return null;
-        bool lower = EvaluationQueries.LowerIsBetter(Metric);
-        var best = lower ? present.MinBy(x => x.Value)! : present.MaxBy(x => x.Value)!;
-        if (present.Count(x => x.Value == best.Value) > 1) return null;
+        if (present.Count < 2) return null;
+        var best = EvaluationQueries.LowerIsBetter(Metric) ? present.MinBy(x => x.Value)! : present.MaxBy(x => x.Value)!;
         MetricInterval Range(int i) => Intervals[i] ?? new MetricInterval(Values[i]!.Value, Values[i]!.Value);
-        if (Intervals[best.Index] is { } b
-            && present.Any(x => x.Index != best.Index && Range(x.Index).Low <= b.High && b.Low <= Range(x.Index).High))
-            return null;
-        return best.Index;
+        var b = Range(best.Index);
+        return present.Any(x => x.Index != best.Index && Range(x.Index).Low <= b.High && b.Low <= Range(x.Index).High)
+            ? null : best.Index;
     }
 }
 
