@@ -51,9 +51,12 @@ COPY recipes/ /app/recipes/
 RUN chmod 0755 /usr/local/bin/hypersd-worker-healthy && mkdir -p /data/artifacts && chown "$APP_UID" /data/artifacts
 # DOTNET_GCgen0size: a 256 MB gen-0 budget, as the tests and the dotnet-run profiles use (fewer collections, fewer
 # chances for TorchSharp's implicit-scalar race; docs/architecture.md, "Known issue: TorchSharp's implicit scalars").
+# MALLOC_ARENA_MAX=1: every thread on glibc's main heap, which NativeAllocator keeps (CPU tensor work 2-3x faster on the
+# worker's threads; docs/architecture.md, "The native allocator").
 # Recipes and jobs may name files only under the models and datasets mounts (Compose and the gpu overlay mount them).
 ENV PATH=/app:$PATH \
     DOTNET_GCgen0size=0x10000000 \
+    MALLOC_ARENA_MAX=1 \
     HyperSd__Transport=rabbitmq \
     HyperSd__ArtifactRoot=/data/artifacts \
     HyperSd__ModelsRoot=/data/models \

@@ -74,7 +74,8 @@ public static class EvaluationsEndpoints
         Csv.Text<BestRun>("metric", r => r.Metric), Csv.Integer<BestRun>("steps", r => r.Steps),
         Csv.Flag<BestRun>("lowerIsBetter", r => r.LowerIsBetter), Csv.Id<BestRun>("runId", r => r.RunId),
         Csv.Text<BestRun>("run", r => r.Run), Csv.Text<BestRun>("model", r => r.Model), Csv.Text<BestRun>("sampler", r => r.Sampler),
-        Csv.Number<BestRun>("value", r => r.Value),
+        Csv.Number<BestRun>("value", r => r.Value), Csv.Number<BestRun>("low", r => r.Low), Csv.Number<BestRun>("high", r => r.High),
+        Csv.Integer<BestRun>("overlapping", r => r.Overlapping), Csv.Integer<BestRun>("others", r => r.Others),
     ];
 
     static async Task<IResult> BestAsync(MetadataDbContext db, HttpRequest request, [AsParameters] FilterArgs args, CancellationToken ct)

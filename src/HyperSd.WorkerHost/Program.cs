@@ -58,5 +58,7 @@ host.Services.GetRequiredService<ILoggerFactory>().CreateLogger("hypersd-worker"
     "worker {WorkerId}: roles {Roles}, transport {Transport}, store {Provider}, artifacts {ArtifactRoot}, devices {Devices}",
     options.WorkerId, string.Join(",", options.Roles), options.Transport, options.Store.Provider, Path.GetFullPath(options.ArtifactRoot),
     string.Join(",", options.Devices));
+if (HyperSd.Diffusion.NativeAllocator.Advice is { } advice) host.Services.GetRequiredService<ILoggerFactory>()
+    .CreateLogger("hypersd-worker").LogWarning("{Advice}", advice);
 await host.RunAsync();
 return 0;

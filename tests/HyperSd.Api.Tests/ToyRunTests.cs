@@ -230,11 +230,19 @@ public abstract class ToyRunTests
         Assert.All(best, b =>
         {
             Assert.Equal(runId, b.RunId);
-            var candidates = rows.Where(r => (r.Metric, r.Steps) == (b.Metric, b.Steps)).Select(r => r.Value).ToList();
-            Assert.Equal(b.LowerIsBetter ? candidates.Min() : candidates.Max(), b.Value);
+            var candidates = rows.Where(r => (r.Metric, r.Steps) == (b.Metric, b.Steps)).ToList();
+            Assert.Equal(b.LowerIsBetter ? candidates.Min(r => r.Value) : candidates.Max(r => r.Value), b.Value);
+            var row = candidates.Single(r => (r.Model, r.Sampler) == (b.Model, b.Sampler));
+            Assert.Equal((row.Low, row.High), (b.Low, b.High));
+            // the other rows whose interval (or value) meets the best's interval (or value)
+            double low = row.Low ?? row.Value, high = row.High ?? row.Value;
+            Assert.Equal(candidates.Count(r => r != row && (r.Low ?? r.Value) <= high && (r.High ?? r.Value) >= low), b.Overlapping);
+            Assert.Equal(candidates.Count - 1, b.Others);
         });
+        // adherence at a tiny size: the untrained control and the students overlap the best's Wilson interval
+        Assert.Contains(best, b => b.Metric == "adherence" && !b.StandsApart);
         var fdBest = await client.GetStringAsync("/api/evaluations/best?metric=fd&format=csv");
-        Assert.StartsWith("metric,steps,lowerIsBetter,runId,run,model,sampler,value", fdBest);
+        Assert.StartsWith("metric,steps,lowerIsBetter,runId,run,model,sampler,value,low,high,overlapping,others", fdBest);
         return otherId;
     }
 

@@ -12,8 +12,18 @@ public class CpuKernelsTests
     [Fact]
     public void Loading_the_library_tunes_glibcs_allocator()
     {
-        string[] own = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"];
+        string[] own = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"];
         bool ownSet = own.Any(v => Environment.GetEnvironmentVariable(v) is not null);
         Assert.Equal(OperatingSystem.IsLinux() && !ownSet, NativeAllocator.Tuned);
+    }
+
+    /// <summary>tests/test.runsettings starts the test processes with MALLOC_ARENA_MAX=1, as the launch profile and the worker
+    /// image start theirs: the runner's threads then allocate from the heap NativeAllocator tunes, and nothing advises otherwise.
+    /// </summary>
+    [Fact]
+    public void Test_processes_allocate_from_one_arena()
+    {
+        Assert.True(NativeAllocator.OneArena);
+        Assert.Null(NativeAllocator.Advice);
     }
 }

@@ -34,8 +34,9 @@ public static class BenchCommand
     }
 
     /// <param name="AllocatorTuned">Whether glibc's allocator runs with <see cref="NativeAllocator"/>'s settings.</param>
+    /// <param name="OneArena">Whether every thread allocates from glibc's main heap (<see cref="NativeAllocator.OneArena"/>).</param>
     public sealed record Report(string Preset, string Device, string DType, int Threads, bool AllocatorTuned, int Repeats,
-        List<Row> Rows, Memory? Memory);
+        List<Row> Rows, Memory? Memory, bool OneArena = false);
 
     public sealed record Memory(int Steps, double MiBAfter10, double MiBAfterAll, double StepsPerSecond);
 
@@ -104,7 +105,9 @@ public static class BenchCommand
         int size = config.SampleSize![0];
         Console.WriteLine($"{preset}: UNet {unet.parameters().Sum(p => p.numel()):N0} parameters, latents " +
                           $"{config.InChannels}x{size}x{size}, {device.type} {dtype}, {get_num_threads()} threads, " +
-                          $"allocator {(NativeAllocator.Tuned ? "tuned" : "glibc's defaults")}, median of {repeats} after a warm-up");
+                          $"allocator {(NativeAllocator.Tuned ? "tuned" : "glibc's defaults")}" +
+                          $"{(NativeAllocator.OneArena ? ", one arena" : "")}, median of {repeats} after a warm-up");
+        if (NativeAllocator.Advice is { } advice) Console.WriteLine($"note: {advice}");
         var rows = new List<Row>();
         void Add(string component, int batch, double ms, string? baseline = null)
         {
@@ -160,7 +163,7 @@ public static class BenchCommand
         Add($"LoRA training step (rank 8 on {adapter.Layers.Count} modules, AdamW)", trainBatch, Time(repeats, device, Step));
         var memory = memorySteps > 0 ? MemoryCheck(Step, memorySteps, device) : null;
         return new Report(preset.ToString().ToLowerInvariant(), device.ToString(), dtype.ToString(), get_num_threads(),
-            NativeAllocator.Tuned, repeats, rows, memory);
+            NativeAllocator.Tuned, repeats, rows, memory, NativeAllocator.OneArena);
     }
 
     const string Prompt = "a small red circle at the top left";

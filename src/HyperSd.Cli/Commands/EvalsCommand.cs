@@ -92,7 +92,8 @@ public static class EvalsCommand
 
     static Command Best()
     {
-        var command = WithSource("best", "the best run for each metric and step count among the matching rows", Filters());
+        var command = WithSource("best",
+            "the best run for each metric and step count among the matching rows, and whether its interval stands apart", Filters());
         command.SetAction(async (parse, ct) =>
         {
             var filter = Filter(parse);
@@ -170,11 +171,12 @@ public static class EvalsCommand
                 await WriteJsonAsync(output, best);
                 break;
             default:
-                WriteTable(output, ["metric", "steps", "best", "run", "id", "model", "sampler", "value"],
+                WriteTable(output, ["metric", "steps", "best", "run", "id", "model", "sampler", "value", "apart"],
                     best.Select(b => new[]
                     {
                         b.Metric, Number(b.Steps), b.LowerIsBetter ? "lowest" : "highest", b.Run, b.RunId.ToString()[..8], b.Model,
-                        b.Sampler, EvaluationTable.Format(b.Metric, b.Value),
+                        b.Sampler, EvaluationTable.Format(b.Metric, b.Value, b.Low, b.High),
+                        b.Others == 0 ? "alone" : b.StandsApart ? $"yes, of {b.Others + 1}" : $"no: {b.Overlapping} of {b.Others} overlap",
                     }));
                 break;
         }

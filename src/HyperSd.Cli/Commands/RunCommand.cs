@@ -1,5 +1,6 @@
 using System.CommandLine;
 using HyperSd.Data;
+using HyperSd.Diffusion;
 using HyperSd.Recipes;
 using HyperSd.Data.Entities;
 using HyperSd.Services.Orchestrator;
@@ -43,6 +44,7 @@ public static class RunCommand
             using var host = store.StartHost(allRoles: true, parse.GetValue(VerboseOption));
             var runId = await host.Services.GetRequiredService<RunSubmission>().SubmitAsync(planned, ct);
             Console.WriteLine($"run {runId}: store {store.StoreDir}");
+            if (NativeAllocator.Advice is { } advice) Console.Error.WriteLine($"note: {advice}");
             return await FollowToEndAsync(host, store, runId, ct);
         });
         return command;

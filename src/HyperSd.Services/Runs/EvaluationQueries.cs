@@ -46,10 +46,16 @@ public sealed record ComparisonRow(string Model, string Sampler, string Metric, 
 
 public sealed record RunComparison(IReadOnlyList<ComparedRun> Runs, IReadOnlyList<ComparisonRow> Rows);
 
-/// <summary>The run with the best value of <see cref="Metric"/> at <see cref="Steps"/> among the matching rows, and the
-/// model and sampler that reached it.</summary>
+/// <summary>The run with the best value of <see cref="Metric"/> at <see cref="Steps"/> among the matching rows, the model and
+/// sampler that reached it, and the value's 95 % interval where the metric has one. <see cref="Overlapping"/>: how many other
+/// matching rows at this metric and steps overlap it (their intervals, or their values where they have none, against its
+/// interval, or its value) out of the <see cref="Others"/> there are: none of several means it stands apart; otherwise the
+/// data do not support ranking it above those.</summary>
 public sealed record BestRun(string Metric, int Steps, bool LowerIsBetter, Guid RunId, string Run, string Model, string Sampler,
-    double Value);
+    double Value, double? Low = null, double? High = null, int Overlapping = 0, int Others = 0)
+{
+    public bool StandsApart => Others > 0 && Overlapping == 0;
+}
 
 /// <summary>Evaluation rows across runs for the API and the CLI: the filtered query, runs side by side, the best run.</summary>
 public static class EvaluationQueries
@@ -170,27 +176,34 @@ public static class EvaluationQueries
         return new RunComparison([.. runIds.Distinct().Select(id => new ComparedRun(id, names[id]))], compared);
     }
 
-    /// <summary>For each (metric, steps) among the matching rows, the row with the best value (ties: the earliest row). The
-    /// store finds each group's extremes, then the rows that hold them: only those travel, not every matching row.</summary>
+    /// <summary>For each (metric, steps) among the matching rows, the row with the best value (ties: the earliest row), and how
+    /// many other rows overlap it. The store finds each group's extremes, then the rows that hold them, then counts each
+    /// best's overlapping rows: only counts and the best rows travel, not every matching row.</summary>
     public static async Task<IReadOnlyList<BestRun>> BestAsync(MetadataDbContext db, EvaluationFilter filter,
         CancellationToken ct = default)
     {
         var rows = await MatchingAsync(db, filter, ct);
         var groups = await rows.GroupBy(r => new { r.Metric, r.Steps })
-            .Select(g => new { g.Key.Metric, g.Key.Steps, Min = g.Min(r => r.Value), Max = g.Max(r => r.Value) })
+            .Select(g => new { g.Key.Metric, g.Key.Steps, Min = g.Min(r => r.Value), Max = g.Max(r => r.Value), Count = g.Count() })
             .ToListAsync(ct);
         var targets = groups
-            .Select(g => (g.Metric, g.Steps, Lower: LowerIsBetter(g.Metric), Value: LowerIsBetter(g.Metric) ? g.Min : g.Max))
+            .Select(g => (g.Metric, g.Steps, Lower: LowerIsBetter(g.Metric), Value: LowerIsBetter(g.Metric) ? g.Min : g.Max, g.Count))
             .ToList();
         var values = targets.Select(t => t.Value).Distinct().ToList();
         var holders = await rows.Where(r => values.Contains(r.Value)).ToListAsync(ct);
         var metricOrder = InDisplayOrder(targets.Select(t => t.Metric).Distinct()).ToList();
-        return [.. targets.OrderBy(t => metricOrder.IndexOf(t.Metric)).ThenBy(t => t.Steps)
-            .Select(t =>
-            {
-                var best = holders.Where(r => r.Metric == t.Metric && r.Steps == t.Steps && r.Value == t.Value)
-                    .OrderBy(r => r.CreatedAt).ThenBy(r => r.RunId).First();
-                return new BestRun(t.Metric, t.Steps, t.Lower, best.RunId, best.Run, best.Model, best.Sampler, best.Value);
-            })];
+        var result = new List<BestRun>();
+        foreach (var t in targets.OrderBy(t => metricOrder.IndexOf(t.Metric)).ThenBy(t => t.Steps))
+        {
+            var best = holders.Where(r => r.Metric == t.Metric && r.Steps == t.Steps && r.Value == t.Value)
+                .OrderBy(r => r.CreatedAt).ThenBy(r => r.RunId).First();
+            double low = best.Low ?? best.Value, high = best.High ?? best.Value;
+            int overlapping = await rows.CountAsync(r => r.Metric == t.Metric && r.Steps == t.Steps
+                && !(r.RunId == best.RunId && r.Model == best.Model && r.Sampler == best.Sampler)
+                && (r.Low ?? r.Value) <= high && (r.High ?? r.Value) >= low, ct);
+            result.Add(new BestRun(t.Metric, t.Steps, t.Lower, best.RunId, best.Run, best.Model, best.Sampler, best.Value,
+                best.Low, best.High, overlapping, t.Count - 1));
+        }
+        return result;
     }
 }
