@@ -52,7 +52,10 @@ public sealed class EvaluateCommandTests : IDisposable
             Assert.Equal((match.Low is null, match.High is null), (row.Low is null, row.High is null));
             compared++;
         }
-        Assert.Equal(5 * 3, compared); // tscd-k2, untrained, teacher ×2 at 2 steps, teacher at 3: fd, kid, adherence each
+        // tscd-k2, untrained, teacher ×2 at 2 steps, teacher at 3: fd, kid, adherence each; and tscd-k2's adherence paired
+        // with the untrained control's
+        Assert.Equal(5 * 3 + 1, compared);
+        Assert.Contains(results.Rows, r => r is { Model: "tscd-k2", Sampler: "ddim-trailing", Steps: 2, Metric: "adherence-gain" });
         Assert.Contains(results.Rows, r => r is { Model: "untrained", Sampler: "ddim-trailing", Steps: 2 });
         Assert.Contains(results.Rows, r => r is { Model: "teacher", Sampler: "ddim-cfg3", Steps: 3 });
         // --run stored them over the run's rows: no row was added

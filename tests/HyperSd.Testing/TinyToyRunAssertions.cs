@@ -81,13 +81,19 @@ public static class TinyToyRunAssertions
             Assert.Equal(2, evaluations.Count(v => v.Model == "tscd-k1" && v.Steps == steps && v.Metric == metric));
             Assert.Equal(2, evaluations.Count(v => v.Model == "unified" && v.Steps == steps && v.Metric == metric));
         }
-        // the k = 2 stage's LoRA as Hyper-SD's fixed 2-step LoRA
-        Assert.Equal([(2, "adherence"), (2, "adherence-judge"), (2, "fd"), (2, "kid"), (2, "toy-aesthetic"), (2, "toy-preference")],
+        // the k = 2 stage's LoRA as Hyper-SD's fixed 2-step LoRA, paired with the untrained control by the judge
+        Assert.Equal([(2, "adherence"), (2, "adherence-judge"), (2, "adherence-judge-gain"), (2, "fd"), (2, "kid"),
+                (2, "toy-aesthetic"), (2, "toy-preference")],
             evaluations.Where(v => v.Model == "tscd-k2").Select(v => (v.Steps, v.Metric)).Order());
         // ReFL's and DMD's LoRAs at their one step
         foreach (var model in new[] { "refl-k1", "dmd-k1" })
-            Assert.Equal([(1, "adherence"), (1, "adherence-judge"), (1, "fd"), (1, "kid"), (1, "toy-aesthetic"), (1, "toy-preference")],
+            Assert.Equal([(1, "adherence"), (1, "adherence-judge"), (1, "adherence-judge-gain"), (1, "fd"), (1, "kid"),
+                    (1, "toy-aesthetic"), (1, "toy-preference")],
                 evaluations.Where(v => v.Model == model).Select(v => (v.Steps, v.Metric)).Order());
+        // a gain row for every student image set the control has a counterpart of, none for the teacher or the control itself
+        Assert.Equal(evaluations.Where(v => v.Metric == "adherence" && v.Model is not ("teacher" or "untrained"))
+                .Select(v => (v.Model, v.Sampler, v.Steps)).Order(),
+            evaluations.Where(v => v.Metric == "adherence-judge-gain").Select(v => (v.Model, v.Sampler, v.Steps)).Order());
         // every evaluated image set scored by the reward-scorer with both learnt rewards
         var sets = evaluations.Where(v => v.Metric == "adherence").Select(v => (v.Model, v.Sampler, v.Steps)).ToList();
         foreach (var reward in new[] { "toy-preference", "toy-aesthetic" })

@@ -79,12 +79,16 @@ public static class EvalsBenchCommand
             foreach (var sampler in Samplers)
             foreach (var steps in Steps)
             foreach (var metric in Metrics)
+            {
+                double value = random.NextDouble() * (metric == "fd" ? 50 : 1);
+                // every metric but the Fréchet distance has an interval, as stored evaluations do
+                double? half = metric == "fd" ? null : 0.05 + 0.05 * random.NextDouble();
                 db.Evaluations.Add(new Evaluation
                 {
                     Id = Guid.NewGuid(), RunId = run.Id, StageId = stage.Id, Model = model, Sampler = sampler, Steps = steps,
-                    Metric = metric,
-                    Value = random.NextDouble() * (metric == "fd" ? 50 : 1), CreatedAt = run.CreatedAt,
+                    Metric = metric, Value = value, Low = value - half, High = value + half, CreatedAt = run.CreatedAt,
                 });
+            }
             ids.Add(run.Id);
             if ((i + 1) % 50 == 0 || i == runCount - 1)
             {
@@ -121,6 +125,8 @@ public static class EvalsBenchCommand
                 [.. Enumerable.Range(0, 5).Select(_ => AnyRun()).Distinct()],
                 new EvaluationFilter(Metric: "fd"), ct)),
             ("best metric=fd", () => EvaluationQueries.BestAsync(db, new EvaluationFilter(Metric: "fd"), ct)),
+            ("best metric=adherence (with intervals)", () =>
+                EvaluationQueries.BestAsync(db, new EvaluationFilter(Metric: "adherence"), ct)),
         };
         Console.WriteLine($"{"query",-42} {"p50 ms",8} {"p95 ms",8} {"p50 ×base",10}");
         double? baseline = null;

@@ -93,6 +93,13 @@ public sealed class ModelEvaluator(
     /// <summary>Called with each (model, sampler, steps) image set once it is measured, e.g. to keep the images.</summary>
     public Action<string, string, int, Tensor>? Generated { get; init; }
 
+    /// <summary>The control model (the untrained student) that later models are paired with: every model sees the same
+    /// prompts and noise, so a per-prompt difference in adherence to the control's images at the same sampler and steps has
+    /// a far narrower interval than two separate adherence intervals (<see cref="GainMetricName"/> rows).</summary>
+    public string? Control { get; init; }
+
+    readonly Dictionary<(string Sampler, int Steps), IReadOnlyList<bool>> controlMatches = [];
+
     public IReadOnlyList<EvaluationRow> Evaluate(string model, IDiffusionPipeline pipeline, IReadOnlyList<string> prompts,
         SamplerSpec sampler, EvaluationOptions options, string? gridPath = null)
     {
@@ -134,6 +141,10 @@ public sealed class ModelEvaluator(
 
     public static string KidMetricName(IImageFeatures features) => "kid" + features.MetricName["fd".Length..];
 
+    /// <summary>The paired adherence gain's row name: by the independent judge when there is one (claims rest on it), else by
+    /// the recognizer.</summary>
+    public string GainMetricName => (judge is not null ? JudgeAdherence : "adherence") + "-gain";
+
     public Tensor Generate(
         IDiffusionPipeline pipeline, IReadOnlyList<string> prompts, SamplerSpec sampler, int steps, EvaluationOptions options)
     {
@@ -168,15 +179,23 @@ public sealed class ModelEvaluator(
             var kid = Metrics.KernelInceptionDistance.Compute(generated, real);
             rows.Add(new(model, sampler, steps, KidMetricName(features), kid.Interval()));
         }
+        IReadOnlyList<bool>? paired = null;
         if (adherence is not null)
         {
-            var matches = adherence.Matches(prompts, images);
+            var matches = paired = adherence.Matches(prompts, images);
             rows.Add(new(model, sampler, steps, "adherence", Metrics.WilsonInterval.Of(matches.Count(m => m), matches.Count)));
         }
         if (judge is not null)
         {
-            var matches = judge.Matches(prompts, images);
+            var matches = paired = judge.Matches(prompts, images);
             rows.Add(new(model, sampler, steps, JudgeAdherence, Metrics.WilsonInterval.Of(matches.Count(m => m), matches.Count)));
+        }
+        if (paired is not null && Control is not null)
+        {
+            if (model == Control) controlMatches[(sampler, steps)] = paired;
+            else if (controlMatches.TryGetValue((sampler, steps), out var control) && control.Count == paired.Count)
+                rows.Add(ScoreRow(model, sampler, steps, GainMetricName,
+                    paired.Zip(control, (m, c) => (m ? 1.0 : 0.0) - (c ? 1.0 : 0.0)).ToList()));
         }
         foreach (var scorer in scorers ?? [])
         {

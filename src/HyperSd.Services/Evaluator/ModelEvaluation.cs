@@ -86,7 +86,7 @@ public sealed class ModelEvaluation : IDisposable
         evaluator = new ModelEvaluator((IImageFeatures?)metrics ?? features, real, metrics, all,
             judge is null ? null : new ToyRecognizerMetrics(judge))
         {
-            Generated = Samples is null ? null : Samples.Add,
+            Generated = Samples is null ? null : Samples.Add, Control = Untrained,
         };
     }
 
@@ -131,7 +131,12 @@ public sealed class ModelEvaluation : IDisposable
               $"{(Prompts.Split is { } s ? $" renders of {ToyAdherence.Name(s)} captions" : "")}.\n\n" +
               EvaluationTable.Markdown(Rows) + "\nIntervals are 95 %: adherence and attribute rates Wilson's or Student's t, kid " +
               "±1.96 standard errors. fd has none on one image set; its floor, the distance between real image sets of these " +
-              $"sizes ({Prompts.Prompts.Count} against {realImages}), is {EvaluationTable.Format("fd", floor!.Value)}.\n"
+              $"sizes ({Prompts.Prompts.Count} against {realImages}), is {EvaluationTable.Format("fd", floor!.Value)}." +
+              (Rows.Any(r => r.Metric.EndsWith("-gain", StringComparison.Ordinal))
+                  ? $" The -gain columns pair each prompt with the {Untrained} student's image at the same sampler and steps: the " +
+                    "mean difference in adherence, with Student's t on the per-prompt differences; an interval above 0 means the " +
+                    "model follows the prompts better than the control."
+                  : "") + "\n"
             : measuredWith is not null
             ? $"# {title}\n\nPrompts: {Prompts.Description}; noise seed {Options.Seed} + prompt index. {measuredWith}\n\n" +
               EvaluationTable.Markdown(Rows) + "\nIntervals are 95 %: Student's t for per-image scores, kid ±1.96 standard errors; " +

@@ -43,6 +43,34 @@ public class EvaluatorTests : IDisposable
         Assert.Equal("tcd-eta0.3", ImageFiles.ReadPngText(grid)["sampler"]);
     }
 
+    /// <summary>Hands out a fixed list of matches per call, whatever the images: the pairing arithmetic on known data.</summary>
+    sealed class ScriptedAdherence(params bool[][] calls) : IPromptAdherence
+    {
+        int next;
+        public IReadOnlyList<bool> Matches(IReadOnlyList<string> prompts, Tensor images) => calls[next++];
+    }
+
+    /// <summary>With a control, each later model gets its per-prompt adherence difference to the control's images at the same
+    /// sampler and steps, with Student's t on the differences; a sampler the control was not run with gets none.</summary>
+    [Fact]
+    public void A_model_after_the_control_gets_its_paired_adherence_gain()
+    {
+        using var pipeline = TinyToyPipeline.Create();
+        bool[] control = [true, false, false, false, true, false], student = [true, true, false, true, true, false];
+        var evaluator = new ModelEvaluator(null, null, new ScriptedAdherence(control, student, student)) { Control = "untrained" };
+        var prompts = ToyWorld.EvaluationPrompts(6);
+        var options = new EvaluationOptions { Steps = [1], BatchSize = 6 };
+        Assert.DoesNotContain(evaluator.Evaluate("untrained", pipeline, prompts, SamplerSpec.DdimTrailing(), options),
+            r => r.Metric == "adherence-gain");
+        var gain = evaluator.Evaluate("student", pipeline, prompts, SamplerSpec.DdimTrailing(), options)
+            .Single(r => r.Metric == "adherence-gain");
+        // differences 0, 1, 0, 1, 0, 0: mean 1/3, s = 0.5164, t(0.975, 5) = 2.5706
+        Assert.Equal((0.3333, -0.2086, 0.8753),
+            (Math.Round(gain.Value, 4), Math.Round(gain.Low!.Value, 4), Math.Round(gain.High!.Value, 4)));
+        Assert.DoesNotContain(evaluator.Evaluate("student", pipeline, prompts, SamplerSpec.Tcd(0.3), options),
+            r => r.Metric == "adherence-gain");
+    }
+
     [Fact]
     public void The_same_seeds_give_the_same_rows_and_real_images_score_near_zero()
     {
