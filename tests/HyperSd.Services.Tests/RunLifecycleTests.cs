@@ -328,6 +328,28 @@ public sealed class RunLifecycleTests : IDisposable
         Assert.Empty(await machine.StageCompletedAsync(new StageCompleted(runId, stage.Id, 1, []), t0 + TimeSpan.FromSeconds(62)));
     }
 
+    /// <summary>Two chunks of a job completing at once each read the other still running, so neither finished the run: the
+    /// reconciler finds every stage succeeded and nothing in flight, and finishes it; a healthy run beside it is left alone.
+    /// </summary>
+    [Fact]
+    public async Task The_reconciler_finishes_a_run_whose_last_transitions_raced()
+    {
+        var raced = await StartedRun();
+        var healthy = await StartedRun();
+        await using (var db = store.CreateDbContext())
+        {
+            foreach (var stage in await db.Stages.Where(s => s.RunId == raced).ToListAsync())
+                (stage.State, stage.LeaseOwner) = (StageState.Succeeded, null);
+            await db.SaveChangesAsync();
+        }
+        Assert.Empty(await machine.ReconcileAsync(t0 + TimeSpan.FromSeconds(1)));
+        await using var check = store.CreateDbContext();
+        Assert.Equal(RunState.Succeeded, (await check.Runs.SingleAsync(r => r.Id == raced)).State);
+        Assert.Equal(RunState.Running, (await check.Runs.SingleAsync(r => r.Id == healthy)).State);
+        Assert.Equal(StageState.Dispatched,
+            (await check.Stages.Where(s => s.RunId == healthy).OrderBy(s => s.Index).FirstAsync()).State);
+    }
+
     [Fact]
     public async Task The_reconciler_completes_a_stage_whose_worker_finished_but_whose_event_never_came()
     {

@@ -200,6 +200,15 @@ public sealed class RunLifecycle(IDbContextFactory<MetadataDbContext> dbs, Stage
                     break;
             }
         }
+        // Nothing in flight and nothing waiting out a backoff, yet the run goes on: the last stages of a concurrent group
+        // (a job's chunks) completed at once, and each transition, reading the other still running, neither finished the
+        // run nor dispatched what follows. Do it now.
+        if (run.State == RunState.Running && run.Stages.All(s => s.State == StageState.Succeeded ||
+                                                                 s is { State: StageState.Pending, NextAttemptAt: null }))
+        {
+            logger.LogWarning("run {RunId}: no stage in flight; moving on from its last completed stage", run.Id);
+            result.AddRange(await DispatchNext(db, run, now));
+        }
         return result;
     }
 
