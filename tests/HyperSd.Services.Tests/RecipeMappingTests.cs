@@ -178,13 +178,22 @@ public class RecipeMappingTests
         Assert.Equal(new Dictionary<string, double> { ["toy-structure-logp"] = 1.0 }, refl.Rewards);
         var dmd = (DmdStageSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "dmd-k1"));
         Assert.Equal((RecipeMapping.Dmd(recipe), "refl-k1"), (dmd.Config, dmd.Source));
-        // ReFL's and DMD's LoRAs replace the ones they continued in the unified LoRA
+        // the recipe's weights (DMD's LoRA mostly), kept whole at rank 64
         var merge = (MergeSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "unified"));
+        Assert.Equal(new Dictionary<string, double>
+        {
+            ["tscd-k8"] = 0.05, ["tscd-k4"] = 0, ["tscd-k2"] = 0.05, ["tscd-k1"] = 0, ["refl-k1"] = 0, ["refl-k4"] = 0.05,
+            ["dmd-k1"] = 0.85,
+        }, merge.Weights);
+        Assert.Equal((64, true), (merge.Rank, merge.ClampRank));
+        // without weights, ReFL's and DMD's LoRAs replace the ones they continued, all weighed equally
+        var equal = recipe with { Merge = recipe.Merge! with { Weights = null } };
+        var planned = catalogue.Plan(RecipeInputs.Resolve(equal, new InputRoots(), "toy.yaml"), Guid.NewGuid(), 3);
         Assert.Equal(new Dictionary<string, double>
         {
             ["tscd-k8"] = 0.25, ["tscd-k4"] = 0, ["tscd-k2"] = 0.25, ["tscd-k1"] = 0, ["refl-k1"] = 0, ["refl-k4"] = 0.25,
             ["dmd-k1"] = 0.25,
-        }, merge.Weights);
+        }, ((MergeSettings)catalogue.ReadSettings(planned.Single(s => s.Name == "unified"))).Weights);
         var k4 = (SegmentStageSettings)catalogue.ReadSettings(stages.Single(s => s.Name == "tscd-k4"));
         Assert.Equal(RecipeMapping.SegmentStage(recipe, 4), k4.Config with { Lora = k4.Config.Lora, });
         Assert.Equal(recipe.Model, k4.Model);

@@ -70,7 +70,8 @@ public sealed class ReflStageTests : IDisposable
         Assert.Equal(new[] { LoraOf("tscd-k2").Id, refl.Id }.Order(), LoraOf("unified").Inputs.Select(i => i.InputArtifactId).Order());
         // the evaluation: ReFL's LoRA at its one step, by the recognizer and by the independent judge
         var rows = await db.Evaluations.AsNoTracking().Where(v => v.RunId == runId).ToListAsync();
-        Assert.Equal(["adherence", "adherence-judge", "adherence-judge-gain", "fd", "kid", "toy-aesthetic", "toy-preference"],
+        Assert.Equal(["adherence", "adherence-judge", "adherence-judge-gain", "fd", "fd-judge", "kid", "kid-judge", "toy-aesthetic",
+                "toy-preference"],
             rows.Where(v => v is { Model: "refl-k1", Steps: 1 }).Select(v => v.Metric).Order());
         Assert.Contains(rows, v => v is { Model: "tscd-k1", Steps: 1, Metric: "adherence-judge" });
     }

@@ -74,7 +74,7 @@ public static class TinyToyRunAssertions
         Assert.Equal(evaluations.Count, evaluations.Select(v => (v.Model, v.Sampler, v.Steps, v.Metric)).Distinct().Count());
         Assert.Contains(evaluations, v => v is { Model: "teacher", Steps: 3, Metric: "fd" });
         foreach (var steps in new[] { 1, 2 })
-        foreach (var metric in new[] { "fd", "kid", "adherence", "adherence-judge" })
+        foreach (var metric in new[] { "fd", "kid", "adherence", "adherence-judge", "fd-judge", "kid-judge" })
         {
             Assert.Contains(evaluations, v => v.Model == "teacher" && v.Steps == steps && v.Metric == metric);
             Assert.Equal(2, evaluations.Count(v => v.Model == "untrained" && v.Steps == steps && v.Metric == metric));
@@ -82,13 +82,13 @@ public static class TinyToyRunAssertions
             Assert.Equal(2, evaluations.Count(v => v.Model == "unified" && v.Steps == steps && v.Metric == metric));
         }
         // the k = 2 stage's LoRA as Hyper-SD's fixed 2-step LoRA, paired with the untrained control by the judge
-        Assert.Equal([(2, "adherence"), (2, "adherence-judge"), (2, "adherence-judge-gain"), (2, "fd"), (2, "kid"),
-                (2, "toy-aesthetic"), (2, "toy-preference")],
+        Assert.Equal([(2, "adherence"), (2, "adherence-judge"), (2, "adherence-judge-gain"), (2, "fd"), (2, "fd-judge"), (2, "kid"),
+                (2, "kid-judge"), (2, "toy-aesthetic"), (2, "toy-preference")],
             evaluations.Where(v => v.Model == "tscd-k2").Select(v => (v.Steps, v.Metric)).Order());
         // ReFL's and DMD's LoRAs at their one step
         foreach (var model in new[] { "refl-k1", "dmd-k1" })
-            Assert.Equal([(1, "adherence"), (1, "adherence-judge"), (1, "adherence-judge-gain"), (1, "fd"), (1, "kid"),
-                    (1, "toy-aesthetic"), (1, "toy-preference")],
+            Assert.Equal([(1, "adherence"), (1, "adherence-judge"), (1, "adherence-judge-gain"), (1, "fd"), (1, "fd-judge"), (1, "kid"),
+                    (1, "kid-judge"), (1, "toy-aesthetic"), (1, "toy-preference")],
                 evaluations.Where(v => v.Model == model).Select(v => (v.Steps, v.Metric)).Order());
         // a gain row for every student image set the control has a counterpart of, none for the teacher or the control itself
         Assert.Equal(evaluations.Where(v => v.Metric == "adherence" && v.Model is not ("teacher" or "untrained"))
@@ -100,7 +100,8 @@ public static class TinyToyRunAssertions
             Assert.Equal(sets.Order(), evaluations.Where(v => v.Metric == reward).Select(v => (v.Model, v.Sampler, v.Steps)).Order());
         Assert.All(evaluations, v => Assert.True(double.IsFinite(v.Value), $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value}"));
         // 95 % intervals on adherence and KID, none on one image set's Fréchet distance
-        Assert.All(evaluations, v => Assert.True(v.Metric == "fd" ? v.Low is null && v.High is null : v.Low <= v.Value && v.Value <= v.High,
+        Assert.All(evaluations, v => Assert.True(
+            v.Metric is "fd" or "fd-judge" ? v.Low is null && v.High is null : v.Low <= v.Value && v.Value <= v.High,
             $"{v.Model} {v.Sampler} {v.Steps} {v.Metric} = {v.Value} [{v.Low}, {v.High}]"));
     }
 }

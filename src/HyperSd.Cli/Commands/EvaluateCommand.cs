@@ -124,7 +124,7 @@ public static class EvaluateCommand
 
             using var pipeline = ImageModels.Open(modelPath, parse.GetValue(tokenizer), device, dtype);
             using var judge = judgeDir is null ? null : ToyRecognizer.FromPretrained(judgeDir, device);
-            // a toy model is also judged by the recognizer no reward used (adherence-judge rows)
+            // a toy model is also judged by the recognizer no reward used (adherence-judge, fd-judge and kid-judge rows)
             using var independent = toy ? ToyRecognizer.FromPretrained(ToyWorld.PretrainedJudgeDir, device) : null;
             int px = parse.GetResult(size) is null ? judge is null ? 512 : ToyShapes.Resolution : parse.GetValue(size);
             var options = new EvaluationOptions

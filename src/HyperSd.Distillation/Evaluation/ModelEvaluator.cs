@@ -23,6 +23,11 @@ public interface IPromptAdherence
     IReadOnlyList<bool> Matches(IReadOnlyList<string> prompts, Tensor images);
 }
 
+/// <summary>A second model that no reward used (the toy judge), by which a reward-trained model is judged: its adherence, and
+/// its own features against the real images' for a Fréchet distance the reward cannot have taught the model to please
+/// (<see cref="ModelEvaluator.JudgeDistance"/>).</summary>
+public sealed record IndependentJudge(IPromptAdherence Adherence, IImageFeatures Features, Tensor RealFeatures);
+
 /// <summary>A per-image score (reward models plug in here); its mean becomes a metric row named <see cref="Name"/>.</summary>
 public interface IImageScorer
 {
@@ -88,7 +93,7 @@ public sealed record EvaluationOptions
 /// </summary>
 public sealed class ModelEvaluator(
     IImageFeatures? features, Tensor? realFeatures, IPromptAdherence? adherence = null, IReadOnlyList<IImageScorer>? scorers = null,
-    IPromptAdherence? judge = null)
+    IndependentJudge? judge = null)
 {
     /// <summary>Called with each (model, sampler, steps) image set once it is measured, e.g. to keep the images.</summary>
     public Action<string, string, int, Tensor>? Generated { get; init; }
@@ -135,11 +140,17 @@ public sealed class ModelEvaluator(
         return rows;
     }
 
-    /// <summary>KID's row name beside the Fréchet distance's: "kid" for "fd", "kid-clip" for "fd-clip".</summary>
     /// <summary>Adherence by the independent judge: the claims of a model trained on a reward rest on it.</summary>
     public const string JudgeAdherence = "adherence-judge";
 
-    public static string KidMetricName(IImageFeatures features) => "kid" + features.MetricName["fd".Length..];
+    /// <summary>The Fréchet distance on the independent judge's features (KID beside it: "kid-judge").</summary>
+    public const string JudgeDistance = "fd-judge";
+
+    /// <summary>KID's row name beside the Fréchet distance's: "kid" for "fd", "kid-clip" for "fd-clip".</summary>
+
+    public static string KidMetricName(IImageFeatures features) => KidMetricName(features.MetricName);
+
+    static string KidMetricName(string fdName) => "kid" + fdName["fd".Length..];
 
     /// <summary>The paired adherence gain's row name: by the independent judge when there is one (claims rest on it), else by
     /// the recognizer.</summary>
@@ -171,14 +182,10 @@ public sealed class ModelEvaluator(
         using var _ = no_grad();
         var rows = new List<EvaluationRow>();
         if (features is not null)
-        {
-            var real = realFeatures ?? throw new ArgumentException("the real images' features are needed with an image feature model");
-            var generated = features.Features(images);
-            rows.Add(new(model, sampler, steps, features.MetricName, Metrics.FrechetDistance.Compute(generated, real)));
-            // KID beside it: unbiased, with a standard error from one image set
-            var kid = Metrics.KernelInceptionDistance.Compute(generated, real);
-            rows.Add(new(model, sampler, steps, KidMetricName(features), kid.Interval()));
-        }
+            rows.AddRange(Distances(model, sampler, steps, features.MetricName, features.Features(images),
+                realFeatures ?? throw new ArgumentException("the real images' features are needed with an image feature model")));
+        if (judge is not null)
+            rows.AddRange(Distances(model, sampler, steps, JudgeDistance, judge.Features.Features(images), judge.RealFeatures));
         IReadOnlyList<bool>? paired = null;
         if (adherence is not null)
         {
@@ -187,7 +194,7 @@ public sealed class ModelEvaluator(
         }
         if (judge is not null)
         {
-            var matches = paired = judge.Matches(prompts, images);
+            var matches = paired = judge.Adherence.Matches(prompts, images);
             rows.Add(new(model, sampler, steps, JudgeAdherence, Metrics.WilsonInterval.Of(matches.Count(m => m), matches.Count)));
         }
         if (paired is not null && Control is not null)
@@ -203,6 +210,14 @@ public sealed class ModelEvaluator(
             rows.Add(ScoreRow(model, sampler, steps, scorer.Name, scores));
         }
         return rows;
+    }
+
+    /// <summary>The Fréchet distance of generated to real features, and KID beside it (unbiased, with a standard error from one
+    /// image set).</summary>
+    static IEnumerable<EvaluationRow> Distances(string model, string sampler, int steps, string fdName, Tensor generated, Tensor real)
+    {
+        yield return new(model, sampler, steps, fdName, Metrics.FrechetDistance.Compute(generated, real));
+        yield return new(model, sampler, steps, KidMetricName(fdName), Metrics.KernelInceptionDistance.Compute(generated, real).Interval());
     }
 
     /// <summary>A per-image score's row: the mean over the images with Student's t interval (the images are independent

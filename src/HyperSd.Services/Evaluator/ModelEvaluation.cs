@@ -42,8 +42,8 @@ public sealed class ModelEvaluation : IDisposable
     public const string Untrained = "untrained";
 
     readonly IDiffusionPipeline pipeline;
-    readonly ToyRecognizerMetrics? metrics;
-    readonly Tensor? real;
+    readonly ToyRecognizerMetrics? metrics, judgeMetrics;
+    readonly Tensor? real, judgeReal;
     readonly ModelEvaluator evaluator;
     readonly int realImages;
     readonly int realSeed;
@@ -61,7 +61,8 @@ public sealed class ModelEvaluation : IDisposable
 
     /// <param name="recognizer">The toy judge, or null at real scale (images and grids only, with the scorers' rows).</param>
     /// <param name="breakdown">Adds per-attribute rows (object found at its position, right shape, colour, size).</param>
-    /// <param name="judge">A second recognizer that no reward used (<see cref="ToyJudge"/>): adds its adherence rows.</param>
+    /// <param name="judge">A second recognizer that no reward used (<see cref="ToyJudge"/>): adds its adherence rows, and its
+    /// Fréchet distance and KID (fd-judge, kid-judge) on its own features of the same real renders.</param>
     /// <param name="samplesDir">Keeps every image set there (<see cref="EvaluationSamples"/>) for scoring by another role.</param>
     /// <param name="realSeed">Seed of the real reference images (a re-draw takes another; the floor's set draws from seed + 1).
     /// </param>
@@ -83,8 +84,10 @@ public sealed class ModelEvaluation : IDisposable
         real = metrics?.RealFeatures(realImages, realSeed, prompts.Split) ?? realFeatures;
         var all = (breakdown && recognizer is not null ? ToyAttributeScorer.All(recognizer) : []).Concat(scorers ?? []).ToList();
         Samples = samplesDir is null ? null : new EvaluationSamples(samplesDir, prompts.Prompts);
+        judgeMetrics = judge is null ? null : new ToyRecognizerMetrics(judge);
+        judgeReal = judgeMetrics?.RealFeatures(realImages, realSeed, prompts.Split);
         evaluator = new ModelEvaluator((IImageFeatures?)metrics ?? features, real, metrics, all,
-            judge is null ? null : new ToyRecognizerMetrics(judge))
+            judgeMetrics is null ? null : new IndependentJudge(judgeMetrics, judgeMetrics, judgeReal!))
         {
             Generated = Samples is null ? null : Samples.Add, Control = Untrained,
         };
@@ -124,14 +127,17 @@ public sealed class ModelEvaluation : IDisposable
     /// names the weights and the reference set of the rows there are.</summary>
     public (string Markdown, string Json) WriteReport(string title, string? notMeasured = null, string? measuredWith = null)
     {
-        double? floor = Measured ? Floor() : null;
+        double? floor = Measured ? Floor(metrics!) : null;
+        double? judgeFloor = Measured && judgeMetrics is not null ? Floor(judgeMetrics) : null;
         var md = Path.Combine(OutDir, "results.md");
         var text = Measured
             ? $"# {title}\n\nPrompts: {Prompts.Description}; noise seed {Options.Seed} + prompt index; real images: {realImages}" +
               $"{(Prompts.Split is { } s ? $" renders of {ToyAdherence.Name(s)} captions" : "")}.\n\n" +
               EvaluationTable.Markdown(Rows) + "\nIntervals are 95 %: adherence and attribute rates Wilson's or Student's t, kid " +
               "±1.96 standard errors. fd has none on one image set; its floor, the distance between real image sets of these " +
-              $"sizes ({Prompts.Prompts.Count} against {realImages}), is {EvaluationTable.Format("fd", floor!.Value)}." +
+              $"sizes ({Prompts.Prompts.Count} against {realImages}), is {EvaluationTable.Format("fd", floor!.Value)}" +
+              (judgeFloor is { } jf ? $" ({ModelEvaluator.JudgeDistance}: {EvaluationTable.Format("fd", jf)}, on the features of the " +
+                                      "judge that no reward used)" : "") + "." +
               (Rows.Any(r => r.Metric.EndsWith("-gain", StringComparison.Ordinal))
                   ? $" The -gain columns pair each prompt with the {Untrained} student's image at the same sampler and steps: the " +
                     "mean difference in adherence, with Student's t on the per-prompt differences; an interval above 0 means the " +
@@ -146,7 +152,7 @@ public sealed class ModelEvaluation : IDisposable
         File.WriteAllText(md, text);
         var json = Path.Combine(OutDir, "results.json");
         File.WriteAllText(json, JsonSerializer.Serialize(new Report(title, Prompts.Description, Prompts.Split is { } split
-            ? ToyAdherence.Name(split) : null, Prompts.Prompts.Count, Options.Seed, realImages, floor, Rows,
+            ? ToyAdherence.Name(split) : null, Prompts.Prompts.Count, Options.Seed, realImages, floor, judgeFloor, Rows,
             Grids.Select(Path.GetFileName).ToList()!), ReportJson));
         return (md, json);
     }
@@ -158,14 +164,20 @@ public sealed class ModelEvaluation : IDisposable
     };
 
     sealed record Report(string Title, string Prompts, string? Split, int PromptCount, long Seed, int RealImages, double? FdFloor,
-        IReadOnlyList<EvaluationRow> Rows, IReadOnlyList<string> Grids);
+        double? FdJudgeFloor, IReadOnlyList<EvaluationRow> Rows, IReadOnlyList<string> Grids);
 
     /// <summary>The Fréchet distance between two real image sets of the evaluation's sizes (apart from the reference set).</summary>
-    public double Floor()
+    public double Floor() => Floor(metrics!);
+
+    double Floor(ToyRecognizerMetrics by)
     {
-        using var others = metrics!.RealFeatures(Prompts.Prompts.Count + realImages, realSeed + 1, Prompts.Split);
+        using var others = by.RealFeatures(Prompts.Prompts.Count + realImages, realSeed + 1, Prompts.Split);
         return FrechetDistance.RealVersusReal(others, Prompts.Prompts.Count, realImages);
     }
 
-    public void Dispose() => real?.Dispose();
+    public void Dispose()
+    {
+        real?.Dispose();
+        judgeReal?.Dispose();
+    }
 }

@@ -35,10 +35,11 @@ public static class ToyExperiment
 
     /// <summary>The outcome tests' budget (<c>hypersd toy distill --small</c>): 1,024 images, 2,048 trajectories, 40 steps
     /// per stage, 128 held-out prompts against 512 real images at 2 and 4 steps, the teacher's reference at 8; no
-    /// generation, no ReFL and no DMD (the table compares TSCD schedules; ReFL's outcome has its own test).</summary>
+    /// generation, no ReFL and no DMD (the table compares TSCD schedules; ReFL's outcome has its own test), so the unified
+    /// LoRA weighs TSCD's stages equally (the recipe's weights name ReFL's and DMD's).</summary>
     public static Recipe Small(Recipe recipe) => recipe with
     {
-        Generation = null, Refl = null, Dmd = null,
+        Generation = null, Refl = null, Dmd = null, Merge = recipe.Merge is { } merge ? merge with { Weights = null } : null,
         Dataset = recipe.Dataset with { Count = 1024 },
         Trajectories = recipe.Trajectories with { Count = 2048 },
         Tscd = recipe.Tscd with { StepsPerStage = 40 },

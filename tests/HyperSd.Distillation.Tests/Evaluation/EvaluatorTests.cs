@@ -71,6 +71,32 @@ public class EvaluatorTests : IDisposable
             r => r.Metric == "adherence-gain");
     }
 
+    /// <summary>Mean colour per 4×4 block: another feature model than <see cref="BlockColours"/>.</summary>
+    sealed class FineBlockColours : IImageFeatures
+    {
+        public Tensor Features(Tensor images) => nn.functional.avg_pool2d(images, 4).flatten(1);
+    }
+
+    /// <summary>The independent judge measures the Fréchet distance and KID on its own features of its own real set: a model
+    /// trained on the recognizer's reward is judged on features it never saw.</summary>
+    [Fact]
+    public void The_judge_adds_its_own_distances_on_its_own_features()
+    {
+        var features = new BlockColours();
+        var judgeFeatures = new FineBlockColours();
+        var (real, _) = ToyShapes.Generate(64, 3);
+        var (images, scenes) = ToyShapes.Generate(16, 5);
+        var judge = new IndependentJudge(features, judgeFeatures, judgeFeatures.Features(real));
+        var rows = new ModelEvaluator(features, features.Features(real), judge: judge)
+            .Measure("m", "ddim", 1, scenes.Select(s => s.Caption).ToList(), images).ToDictionary(r => r.Metric);
+
+        Assert.Equal(["adherence-judge", "fd", "fd-judge", "kid", "kid-judge"], rows.Keys.Order());
+        Assert.Equal(Distillation.Metrics.FrechetDistance.Compute(judgeFeatures.Features(images), judgeFeatures.Features(real)),
+            rows["fd-judge"].Value, 9);
+        Assert.NotEqual(rows["fd"].Value, rows["fd-judge"].Value);
+        Assert.True(rows["kid-judge"].Low < rows["kid-judge"].Value && rows["kid-judge"].Value < rows["kid-judge"].High);
+    }
+
     [Fact]
     public void The_same_seeds_give_the_same_rows_and_real_images_score_near_zero()
     {
