@@ -147,7 +147,6 @@ public sealed class ModelEvaluator(
     public const string JudgeDistance = "fd-judge";
 
     /// <summary>KID's row name beside the Fréchet distance's: "kid" for "fd", "kid-clip" for "fd-clip".</summary>
-
     public static string KidMetricName(IImageFeatures features) => KidMetricName(features.MetricName);
 
     static string KidMetricName(string fdName) => "kid" + fdName["fd".Length..];
