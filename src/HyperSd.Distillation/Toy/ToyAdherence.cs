@@ -24,9 +24,11 @@ public sealed record ToyAdherenceOptions
 
 /// <summary>One prompt set's result: strict adherence (every requested object with shape, colour, position and size, and
 /// nothing else) and, per requested object, how often the recognizer finds an object at its position and with each
-/// attribute right there.</summary>
+/// attribute right there. <see cref="ShapeSwapped"/> and <see cref="ColorSwapped"/> (two objects) are the shares of requested
+/// objects drawn with the other requested object's shape or colour where the two differ: attribute-binding errors, as
+/// against an attribute that is simply wrong.</summary>
 public sealed record ToyAdherenceRow(ToyCaptionSplit Split, int Objects, int Prompts, double Strict, double CountRight,
-    double Placed, double Shape, double Color, double Size, double WholeObject)
+    double Placed, double Shape, double Color, double Size, double WholeObject, double ShapeSwapped = 0, double ColorSwapped = 0)
 {
     /// <summary>Wilson 95 % interval of <see cref="Strict"/>.</summary>
     public (double Low, double High) StrictInterval
@@ -86,6 +88,7 @@ public static class ToyAdherence
             throw new ArgumentException(
                 $"expected one recognised scene per prompt and at least one prompt, got {prompts.Count} and {seen.Count}");
         int strict = 0, countRight = 0, requested = 0, placed = 0, shape = 0, color = 0, size = 0, whole = 0;
+        int shapeSwapped = 0, colorSwapped = 0;
         for (int i = 0; i < prompts.Count; i++)
         {
             var requests = ToyShapes.ParseCaption(prompts[i]);
@@ -101,10 +104,16 @@ public static class ToyAdherence
                 if (there.Color == r.Color) color++;
                 if (r.Size is null || there.Size == r.Size) size++;
                 if (r.IsMetBy(there, matchSize: true)) whole++;
+                foreach (var other in requests.Where(o => o != r))
+                {
+                    if (other.Shape != r.Shape && there.Shape == other.Shape) shapeSwapped++;
+                    if (other.Color != r.Color && there.Color == other.Color) colorSwapped++;
+                }
             }
         }
         double n = prompts.Count, m = requested;
-        return new(split, objects, prompts.Count, strict / n, countRight / n, placed / m, shape / m, color / m, size / m, whole / m);
+        return new(split, objects, prompts.Count, strict / n, countRight / n, placed / m, shape / m, color / m, size / m, whole / m,
+            shapeSwapped / m, colorSwapped / m);
     }
 
     public static string Name(ToyCaptionSplit split) => split == ToyCaptionSplit.HeldOut ? "heldout" : "seen";
@@ -114,22 +123,23 @@ public static class ToyAdherence
         var (low, high) = r.StrictInterval;
         return string.Create(CultureInfo.InvariantCulture,
             $"{Name(r.Split),-8} {r.Objects} obj  n={r.Prompts}  strict {r.Strict:F3} [{low:F3}, {high:F3}]  count {r.CountRight:F3}  " +
-            $"per object: placed {r.Placed:F3} shape {r.Shape:F3} colour {r.Color:F3} size {r.Size:F3} whole {r.WholeObject:F3}");
+            $"per object: placed {r.Placed:F3} shape {r.Shape:F3} colour {r.Color:F3} size {r.Size:F3} whole {r.WholeObject:F3}  " +
+            $"swapped: shape {r.ShapeSwapped:F3} colour {r.ColorSwapped:F3}");
     }
 
     /// <summary>The rows as a markdown table.</summary>
     public static string ToMarkdown(IReadOnlyList<ToyAdherenceRow> rows)
     {
         var text = new StringBuilder("| captions | objects | prompts | strict adherence (95 % CI) | object count right | placed | " +
-                                     "shape | colour | size | whole object |\n");
-        text.Append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+                                     "shape | colour | size | whole object | shape swapped | colour swapped |\n");
+        text.Append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         foreach (var r in rows)
         {
             var (low, high) = r.StrictInterval;
             text.Append(string.Create(CultureInfo.InvariantCulture,
                 $"| {Name(r.Split)} | {r.Objects} | {r.Prompts} | {r.Strict:F3} ({low:F3}–{high:F3}) | {r.CountRight:F3} | " +
                 $"{r.Placed:F3} | " +
-                $"{r.Shape:F3} | {r.Color:F3} | {r.Size:F3} | {r.WholeObject:F3} |\n"));
+                $"{r.Shape:F3} | {r.Color:F3} | {r.Size:F3} | {r.WholeObject:F3} | {r.ShapeSwapped:F3} | {r.ColorSwapped:F3} |\n"));
         }
         return text.ToString();
     }

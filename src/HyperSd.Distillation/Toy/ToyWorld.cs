@@ -97,7 +97,7 @@ public static class ToyWorld
     /// <summary>Trains the toy teacher from scratch and writes it as a diffusers pipeline folder in <paramref name="dir"/>.</summary>
     public static StableDiffusionPipeline TrainTeacher(string dir, LatentDataset data, TeacherPretrainingOptions options,
         Action<TrainingProgress>? progress = null, CancellationToken cancellation = default, UNet2DConditionConfig? unetConfig = null,
-        string? initFrom = null)
+        string? initFrom = null, string? textEncoderFrom = null)
     {
         var tokenizer = ToyVocabulary.CreateTokenizer();
         manual_seed(options.Seed);
@@ -109,6 +109,12 @@ public static class ToyWorld
             using var start = StableDiffusionPipeline.FromPretrained(initFrom);
             StateDict.Load(unet, StateDict.Of(start.Unet), new WeightSource(Path.Combine(initFrom, "unet")));
             StateDict.Load(textEncoder, StateDict.Of(start.TextEncoder), new WeightSource(Path.Combine(initFrom, "text_encoder")));
+        }
+        if (textEncoderFrom is not null)
+        {
+            // a pretrained text encoder (ToyTextEncoderPretraining), in place of initFrom's or a random one
+            using var pretrained = CLIPTextModel.FromPretrained(textEncoderFrom);
+            StateDict.Load(textEncoder, StateDict.Of(pretrained), new WeightSource(textEncoderFrom));
         }
         var schedule = new DDPMScheduler(Schedule("DDPMScheduler"));
         TeacherPretraining.Train(unet, textEncoder, tokenizer, data, schedule, options, progress, cancellation);
