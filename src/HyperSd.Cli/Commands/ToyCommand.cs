@@ -120,7 +120,10 @@ public static class ToyCommand
     static Command TextEncoder()
     {
         var defaults = new ToyTextPretrainingOptions();
-        var output = new Option<DirectoryInfo?>("--out") { Description = "write the pretrained text encoder here (config.json, model.safetensors)" };
+        var output = new Option<DirectoryInfo?>("--out")
+        {
+            Description = "write the pretrained text encoder here (config.json, model.safetensors)",
+        };
         var probe = new Option<DirectoryInfo?>("--probe")
         {
             Description = "a teacher pipeline folder: train only a linear read-out on its frozen text encoder, to measure what it binds",
@@ -138,7 +141,8 @@ public static class ToyCommand
             var watch = Stopwatch.StartNew();
             var tokenizer = ToyVocabulary.CreateTokenizer();
             var probed = parse.GetValue(probe)?.FullName;
-            if (probed is null && parse.GetValue(output) is null) throw new ArgumentException("toy text-encoder: give --out, or --probe TEACHER");
+            if (probed is null && parse.GetValue(output) is null)
+                throw new ArgumentException("toy text-encoder: give --out, or --probe TEACHER");
             TorchSharp.torch.manual_seed(parse.GetValue(seed));
             using var encoder = probed is null ? new CLIPTextModel(ToyVocabulary.TextConfig(tokenizer))
                 : CLIPTextModel.FromPretrained(Path.Combine(probed, "text_encoder"));

@@ -49,7 +49,8 @@ public static class ToyTextEncoderPretraining
         for (int step = 1; step <= options.Steps; step++)
         {
             using var scope = NewDisposeScope();
-            var scenes = Enumerable.Range(0, options.BatchSize).Select(_ => ToyShapes.RandomScene(random, split: ToyCaptionSplit.Train)).ToList();
+            var scenes = Enumerable.Range(0, options.BatchSize)
+                .Select(_ => ToyShapes.RandomScene(random, split: ToyCaptionSplit.Train)).ToList();
             var (logits, labels) = ReadOut(encoder, heads, tokenizer, scenes, options.Probe);
             var loss = Loss(logits, labels);
             optimizer.zero_grad();
@@ -110,7 +111,8 @@ public static class ToyTextEncoderPretraining
         return Enumerable.Range(0, 4).Select(a => nn.functional.cross_entropy(parts[a], labels[.., a])).Aggregate((x, y) => x + y);
     }
 
-    static ToyBindingAccuracy Accuracy(CLIPTextModel encoder, nn.Module<Tensor, Tensor> heads, CLIPTokenizer tokenizer, int objects, int seed)
+    static ToyBindingAccuracy Accuracy(CLIPTextModel encoder, nn.Module<Tensor, Tensor> heads, CLIPTokenizer tokenizer,
+        int objects, int seed)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();

@@ -68,24 +68,30 @@ public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
         foreach (var lora in c.Loras) pipeline.LoadLora(lora.Path!, lora.Scale, lora.Id ?? Path.GetFileNameWithoutExtension(lora.Path));
         pipeline.Scheduler = c.Sampler.Build(pipeline.Scheduler.Config);
         times.LoadSeconds = watch.Elapsed.TotalSeconds;
-        foreach (var batch in todo.Chunk(c.BatchSize))
+        // Every attempt makes the chunk's planned batches whole: a batch's size changes the model's floating-point
+        // results in the last bits (batched matrix products), so a redone batch of fewer images could round a pixel
+        // differently from the first attempt's bytes.
+        foreach (var planned in c.Images.Chunk(c.BatchSize))
         {
+            var batch = planned.Where(i => !recorded.Contains(Key(i))).ToArray();
+            if (batch.Length == 0) continue;
             stage.Cancellation.ThrowIfCancellationRequested();
             watch.Restart();
-            var missing = batch.Where(i => !File.Exists(Path.Combine(dir, i.File))).ToList();
+            var missing = batch.Where(i => !File.Exists(Path.Combine(dir, i.File))).ToHashSet();
             if (missing.Count > 0)
             {
                 using var result = pipeline.Generate(new GenerationRequest
                 {
-                    Prompts = missing.Select(i => i.Prompt).ToList(), NegativePrompts = missing.Select(i => i.NegativePrompt).ToList(),
-                    Seeds = missing.Select(i => i.Seed).ToList(), Steps = c.Steps, GuidanceScale = c.Sampler.GuidanceScale,
+                    Prompts = planned.Select(i => i.Prompt).ToList(), NegativePrompts = planned.Select(i => i.NegativePrompt).ToList(),
+                    Seeds = planned.Select(i => i.Seed).ToList(), Steps = c.Steps, GuidanceScale = c.Sampler.GuidanceScale,
                     Eta = c.Sampler.Eta, Height = c.Height, Width = c.Width, Model = c.Model,
                 });
-                for (int k = 0; k < missing.Count; k++)
+                for (int k = 0; k < planned.Length; k++)
                 {
-                    var written = Path.Combine(temp, missing[k].File);
+                    if (!missing.Contains(planned[k])) continue;
+                    var written = Path.Combine(temp, planned[k].File);
                     ImageFiles.SavePng(result.Images[k], written, result.Parameters[k].ToPngText());
-                    File.Move(written, Path.Combine(dir, missing[k].File), overwrite: true);
+                    File.Move(written, Path.Combine(dir, planned[k].File), overwrite: true);
                 }
             }
             times.GenerateSeconds += watch.Elapsed.TotalSeconds;
