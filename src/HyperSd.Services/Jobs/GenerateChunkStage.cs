@@ -25,7 +25,8 @@ public sealed record GenerationChunkSettings(Guid JobId, ModelReference Model, I
 /// lease expires). Each image is written to the job's folder whole (a temporary file, then a rename) as a PNG with its
 /// parameters, then recorded (job, prompt index, image index, candidate, seed, path, sha256) in a fenced write, a batch at a time.
 /// An image already recorded is skipped, and a file already in place (renamed there by an attempt that lost its lease
-/// before recording it) is recorded without being made again, so a redone chunk loses at most the batch in flight.
+/// before recording it) is recorded as it is, so a redone chunk loses at most the batch in flight; a batch with any
+/// image missing is made whole, as planned, so that every attempt writes the same bytes.
 /// Partial files of a killed attempt are in the chunk's temporary folder, removed when the chunk is redone.
 /// </summary>
 public sealed class GenerateChunkStage : StageKind<GenerationChunkSettings>
