@@ -38,10 +38,10 @@ public static class ToyCommand
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => DefaultTeacher.Steps };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => DefaultTeacher.BatchSize };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
-        var textEncoder = new Option<bool>("--train-text-encoder")
+        var textEncoder = new Option<bool?>("--train-text-encoder")
         {
-            Description = "train the text encoder with the UNet (default: as the committed teacher)",
-            DefaultValueFactory = _ => DefaultTeacher.TrainTextEncoder,
+            Description = "train the text encoder with the UNet (default: frozen when --text-encoder gives a pretrained one, " +
+                          "as SD keeps CLIP frozen; trained otherwise)",
         };
         var attention = new Option<ToyTeacherArchitecture>("--unet")
         {
@@ -83,17 +83,17 @@ public static class ToyCommand
             DefaultTeacher with
             {
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), Seed = parse.GetValue(seed),
-                TrainTextEncoder = parse.GetValue(textEncoder), LearningRate = parse.GetValue(lr),
+                TrainTextEncoder = parse.GetValue(textEncoder) ?? parse.GetValue(textEncoderFrom) is null,
+                LearningRate = parse.GetValue(lr),
             }, parse.GetValue(attention), parse.GetValue(captions) == "all" ? null : ToyCaptionSplit.Train,
                 parse.GetValue(initFrom)?.FullName, parse.GetValue(textEncoderFrom)?.FullName)).Dispose());
         return command;
     }
 
-    /// <summary>The base teacher's settings (issue 12's second teacher: three levels, a trained text encoder, the train split
-    /// only; 3,500 steps, about 5 h of one CPU thread). The committed teacher is that one fine-tuned 2,000 steps on a frozen
-    /// text encoder pretrained to bind (`toy text-encoder --out TE`, then `toy teacher --init-from BASE --text-encoder TE
-    /// --train-text-encoder false --steps 2000 --lr 5e-4 --seed 12`; docs/results.md, "The toy teacher").</summary>
-    static readonly TeacherPretrainingOptions DefaultTeacher = new() { Steps = 3500, BatchSize = 64, TrainTextEncoder = true };
+    /// <summary>The teacher's settings: three levels, the train split only, 3,500 steps at batch 64. The committed teacher is
+    /// these on a text encoder pretrained to bind, frozen (`toy text-encoder --out TE`, then `toy teacher --text-encoder TE
+    /// --seed 21`: 52 min at two threads; docs/results.md, "The toy teacher").</summary>
+    static readonly TeacherPretrainingOptions DefaultTeacher = new() { Steps = 3500, BatchSize = 64 };
     const ToyTeacherArchitecture DefaultArchitecture = ToyTeacherArchitecture.ThreeLevel;
     const string DefaultCaptions = "train";
     const int TeacherDatasetSize = 20000;

@@ -64,8 +64,8 @@ public static class ToyWorld
         _ => throw new ArgumentOutOfRangeException(nameof(architecture), architecture, "unknown toy teacher architecture"),
     };
 
-    /// <summary>The committed teacher (<c>hypersd toy teacher</c> with its defaults reproduces it), copied beside the
-    /// assembly: later runs and the tests reuse it instead of retraining.</summary>
+    /// <summary>The committed teacher (<c>hypersd toy text-encoder</c>, then <c>hypersd toy teacher --text-encoder</c> on
+    /// it reproduce it), copied beside the assembly: later runs and the tests reuse it instead of retraining.</summary>
     public static string PretrainedTeacherDir => Path.Combine(AppContext.BaseDirectory, "Toy", "Pretrained", "teacher");
 
     /// <summary>The committed recognizer (<c>hypersd toy recognizer</c> reproduces it).</summary>
