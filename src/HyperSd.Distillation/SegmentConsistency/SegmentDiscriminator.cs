@@ -33,9 +33,18 @@ public sealed class DiscriminatorHead : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = nn.functional.leaky_relu(norm1.call(conv1.call(x)), 0.01);
-        h = nn.functional.leaky_relu(norm2.call(conv2.call(h)), 0.01) + h;
+        var h = LeakyRelu(norm1.call(conv1.call(x)));
+        h = LeakyRelu(norm2.call(conv2.call(h))) + h;
         return conv_out.call(h).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>LeakyReLU(0.01) with its slope an explicit Scalar held through the call: the one TorchSharp makes from a
+    /// double can be finalized while LibTorch still reads it (a TSCD stage failed with "Expected false to be true" from
+    /// Scalar::toFloat in leaky_relu; LoraAdapter guards its weight the same way).</summary>
+    static Tensor LeakyRelu(Tensor x)
+    {
+        using var slope = 0.01.ToScalar();
+        return x.leaky_relu(slope);
     }
 
     /// <summary>
@@ -53,9 +62,9 @@ public sealed class DiscriminatorHead : nn.Module<Tensor, Tensor>
             nn.functional.group_norm(h, n * norm(heads[0]).num_groups, Cat(d => norm(d).weight!), Cat(d => norm(d).bias!),
                 norm(heads[0]).eps);
         var h = nn.functional.conv2d(x, Cat(d => d.conv1.weight!), Cat(d => d.conv1.bias!), padding: [1, 1]);
-        h = nn.functional.leaky_relu(Norm(h, d => d.norm1), 0.01);
+        h = LeakyRelu(Norm(h, d => d.norm1));
         var h2 = nn.functional.conv2d(h, Cat(d => d.conv2.weight!), Cat(d => d.conv2.bias!), padding: [1, 1], groups: n);
-        h = nn.functional.leaky_relu(Norm(h2, d => d.norm2), 0.01) + h;
+        h = LeakyRelu(Norm(h2, d => d.norm2)) + h;
         var logits = nn.functional.conv2d(h, Cat(d => d.conv_out.weight!), Cat(d => d.conv_out.bias!), groups: n);
         return logits.chunk(n, 1).Select(l => l.MoveToOuterDisposeScope()).ToArray();
     }
